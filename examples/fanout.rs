@@ -1,0 +1,282 @@
+//! Fan-out benchmark: SendMessage → SubscribeMessages latency with many live subscribers, on
+//! SQLite.
+//!
+//! Usage: `cargo run --release --example fanout -- [--messages N] [--subscribers N] [--rate N]`
+//! (defaults 5,000 messages, 100 subscribers, 1,000 messages/s).
+//!
+//! - The real server runs in this process, as the tests start it: `Application::build` on
+//!   `127.0.0.1:0` with one `local` session over a fresh SQLite file in a temp dir, then
+//!   `run_until_stopped`. Clients and server share one multi-threaded tokio runtime (one
+//!   worker per core).
+//! - Every subscriber opens its own connection (its own HTTP/2 channel) and a live
+//!   SubscribeMessages stream (no `after_seq`), and the benchmark waits for every `ready`.
+//! - One sender task, on its own connection, issues SendMessage open-loop at a fixed rate:
+//!   each send starts at its scheduled tick in its own task (at most 256 in flight), so a
+//!   slow server does not lower the offered rate until that bound is hit. Message i carries
+//!   `client_message_id = "fan-i"`; its send start is recorded before the RPC is issued.
+//! - Each subscriber records, for every `message_created` event of a `fan-i` message,
+//!   receive time − send start of message i. The report gives p50/p99/max over all
+//!   (message, subscriber) pairs, the achieved send rate, and the SendMessage RPC latency.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chatsync::config::{Config, SessionConfig};
+use chatsync::grpc::pb;
+use chatsync::server::Application;
+use pb::chat_sync_service_client::ChatSyncServiceClient;
+use pb::subscribe_messages_response::Event;
+use tokio::sync::{Semaphore, oneshot};
+use tonic::transport::Channel;
+
+const SESSION_ID: &str = "fanout";
+const CHAT_ID: &str = "bench-room";
+const MAX_IN_FLIGHT: usize = 256;
+
+struct Args {
+    messages: usize,
+    subscribers: usize,
+    rate: f64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        messages: 5_000,
+        subscribers: 100,
+        rate: 1_000.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--messages" => args.messages = value()?.parse()?,
+            "--subscribers" => args.subscribers = value()?.parse()?,
+            "--rate" => args.rate = value()?.parse()?,
+            "-h" | "--help" => {
+                println!("usage: fanout [--messages N] [--subscribers N] [--rate N]");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?}"),
+        }
+    }
+    anyhow::ensure!(args.messages > 0 && args.subscribers > 0 && args.rate > 0.0);
+    Ok(args)
+}
+
+async fn connect(url: &str) -> anyhow::Result<ChatSyncServiceClient<Channel>> {
+    let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+    Ok(ChatSyncServiceClient::new(channel))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(nanos: u64) -> f64 {
+    nanos as f64 / 1e6
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let dir = tempfile::tempdir()?;
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        database_url: format!("sqlite://{}", dir.path().join("fanout.db").display()),
+        sessions: vec![SessionConfig {
+            id: SESSION_ID.into(),
+            source: "local".into(),
+            settings: serde_json::Map::new(),
+        }],
+        ..Config::default()
+    };
+    let app = Application::build(config).await?;
+    let url = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    // The sender's connection; a first message creates the chat before anyone subscribes.
+    let sender = connect(&url).await?;
+    sender
+        .clone()
+        .send_message(pb::SendMessageRequest {
+            session_id: SESSION_ID.into(),
+            chat_id: CHAT_ID.into(),
+            text: "warm-up".into(),
+            client_message_id: "warm-up".into(),
+        })
+        .await?;
+
+    let base = Instant::now();
+    // Send start of message i, in ns since `base`, plus one (0: not sent yet).
+    let send_start: Arc<Vec<AtomicU64>> =
+        Arc::new((0..args.messages).map(|_| AtomicU64::new(0)).collect());
+
+    // Subscribers: one connection each, live stream, wait for `ready`.
+    let expected_secs = args.messages as f64 / args.rate;
+    let deadline = Duration::from_secs_f64(expected_secs + 60.0);
+    let mut ready_receivers = Vec::new();
+    let mut subscribers = Vec::new();
+    for _ in 0..args.subscribers {
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        ready_receivers.push(ready_rx);
+        let url = url.clone();
+        let send_start = send_start.clone();
+        let n = args.messages;
+        subscribers.push(tokio::spawn(async move {
+            let mut client = connect(&url).await?;
+            let mut stream = client
+                .subscribe_messages(pb::SubscribeMessagesRequest {
+                    session_id: SESSION_ID.into(),
+                    chat_ids: Vec::new(),
+                    after_seq: None,
+                })
+                .await?
+                .into_inner();
+            let mut ready_tx = Some(ready_tx);
+            let mut latencies = Vec::with_capacity(n);
+            let collect = async {
+                while latencies.len() < n {
+                    let Some(event) = stream.message().await? else {
+                        anyhow::bail!("subscription ended early");
+                    };
+                    let received = base.elapsed().as_nanos() as u64;
+                    match event.event {
+                        Some(Event::Ready(_)) => {
+                            if let Some(tx) = ready_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Some(Event::MessageCreated(message)) => {
+                            let Some(index) = message
+                                .client_message_id
+                                .strip_prefix("fan-")
+                                .and_then(|i| i.parse::<usize>().ok())
+                            else {
+                                continue;
+                            };
+                            let start = send_start[index].load(Ordering::Acquire);
+                            anyhow::ensure!(start > 0, "message {index} seen before its send");
+                            latencies.push(received.saturating_sub(start - 1));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            };
+            let outcome = tokio::time::timeout(deadline, collect).await;
+            let missing = n - latencies.len();
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => eprintln!("subscriber error: {error}"),
+                Err(_) => eprintln!("subscriber timed out with {missing} events missing"),
+            }
+            anyhow::Ok((latencies, missing))
+        }));
+    }
+    for ready in ready_receivers {
+        ready
+            .await
+            .map_err(|_| anyhow::anyhow!("a subscriber failed before ready"))?;
+    }
+    println!(
+        "{} subscribers ready (one connection each); sending {} messages at {}/s",
+        args.subscribers, args.messages, args.rate
+    );
+
+    // Sender: open-loop at the given rate.
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::with_capacity(args.messages);
+    let send_began = Instant::now();
+    for index in 0..args.messages {
+        ticks.tick().await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let mut client = sender.clone();
+        let started = base.elapsed().as_nanos() as u64;
+        send_start[index].store(started + 1, Ordering::Release);
+        sends.push(tokio::spawn(async move {
+            let result = client
+                .send_message(pb::SendMessageRequest {
+                    session_id: SESSION_ID.into(),
+                    chat_id: CHAT_ID.into(),
+                    text: format!("fan-out message {index}"),
+                    client_message_id: format!("fan-{index}"),
+                })
+                .await;
+            drop(permit);
+            result.map(|_| base.elapsed().as_nanos() as u64 - started)
+        }));
+    }
+    let issue_secs = send_began.elapsed().as_secs_f64();
+    let mut rpc = Vec::with_capacity(args.messages);
+    for send in sends {
+        rpc.push(send.await??);
+    }
+    let complete_secs = send_began.elapsed().as_secs_f64();
+
+    let mut all = Vec::with_capacity(args.messages * args.subscribers);
+    let mut missing = 0;
+    for subscriber in subscribers {
+        let (latencies, lost) = subscriber.await??;
+        all.extend(latencies);
+        missing += lost;
+    }
+    let delivered_secs = send_began.elapsed().as_secs_f64();
+    all.sort_unstable();
+    rpc.sort_unstable();
+
+    println!(
+        "send rate: {:.0} messages/s offered over {:.2} s (target {}), {:.0} messages/s completed",
+        args.messages as f64 / issue_secs,
+        issue_secs,
+        args.rate,
+        args.messages as f64 / complete_secs
+    );
+    println!(
+        "SendMessage RPC latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(percentile(&rpc, 50.0)),
+        ms(percentile(&rpc, 99.0)),
+        ms(*rpc.last().unwrap_or(&0))
+    );
+    println!(
+        "fan-out latency (send start -> message_created received), {} (message, subscriber) pairs, {} missing:",
+        all.len(),
+        missing
+    );
+    println!(
+        "  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; all delivered {:.2} s after the first send",
+        ms(percentile(&all, 50.0)),
+        ms(percentile(&all, 99.0)),
+        ms(*all.last().unwrap_or(&0)),
+        delivered_secs
+    );
+    println!(
+        "RESULT messages={} subscribers={} rate={} offered_rate={:.0} completed_rate={:.0} rpc_p50_ms={:.3} rpc_p99_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} missing={}",
+        args.messages,
+        args.subscribers,
+        args.rate,
+        args.messages as f64 / issue_secs,
+        args.messages as f64 / complete_secs,
+        ms(percentile(&rpc, 50.0)),
+        ms(percentile(&rpc, 99.0)),
+        ms(percentile(&all, 50.0)),
+        ms(percentile(&all, 99.0)),
+        ms(*all.last().unwrap_or(&0)),
+        missing
+    );
+
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok(())
+}

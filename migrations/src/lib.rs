@@ -1,0 +1,17 @@
+//! Schema migrations for chatsync, run at start-up by `Migrator::up`.
+//!
+//! One timestamped module per migration, each with `up` and `down`. Migrations are append-only:
+//! a released migration is never edited, a new one is added.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_initial;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_initial::Migration)]
+    }
+}

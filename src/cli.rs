@@ -1,0 +1,541 @@
+//! The `chatsync` command line: `serve`, and client commands that talk to a running server
+//! over gRPC (the generated client, like any other client would).
+//!
+//! Client commands take `--server URL` (default `http://127.0.0.1:50051`), `--token TOKEN`
+//! (or `CHATSYNC_TOKEN`), and `--json` for one JSON object per line instead of text.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::config::Config;
+use crate::grpc::pb;
+use pb::chat_sync_service_client::ChatSyncServiceClient;
+
+/// chatsync: mirror chat accounts into SQL and keep clients in step.
+#[derive(Debug, Parser)]
+#[command(name = "chatsync", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (gRPC, grpc-web, health and reflection on one port).
+    Serve {
+        /// Configuration file. Default: ./chatsync.toml if it exists, else the built-in
+        /// default (SQLite file chatsync.db, demo sessions over the shipped samples).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Sync a session's chats from its source, with a progress bar.
+    Sync {
+        session: String,
+        /// The most recent messages to take per chat (default 100).
+        #[arg(long, conflicts_with = "all")]
+        limit_per_chat: Option<u32>,
+        /// Take the whole history of every chat.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a session's changes as they happen.
+    Subscribe {
+        session: String,
+        /// Replay every change after this seq first.
+        #[arg(long)]
+        after_seq: Option<u64>,
+        /// Only these chats (repeatable).
+        #[arg(long = "chat")]
+        chats: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a text message.
+    Send {
+        session: String,
+        chat: String,
+        text: String,
+        /// Idempotency key: retrying with the same key never sends twice.
+        #[arg(long)]
+        client_message_id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a session's sync status.
+    Status {
+        session: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a session's chats.
+    Chats {
+        session: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a session's messages in seq order.
+    Messages {
+        session: String,
+        /// Only this chat.
+        #[arg(long)]
+        chat: Option<String>,
+        /// Start after this seq.
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
+        /// At most this many messages (default: all).
+        #[arg(long)]
+        limit: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Options every client command takes.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "CHATSYNC_SERVER"
+    )]
+    pub server: String,
+    /// API token, sent as `authorization: Bearer TOKEN`.
+    #[arg(long, env = "CHATSYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// One JSON object per line, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+type Client = ChatSyncServiceClient<InterceptedService<Channel, Auth>>;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    let channel = Endpoint::from_shared(args.server.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach chatsync at {}: {e}", args.server))?;
+    let auth =
+        match &args.token {
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                anyhow::anyhow!("the token holds characters a header cannot carry")
+            })?),
+            None => None,
+        };
+    Ok(ChatSyncServiceClient::with_interceptor(channel, Auth(auth))
+        .max_decoding_message_size(64 << 20))
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            let app = crate::server::Application::build(config).await?;
+            app.run_until_stopped(crate::server::shutdown_signal())
+                .await
+        }
+        Command::Sync {
+            session,
+            limit_per_chat,
+            all,
+            client,
+        } => {
+            let limit = if all { Some(0) } else { limit_per_chat };
+            sync(&client, session, limit).await
+        }
+        Command::Subscribe {
+            session,
+            after_seq,
+            chats,
+            client,
+        } => {
+            let mut api = connect(&client).await?;
+            let mut stream = api
+                .subscribe_messages(pb::SubscribeMessagesRequest {
+                    session_id: session,
+                    chat_ids: chats,
+                    after_seq,
+                })
+                .await?
+                .into_inner();
+            while let Some(event) = stream.message().await? {
+                print_event(&event, client.json);
+            }
+            Ok(())
+        }
+        Command::Send {
+            session,
+            chat,
+            text,
+            client_message_id,
+            client,
+        } => {
+            let mut api = connect(&client).await?;
+            let response = api
+                .send_message(pb::SendMessageRequest {
+                    session_id: session,
+                    chat_id: chat,
+                    text,
+                    client_message_id: client_message_id.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            let message = response.message.unwrap_or_default();
+            if client.json {
+                println!(
+                    "{}",
+                    json!({"message": message_json(&message), "duplicate": response.duplicate})
+                );
+            } else {
+                let note = if response.duplicate {
+                    " (already sent with this client_message_id)"
+                } else {
+                    ""
+                };
+                println!(
+                    "message {} seq {} {}{note}",
+                    message.id,
+                    message.seq,
+                    status_name(message.status)
+                );
+            }
+            Ok(())
+        }
+        Command::Status { session, client } => {
+            let mut api = connect(&client).await?;
+            let status = api
+                .get_sync_status(pb::GetSyncStatusRequest {
+                    session_id: session,
+                })
+                .await?
+                .into_inner();
+            print_status(&status, client.json);
+            Ok(())
+        }
+        Command::Chats { session, client } => {
+            let mut api = connect(&client).await?;
+            let mut after_seq = 0;
+            loop {
+                let page = api
+                    .list_chats(pb::ListChatsRequest {
+                        session_id: session.clone(),
+                        after_seq,
+                        limit: 1000,
+                    })
+                    .await?
+                    .into_inner();
+                for chat in &page.chats {
+                    if client.json {
+                        println!(
+                            "{}",
+                            json!({"chat_id": chat.chat_id, "name": chat.name, "seq": chat.seq})
+                        );
+                    } else {
+                        println!("{:<40} {}", chat.chat_id, chat.name);
+                    }
+                }
+                after_seq = page.next_seq;
+                if !page.has_more {
+                    return Ok(());
+                }
+            }
+        }
+        Command::Messages {
+            session,
+            chat,
+            after_seq,
+            limit,
+            client,
+        } => {
+            let mut api = connect(&client).await?;
+            let mut after_seq = after_seq;
+            let mut left = limit.unwrap_or(u64::MAX);
+            while left > 0 {
+                let page = api
+                    .list_messages(pb::ListMessagesRequest {
+                        session_id: session.clone(),
+                        chat_id: chat.clone().unwrap_or_default(),
+                        after_seq,
+                        limit: left.min(1000) as u32,
+                        before_seq: 0,
+                    })
+                    .await?
+                    .into_inner();
+                for message in &page.messages {
+                    print_message(message, client.json);
+                }
+                left = left.saturating_sub(page.messages.len() as u64);
+                after_seq = page.next_seq;
+                if !page.has_more {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn sync(
+    client: &ClientArgs,
+    session: String,
+    limit_per_chat: Option<u32>,
+) -> anyhow::Result<()> {
+    let mut api = connect(client).await?;
+    let mut stream = api
+        .sync_chats(pb::SyncChatsRequest {
+            session_id: session.clone(),
+            limit_per_chat,
+        })
+        .await?
+        .into_inner();
+    let bar = if client.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} chat {pos}/{len} {msg}",
+            )?
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    };
+    let mut last = pb::SyncProgress::default();
+    let mut failures = Vec::new();
+    while let Some(response) = stream.message().await? {
+        let Some(frame) = response.progress else {
+            continue;
+        };
+        if client.json {
+            println!("{}", progress_json(&frame));
+        }
+        bar.set_length(frame.n_chats as u64);
+        bar.set_position(frame.current_chat as u64);
+        bar.set_message(format!(
+            "{} · {} messages in chat · {} in all",
+            frame.chat_id, frame.messages_synced, frame.total_messages_synced
+        ));
+        if frame.stage == pb::SyncStage::ChatFailed as i32 {
+            bar.println(format!("chat {} failed: {}", frame.chat_id, frame.error));
+            failures.push(frame.chat_id.clone());
+        }
+        last = frame;
+    }
+    bar.finish_and_clear();
+    if !client.json {
+        println!(
+            "synced {session}: {} chats, {} new messages, {} unplaced lines, {} failed chats",
+            last.n_chats,
+            last.total_messages_synced,
+            last.total_unplaced_lines,
+            failures.len()
+        );
+    }
+    Ok(())
+}
+
+fn stage_name(stage: i32) -> &'static str {
+    pb::SyncStage::try_from(stage)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN")
+        .trim_start_matches("SYNC_STAGE_")
+}
+
+fn status_name(status: i32) -> &'static str {
+    pb::MessageStatus::try_from(status)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN")
+        .trim_start_matches("MESSAGE_STATUS_")
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    pb::MessageKind::try_from(kind)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN")
+        .trim_start_matches("MESSAGE_KIND_")
+}
+
+fn time_string(timestamp: Option<&prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn progress_json(frame: &pb::SyncProgress) -> Value {
+    json!({
+        "sync_id": frame.sync_id, "session_id": frame.session_id, "stage": stage_name(frame.stage),
+        "n_chats": frame.n_chats, "current_chat": frame.current_chat, "chat_id": frame.chat_id,
+        "messages_synced": frame.messages_synced, "total_messages_synced": frame.total_messages_synced,
+        "unplaced_lines": frame.unplaced_lines, "total_unplaced_lines": frame.total_unplaced_lines,
+        "error": frame.error,
+    })
+}
+
+fn message_json(message: &pb::Message) -> Value {
+    json!({
+        "id": message.id, "seq": message.seq, "chat_id": message.chat_id,
+        "provider_message_id": message.provider_message_id, "client_message_id": message.client_message_id,
+        "sender": message.sender, "text": message.text, "kind": kind_name(message.kind),
+        "status": status_name(message.status), "from_me": message.from_me,
+        "sent_at": time_string(message.sent_at.as_ref()),
+    })
+}
+
+fn print_message(message: &pb::Message, as_json: bool) {
+    if as_json {
+        println!("{}", message_json(message));
+    } else {
+        let sender = if message.sender.is_empty() {
+            "·"
+        } else {
+            &message.sender
+        };
+        println!(
+            "#{:<6} {} [{}] {}: {} ({}, {})",
+            message.seq,
+            time_string(message.sent_at.as_ref()),
+            message.chat_id,
+            sender,
+            message.text.replace('\n', "\n        "),
+            kind_name(message.kind),
+            status_name(message.status)
+        );
+    }
+}
+
+fn print_event(event: &pb::SubscribeMessagesResponse, as_json: bool) {
+    use pb::subscribe_messages_response::Event;
+    match &event.event {
+        Some(Event::MessageCreated(message)) => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"seq": event.seq, "message_created": message_json(message)})
+                );
+            } else {
+                print_message(message, false);
+            }
+        }
+        Some(Event::StatusUpdated(update)) => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"seq": event.seq, "status_updated": {
+                    "message_id": update.message_id, "chat_id": update.chat_id,
+                    "provider_message_id": update.provider_message_id, "status": status_name(update.status),
+                    "updated_at": time_string(update.updated_at.as_ref())}})
+                );
+            } else {
+                println!(
+                    "#{:<6} message {} in {} is now {}",
+                    event.seq,
+                    update.message_id,
+                    update.chat_id,
+                    status_name(update.status)
+                );
+            }
+        }
+        Some(Event::ChatUpdated(chat)) => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"seq": event.seq, "chat_updated": {"chat_id": chat.chat_id, "name": chat.name}})
+                );
+            } else {
+                println!(
+                    "#{:<6} chat {} is named {:?}",
+                    event.seq, chat.chat_id, chat.name
+                );
+            }
+        }
+        Some(Event::Ready(ready)) => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"seq": event.seq, "ready": {"head_seq": ready.head_seq}})
+                );
+            } else {
+                eprintln!(
+                    "-- caught up at seq {}; waiting for live changes",
+                    ready.head_seq
+                );
+            }
+        }
+        Some(Event::Heartbeat(_)) if as_json => {
+            println!("{}", json!({"seq": event.seq, "heartbeat": {}}));
+        }
+        Some(Event::Heartbeat(_)) | None => {}
+    }
+}
+
+fn print_status(status: &pb::GetSyncStatusResponse, as_json: bool) {
+    let state = pb::SyncState::try_from(status.state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN")
+        .trim_start_matches("SYNC_STATE_");
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "session_id": status.session_id, "source": status.source, "state": state,
+                "progress": status.progress.as_ref().map(progress_json),
+                "started_at": time_string(status.started_at.as_ref()), "finished_at": time_string(status.finished_at.as_ref()),
+                "last_error": status.last_error, "chat_count": status.chat_count,
+                "message_count": status.message_count, "head_seq": status.head_seq,
+            })
+        );
+        return;
+    }
+    println!("session   {} ({})", status.session_id, status.source);
+    println!("state     {state}");
+    if let Some(progress) = &status.progress {
+        println!(
+            "progress  chat {}/{} · {} new messages · {} unplaced lines",
+            progress.current_chat,
+            progress.n_chats,
+            progress.total_messages_synced,
+            progress.total_unplaced_lines
+        );
+    }
+    println!(
+        "last run  {} → {}",
+        time_string(status.started_at.as_ref()),
+        time_string(status.finished_at.as_ref())
+    );
+    if !status.last_error.is_empty() {
+        println!("error     {}", status.last_error);
+    }
+    println!(
+        "stored    {} chats, {} messages",
+        status.chat_count, status.message_count
+    );
+    println!("head seq  {}", status.head_seq);
+}

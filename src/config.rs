@@ -1,0 +1,185 @@
+//! Configuration: a TOML file (`chatsync.toml`), then environment overrides.
+//!
+//! Layers, later wins (figment):
+//! 1. built-in defaults ([`Config::default`], which includes the `demo` sessions over the
+//!    sample exports shipped in `samples/`, used when no file is found);
+//! 2. the TOML file: `--config PATH`, else `./chatsync.toml` when it exists;
+//! 3. `CHATSYNC_LISTEN`, `CHATSYNC_DATABASE_URL`, `CHATSYNC_HEARTBEAT_SECS`.
+//!
+//! Export paths come only from here, never from a request.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on for gRPC, grpc-web and the health service. Default
+    /// `127.0.0.1:50051`. Without tokens only loopback addresses are allowed.
+    pub listen: SocketAddr,
+    /// `sqlite://FILE` (created when missing) or `postgres://USER@HOST/DB`. Default
+    /// `sqlite://chatsync.db`.
+    pub database_url: String,
+    /// Seconds between heartbeats on subscriptions. Default 15.
+    pub heartbeat_secs: u64,
+    /// Origins allowed to call the API from a browser (CORS), e.g. `https://app.example`.
+    /// Default none: only same-origin pages and non-browser clients.
+    pub cors_allowed_origins: Vec<String>,
+    /// API tokens. Empty: no auth, and the server listens on loopback only.
+    pub tokens: Vec<TokenConfig>,
+    /// The sessions this server serves.
+    pub sessions: Vec<SessionConfig>,
+}
+
+/// One API token, checked from `authorization: Bearer TOKEN`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret itself.
+    pub token: String,
+    /// Session ids this token may use; `["*"]` means all sessions.
+    pub sessions: Vec<String>,
+}
+
+impl TokenConfig {
+    /// Whether the token may act on `session_id`.
+    pub fn allows(&self, session_id: &str) -> bool {
+        self.sessions.iter().any(|s| s == "*" || s == session_id)
+    }
+}
+
+/// One `[[sessions]]` entry: an id, a source kind, and the source's own settings (all other
+/// keys of the table, read by the source's factory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionConfig {
+    /// The session id clients use. 1 to 128 characters.
+    pub id: String,
+    /// The source kind: `whatsapp-export`, `telegram-export` or `local`.
+    pub source: String,
+    /// Source settings, e.g. `path`, `timezone`, `date_order`.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The directory holding the sample exports the default configuration serves.
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let samples = samples_dir();
+        let session = |id: &str, source: &str, path: Option<PathBuf>| {
+            let mut settings = serde_json::Map::new();
+            if let Some(path) = path {
+                settings.insert("path".into(), path.display().to_string().into());
+            }
+            SessionConfig {
+                id: id.into(),
+                source: source.into(),
+                settings,
+            }
+        };
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://chatsync.db".into(),
+            heartbeat_secs: 15,
+            cors_allowed_origins: Vec::new(),
+            tokens: Vec::new(),
+            sessions: vec![
+                session("demo", "whatsapp-export", Some(samples.join("whatsapp"))),
+                session(
+                    "demo-telegram",
+                    "telegram-export",
+                    Some(samples.join("telegram")),
+                ),
+                session("notes", "local", None),
+            ],
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `path` (or `./chatsync.toml` if it exists),
+    /// then the environment. A file that names no `[[sessions]]` keeps the default ones.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) if !path.exists() => return Err(ConfigError::Missing(path.to_owned())),
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from("chatsync.toml")).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &file {
+            // Sessions are a list: a file that declares them replaces the defaults rather
+            // than merging into them.
+            let declares_sessions = Figment::from(Toml::file(file)).contains("sessions");
+            if declares_sessions {
+                figment =
+                    figment.merge(Serialized::default("sessions", Vec::<SessionConfig>::new()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("CHATSYNC_").only(&[
+            "listen",
+            "database_url",
+            "heartbeat_secs",
+        ]));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot: unique session ids, a sane heartbeat, and that a server
+    /// without tokens listens on loopback only.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for session in &self.sessions {
+            if session.id.is_empty() || session.id.len() > 128 {
+                return Err(ConfigError::Invalid(format!(
+                    "session id {:?} must be 1 to 128 characters",
+                    session.id
+                )));
+            }
+            if !seen.insert(session.id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "session id {:?} is declared twice",
+                    session.id
+                )));
+            }
+        }
+        if self.heartbeat_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "heartbeat_secs must be at least 1".into(),
+            ));
+        }
+        if self.tokens.iter().any(|t| t.token.len() < 8) {
+            return Err(ConfigError::Invalid(
+                "every token must be at least 8 characters".into(),
+            ));
+        }
+        if self.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without API tokens: anyone on the network could read \
+                 and send messages. Add [[tokens]] to the configuration, or listen on a \
+                 loopback address such as 127.0.0.1",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,525 @@
+//! The gRPC adapter: the only module that sees prost types.
+//!
+//! Each handler authenticates, converts the request into domain terms, calls
+//! [`ChatSync`], and converts the result. Domain errors become gRPC statuses in exactly one
+//! place, [`status_from`]. Every handler runs in a tracing span carrying `session_id`.
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::config::TokenConfig;
+use crate::error::Error;
+use crate::model::{self, MessageStatus};
+use crate::service::{ChatSync, Event, Progress, Stage, SubscribeRequest, SyncStatus};
+use crate::storage::{MessageRef, SyncState};
+
+/// Generated protobuf types and service stubs (`chatsync.v1`).
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("chatsync.v1");
+
+    /// The encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/chatsync_descriptor.bin"));
+}
+
+use pb::chat_sync_service_server::ChatSyncService;
+
+/// Maps a domain error to its gRPC status (DESIGN.md, Errors). The only such mapping.
+pub fn status_from(error: Error) -> Status {
+    match error {
+        Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::NotFound(m) => Status::not_found(m),
+        Error::Unauthenticated(m) => Status::unauthenticated(m),
+        Error::PermissionDenied(m) => Status::permission_denied(m),
+        Error::FailedPrecondition(m) => Status::failed_precondition(m),
+        Error::Unavailable(m) => Status::unavailable(m),
+        Error::Storage(e) => {
+            tracing::error!(error = %e, "storage error");
+            Status::internal(format!("storage error: {e}"))
+        }
+        Error::Internal(m) => Status::internal(m),
+    }
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct Api {
+    service: ChatSync,
+    tokens: Arc<Vec<TokenConfig>>,
+}
+
+impl Api {
+    pub fn new(service: ChatSync, tokens: Vec<TokenConfig>) -> Self {
+        Self {
+            service,
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// Checks `authorization: Bearer TOKEN` against the configured tokens and the token's
+    /// scope. With no tokens configured, everything is allowed (the server then listens on
+    /// loopback only).
+    fn authorize<T>(&self, request: &Request<T>, session_id: &str) -> Result<(), Status> {
+        let Some(token) = self.authenticate(request)? else {
+            return Ok(());
+        };
+        if !token.allows(session_id) {
+            return Err(status_from(Error::PermissionDenied(format!(
+                "this token may not use session {session_id:?}"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// The configured token presented in `authorization: Bearer TOKEN`; `None` when no
+    /// tokens are configured. UNAUTHENTICATED for a missing, malformed or unknown token.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<&TokenConfig>, Status> {
+        if self.tokens.is_empty() {
+            return Ok(None);
+        }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Error::Unauthenticated("missing authorization: Bearer token".into()))
+            .map_err(status_from)?;
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                status_from(Error::Unauthenticated(
+                    "authorization must be `Bearer TOKEN`".into(),
+                ))
+            })?;
+        let token = self
+            .tokens
+            .iter()
+            .find(|token| constant_time_eq(token.token.as_bytes(), presented.as_bytes()))
+            .ok_or_else(|| status_from(Error::Unauthenticated("unknown token".into())))?;
+        Ok(Some(token))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ChatSyncService for Api {
+    type SyncChatsStream = BoxStream<pb::SyncChatsResponse>;
+    type SubscribeMessagesStream = BoxStream<pb::SubscribeMessagesResponse>;
+
+    async fn sync_chats(
+        &self,
+        request: Request<pb::SyncChatsRequest>,
+    ) -> Result<Response<Self::SyncChatsStream>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("SyncChats", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let limit = request.get_ref().limit_per_chat;
+            let mut attachment = self.service.sync_chats(&session_id, limit).map_err(status_from)?;
+            let (sender, receiver) = mpsc::channel(64);
+            let mut shutdown = self.service.shutdown();
+            // Forwards frames until the run ends, the client goes or the server shuts down;
+            // the run itself goes on.
+            tokio::spawn(
+                async move {
+                    let mut pending = attachment.snapshot.take();
+                    loop {
+                        let frame = match pending.take() {
+                            Some(frame) => frame,
+                            None => tokio::select! {
+                                next = attachment.frames.recv() => match next {
+                                    Ok(frame) => frame,
+                                    Err(RecvError::Lagged(skipped)) => {
+                                        tracing::debug!(skipped, "slow SyncChats client skipped frames");
+                                        continue;
+                                    }
+                                    Err(RecvError::Closed) => return,
+                                },
+                                _ = crate::service::stopped(&mut shutdown) => {
+                                    let _ = sender.try_send(Err(Status::unavailable("the server is shutting down")));
+                                    return;
+                                }
+                            },
+                        };
+                        let stage = frame.stage;
+                        let error = frame.error.clone();
+                        if sender.send(Ok(progress_to_pb(frame))).await.is_err() {
+                            tracing::debug!("SyncChats client went away; the run goes on");
+                            return;
+                        }
+                        match stage {
+                            Stage::Completed => return,
+                            Stage::Failed => {
+                                let _ = sender
+                                    .send(Err(Status::failed_precondition(format!("sync run failed: {error}"))))
+                                    .await;
+                                return;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+            let stream = ReceiverStream::new(receiver);
+            Ok(Response::new(Box::pin(stream) as Self::SyncChatsStream))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn subscribe_messages(
+        &self,
+        request: Request<pb::SubscribeMessagesRequest>,
+    ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("SubscribeMessages", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let events = self
+                .service
+                .subscribe(SubscribeRequest {
+                    session_id: body.session_id,
+                    chat_ids: body.chat_ids,
+                    after_seq: body.after_seq,
+                })
+                .await
+                .map_err(status_from)?;
+            let stream = events.map(|event| event.map(event_to_pb).map_err(status_from));
+            Ok(Response::new(
+                Box::pin(stream) as Self::SubscribeMessagesStream
+            ))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("SendMessage", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let (message, duplicate) = self
+                .service
+                .send_message(
+                    &body.session_id,
+                    &body.chat_id,
+                    &body.text,
+                    &body.client_message_id,
+                )
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::SendMessageResponse {
+                message: Some(message_to_pb(message)),
+                duplicate,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_sync_status(
+        &self,
+        request: Request<pb::GetSyncStatusRequest>,
+    ) -> Result<Response<pb::GetSyncStatusResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("GetSyncStatus", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let status = self
+                .service
+                .sync_status(&session_id)
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(sync_status_to_pb(status)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_chats(
+        &self,
+        request: Request<pb::ListChatsRequest>,
+    ) -> Result<Response<pb::ListChatsResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("ListChats", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let page = self
+                .service
+                .list_chats(&body.session_id, body.after_seq, body.limit)
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::ListChatsResponse {
+                chats: page.items.into_iter().map(chat_to_pb).collect(),
+                next_seq: page.next_seq,
+                has_more: page.has_more,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("ListMessages", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let chat_id = Some(body.chat_id.as_str()).filter(|c| !c.is_empty());
+            let before_seq = Some(body.before_seq).filter(|seq| *seq != 0);
+            let page = self
+                .service
+                .list_messages(
+                    &body.session_id,
+                    chat_id,
+                    body.after_seq,
+                    before_seq,
+                    body.limit,
+                )
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::ListMessagesResponse {
+                messages: page.items.into_iter().map(message_to_pb).collect(),
+                next_seq: page.next_seq,
+                has_more: page.has_more,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn update_message_status(
+        &self,
+        request: Request<pb::UpdateMessageStatusRequest>,
+    ) -> Result<Response<pb::UpdateMessageStatusResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("UpdateMessageStatus", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let reference = if body.message_id != 0 {
+                MessageRef::Id(body.message_id as i64)
+            } else if !body.chat_id.is_empty() && !body.provider_message_id.is_empty() {
+                MessageRef::Provider {
+                    chat_id: body.chat_id,
+                    provider_message_id: body.provider_message_id,
+                }
+            } else {
+                return Err(status_from(Error::InvalidArgument(
+                    "name the message by message_id, or by chat_id and provider_message_id".into(),
+                )));
+            };
+            let status = status_from_pb(body.status).map_err(status_from)?;
+            let (message, changed) = self
+                .service
+                .update_status(&body.session_id, reference, status)
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::UpdateMessageStatusResponse {
+                message: Some(message_to_pb(message)),
+                changed,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let span = tracing::info_span!("ListSessions");
+        async {
+            let token = self.authenticate(&request)?;
+            let sessions = self
+                .service
+                .sessions()
+                .into_iter()
+                .filter(|(id, _)| token.is_none_or(|token| token.allows(id)))
+                .map(|(session_id, source)| pb::SessionSummary { session_id, source })
+                .collect();
+            Ok(Response::new(pb::ListSessionsResponse { sessions }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn status_from_pb(value: i32) -> Result<MessageStatus, Error> {
+    match pb::MessageStatus::try_from(value) {
+        Ok(pb::MessageStatus::Pending) => Ok(MessageStatus::Pending),
+        Ok(pb::MessageStatus::Sent) => Ok(MessageStatus::Sent),
+        Ok(pb::MessageStatus::Delivered) => Ok(MessageStatus::Delivered),
+        Ok(pb::MessageStatus::Read) => Ok(MessageStatus::Read),
+        Ok(pb::MessageStatus::Failed) => Ok(MessageStatus::Failed),
+        _ => Err(Error::InvalidArgument(format!(
+            "status {value} is not a message status"
+        ))),
+    }
+}
+
+fn status_to_pb(status: MessageStatus) -> pb::MessageStatus {
+    match status {
+        MessageStatus::Pending => pb::MessageStatus::Pending,
+        MessageStatus::Sent => pb::MessageStatus::Sent,
+        MessageStatus::Delivered => pb::MessageStatus::Delivered,
+        MessageStatus::Read => pb::MessageStatus::Read,
+        MessageStatus::Failed => pb::MessageStatus::Failed,
+    }
+}
+
+fn kind_to_pb(kind: model::MessageKind) -> pb::MessageKind {
+    match kind {
+        model::MessageKind::Text => pb::MessageKind::Text,
+        model::MessageKind::System => pb::MessageKind::System,
+        model::MessageKind::Media => pb::MessageKind::Media,
+        model::MessageKind::Deleted => pb::MessageKind::Deleted,
+    }
+}
+
+fn message_to_pb(message: model::Message) -> pb::Message {
+    pb::Message {
+        id: message.id as u64,
+        session_id: message.session_id,
+        chat_id: message.chat_id,
+        provider_message_id: message.provider_message_id,
+        client_message_id: message.client_message_id.unwrap_or_default(),
+        sender: message.sender,
+        text: message.text,
+        kind: kind_to_pb(message.kind) as i32,
+        status: status_to_pb(message.status) as i32,
+        sent_at: Some(timestamp(message.sent_at_ms)),
+        seq: message.seq,
+        from_me: message.from_me,
+    }
+}
+
+fn chat_to_pb(chat: model::Chat) -> pb::Chat {
+    pb::Chat {
+        chat_id: chat.chat_id,
+        name: chat.name,
+        seq: chat.seq,
+    }
+}
+
+fn stage_to_pb(stage: Stage) -> pb::SyncStage {
+    match stage {
+        Stage::Started => pb::SyncStage::Started,
+        Stage::ChatSaved => pb::SyncStage::ChatSaved,
+        Stage::MessagesSaved => pb::SyncStage::MessagesSaved,
+        Stage::ChatFailed => pb::SyncStage::ChatFailed,
+        Stage::Completed => pb::SyncStage::Completed,
+        Stage::Failed => pb::SyncStage::Failed,
+    }
+}
+
+fn progress_to_pb(progress: Progress) -> pb::SyncChatsResponse {
+    pb::SyncChatsResponse {
+        progress: Some(progress_frame(progress)),
+    }
+}
+
+fn progress_frame(progress: Progress) -> pb::SyncProgress {
+    pb::SyncProgress {
+        sync_id: progress.sync_id,
+        session_id: progress.session_id,
+        n_chats: progress.n_chats,
+        current_chat: progress.current_chat,
+        chat_id: progress.chat_id,
+        messages_synced: progress.messages_synced,
+        total_messages_synced: progress.total_messages_synced,
+        stage: stage_to_pb(progress.stage) as i32,
+        error: progress.error,
+        unplaced_lines: progress.unplaced_lines,
+        total_unplaced_lines: progress.total_unplaced_lines,
+    }
+}
+
+fn sync_status_to_pb(status: SyncStatus) -> pb::GetSyncStatusResponse {
+    let state = match status.state {
+        SyncState::NeverSynced => pb::SyncState::NeverSynced,
+        SyncState::Running => pb::SyncState::Running,
+        SyncState::Succeeded => pb::SyncState::Succeeded,
+        SyncState::Failed => pb::SyncState::Failed,
+        SyncState::Interrupted => pb::SyncState::Interrupted,
+    };
+    let session = status.session;
+    pb::GetSyncStatusResponse {
+        session_id: session.id,
+        state: state as i32,
+        progress: status.progress.map(progress_frame),
+        started_at: session.sync_started_at_ms.map(timestamp),
+        finished_at: session.sync_finished_at_ms.map(timestamp),
+        last_error: session.sync_error.unwrap_or_default(),
+        chat_count: status.chat_count,
+        message_count: status.message_count,
+        head_seq: session.head_seq,
+        source: session.source,
+    }
+}
+
+fn event_to_pb(event: Event) -> pb::SubscribeMessagesResponse {
+    use pb::subscribe_messages_response::Event as PbEvent;
+    let (seq, event) = match event {
+        Event::Change(model::Change::MessageCreated(message)) => {
+            (message.seq, PbEvent::MessageCreated(message_to_pb(message)))
+        }
+        Event::Change(model::Change::StatusUpdated(update)) => (
+            update.seq,
+            PbEvent::StatusUpdated(pb::StatusUpdated {
+                message_id: update.message_id as u64,
+                chat_id: update.chat_id,
+                provider_message_id: update.provider_message_id,
+                status: status_to_pb(update.status) as i32,
+                updated_at: Some(timestamp(update.updated_at_ms)),
+            }),
+        ),
+        Event::Change(model::Change::ChatUpdated(chat)) => {
+            (chat.seq, PbEvent::ChatUpdated(chat_to_pb(chat)))
+        }
+        Event::Ready { head_seq } => (head_seq, PbEvent::Ready(pb::Ready { head_seq })),
+        Event::Heartbeat { seq } => (
+            seq,
+            PbEvent::Heartbeat(pb::Heartbeat {
+                server_time: Some(timestamp(model::now_ms())),
+            }),
+        ),
+    };
+    pb::SubscribeMessagesResponse {
+        seq,
+        event: Some(event),
+    }
+}

@@ -1,0 +1,11 @@
+//! chatsync: a gRPC service that mirrors chat accounts into a SQL database and keeps clients
+//! in step. See `ARCHITECTURE.md` for the code map and its invariants.
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod model;
+pub mod server;
+pub mod service;
+pub mod sources;
+pub mod storage;

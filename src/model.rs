@@ -1,0 +1,188 @@
+//! Domain types shared by the services, storage and sources.
+//!
+//! Nothing here knows prost or SeaORM types: the gRPC adapter and the storage layer convert
+//! at their edges. Enum discriminants are the values stored in the database, so they never
+//! change.
+
+/// What a message is. Stored as a small integer (`kind` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessageKind {
+    /// Ordinary text.
+    Text = 1,
+    /// A system notice with no sender: the encryption notice, a member added or left, the
+    /// subject changed, and so on.
+    System = 2,
+    /// A media placeholder or attachment (`<Media omitted>`, `image omitted`, ...).
+    Media = 3,
+    /// A deleted message ("This message was deleted").
+    Deleted = 4,
+}
+
+impl MessageKind {
+    /// All kinds, in discriminant order.
+    pub const ALL: [MessageKind; 4] = [Self::Text, Self::System, Self::Media, Self::Deleted];
+
+    /// The stored integer.
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+
+    /// The kind for a stored integer; unknown values read as `Text`.
+    pub fn from_i16(value: i16) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_i16() == value)
+            .unwrap_or(Self::Text)
+    }
+}
+
+/// Delivery status of a message. Ranked PENDING < SENT < DELIVERED < READ; FAILED is terminal
+/// for a send attempt. Stored as a small integer (`status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    Pending = 1,
+    Sent = 2,
+    Delivered = 3,
+    Read = 4,
+    Failed = 5,
+}
+
+impl MessageStatus {
+    /// All statuses, in discriminant order.
+    pub const ALL: [MessageStatus; 5] = [
+        Self::Pending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Read,
+        Self::Failed,
+    ];
+
+    /// The stored integer.
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+
+    /// The status for a stored integer; unknown values read as `Sent`.
+    pub fn from_i16(value: i16) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_i16() == value)
+            .unwrap_or(Self::Sent)
+    }
+
+    /// Whether moving from `self` to `next` is a step forward. Statuses never go backwards:
+    /// READ followed by DELIVERED stays READ. FAILED is reachable only from PENDING, and
+    /// nothing leaves FAILED except a successful retry of the send (PENDING → SENT is handled
+    /// by the sender, not by receipts).
+    pub fn advances_to(self, next: MessageStatus) -> bool {
+        match (self, next) {
+            (Self::Failed, _) => false,
+            (Self::Pending, Self::Failed) => true,
+            (_, Self::Failed) => false,
+            (current, next) => next.rank() > current.rank(),
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Sent => 1,
+            Self::Delivered => 2,
+            Self::Read => 3,
+            Self::Failed => 0,
+        }
+    }
+}
+
+/// A stored message, as the services see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Server id, unique across the server.
+    pub id: i64,
+    pub session_id: String,
+    pub chat_id: String,
+    pub provider_message_id: String,
+    pub client_message_id: Option<String>,
+    /// Empty for system notices.
+    pub sender: String,
+    pub text: String,
+    pub kind: MessageKind,
+    pub status: MessageStatus,
+    pub from_me: bool,
+    /// When the message was sent, Unix milliseconds (UTC).
+    pub sent_at_ms: i64,
+    /// The seq at which the message was created.
+    pub seq: u64,
+}
+
+/// A message to store. The storage layer assigns `id` and `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub provider_message_id: String,
+    pub client_message_id: Option<String>,
+    pub sender: String,
+    pub text: String,
+    pub kind: MessageKind,
+    pub status: MessageStatus,
+    pub from_me: bool,
+    /// Unix milliseconds (UTC).
+    pub sent_at_ms: i64,
+}
+
+/// A stored chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    pub chat_id: String,
+    pub name: String,
+    /// The seq of the chat's last change (created or renamed).
+    pub seq: u64,
+}
+
+/// One change in a session's change log, in seq order. Replays and live subscriptions both
+/// read these from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A message was created; it carries the message as stored now.
+    MessageCreated(Message),
+    /// A message's status moved forward.
+    StatusUpdated(StatusUpdate),
+    /// A chat was added or renamed.
+    ChatUpdated(Chat),
+}
+
+impl Change {
+    /// The seq of this change.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::MessageCreated(message) => message.seq,
+            Self::StatusUpdated(update) => update.seq,
+            Self::ChatUpdated(chat) => chat.seq,
+        }
+    }
+
+    /// The chat this change belongs to.
+    pub fn chat_id(&self) -> &str {
+        match self {
+            Self::MessageCreated(message) => &message.chat_id,
+            Self::StatusUpdated(update) => &update.chat_id,
+            Self::ChatUpdated(chat) => &chat.chat_id,
+        }
+    }
+}
+
+/// A status change of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub seq: u64,
+    pub message_id: i64,
+    pub chat_id: String,
+    pub provider_message_id: String,
+    pub status: MessageStatus,
+    /// Unix milliseconds (UTC).
+    pub updated_at_ms: i64,
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,195 @@
+//! The server: one listener serving native gRPC (h2c), grpc-web over HTTP/1.1 with CORS,
+//! the health service (tonic-health, a status per service), reflection, and the web console's
+//! page ([`console`]).
+//!
+//! Start-up: [`Application::build`] connects storage (running migrations), builds the
+//! sources and binds the listener, so a test can bind `127.0.0.1:0` and read
+//! [`Application::local_addr`] before [`Application::run_until_stopped`].
+//!
+//! Shutdown is graceful: health turns NOT_SERVING, open subscriptions and SyncChats streams
+//! are ended from the server side with UNAVAILABLE, and the server stops within
+//! [`SHUTDOWN_GRACE`] even if a client keeps a connection open.
+pub mod console;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::Config;
+use crate::grpc::{Api, pb};
+use crate::service::ChatSync;
+use crate::storage::Store;
+
+/// The longest a shutdown waits for connections to close before the server stops anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A built, bound server.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    service: ChatSync,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Connects storage, builds the sessions' sources and binds the listen address.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let store = Store::connect(&config.database_url).await.map_err(|e| {
+            anyhow::anyhow!("cannot open database {}: {e}", redact(&config.database_url))
+        })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let service = ChatSync::new(&config, store, shutdown_rx).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            config,
+            service,
+            shutdown,
+        })
+    }
+
+    /// The address the server listens on (with the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<pb::chat_sync_service_server::ChatSyncServiceServer<Api>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let api = pb::chat_sync_service_server::ChatSyncServiceServer::new(Api::new(
+            self.service.clone(),
+            self.config.tokens.clone(),
+        ));
+
+        let shutdown = self.shutdown.clone();
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("shutting down: health NOT_SERVING, ending open streams");
+            reporter
+                .set_not_serving::<pb::chat_sync_service_server::ChatSyncServiceServer<Api>>()
+                .await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            let _ = shutdown.send(true);
+            let _ = stopped_tx.send(());
+        });
+        let mut stopped = stopped_rx;
+        let grace = async move {
+            let _ = (&mut stopped).await;
+        };
+
+        tracing::info!(address = %self.local_addr, sessions = ?self.service.session_ids(), "chatsync listening");
+        // grpc-web wraps the gRPC routes inside `console::routes`, behind the web console's
+        // page; CORS stays the outermost layer.
+        let grpc = tonic::service::Routes::new(health_service)
+            .add_service(reflection)
+            .add_service(api);
+        let serve = Server::builder()
+            .accept_http1(true)
+            .layer(cors_layer(&self.config.cors_allowed_origins)?)
+            .add_routes(console::routes(grpc))
+            .serve_with_incoming_shutdown(
+                // No Nagle delay: small frames (events, unary answers) go out at once.
+                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                grace,
+            );
+        let mut shutdown_seen = self.shutdown.subscribe();
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => result?,
+            _ = async {
+                let _ = shutdown_seen.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!("connections still open after the grace period; stopping anyway");
+            }
+        }
+        tracing::info!("chatsync stopped");
+        Ok(())
+    }
+}
+
+/// CORS for grpc-web from other origins: only the configured origins, with the gRPC
+/// trailers exposed so browsers can read statuses.
+fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let origins = origins
+        .iter()
+        .map(|origin| http::HeaderValue::from_str(origin))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid CORS origin: {e}"))?;
+    let header = HeaderName::from_static;
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([http::Method::POST, http::Method::GET, http::Method::OPTIONS])
+        .allow_headers([
+            header("content-type"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header("authorization"),
+            header("connect-protocol-version"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(600)))
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,454 @@
+//! The domain services behind the RPCs: sync runs, subscriptions and sending.
+//!
+//! [`ChatSync`] is what the gRPC adapter calls. It validates what the types do not, owns the
+//! sessions' sources, and never sees a prost type.
+pub mod subscriptions;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
+use crate::sources::{self, Source, SourceContext};
+use crate::storage::{ImportChat, MessageRef, SessionRecord, Store, SyncState, Take};
+pub use subscriptions::{Event, SubscribeRequest};
+pub use sync::{Attachment, Progress, Stage};
+
+/// The largest text SendMessage accepts, in bytes of UTF-8.
+pub const MAX_TEXT_BYTES: usize = 65_536;
+/// The longest chat id SendMessage accepts, in bytes.
+pub const MAX_CHAT_ID_BYTES: usize = 256;
+/// The largest idempotency key, in bytes.
+pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
+/// Page size of ListChats and ListMessages when the request gives none, and the largest.
+pub const DEFAULT_PAGE: u32 = 100;
+pub const MAX_PAGE: u32 = 1_000;
+
+/// A page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The cursor for the next page.
+    pub next_seq: u64,
+    pub has_more: bool,
+}
+
+/// A session's sync status, as GetSyncStatus reports it.
+#[derive(Debug, Clone)]
+pub struct SyncStatus {
+    pub session: SessionRecord,
+    /// RUNNING while a run is in memory, else the persisted state.
+    pub state: SyncState,
+    pub progress: Option<Progress>,
+    pub chat_count: u64,
+    pub message_count: u64,
+}
+
+/// The domain facade. Cheap to clone.
+#[derive(Clone)]
+pub struct ChatSync {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    sources: HashMap<String, Arc<dyn Source>>,
+    runs: Arc<sync::SyncRuns>,
+    hub: subscriptions::Hub,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ChatSync {
+    /// Builds the sources of every configured session and makes sure each session has its
+    /// row. Runs left RUNNING by a crash become INTERRUPTED.
+    pub async fn new(
+        config: &Config,
+        store: Store,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let interrupted = store.mark_interrupted_runs().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "sync runs were interrupted by the last shutdown"
+            );
+        }
+        let mut sources = HashMap::new();
+        for session in &config.sessions {
+            let context = SourceContext {
+                session_id: session.id.clone(),
+                store: store.clone(),
+            };
+            let source = sources::build(session, &context).map_err(anyhow::Error::msg)?;
+            store.ensure_session(&session.id, source.kind()).await?;
+            sources.insert(session.id.clone(), source);
+        }
+        let hub_store = store.clone();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                sources,
+                runs: Arc::default(),
+                hub: subscriptions::Hub::new(
+                    hub_store,
+                    Duration::from_secs(config.heartbeat_secs),
+                    shutdown.clone(),
+                ),
+                shutdown,
+            }),
+        })
+    }
+
+    /// Turns true when the server starts shutting down; open streams end then.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.clone()
+    }
+
+    /// The configured session ids, sorted.
+    pub fn session_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.inner.sources.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The configured sessions as `(id, source kind)`, sorted by id.
+    pub fn sessions(&self) -> Vec<(String, String)> {
+        let mut sessions: Vec<(String, String)> = self
+            .inner
+            .sources
+            .iter()
+            .map(|(id, source)| (id.clone(), source.kind().to_owned()))
+            .collect();
+        sessions.sort();
+        sessions
+    }
+
+    fn source(&self, session_id: &str) -> Result<&Arc<dyn Source>> {
+        if session_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "session_id must not be empty".into(),
+            ));
+        }
+        self.inner
+            .sources
+            .get(session_id)
+            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))
+    }
+
+    /// Starts a sync run, or attaches to the running one. `limit_per_chat`: `None` means
+    /// [`sync::DEFAULT_LIMIT_PER_CHAT`], `Some(0)` the whole history.
+    pub fn sync_chats(&self, session_id: &str, limit_per_chat: Option<u32>) -> Result<Attachment> {
+        let source = self.source(session_id)?.clone();
+        let limit = match limit_per_chat.unwrap_or(sync::DEFAULT_LIMIT_PER_CHAT) {
+            0 => None,
+            n => Some(n as usize),
+        };
+        Ok(self
+            .inner
+            .runs
+            .start_or_attach(&self.inner.store, session_id, source, limit))
+    }
+
+    /// Opens a subscription; see [`subscriptions`].
+    pub async fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<ReceiverStream<Result<Event>>> {
+        self.source(&request.session_id)?;
+        self.inner.hub.subscribe(request).await
+    }
+
+    /// Stores a message, sends it through the source, and records the outcome. Returns the
+    /// message and whether the idempotency key was seen before (then nothing is sent).
+    ///
+    /// Errors: `InvalidArgument` for an empty chat id or one over [`MAX_CHAT_ID_BYTES`], an
+    /// empty text or one over [`MAX_TEXT_BYTES`], an idempotency key over
+    /// [`MAX_CLIENT_MESSAGE_ID_BYTES`] or already used for another message, or a NUL
+    /// character in any of them;
+    /// `NotFound` for an unknown session, or an unknown chat on a source that cannot create
+    /// chats; `FailedPrecondition` for a read-only source; the source's error when it rejects
+    /// the send (the message stays stored as FAILED).
+    pub async fn send_message(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+        text: &str,
+        client_message_id: &str,
+    ) -> Result<(Message, bool)> {
+        let source = self.source(session_id)?.clone();
+        if chat_id.trim().is_empty() {
+            return Err(Error::InvalidArgument("chat_id must not be empty".into()));
+        }
+        if chat_id.len() > MAX_CHAT_ID_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "chat_id is {} bytes; the limit is {MAX_CHAT_ID_BYTES}",
+                chat_id.len()
+            )));
+        }
+        // PostgreSQL cannot store NUL in text; refuse it on every backend alike.
+        for (field, value) in [
+            ("chat_id", chat_id),
+            ("text", text),
+            ("client_message_id", client_message_id),
+        ] {
+            if value.contains('\0') {
+                return Err(Error::InvalidArgument(format!(
+                    "{field} must not contain NUL characters"
+                )));
+            }
+        }
+        if text.trim().is_empty() {
+            return Err(Error::InvalidArgument("text must not be empty".into()));
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "text is {} bytes; the limit is {MAX_TEXT_BYTES}",
+                text.len()
+            )));
+        }
+        if client_message_id.len() > MAX_CLIENT_MESSAGE_ID_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "client_message_id is {} bytes; the limit is {MAX_CLIENT_MESSAGE_ID_BYTES}",
+                client_message_id.len()
+            )));
+        }
+        if !source.can_send() {
+            return Err(sources::SourceError::ReadOnly(source.kind()).into());
+        }
+        let store = &self.inner.store;
+        let client_message_id = if client_message_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            client_message_id.to_owned()
+        };
+        if let Some(existing) = store
+            .find_by_client_id(session_id, &client_message_id)
+            .await?
+        {
+            return same_request(existing, chat_id, text);
+        }
+        if store.find_chat(session_id, chat_id).await?.is_none() {
+            if !source.is_native() {
+                return Err(Error::NotFound(format!("chat {chat_id:?}")));
+            }
+            let chat = ImportChat {
+                chat_id,
+                name: chat_id,
+                messages: &[],
+            };
+            store.import(session_id, &[chat]).await?;
+        }
+        // A native source's storage is its chat server: the stored message is the sent one.
+        let (provider_message_id, status) = if source.is_native() {
+            (format!("local-{client_message_id}"), MessageStatus::Sent)
+        } else {
+            (
+                format!("pending-{client_message_id}"),
+                MessageStatus::Pending,
+            )
+        };
+        let new = NewMessage {
+            provider_message_id,
+            client_message_id: Some(client_message_id.clone()),
+            sender: String::new(),
+            text: text.to_owned(),
+            kind: MessageKind::Text,
+            status,
+            from_me: true,
+            sent_at_ms: now_ms(),
+        };
+        let (stored, created) = store.insert_outgoing(session_id, chat_id, &new).await?;
+        if !created {
+            return same_request(stored, chat_id, text);
+        }
+        if status == MessageStatus::Sent {
+            return Ok((stored, false));
+        }
+        let reference = MessageRef::Id(stored.id);
+        match source.send(chat_id, text, &client_message_id).await {
+            Ok(receipt) => {
+                let (sent, _) = store
+                    .update_status(
+                        session_id,
+                        &reference,
+                        MessageStatus::Sent,
+                        Some(&receipt.provider_message_id),
+                    )
+                    .await?;
+                Ok((sent, false))
+            }
+            Err(error) => {
+                tracing::warn!(session_id, chat_id, %error, "source rejected the send");
+                store
+                    .update_status(session_id, &reference, MessageStatus::Failed, None)
+                    .await?;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Records a receipt. A status that is not ahead of the stored one changes nothing.
+    pub async fn update_status(
+        &self,
+        session_id: &str,
+        reference: MessageRef,
+        status: MessageStatus,
+    ) -> Result<(Message, bool)> {
+        self.source(session_id)?;
+        if status == MessageStatus::Pending {
+            return Err(Error::InvalidArgument(
+                "status must be SENT, DELIVERED, READ or FAILED".into(),
+            ));
+        }
+        self.inner
+            .store
+            .update_status(session_id, &reference, status, None)
+            .await
+    }
+
+    /// The sync state, progress and counts of a session.
+    pub async fn sync_status(&self, session_id: &str) -> Result<SyncStatus> {
+        self.source(session_id)?;
+        let store = &self.inner.store;
+        let session = store.session(session_id).await?;
+        let (chat_count, message_count) = store.counts(session_id).await?;
+        let (state, progress) = match self.inner.runs.current(session_id) {
+            Some(progress) => (SyncState::Running, Some(progress)),
+            None => (
+                session.sync_state,
+                session
+                    .sync_progress
+                    .as_deref()
+                    .and_then(|json| serde_json::from_str(json).ok()),
+            ),
+        };
+        Ok(SyncStatus {
+            session,
+            state,
+            progress,
+            chat_count,
+            message_count,
+        })
+    }
+
+    /// A page of chats with `seq > after_seq`.
+    pub async fn list_chats(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Page<Chat>> {
+        self.source(session_id)?;
+        let limit = page_size(limit)?;
+        let mut items = self
+            .inner
+            .store
+            .list_chats(session_id, after_seq, limit + 1)
+            .await?;
+        Ok(page(&mut items, limit, after_seq, |chat| chat.seq))
+    }
+
+    /// `NotFound` unless the chat, when one is named, is stored.
+    async fn ensure_chat(&self, session_id: &str, chat_id: Option<&str>) -> Result<()> {
+        if let Some(chat_id) = chat_id
+            && self
+                .inner
+                .store
+                .find_chat(session_id, chat_id)
+                .await?
+                .is_none()
+        {
+            return Err(Error::NotFound(format!("chat {chat_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// A page of messages of the session (or of one chat), in ascending seq order.
+    ///
+    /// Without `before_seq`: the oldest messages with `seq > after_seq` (paging forwards;
+    /// `next_seq` is the last seq returned). With it: the newest with
+    /// `after_seq < seq < before_seq` (paging backwards; `next_seq` is the oldest seq returned,
+    /// or `before_seq` when none is, and `has_more` says whether older ones exist).
+    pub async fn list_messages(
+        &self,
+        session_id: &str,
+        chat_id: Option<&str>,
+        after_seq: u64,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Page<Message>> {
+        self.source(session_id)?;
+        let limit = page_size(limit)?;
+        self.ensure_chat(session_id, chat_id).await?;
+        let take = if before_seq.is_some() {
+            Take::Newest
+        } else {
+            Take::Oldest
+        };
+        let mut items = self
+            .inner
+            .store
+            .list_messages(session_id, chat_id, after_seq, before_seq, take, limit + 1)
+            .await?;
+        let Some(before_seq) = before_seq else {
+            return Ok(page(&mut items, limit, after_seq, |message| message.seq));
+        };
+        let has_more = items.len() as u64 > limit;
+        if has_more {
+            // The newest `limit + 1`, ascending: the extra row is the oldest, at the front.
+            items.remove(0);
+        }
+        let next_seq = items.first().map(|m| m.seq).unwrap_or(before_seq);
+        Ok(Page {
+            items,
+            next_seq,
+            has_more,
+        })
+    }
+}
+
+/// Completes once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// A retry under a used idempotency key returns the stored message, but only when it asks for
+/// the same thing: a key reused for another message is a client bug worth reporting.
+fn same_request(stored: Message, chat_id: &str, text: &str) -> Result<(Message, bool)> {
+    if stored.chat_id != chat_id || stored.text != text {
+        return Err(Error::InvalidArgument(format!(
+            "client_message_id {:?} was already used for another message (chat {:?})",
+            stored.client_message_id.as_deref().unwrap_or_default(),
+            stored.chat_id
+        )));
+    }
+    Ok((stored, true))
+}
+
+fn page_size(limit: u32) -> Result<u64> {
+    match limit {
+        0 => Ok(DEFAULT_PAGE as u64),
+        n if n > MAX_PAGE => Err(Error::InvalidArgument(format!(
+            "limit {n} is over the maximum of {MAX_PAGE}"
+        ))),
+        n => Ok(n as u64),
+    }
+}
+
+/// Cuts a listing fetched with `limit + 1` rows down to a page.
+fn page<T>(items: &mut Vec<T>, limit: u64, after_seq: u64, seq: impl Fn(&T) -> u64) -> Page<T> {
+    let has_more = items.len() as u64 > limit;
+    items.truncate(limit as usize);
+    let next_seq = items.last().map(&seq).unwrap_or(after_seq);
+    Page {
+        items: std::mem::take(items),
+        next_seq,
+        has_more,
+    }
+}

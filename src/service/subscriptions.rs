@@ -1,0 +1,283 @@
+//! Subscriptions: replay from a seq cursor, then a `ready` marker, then live changes.
+//!
+//! Storage is the source of truth. Every subscription has its own cursor and reads what it
+//! has not seen from storage; memory only makes the common case cheap:
+//! - **Replay and catch-up** read `seq > cursor` from storage in pages, with the
+//!   subscription's chat filter applied in the query.
+//! - **Live delivery** comes from the session's *feed*: one task per session that reads each
+//!   new change from storage once, when the committed head seq moves, and broadcasts it to every
+//!   live subscription. Seqs are contiguous (every seq is exactly one change), so a
+//!   subscription that sees a seq beyond `cursor + 1`, or that lagged behind the broadcast
+//!   buffer, reads the missing range from storage before it goes on.
+//!
+//! So there is no gap and no duplicate at the switch from replay to live (the subscription
+//! joins the feed before it replays, and skips what its cursor already covers), a slow
+//! subscriber only ever waits for itself (it lags out of the broadcast and catches up from
+//! storage), and a hundred subscribers cost one storage read per change, not a hundred.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::stopped;
+use crate::error::{Error, Result};
+use crate::model::Change;
+use crate::storage::Store;
+
+/// Changes read from storage per query.
+const PAGE: u64 = 500;
+/// Events buffered per subscriber before its producer waits.
+const BUFFER: usize = 256;
+/// Changes a feed keeps for live subscriptions that are momentarily behind.
+const FEED_BUFFER: usize = 1_024;
+
+/// One event of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Change(Change),
+    /// The replay is over; `head_seq` is the head it reached. Sent on every subscription,
+    /// also without `after_seq`, so a client knows when live delivery has begun.
+    Ready {
+        head_seq: u64,
+    },
+    /// Keep-alive; `seq` is the cursor this stream has reached.
+    Heartbeat {
+        seq: u64,
+    },
+}
+
+/// What a subscription asks for.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    pub session_id: String,
+    /// Empty: all chats.
+    pub chat_ids: Vec<String>,
+    /// Replay changes after this seq first; `None`: live changes only.
+    pub after_seq: Option<u64>,
+}
+
+/// The subscription hub: the sessions' feeds, started on first use.
+pub struct Hub {
+    store: Store,
+    feeds: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
+    heartbeat: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Hub {
+    pub fn new(store: Store, heartbeat: Duration, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            store,
+            feeds: Mutex::default(),
+            heartbeat,
+            shutdown,
+        }
+    }
+
+    /// Opens a subscription. Fails with `NotFound` for an unknown session and
+    /// `InvalidArgument` for an `after_seq` ahead of the session's head (a cursor from another
+    /// database). The stream ends with `Unavailable` when the server shuts down.
+    pub async fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<ReceiverStream<Result<Event>>> {
+        let heads = self.store.heads(&request.session_id).await?;
+        let head = *heads.borrow();
+        if let Some(after_seq) = request.after_seq
+            && after_seq > head
+        {
+            return Err(Error::InvalidArgument(format!(
+                "after_seq {after_seq} is ahead of the session's head seq {head}"
+            )));
+        }
+        let feed = self.feed(&request.session_id, heads.clone()).subscribe();
+        let (sender, receiver) = mpsc::channel(BUFFER);
+        let producer = Producer {
+            store: self.store.clone(),
+            request,
+            sender,
+            heads,
+            feed,
+        };
+        tokio::spawn(producer.run(self.heartbeat, self.shutdown.clone()));
+        Ok(ReceiverStream::new(receiver))
+    }
+
+    /// The session's feed, started on first use.
+    fn feed(
+        &self,
+        session_id: &str,
+        heads: watch::Receiver<u64>,
+    ) -> broadcast::Sender<Arc<Change>> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feeds.get(session_id) {
+            return feed.clone();
+        }
+        let (feed, _) = broadcast::channel(FEED_BUFFER);
+        feeds.insert(session_id.to_owned(), feed.clone());
+        let task = Feed {
+            store: self.store.clone(),
+            session_id: session_id.to_owned(),
+            feed: feed.clone(),
+            heads,
+        };
+        tokio::spawn(task.run(self.shutdown.clone()));
+        feed
+    }
+}
+
+/// Reads each new change of a session once and broadcasts it.
+struct Feed {
+    store: Store,
+    session_id: String,
+    feed: broadcast::Sender<Arc<Change>>,
+    heads: watch::Receiver<u64>,
+}
+
+impl Feed {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut cursor = *self.heads.borrow_and_update();
+        loop {
+            tokio::select! {
+                changed = self.heads.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stopped(&mut shutdown) => return,
+            }
+            let head = *self.heads.borrow_and_update();
+            while cursor < head {
+                match self
+                    .store
+                    .changes(&self.session_id, &[], cursor, head, PAGE)
+                    .await
+                {
+                    Ok((changes, reached)) => {
+                        for change in changes {
+                            // No live subscriber right now is fine.
+                            let _ = self.feed.send(Arc::new(change));
+                        }
+                        cursor = reached;
+                    }
+                    Err(error) => {
+                        // Subscribers notice the missing seqs and read them themselves.
+                        tracing::error!(session_id = self.session_id, %error, "feed cannot read changes");
+                        cursor = head;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Producer {
+    store: Store,
+    request: SubscribeRequest,
+    sender: mpsc::Sender<Result<Event>>,
+    heads: watch::Receiver<u64>,
+    feed: broadcast::Receiver<Arc<Change>>,
+}
+
+/// The client went away; the producer stops.
+struct Gone;
+
+impl Producer {
+    async fn run(mut self, heartbeat: Duration, mut shutdown: watch::Receiver<bool>) {
+        let head = *self.heads.borrow_and_update();
+        let mut cursor = self.request.after_seq.unwrap_or(head);
+        let outcome = async {
+            cursor = self.catch_up(cursor, head).await?;
+            self.send(Ok(Event::Ready { head_seq: cursor })).await?;
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    next = self.feed.recv() => match next {
+                        Ok(change) => {
+                            let seq = change.seq();
+                            if seq <= cursor {
+                                continue;
+                            }
+                            if seq > cursor + 1 {
+                                cursor = self.catch_up(cursor, seq - 1).await?;
+                            }
+                            if self.wants(&change) {
+                                self.send(Ok(Event::Change(Change::clone(&change)))).await?;
+                            }
+                            cursor = seq;
+                        }
+                        Err(RecvError::Lagged(_)) => {
+                            let head = *self.heads.borrow();
+                            cursor = self.catch_up(cursor, head).await?;
+                        }
+                        Err(RecvError::Closed) => return Ok(()),
+                    },
+                    _ = ticks.tick() => {
+                        self.send(Ok(Event::Heartbeat { seq: cursor })).await?;
+                    }
+                    _ = stopped(&mut shutdown) => {
+                        let _ = self.sender.try_send(Err(Error::Unavailable("the server is shutting down".into())));
+                        return Ok(());
+                    }
+                    _ = self.sender.closed() => return Err(Gone),
+                }
+            }
+        }
+        .await;
+        if outcome.is_err() {
+            tracing::debug!(
+                session_id = self.request.session_id,
+                cursor,
+                "subscriber went away"
+            );
+        }
+    }
+
+    fn wants(&self, change: &Change) -> bool {
+        self.request.chat_ids.is_empty()
+            || self
+                .request
+                .chat_ids
+                .iter()
+                .any(|id| id == change.chat_id())
+    }
+
+    /// Sends every change in `(cursor, up_to]` from storage; returns the new cursor.
+    async fn catch_up(&mut self, mut cursor: u64, up_to: u64) -> Result<u64, Gone> {
+        while cursor < up_to {
+            match self
+                .store
+                .changes(
+                    &self.request.session_id,
+                    &self.request.chat_ids,
+                    cursor,
+                    up_to,
+                    PAGE,
+                )
+                .await
+            {
+                Ok((changes, reached)) => {
+                    for change in changes {
+                        self.send(Ok(Event::Change(change))).await?;
+                    }
+                    cursor = reached;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "subscription cannot read changes");
+                    self.send(Err(error)).await?;
+                    return Err(Gone);
+                }
+            }
+        }
+        Ok(cursor)
+    }
+
+    async fn send(&self, event: Result<Event>) -> Result<(), Gone> {
+        self.sender.send(event).await.map_err(|_| Gone)
+    }
+}

@@ -1,0 +1,503 @@
+//! Sync runs: one background job per session that pulls chats and history from the source
+//! into storage and publishes progress frames.
+//!
+//! Contract (DESIGN.md, SyncChats):
+//! - Frames go STARTED, then per chat CHAT_SAVED and one MESSAGES_SAVED per stored batch (or
+//!   CHAT_FAILED), then COMPLETED; or FAILED when the source cannot list its chats.
+//! - The run belongs to the server: it is a spawned task, and callers only watch it. A caller
+//!   that goes away changes nothing; a second caller attaches and first gets a snapshot of the
+//!   last frame.
+//! - The run's state is persisted (`sessions.sync_*`), at start, about once a second, and at
+//!   the end, so GetSyncStatus survives restarts and a crash leaves RUNNING, which the next
+//!   start turns into INTERRUPTED.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::model::{NewMessage, now_ms};
+use crate::sources::{ChatHistory, Source, SourceChat, SourceError};
+use crate::storage::{ImportChat, Store, SyncRecord, SyncState};
+
+/// Messages stored per transaction: a chat larger than this gets one MESSAGES_SAVED frame
+/// per batch; smaller chats share a transaction, up to this many messages in all.
+pub const MESSAGES_PER_BATCH: usize = 10_000;
+
+/// The most chats that share one import transaction.
+pub const CHATS_PER_BATCH: usize = 1_000;
+
+/// The limit SyncChats applies when the request gives none.
+pub const DEFAULT_LIMIT_PER_CHAT: u32 = 100;
+
+/// What a frame reports. See `SyncStage` in the proto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Stage {
+    #[default]
+    Started,
+    ChatSaved,
+    MessagesSaved,
+    ChatFailed,
+    Completed,
+    Failed,
+}
+
+/// One progress frame. Counts of messages are new messages stored (already stored ones do
+/// not count).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Progress {
+    pub sync_id: String,
+    pub session_id: String,
+    pub n_chats: u32,
+    /// 1-based; 0 in the STARTED frame.
+    pub current_chat: u32,
+    pub chat_id: String,
+    pub messages_synced: u64,
+    pub total_messages_synced: u64,
+    pub stage: Stage,
+    pub error: String,
+    pub unplaced_lines: u64,
+    pub total_unplaced_lines: u64,
+}
+
+/// A caller's view of a run: an optional snapshot (for callers that attached to a running
+/// run), then every later frame.
+pub struct Attachment {
+    pub snapshot: Option<Progress>,
+    pub frames: broadcast::Receiver<Progress>,
+}
+
+struct Run {
+    last: Mutex<Progress>,
+    frames: broadcast::Sender<Progress>,
+}
+
+impl Run {
+    fn publish(&self, frame: Progress) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = frame.clone();
+        // Nobody listening is fine: the run belongs to the server.
+        let _ = self.frames.send(frame);
+    }
+
+    fn attach(&self) -> Attachment {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        Attachment {
+            snapshot: Some(last.clone()),
+            frames: self.frames.subscribe(),
+        }
+    }
+}
+
+/// The running sync runs, at most one per session.
+#[derive(Default)]
+pub struct SyncRuns {
+    runs: Mutex<HashMap<String, Arc<Run>>>,
+}
+
+impl SyncRuns {
+    /// The last frame of the session's running run, if one is running.
+    pub fn current(&self, session_id: &str) -> Option<Progress> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.get(session_id)
+            .map(|run| run.last.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Attaches to the session's running run, or starts one with `limit` messages per chat
+    /// (`None`: the whole history).
+    pub fn start_or_attach(
+        self: &Arc<Self>,
+        store: &Store,
+        session_id: &str,
+        source: Arc<dyn Source>,
+        limit: Option<usize>,
+    ) -> Attachment {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(run) = runs.get(session_id) {
+            return run.attach();
+        }
+        let (sender, receiver) = broadcast::channel(4_096);
+        let sync_id = uuid::Uuid::new_v4().to_string();
+        let run = Arc::new(Run {
+            last: Mutex::new(Progress {
+                sync_id: sync_id.clone(),
+                session_id: session_id.to_owned(),
+                ..Progress::default()
+            }),
+            frames: sender,
+        });
+        runs.insert(session_id.to_owned(), run.clone());
+        let job = Job {
+            runs: self.clone(),
+            run,
+            store: store.clone(),
+            source,
+            limit,
+            progress: Progress {
+                sync_id: sync_id.clone(),
+                session_id: session_id.to_owned(),
+                ..Progress::default()
+            },
+            started_at_ms: now_ms(),
+            last_saved: Instant::now(),
+            failed_chats: Vec::new(),
+        };
+        let span = tracing::info_span!("sync_run", session_id, sync_id);
+        tokio::spawn(job.run().instrument(span));
+        Attachment {
+            snapshot: None,
+            frames: receiver,
+        }
+    }
+}
+
+/// A chat read from the source, queued for the next import transaction.
+struct Pending {
+    /// 1-based position in the run.
+    index: u32,
+    chat: SourceChat,
+    /// Messages not stored yet.
+    messages: Vec<NewMessage>,
+    unplaced_lines: u64,
+    /// Whether `messages` may include some already stored (still to be checked).
+    check_stored: bool,
+    /// Why the chat's history could not be read; the chat row is still stored.
+    failure: Option<String>,
+}
+
+struct Job {
+    runs: Arc<SyncRuns>,
+    run: Arc<Run>,
+    store: Store,
+    source: Arc<dyn Source>,
+    limit: Option<usize>,
+    progress: Progress,
+    started_at_ms: i64,
+    last_saved: Instant,
+    failed_chats: Vec<String>,
+}
+
+impl Job {
+    async fn run(mut self) {
+        let started = Instant::now();
+        self.save(SyncState::Running, None, None).await;
+        match self.source.list_chats().await {
+            Err(error) => {
+                tracing::error!(%error, "sync run failed: cannot list chats");
+                self.progress.error = error.to_string();
+                self.finish(Stage::Failed, SyncState::Failed, Some(error.to_string()))
+                    .await;
+            }
+            Ok(chats) => {
+                self.progress.n_chats = chats.len() as u32;
+                self.publish(Stage::Started);
+                let stored_at_start = self.stored_chat_ids().await;
+                let mut seen: HashSet<String> = HashSet::new();
+                let mut batch: Vec<Pending> = Vec::new();
+                // The next chat's history is read (and parsed) while this one is handled.
+                let mut next = chats.first().map(|chat| self.prefetch(chat));
+                for (index, chat) in chats.iter().enumerate() {
+                    let history = next.take().unwrap_or_else(|| self.prefetch(chat));
+                    next = chats.get(index + 1).map(|chat| self.prefetch(chat));
+                    let mut pending = Pending {
+                        index: index as u32 + 1,
+                        chat: chat.clone(),
+                        messages: Vec::new(),
+                        unplaced_lines: 0,
+                        check_stored: false,
+                        failure: None,
+                    };
+                    match history.await {
+                        Err(error) => {
+                            pending.failure = Some(format!("history task failed: {error}"))
+                        }
+                        Ok(Err(error)) => pending.failure = Some(error.to_string()),
+                        Ok(Ok(history)) => {
+                            pending.unplaced_lines = history.unplaced_lines;
+                            let mut messages = history.messages;
+                            for message in &mut messages {
+                                strip_nul(&mut message.sender);
+                                strip_nul(&mut message.text);
+                            }
+                            // A chat met earlier in this run (the same chat exported twice):
+                            // store what is queued first, so checking this one sees it.
+                            let seen_before = !seen.insert(chat.chat_id.clone());
+                            if seen_before {
+                                self.flush(&mut batch).await;
+                            }
+                            // A chat absent when the run started, and not met since, holds
+                            // no messages: no need to read its provider ids.
+                            let may_hold_messages = seen_before
+                                || stored_at_start
+                                    .as_ref()
+                                    .is_none_or(|ids| ids.contains(&chat.chat_id));
+                            pending.messages = messages;
+                            pending.check_stored = may_hold_messages;
+                        }
+                    }
+                    // A large chat is checked on its own; small ones when their batch is stored.
+                    if pending.check_stored && pending.messages.len() > MESSAGES_PER_BATCH {
+                        self.skip_stored(std::slice::from_mut(&mut pending)).await;
+                    }
+                    if pending.messages.len() > MESSAGES_PER_BATCH {
+                        self.flush(&mut batch).await;
+                        self.import_large(pending).await;
+                    } else {
+                        let queued: usize = batch.iter().map(|p| p.messages.len()).sum();
+                        if queued + pending.messages.len() > MESSAGES_PER_BATCH
+                            || batch.len() >= CHATS_PER_BATCH
+                        {
+                            self.flush(&mut batch).await;
+                        }
+                        batch.push(pending);
+                    }
+                    if self.last_saved.elapsed() > Duration::from_secs(1) {
+                        self.save(SyncState::Running, None, None).await;
+                    }
+                }
+                self.flush(&mut batch).await;
+                self.progress.error = if self.failed_chats.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "{} of {} chats failed: {}",
+                        self.failed_chats.len(),
+                        chats.len(),
+                        self.failed_chats.join(", ")
+                    )
+                };
+                let error = Some(self.progress.error.clone()).filter(|e| !e.is_empty());
+                self.finish(Stage::Completed, SyncState::Succeeded, error)
+                    .await;
+                tracing::info!(
+                    n_chats = chats.len(),
+                    messages = self.progress.total_messages_synced,
+                    unplaced_lines = self.progress.total_unplaced_lines,
+                    failed_chats = self.failed_chats.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "sync run completed"
+                );
+            }
+        }
+    }
+
+    /// Ends the run: persists the final state first, then, under the runs lock (so nobody
+    /// attaches in between), retires the run and publishes the last frame. A caller that sees
+    /// COMPLETED or FAILED therefore already reads the final state from GetSyncStatus.
+    async fn finish(&mut self, stage: Stage, state: SyncState, error: Option<String>) {
+        let mut frame = self.progress.clone();
+        frame.stage = stage;
+        self.save_frame(state, Some(now_ms()), error, &frame).await;
+        let mut runs = self.runs.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if runs
+            .get(&self.progress.session_id)
+            .is_some_and(|run| Arc::ptr_eq(run, &self.run))
+        {
+            runs.remove(&self.progress.session_id);
+        }
+        self.run.publish(frame);
+    }
+
+    /// Reads a chat's history in a task of its own, so it can run ahead of the writes.
+    fn prefetch(&self, chat: &SourceChat) -> JoinHandle<Result<ChatHistory, SourceError>> {
+        let source = self.source.clone();
+        let chat = chat.clone();
+        let limit = self.limit;
+        tokio::spawn(async move { source.fetch_history(&chat, limit).await }.in_current_span())
+    }
+
+    /// The ids of the chats stored when the run starts, or `None` when they cannot be read
+    /// (then every chat is checked for stored messages).
+    async fn stored_chat_ids(&self) -> Option<HashSet<String>> {
+        let mut ids = HashSet::new();
+        let mut after_seq = 0;
+        loop {
+            let page = match self
+                .store
+                .list_chats(&self.progress.session_id, after_seq, 1_000)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list stored chats; checking every chat");
+                    return None;
+                }
+            };
+            let Some(last) = page.last() else {
+                return Some(ids);
+            };
+            after_seq = last.seq;
+            ids.extend(page.into_iter().map(|chat| chat.chat_id));
+        }
+    }
+
+    /// Stores the queued chats in one transaction, then publishes their frames in order:
+    /// CHAT_SAVED, then MESSAGES_SAVED (or CHAT_FAILED) per chat.
+    async fn flush(&mut self, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.skip_stored(batch).await;
+        let items: Vec<ImportChat<'_>> = batch
+            .iter()
+            .map(|pending| ImportChat {
+                chat_id: &pending.chat.chat_id,
+                name: &pending.chat.name,
+                messages: &pending.messages,
+            })
+            .collect();
+        let result = self.store.import(&self.progress.session_id, &items).await;
+        drop(items);
+        let result = result.map_err(|error| error.to_string());
+        for (position, pending) in batch.drain(..).enumerate() {
+            self.begin_chat(&pending);
+            match (&result, pending.failure) {
+                (Err(error), _) => self.fail_chat(error.clone()),
+                (Ok(_), Some(failure)) => {
+                    self.publish(Stage::ChatSaved);
+                    self.fail_chat(failure);
+                }
+                (Ok(counts), None) => {
+                    self.publish(Stage::ChatSaved);
+                    let stored = counts.get(position).copied().unwrap_or_default();
+                    self.progress.messages_synced = stored;
+                    self.progress.total_messages_synced += stored;
+                    self.publish(Stage::MessagesSaved);
+                }
+            }
+        }
+    }
+
+    /// Stores a chat too large for one batch on its own, one MESSAGES_SAVED per batch.
+    async fn import_large(&mut self, pending: Pending) {
+        self.begin_chat(&pending);
+        for (number, slice) in pending.messages.chunks(MESSAGES_PER_BATCH).enumerate() {
+            let item = ImportChat {
+                chat_id: &pending.chat.chat_id,
+                name: &pending.chat.name,
+                messages: slice,
+            };
+            match self.store.import(&self.progress.session_id, &[item]).await {
+                Ok(counts) => {
+                    if number == 0 {
+                        self.publish(Stage::ChatSaved);
+                    }
+                    let stored = counts.first().copied().unwrap_or_default();
+                    self.progress.messages_synced += stored;
+                    self.progress.total_messages_synced += stored;
+                    self.publish(Stage::MessagesSaved);
+                }
+                Err(error) => {
+                    self.fail_chat(error.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Points the progress at a chat.
+    fn begin_chat(&mut self, pending: &Pending) {
+        self.progress.current_chat = pending.index;
+        self.progress.chat_id = pending.chat.chat_id.clone();
+        self.progress.messages_synced = 0;
+        self.progress.unplaced_lines = pending.unplaced_lines;
+        self.progress.total_unplaced_lines += pending.unplaced_lines;
+        self.progress.error.clear();
+    }
+
+    fn fail_chat(&mut self, error: String) {
+        tracing::warn!(chat_id = self.progress.chat_id, %error, "chat failed");
+        self.progress.error = error;
+        self.failed_chats.push(self.progress.chat_id.clone());
+        self.publish(Stage::ChatFailed);
+    }
+
+    /// Drops the messages already stored from the chats that may hold some, with one lookup
+    /// for all of them. A failed lookup fails those chats (their rows are still stored).
+    async fn skip_stored(&self, pending: &mut [Pending]) {
+        let ids: Vec<&str> = pending
+            .iter()
+            .filter(|p| p.check_stored)
+            .map(|p| p.chat.chat_id.as_str())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let known = self
+            .store
+            .provider_ids(&self.progress.session_id, &ids)
+            .await;
+        for p in pending.iter_mut().filter(|p| p.check_stored) {
+            p.check_stored = false;
+            match &known {
+                Ok(known) => {
+                    if let Some(stored) = known.get(&p.chat.chat_id) {
+                        p.messages
+                            .retain(|m| !stored.contains(&m.provider_message_id));
+                    }
+                }
+                Err(error) => {
+                    p.messages.clear();
+                    p.failure = Some(error.to_string());
+                }
+            }
+        }
+    }
+
+    fn publish(&self, stage: Stage) {
+        let mut frame = self.progress.clone();
+        frame.stage = stage;
+        self.run.publish(frame);
+    }
+
+    /// Persists the running state with the last published frame.
+    async fn save(&mut self, state: SyncState, finished_at_ms: Option<i64>, error: Option<String>) {
+        let progress = self
+            .run
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.save_frame(state, finished_at_ms, error, &progress)
+            .await;
+    }
+
+    async fn save_frame(
+        &mut self,
+        state: SyncState,
+        finished_at_ms: Option<i64>,
+        error: Option<String>,
+        progress: &Progress,
+    ) {
+        self.last_saved = Instant::now();
+        let json = serde_json::to_string(progress).unwrap_or_default();
+        if let Err(save_error) = self
+            .store
+            .save_sync_state(
+                &self.progress.session_id,
+                &SyncRecord {
+                    state,
+                    sync_id: &self.progress.sync_id,
+                    started_at_ms: self.started_at_ms,
+                    finished_at_ms,
+                    error: error.as_deref(),
+                    progress_json: &json,
+                },
+            )
+            .await
+        {
+            tracing::error!(error = %save_error, "cannot persist sync state");
+        }
+    }
+}
+
+/// PostgreSQL text cannot hold NUL, and a NUL in an export is never meant: it is stored as
+/// U+FFFD on every backend alike.
+fn strip_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}

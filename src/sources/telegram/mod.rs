@@ -1,0 +1,199 @@
+//! The `telegram-export` source: Telegram Desktop JSON exports (`result.json`).
+//!
+//! Settings: `path`, a `result.json` file or a folder whose `.json` files (also one level of
+//! sub-folders) are exports. A file may hold one chat or a whole-account export with
+//! `chats.list`; see [`parser`].
+//!
+//! Chat ids are `tg-{telegram chat id}`; message ids are Telegram's own. Records without an id
+//! (minimal exports) get a derived id, as WhatsApp messages do.
+pub mod parser;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{ChatHistory, Source, SourceChat, SourceContext, SourceError, keep_most_recent};
+use crate::config::SessionConfig;
+use crate::model::{MessageStatus, NewMessage};
+use parser::TelegramChat;
+
+/// The source kind in the configuration.
+pub const KIND: &str = "telegram-export";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    path: PathBuf,
+}
+
+/// Telegram Desktop exports. See the module docs.
+pub struct TelegramExport {
+    path: PathBuf,
+    /// Chats parsed by the last `list_chats`, by chat id: listing has to parse the files, so
+    /// the run's `fetch_history` calls reuse the result instead of parsing again.
+    parsed: Mutex<HashMap<String, Arc<TelegramChat>>>,
+}
+
+impl TelegramExport {
+    /// Builds the source from a session's settings.
+    pub fn build(
+        config: &SessionConfig,
+        _context: &SourceContext,
+    ) -> Result<Arc<dyn Source>, String> {
+        let settings: Settings = super::settings(config)?;
+        Ok(Arc::new(Self {
+            path: settings.path,
+            parsed: Mutex::default(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Source for TelegramExport {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
+        let path = self.path.clone();
+        let files = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
+            let mut parsed = Vec::new();
+            for file in export_files(&path)? {
+                let bytes = std::fs::read(&file).map_err(|source| SourceError::Io {
+                    context: format!("cannot read {}", super::shown(&file)),
+                    source,
+                })?;
+                let chats = parser::parse(&bytes).map_err(|error| {
+                    SourceError::Invalid(format!("{}: {error}", super::shown(&file)))
+                })?;
+                parsed.push((file, chats));
+            }
+            Ok(parsed)
+        })
+        .await
+        .map_err(|error| SourceError::Invalid(format!("listing task failed: {error}")))??;
+
+        let mut chats = Vec::new();
+        let mut cache = HashMap::new();
+        for (file, file_chats) in files {
+            for chat in file_chats {
+                let chat_id = match chat.id {
+                    Some(id) => format!("tg-{id}"),
+                    None => {
+                        let digest = Sha256::digest(format!("{}\0{}", file.display(), chat.name));
+                        format!(
+                            "tg-x{:02x}{:02x}{:02x}{:02x}",
+                            digest[0], digest[1], digest[2], digest[3]
+                        )
+                    }
+                };
+                chats.push(SourceChat {
+                    chat_id: chat_id.clone(),
+                    name: chat.name.clone(),
+                    locator: file.display().to_string(),
+                });
+                cache.insert(chat_id, Arc::new(chat));
+            }
+        }
+        *self.parsed.lock().unwrap_or_else(|p| p.into_inner()) = cache;
+        Ok(chats)
+    }
+
+    async fn fetch_history(
+        &self,
+        chat: &SourceChat,
+        limit: Option<usize>,
+    ) -> Result<ChatHistory, SourceError> {
+        let parsed = self
+            .parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chat.chat_id)
+            .cloned()
+            .ok_or_else(|| {
+                SourceError::Invalid(format!("chat {} is no longer in the export", chat.chat_id))
+            })?;
+        let mut history = history_from_chat(&chat.chat_id, &parsed);
+        keep_most_recent(&mut history.messages, limit);
+        Ok(history)
+    }
+}
+
+/// Converts a parsed chat into messages with provider ids, in file order.
+pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
+    let mut occurrences: HashMap<String, u32> = HashMap::new();
+    let messages = chat
+        .messages
+        .iter()
+        .map(|message| {
+            let provider_message_id = match message.id {
+                Some(id) => id.to_string(),
+                None => {
+                    let digest = Sha256::digest(format!(
+                        "{chat_id}\0{}\0{}\0{}",
+                        message.sent_at_unix,
+                        message.sender.as_deref().unwrap_or_default(),
+                        message.text
+                    ));
+                    let key: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                    let occurrence = occurrences.entry(key.clone()).or_insert(0);
+                    *occurrence += 1;
+                    format!("x{key}-{}", *occurrence - 1)
+                }
+            };
+            NewMessage {
+                provider_message_id,
+                client_message_id: None,
+                sender: message.sender.clone().unwrap_or_default(),
+                text: message.text.clone(),
+                kind: message.kind,
+                status: MessageStatus::Sent,
+                from_me: false,
+                sent_at_ms: message.sent_at_unix.saturating_mul(1000),
+            }
+        })
+        .collect();
+    ChatHistory {
+        messages,
+        unplaced_lines: chat.skipped as u64,
+    }
+}
+
+/// The export files under `path`: the file itself, or the `.json` files of the folder and of
+/// its direct sub-folders, sorted.
+fn export_files(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    if path.is_file() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let read = |dir: &Path| {
+        std::fs::read_dir(dir).map_err(|source| SourceError::Io {
+            context: format!("cannot read export folder {}", super::shown(dir)),
+            source,
+        })
+    };
+    let mut files = Vec::new();
+    for entry in read(path)?.flatten() {
+        let entry_path = entry.path();
+        if entry_path.is_dir() {
+            for inner in read(&entry_path)?.flatten() {
+                if is_json(&inner.path()) {
+                    files.push(inner.path());
+                }
+            }
+        } else if is_json(&entry_path) {
+            files.push(entry_path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}

@@ -1,0 +1,1344 @@
+//! Parser for Telegram Desktop's JSON export (`result.json`).
+//!
+//! Contract:
+//! - Pure and synchronous: [`parse`] takes the bytes of one export file, does no I/O, holds no
+//!   state, and never panics, whatever the input.
+//! - Two shapes are accepted. A single-chat export is a top-level object with `messages` (and
+//!   usually `name`, `type`, `id`); it yields one chat. A whole-account export ("Export
+//!   Telegram data") has `chats.list[]` and possibly `left_chats.list[]`; it yields every chat
+//!   of `chats.list` followed by every chat of `left_chats.list`, in file order. Everything else
+//!   in an account export (personal information, contacts, sessions, ...) is ignored. A
+//!   top-level `messages` wins over `chats` should a file have both.
+//! - The file is rejected only when it is not JSON ([`TelegramError::Json`]) or when its
+//!   top level is not shaped like either export ([`TelegramError::Shape`]). Inside a chat the
+//!   parser is lenient: unknown fields are ignored, fields of an unexpected JSON type read as
+//!   absent, duplicate keys keep the last value (the first non-empty one for `text`), and a
+//!   message that is not an object or has no usable date is skipped and counted in
+//!   [`TelegramChat::skipped`].
+//! - Time: `sent_at_unix` comes from `date_unixtime` (seconds, a string or a number). When
+//!   that is absent or unreadable, `date` is read as a UTC wall-clock time. (Telegram writes
+//!   `date` in the exporting computer's local time zone, which the file does not record, so
+//!   such messages may be off by that zone's offset.)
+//! - Text: `text` is either a string or an array of strings and entity objects
+//!   (`{type, text, href?}`); the visible text of the parts is concatenated, with nothing added
+//!   between them (links keep their visible text, not their `href`). When `text` is empty,
+//!   `text_entities` is flattened the same way. Service messages get a readable English line
+//!   built from `actor`, `action` and the action's fields ("Alice joined Telegram", "Bob
+//!   called (1 min 5 s)").
+//! - Messages keep file order; the parser neither sorts nor de-duplicates them.
+//!
+//! The input is streamed through hand-written serde visitors rather than a `serde_json::Value`
+//! tree, so a 100,000-message export parses in one pass with one small allocation per field.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use chrono::{DateTime, NaiveDateTime};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::model::MessageKind;
+
+/// Why a file could not be read as a Telegram export.
+#[derive(Debug, thiserror::Error)]
+pub enum TelegramError {
+    /// The input is not valid JSON (syntax error, truncated file, invalid UTF-8, nesting too
+    /// deep). Carries `serde_json`'s message, which names the line and column.
+    #[error("not a Telegram export: {0}")]
+    Json(String),
+    /// The input is JSON, but its top level is neither a single-chat export nor an account
+    /// export.
+    #[error("not a Telegram export: {0}")]
+    Shape(&'static str),
+}
+
+/// One chat of an export, with its messages in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelegramChat {
+    /// Telegram's chat id (`id`), when present.
+    pub id: Option<i64>,
+    /// The chat's `name`; when absent or empty, "Saved Messages" for a `saved_messages` chat,
+    /// else "Telegram chat {id}", else "Telegram chat".
+    pub name: String,
+    /// The chat's `type` as written (`personal_chat`, `private_group`, `private_supergroup`,
+    /// `saved_messages`, ...); empty when absent.
+    pub kind: String,
+    /// The messages that could be placed in time, in file order.
+    pub messages: Vec<TelegramMessage>,
+    /// Entries of `messages` that were left out: not an object, or neither `date_unixtime`
+    /// nor `date` could be read.
+    pub skipped: usize,
+}
+
+/// One message, reduced to what the importer stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelegramMessage {
+    /// Telegram's message id (`id`), when present.
+    pub id: Option<i64>,
+    /// Seconds since the Unix epoch: `date_unixtime`, else `date` read as UTC wall clock.
+    pub sent_at_unix: i64,
+    /// `from` for ordinary messages, `actor` for service messages (each falls back to the
+    /// other); `None` when absent, null or empty (Telegram writes null for deleted accounts).
+    pub sender: Option<String>,
+    /// The plain text (entities flattened); for service messages a readable line built from
+    /// the action; empty for a media message without caption.
+    pub text: String,
+    /// `System` for `type: service`; `Media` when the message carries an attachment (photo,
+    /// file, sticker, media type, contact, location, poll, game, invoice) and no text; `Text`
+    /// otherwise. Never `Deleted`: Telegram does not export deleted messages.
+    pub kind: MessageKind,
+}
+
+/// Parses one export file; returns every chat in it (1 for a single-chat export).
+///
+/// A UTF-8 byte-order mark before the JSON is tolerated.
+///
+/// # Errors
+///
+/// [`TelegramError::Json`] when the input is not valid JSON; [`TelegramError::Shape`] when
+/// the top level is not an object, or has neither a `messages` array nor a `chats` object
+/// with a `list` array.
+pub fn parse(input: &[u8]) -> Result<Vec<TelegramChat>, TelegramError> {
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    let root: RawRoot =
+        serde_json::from_slice(input).map_err(|error| TelegramError::Json(error.to_string()))?;
+    if !root.is_object {
+        return Err(TelegramError::Shape(
+            "the top-level JSON value is not an object",
+        ));
+    }
+    if let Some(messages) = root.messages {
+        if !messages.is_array {
+            return Err(TelegramError::Shape("`messages` is not an array"));
+        }
+        return Ok(vec![build_chat(&root.header, messages)]);
+    }
+    if root.chats.is_none() && root.left_chats.is_none() {
+        return Err(TelegramError::Shape(
+            "the top-level object has neither `messages` nor `chats`",
+        ));
+    }
+    let mut chats = Vec::new();
+    let mut found_list = false;
+    for section in [root.chats, root.left_chats].into_iter().flatten() {
+        if !section.is_object {
+            return Err(TelegramError::Shape("`chats` is not an object"));
+        }
+        if let Some(list) = section.list {
+            if !list.is_array {
+                return Err(TelegramError::Shape("`chats.list` is not an array"));
+            }
+            found_list = true;
+            chats.extend(list.chats);
+        }
+    }
+    if !found_list {
+        return Err(TelegramError::Shape("`chats` has no `list`"));
+    }
+    Ok(chats)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object keys: matched without allocating, unknown keys map to `Other`.
+
+trait FieldKey: Sized {
+    fn from_key(key: &str) -> Self;
+}
+
+struct Key<K>(K);
+
+impl<'de, K: FieldKey> Deserialize<'de> for Key<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor<K>(PhantomData<K>);
+
+        impl<K: FieldKey> Visitor<'_> for KeyVisitor<K> {
+            type Value = Key<K>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Key<K>, E> {
+                Ok(Key(K::from_key(value)))
+            }
+        }
+
+        deserializer.deserialize_identifier(KeyVisitor(PhantomData))
+    }
+}
+
+/// Fallbacks for a visitor that expects an object or an array but must accept any scalar:
+/// each returns `$fallback`.
+macro_rules! accept_scalars {
+    ($fallback:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($fallback)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($fallback)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($fallback)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($fallback)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($fallback)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($fallback)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($fallback)
+        }
+    };
+}
+
+/// Fallback for a visitor that expects an object but must accept an array.
+macro_rules! accept_seq {
+    ($fallback:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($fallback)
+        }
+    };
+}
+
+/// Fallback for a visitor that expects an array but must accept an object.
+macro_rules! accept_map {
+    ($fallback:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($fallback)
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Top level.
+
+#[derive(Default)]
+struct ChatHeader {
+    name: Value,
+    kind: Value,
+    id: Value,
+}
+
+#[derive(Default)]
+struct RawRoot {
+    is_object: bool,
+    header: ChatHeader,
+    messages: Option<MessageList>,
+    chats: Option<Section>,
+    left_chats: Option<Section>,
+}
+
+enum RootKey {
+    Name,
+    Type,
+    Id,
+    Messages,
+    Chats,
+    LeftChats,
+    Other,
+}
+
+impl FieldKey for RootKey {
+    fn from_key(key: &str) -> Self {
+        match key {
+            "name" => Self::Name,
+            "type" => Self::Type,
+            "id" => Self::Id,
+            "messages" => Self::Messages,
+            "chats" => Self::Chats,
+            "left_chats" => Self::LeftChats,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRoot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RootVisitor;
+
+        impl<'de> Visitor<'de> for RootVisitor {
+            type Value = RawRoot;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Telegram export object")
+            }
+
+            accept_scalars!(RawRoot::default());
+            accept_seq!(RawRoot::default());
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRoot, A::Error> {
+                let mut root = RawRoot {
+                    is_object: true,
+                    ..RawRoot::default()
+                };
+                while let Some(Key(key)) = map.next_key::<Key<RootKey>>()? {
+                    match key {
+                        RootKey::Name => root.header.name = map.next_value()?,
+                        RootKey::Type => root.header.kind = map.next_value()?,
+                        RootKey::Id => root.header.id = map.next_value()?,
+                        RootKey::Messages => root.messages = Some(map.next_value()?),
+                        RootKey::Chats => root.chats = Some(map.next_value()?),
+                        RootKey::LeftChats => root.left_chats = Some(map.next_value()?),
+                        RootKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(root)
+            }
+        }
+
+        deserializer.deserialize_any(RootVisitor)
+    }
+}
+
+/// `chats` or `left_chats` of an account export: `{ "about": ..., "list": [...] }`.
+#[derive(Default)]
+struct Section {
+    is_object: bool,
+    list: Option<ChatList>,
+}
+
+enum SectionKey {
+    List,
+    Other,
+}
+
+impl FieldKey for SectionKey {
+    fn from_key(key: &str) -> Self {
+        match key {
+            "list" => Self::List,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Section {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SectionVisitor;
+
+        impl<'de> Visitor<'de> for SectionVisitor {
+            type Value = Section;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chat list section")
+            }
+
+            accept_scalars!(Section::default());
+            accept_seq!(Section::default());
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Section, A::Error> {
+                let mut section = Section {
+                    is_object: true,
+                    list: None,
+                };
+                while let Some(Key(key)) = map.next_key::<Key<SectionKey>>()? {
+                    match key {
+                        SectionKey::List => section.list = Some(map.next_value()?),
+                        SectionKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(section)
+            }
+        }
+
+        deserializer.deserialize_any(SectionVisitor)
+    }
+}
+
+/// `chats.list`: entries that are not objects are dropped.
+#[derive(Default)]
+struct ChatList {
+    is_array: bool,
+    chats: Vec<TelegramChat>,
+}
+
+impl<'de> Deserialize<'de> for ChatList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChatListVisitor;
+
+        impl<'de> Visitor<'de> for ChatListVisitor {
+            type Value = ChatList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of chats")
+            }
+
+            accept_scalars!(ChatList::default());
+            accept_map!(ChatList::default());
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChatList, A::Error> {
+                let mut chats = Vec::new();
+                while let Some(ChatSlot(chat)) = seq.next_element()? {
+                    chats.extend(chat);
+                }
+                Ok(ChatList {
+                    is_array: true,
+                    chats,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(ChatListVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chats.
+
+/// One entry of `chats.list`; `None` when the entry is not an object.
+struct ChatSlot(Option<TelegramChat>);
+
+enum ChatKey {
+    Name,
+    Type,
+    Id,
+    Messages,
+    Other,
+}
+
+impl FieldKey for ChatKey {
+    fn from_key(key: &str) -> Self {
+        match key {
+            "name" => Self::Name,
+            "type" => Self::Type,
+            "id" => Self::Id,
+            "messages" => Self::Messages,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ChatSlot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChatVisitor;
+
+        impl<'de> Visitor<'de> for ChatVisitor {
+            type Value = ChatSlot;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chat object")
+            }
+
+            accept_scalars!(ChatSlot(None));
+            accept_seq!(ChatSlot(None));
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatSlot, A::Error> {
+                let mut header = ChatHeader::default();
+                let mut messages = MessageList::default();
+                while let Some(Key(key)) = map.next_key::<Key<ChatKey>>()? {
+                    match key {
+                        ChatKey::Name => header.name = map.next_value()?,
+                        ChatKey::Type => header.kind = map.next_value()?,
+                        ChatKey::Id => header.id = map.next_value()?,
+                        ChatKey::Messages => messages = map.next_value()?,
+                        ChatKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(ChatSlot(Some(build_chat(&header, messages))))
+            }
+        }
+
+        deserializer.deserialize_any(ChatVisitor)
+    }
+}
+
+fn build_chat(header: &ChatHeader, messages: MessageList) -> TelegramChat {
+    let id = int_of(&header.id);
+    let kind = str_of(&header.kind).unwrap_or_default().to_owned();
+    let name = match str_of(&header.name) {
+        Some(name) => name.to_owned(),
+        None if kind == "saved_messages" => "Saved Messages".to_owned(),
+        None => match id {
+            Some(id) => format!("Telegram chat {id}"),
+            None => "Telegram chat".to_owned(),
+        },
+    };
+    TelegramChat {
+        id,
+        name,
+        kind,
+        messages: messages.messages,
+        skipped: messages.skipped,
+    }
+}
+
+/// A chat's `messages`, converted while streaming.
+#[derive(Default)]
+struct MessageList {
+    is_array: bool,
+    messages: Vec<TelegramMessage>,
+    skipped: usize,
+}
+
+impl<'de> Deserialize<'de> for MessageList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MessageListVisitor;
+
+        impl<'de> Visitor<'de> for MessageListVisitor {
+            type Value = MessageList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of messages")
+            }
+
+            accept_scalars!(MessageList::default());
+            accept_map!(MessageList::default());
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MessageList, A::Error> {
+                let mut list = MessageList {
+                    is_array: true,
+                    messages: Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16)),
+                    skipped: 0,
+                };
+                while let Some(MessageSlot(raw)) = seq.next_element()? {
+                    match raw.and_then(RawMessage::finish) {
+                        Some(message) => list.messages.push(message),
+                        None => list.skipped += 1,
+                    }
+                }
+                Ok(list)
+            }
+        }
+
+        deserializer.deserialize_any(MessageListVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages.
+
+/// Fields that mark a message as carrying an attachment.
+const MEDIA_KEYS: [&str; 11] = [
+    "photo",
+    "file",
+    "media_type",
+    "sticker_emoji",
+    "contact_information",
+    "contact_vcard",
+    "location_information",
+    "place_name",
+    "poll",
+    "game_title",
+    "invoice_information",
+];
+
+/// Fields that service messages use to describe their action.
+const EXTRA_KEYS: [&str; 17] = [
+    "title",
+    "new_title",
+    "members",
+    "inviter",
+    "duration_seconds",
+    "duration",
+    "discard_reason",
+    "message_id",
+    "score",
+    "information_text",
+    "period",
+    "emoticon",
+    "to",
+    "distance",
+    "months",
+    "reason_domain",
+    "reason_app_name",
+];
+
+enum MessageKey {
+    Id,
+    Type,
+    Date,
+    DateUnixtime,
+    From,
+    Actor,
+    Action,
+    Text,
+    TextEntities,
+    Media,
+    Extra(&'static str),
+    Other,
+}
+
+impl FieldKey for MessageKey {
+    fn from_key(key: &str) -> Self {
+        match key {
+            "id" => Self::Id,
+            "type" => Self::Type,
+            "date" => Self::Date,
+            "date_unixtime" => Self::DateUnixtime,
+            "from" => Self::From,
+            "actor" => Self::Actor,
+            "action" => Self::Action,
+            "text" => Self::Text,
+            "text_entities" => Self::TextEntities,
+            _ if MEDIA_KEYS.contains(&key) => Self::Media,
+            _ => match EXTRA_KEYS.iter().find(|extra| **extra == key) {
+                Some(extra) => Self::Extra(extra),
+                None => Self::Other,
+            },
+        }
+    }
+}
+
+/// The fields of one message object that matter here.
+#[derive(Default)]
+struct RawMessage {
+    id: Value,
+    kind: Value,
+    date: Value,
+    date_unixtime: Value,
+    from: Value,
+    actor: Value,
+    action: Value,
+    text: String,
+    entities_text: String,
+    has_media: bool,
+    extras: Vec<(&'static str, Value)>,
+}
+
+/// One entry of `messages`; `None` when the entry is not an object.
+struct MessageSlot(Option<RawMessage>);
+
+impl<'de> Deserialize<'de> for MessageSlot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MessageVisitor;
+
+        impl<'de> Visitor<'de> for MessageVisitor {
+            type Value = MessageSlot;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a message object")
+            }
+
+            accept_scalars!(MessageSlot(None));
+            accept_seq!(MessageSlot(None));
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MessageSlot, A::Error> {
+                let mut raw = RawMessage::default();
+                while let Some(Key(key)) = map.next_key::<Key<MessageKey>>()? {
+                    match key {
+                        MessageKey::Id => raw.id = map.next_value()?,
+                        MessageKey::Type => raw.kind = map.next_value()?,
+                        MessageKey::Date => raw.date = map.next_value()?,
+                        MessageKey::DateUnixtime => raw.date_unixtime = map.next_value()?,
+                        MessageKey::From => raw.from = map.next_value()?,
+                        MessageKey::Actor => raw.actor = map.next_value()?,
+                        MessageKey::Action => raw.action = map.next_value()?,
+                        MessageKey::Text => {
+                            let FlatText(text) = map.next_value()?;
+                            if raw.text.is_empty() {
+                                raw.text = text;
+                            }
+                        }
+                        MessageKey::TextEntities => {
+                            let FlatText(text) = map.next_value()?;
+                            raw.entities_text = text;
+                        }
+                        MessageKey::Media => {
+                            let value: Value = map.next_value()?;
+                            if !is_blank(&value) {
+                                raw.has_media = true;
+                            }
+                        }
+                        MessageKey::Extra(name) => {
+                            let value: Value = map.next_value()?;
+                            raw.extras.retain(|(existing, _)| *existing != name);
+                            raw.extras.push((name, value));
+                        }
+                        MessageKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(MessageSlot(Some(raw)))
+            }
+        }
+
+        deserializer.deserialize_any(MessageVisitor)
+    }
+}
+
+impl RawMessage {
+    /// The message, or `None` when it has no usable date.
+    fn finish(self) -> Option<TelegramMessage> {
+        let sent_at_unix = unix_of(&self.date_unixtime).or_else(|| date_of(&self.date))?;
+        let is_service = str_of(&self.kind) == Some("service");
+        let from = str_of(&self.from);
+        let actor = str_of(&self.actor);
+        let (sender, text, kind) = if is_service {
+            let sender = actor.or(from);
+            let text = self.service_line(sender);
+            (sender, text, MessageKind::System)
+        } else {
+            let text = if self.text.is_empty() {
+                self.entities_text.clone()
+            } else {
+                self.text.clone()
+            };
+            let kind = if self.has_media && text.trim().is_empty() {
+                MessageKind::Media
+            } else {
+                MessageKind::Text
+            };
+            (from.or(actor), text, kind)
+        };
+        Some(TelegramMessage {
+            id: int_of(&self.id),
+            sent_at_unix,
+            sender: sender.map(str::to_owned),
+            text,
+            kind,
+        })
+    }
+
+    fn extra(&self, name: &str) -> Option<&Value> {
+        self.extras
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    }
+
+    fn extra_str(&self, name: &str) -> Option<&str> {
+        self.extra(name).and_then(str_of)
+    }
+
+    fn extra_int(&self, name: &str) -> Option<i64> {
+        self.extra(name).and_then(int_of)
+    }
+
+    /// The names in `members` (null names read as "Deleted Account"), joined by ", ".
+    fn members(&self) -> Option<String> {
+        let Some(Value::Array(members)) = self.extra("members") else {
+            return None;
+        };
+        let names: Vec<&str> = members
+            .iter()
+            .map(|member| str_of(member).unwrap_or("Deleted Account"))
+            .collect();
+        if names.is_empty() {
+            None
+        } else {
+            Some(names.join(", "))
+        }
+    }
+
+    /// A readable line for a service message.
+    fn service_line(&self, sender: Option<&str>) -> String {
+        let who = sender.unwrap_or("Someone");
+        let quoted = |name: &str| self.extra_str(name).map(|title| format!(" «{title}»"));
+        let Some(action) = str_of(&self.action) else {
+            if let Some(information) = self.extra_str("information_text") {
+                return information.to_owned();
+            }
+            let text = if self.text.is_empty() {
+                &self.entities_text
+            } else {
+                &self.text
+            };
+            return if text.trim().is_empty() {
+                format!("{who}: service message")
+            } else {
+                text.clone()
+            };
+        };
+        match action {
+            "joined_telegram" => format!("{who} joined Telegram"),
+            "phone_call" => {
+                let reason = self.extra_str("discard_reason");
+                if reason == Some("missed") {
+                    return format!("Missed call from {who}");
+                }
+                let mut details = Vec::new();
+                if let Some(seconds) = self.extra_int("duration_seconds").filter(|s| *s > 0) {
+                    details.push(human_duration(seconds));
+                }
+                match reason {
+                    Some("busy") => details.push("busy".to_owned()),
+                    Some("disconnect") => details.push("disconnected".to_owned()),
+                    _ => {}
+                }
+                if details.is_empty() {
+                    format!("{who} called")
+                } else {
+                    format!("{who} called ({})", details.join(", "))
+                }
+            }
+            "group_call" => match self.extra_int("duration").filter(|s| *s > 0) {
+                Some(seconds) => {
+                    format!("{who} started a video chat ({})", human_duration(seconds))
+                }
+                None => format!("{who} started a video chat"),
+            },
+            "group_call_scheduled" => format!("{who} scheduled a video chat"),
+            "invite_to_group_call" => match self.members() {
+                Some(members) => format!("{who} invited {members} to the video chat"),
+                None => format!("{who} invited members to the video chat"),
+            },
+            "create_group" => format!(
+                "{who} created the group{}",
+                quoted("title").unwrap_or_default()
+            ),
+            "create_channel" => format!(
+                "{who} created the channel{}",
+                quoted("title").unwrap_or_default()
+            ),
+            "edit_group_title" => match self.extra_str("title") {
+                Some(title) => format!("{who} changed the group name to «{title}»"),
+                None => format!("{who} changed the group name"),
+            },
+            "edit_group_photo" => format!("{who} changed the group photo"),
+            "delete_group_photo" => format!("{who} removed the group photo"),
+            "invite_members" => match self.members() {
+                Some(members) if members == who => format!("{who} joined the group"),
+                Some(members) => format!("{who} added {members}"),
+                None => format!("{who} added members"),
+            },
+            "remove_members" => match self.members() {
+                Some(members) if members == who => format!("{who} left the group"),
+                Some(members) => format!("{who} removed {members}"),
+                None => format!("{who} removed members"),
+            },
+            "join_group_by_link" => format!("{who} joined the group via an invite link"),
+            "join_group_by_request" => format!("{who} was accepted into the group"),
+            "migrate_to_supergroup" => format!("{who} converted this group to a supergroup"),
+            "migrate_from_group" => format!(
+                "{who} converted the group{} to a supergroup",
+                quoted("title").unwrap_or_default()
+            ),
+            "pin_message" => match self.extra_int("message_id") {
+                Some(id) => format!("{who} pinned message {id}"),
+                None => format!("{who} pinned a message"),
+            },
+            "clear_history" => format!("{who} cleared the history"),
+            "score_in_game" => match self.extra_int("score") {
+                Some(score) => format!("{who} scored {score} in a game"),
+                None => format!("{who} scored in a game"),
+            },
+            "send_payment" => "Payment sent".to_owned(),
+            "take_screenshot" => format!("{who} took a screenshot"),
+            "requested_phone_number" => format!("{who} requested a phone number"),
+            "set_messages_ttl" => match self.extra_int("period").filter(|s| *s > 0) {
+                Some(seconds) => format!(
+                    "{who} set messages to auto-delete after {}",
+                    human_duration(seconds)
+                ),
+                None => format!("{who} turned off auto-delete"),
+            },
+            "edit_chat_theme" => match self.extra_str("emoticon") {
+                Some(emoji) => format!("{who} changed the chat theme to {emoji}"),
+                None => format!("{who} turned off the chat theme"),
+            },
+            "topic_created" => format!(
+                "{who} created the topic{}",
+                quoted("title").unwrap_or_default()
+            ),
+            "topic_edit" => match self.extra_str("new_title") {
+                Some(title) => format!("{who} renamed the topic to «{title}»"),
+                None => format!("{who} edited the topic"),
+            },
+            "proximity_reached" => {
+                let to = self.extra_str("to").unwrap_or("someone");
+                match self.extra_int("distance") {
+                    Some(meters) => format!("{who} is now within {meters} m of {to}"),
+                    None => format!("{who} is now close to {to}"),
+                }
+            }
+            "send_passport_values" => "Telegram Passport data sent".to_owned(),
+            "allow_sending_messages" => {
+                match self
+                    .extra_str("reason_domain")
+                    .or_else(|| self.extra_str("reason_app_name"))
+                {
+                    Some(reason) => format!("Messages allowed after logging in on {reason}"),
+                    None => "Messages allowed".to_owned(),
+                }
+            }
+            "send_premium_gift" => match self.extra_int("months") {
+                Some(months) => format!("{who} gifted Telegram Premium for {months} months"),
+                None => format!("{who} gifted Telegram Premium"),
+            },
+            "suggest_profile_photo" => format!("{who} suggested a profile photo"),
+            "set_chat_wallpaper" | "set_same_chat_wallpaper" => {
+                format!("{who} set a chat wallpaper")
+            }
+            other => format!("{who}: {}", other.replace('_', " ")),
+        }
+    }
+}
+
+/// "56 s", "2 min 5 s", "1 h 30 min", "7 d".
+fn human_duration(seconds: i64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")];
+    let mut rest = seconds.max(0);
+    let mut parts = Vec::new();
+    for (size, unit) in units {
+        let count = rest / size;
+        if count > 0 {
+            parts.push(format!("{count} {unit}"));
+            rest -= count * size;
+        }
+    }
+    if parts.is_empty() {
+        "0 s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text.
+
+/// `text` or `text_entities` flattened to plain text: a string is itself, an array is the
+/// concatenation of its items, an object is its `text` field, a number its decimal form,
+/// anything else empty.
+struct FlatText(String);
+
+enum EntityKey {
+    Text,
+    Other,
+}
+
+impl FieldKey for EntityKey {
+    fn from_key(key: &str) -> Self {
+        match key {
+            "text" => Self::Text,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FlatText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = FlatText;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("message text")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<FlatText, E> {
+                Ok(FlatText(value.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, value: String) -> Result<FlatText, E> {
+                Ok(FlatText(value))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<FlatText, E> {
+                Ok(FlatText(value.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<FlatText, E> {
+                Ok(FlatText(value.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<FlatText, E> {
+                Ok(FlatText(value.to_string()))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<FlatText, E> {
+                Ok(FlatText(String::new()))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<FlatText, E> {
+                Ok(FlatText(String::new()))
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<FlatText, E> {
+                Ok(FlatText(String::new()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FlatText, A::Error> {
+                let mut text = String::new();
+                while let Some(FlatText(part)) = seq.next_element()? {
+                    text.push_str(&part);
+                }
+                Ok(FlatText(text))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlatText, A::Error> {
+                let mut text = String::new();
+                while let Some(Key(key)) = map.next_key::<Key<EntityKey>>()? {
+                    match key {
+                        EntityKey::Text => {
+                            let FlatText(part) = map.next_value()?;
+                            text = part;
+                        }
+                        EntityKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(FlatText(text))
+            }
+        }
+
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalars.
+
+/// A string value that is not blank; other JSON types read as absent.
+fn str_of(value: &Value) -> Option<&str> {
+    match value {
+        Value::String(text) if !text.trim().is_empty() => Some(text),
+        _ => None,
+    }
+}
+
+/// An integer from a JSON integer, an integral float, or a string holding either.
+fn int_of(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => number
+            .as_i64()
+            .or_else(|| number.as_f64().and_then(float_to_int)),
+        Value::String(text) => {
+            let text = text.trim();
+            text.parse::<i64>()
+                .ok()
+                .or_else(|| text.parse::<f64>().ok().and_then(float_to_int))
+        }
+        _ => None,
+    }
+}
+
+fn float_to_int(value: f64) -> Option<i64> {
+    // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
+    if value.is_finite()
+        && value.fract() == 0.0
+        && value >= -(2f64.powi(63))
+        && value < 2f64.powi(63)
+    {
+        Some(value as i64)
+    } else {
+        None
+    }
+}
+
+/// `date_unixtime`: seconds as a string or a number.
+fn unix_of(value: &Value) -> Option<i64> {
+    int_of(value)
+}
+
+/// `date`: an ISO 8601 local time, read as UTC wall clock; an explicit offset is honoured.
+fn date_of(value: &Value) -> Option<i64> {
+    let text = str_of(value)?.trim();
+    if let Ok(naive) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(naive.and_utc().timestamp());
+    }
+    if let Ok(naive) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f") {
+        return Some(naive.and_utc().timestamp());
+    }
+    if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
+        return Some(with_offset.timestamp());
+    }
+    None
+}
+
+/// Null, an empty string, or an empty array/object.
+fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(text) => text.trim().is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_one(json: &str) -> TelegramChat {
+        let mut chats = parse(json.as_bytes()).expect("parses");
+        assert_eq!(chats.len(), 1, "one chat");
+        chats.remove(0)
+    }
+
+    #[test]
+    fn single_chat_with_string_text() {
+        let chat = parse_one(
+            r#"{"name": "Alice", "type": "personal_chat", "id": 42, "messages": [
+                {"id": 1, "type": "message", "date": "2021-03-15T12:34:56",
+                 "date_unixtime": "1615811696", "from": "Alice", "from_id": "user42",
+                 "text": "hello\nworld", "text_entities": [{"type": "plain", "text": "hello\nworld"}]}
+            ]}"#,
+        );
+        assert_eq!(chat.id, Some(42));
+        assert_eq!(chat.name, "Alice");
+        assert_eq!(chat.kind, "personal_chat");
+        assert_eq!(chat.skipped, 0);
+        assert_eq!(
+            chat.messages,
+            vec![TelegramMessage {
+                id: Some(1),
+                sent_at_unix: 1_615_811_696,
+                sender: Some("Alice".to_owned()),
+                text: "hello\nworld".to_owned(),
+                kind: MessageKind::Text,
+            }]
+        );
+    }
+
+    #[test]
+    fn entity_array_text_is_flattened() {
+        let chat = parse_one(
+            r#"{"messages": [{"type": "message", "date_unixtime": "100", "from": "Bob",
+                "text": [{"type": "bold", "text": "Link:"}, " see ",
+                         {"type": "text_link", "text": "here", "href": "https://example.org"},
+                         {"type": "mention", "text": "@carol"}]}]}"#,
+        );
+        assert_eq!(chat.messages[0].text, "Link: see here@carol");
+        assert_eq!(chat.messages[0].kind, MessageKind::Text);
+    }
+
+    #[test]
+    fn text_entities_used_when_text_is_empty() {
+        let chat = parse_one(
+            r#"{"messages": [{"type": "message", "date_unixtime": "100", "from": "Bob",
+                "text": "", "text_entities": [{"type": "plain", "text": "from entities"}]}]}"#,
+        );
+        assert_eq!(chat.messages[0].text, "from entities");
+    }
+
+    #[test]
+    fn service_messages_become_readable_lines() {
+        let chat = parse_one(
+            r#"{"name": "G", "type": "private_group", "id": 7, "messages": [
+                {"id": 1, "type": "service", "date": "2019-07-05T16:55:32", "actor": "Bob",
+                 "action": "joined_telegram", "text": ""},
+                {"id": 2, "type": "service", "date_unixtime": "200", "actor": "Alice",
+                 "action": "phone_call", "duration_seconds": 65, "discard_reason": "hangup",
+                 "text": ""},
+                {"id": 3, "type": "service", "date_unixtime": "300", "actor": "Alice",
+                 "action": "phone_call", "discard_reason": "missed", "text": ""},
+                {"id": 4, "type": "service", "date_unixtime": "400", "actor": "Alice",
+                 "action": "create_group", "title": "Trip", "members": ["Alice", "Bob"]},
+                {"id": 5, "type": "service", "date_unixtime": "500", "actor": "Alice",
+                 "action": "invite_members", "members": ["Carol", null]},
+                {"id": 6, "type": "service", "date_unixtime": "600", "actor": "Bob",
+                 "action": "remove_members", "members": ["Bob"]},
+                {"id": 7, "type": "service", "date_unixtime": "700", "actor": "Bob",
+                 "action": "some_future_action"},
+                {"id": 8, "type": "service", "date_unixtime": "800", "actor": "Bot",
+                 "information_text": "Custom notice"},
+                {"id": 9, "type": "service", "date_unixtime": "900", "action": "send_payment",
+                 "amount": 500, "currency": "EUR"}
+            ]}"#,
+        );
+        let lines: Vec<&str> = chat.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "Bob joined Telegram",
+                "Alice called (1 min 5 s)",
+                "Missed call from Alice",
+                "Alice created the group «Trip»",
+                "Alice added Carol, Deleted Account",
+                "Bob left the group",
+                "Bob: some future action",
+                "Custom notice",
+                "Payment sent",
+            ]
+        );
+        assert!(chat.messages.iter().all(|m| m.kind == MessageKind::System));
+        // Read as UTC wall clock: 2019-07-05T16:55:32Z.
+        assert_eq!(chat.messages[0].sent_at_unix, 1_562_345_732);
+        assert_eq!(chat.messages[0].sender.as_deref(), Some("Bob"));
+        assert_eq!(chat.messages[8].sender, None);
+    }
+
+    #[test]
+    fn media_only_and_captioned_media() {
+        let chat = parse_one(
+            r#"{"messages": [
+                {"id": 1, "type": "message", "date_unixtime": "1", "from": "A",
+                 "photo": "(File not included. Change data exporting settings to download.)",
+                 "width": 960, "height": 1280, "text": "", "text_entities": []},
+                {"id": 2, "type": "message", "date_unixtime": "2", "from": "A",
+                 "file": "files/a.pdf", "mime_type": "application/pdf", "text": "the report"},
+                {"id": 3, "type": "message", "date_unixtime": "3", "from": "A",
+                 "file": "stickers/s.webp", "media_type": "sticker", "sticker_emoji": "😀",
+                 "text": ""},
+                {"id": 4, "type": "message", "date_unixtime": "4", "from": "A",
+                 "location_information": {"latitude": 1.5, "longitude": 2.5}, "text": ""}
+            ]}"#,
+        );
+        let kinds: Vec<MessageKind> = chat.messages.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                MessageKind::Media,
+                MessageKind::Text,
+                MessageKind::Media,
+                MessageKind::Media
+            ]
+        );
+        assert_eq!(chat.messages[0].text, "");
+        assert_eq!(chat.messages[1].text, "the report");
+    }
+
+    #[test]
+    fn missing_fields_and_skipped_messages() {
+        let chat = parse_one(
+            r#"{"type": "saved_messages", "messages": [
+                {"type": "message", "text": "no date at all"},
+                {"type": "message", "date": "not a date", "date_unixtime": "soon", "text": "bad"},
+                42,
+                "a string",
+                {"date": "2021-03-15T12:34:56", "text": "only an ISO date", "from": null},
+                {"date_unixtime": 1615811696, "text": "numeric unixtime", "id": "17"},
+                {"date": "2021-03-15T12:34:56", "date_unixtime": "garbage", "text": "fallback"}
+            ]}"#,
+        );
+        assert_eq!(chat.name, "Saved Messages");
+        assert_eq!(chat.id, None);
+        assert_eq!(chat.skipped, 4);
+        assert_eq!(chat.messages.len(), 3);
+        assert_eq!(chat.messages[0].sent_at_unix, 1_615_811_696);
+        assert_eq!(chat.messages[0].sender, None);
+        assert_eq!(chat.messages[0].id, None);
+        assert_eq!(chat.messages[1].id, Some(17));
+        assert_eq!(chat.messages[1].sent_at_unix, 1_615_811_696);
+        assert_eq!(chat.messages[2].sent_at_unix, 1_615_811_696);
+    }
+
+    #[test]
+    fn chat_name_fallbacks() {
+        assert_eq!(
+            parse_one(r#"{"id": 5, "messages": []}"#).name,
+            "Telegram chat 5"
+        );
+        assert_eq!(
+            parse_one(r#"{"name": null, "messages": []}"#).name,
+            "Telegram chat"
+        );
+        assert_eq!(
+            parse_one(r#"{"name": "", "type": "saved_messages", "id": 1, "messages": []}"#).name,
+            "Saved Messages"
+        );
+    }
+
+    #[test]
+    fn account_export_returns_every_chat() {
+        let chats = parse(
+            br#"{"about": "x", "personal_information": {"user_id": 1},
+                "chats": {"about": "y", "list": [
+                    {"name": "One", "type": "personal_chat", "id": 1, "messages": [
+                        {"id": 1, "type": "message", "date_unixtime": "10", "from": "A", "text": "hi"}]},
+                    "not a chat",
+                    {"type": "private_supergroup", "id": 2, "messages": []}
+                ]},
+                "left_chats": {"about": "z", "list": [
+                    {"name": "Gone", "type": "private_supergroup", "id": 3, "messages": []}]}
+            }"#,
+        )
+        .expect("parses");
+        let names: Vec<&str> = chats.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["One", "Telegram chat 2", "Gone"]);
+        assert_eq!(chats[0].messages.len(), 1);
+        assert_eq!(
+            parse(br#"{"chats": {"list": []}}"#).expect("parses"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_do_not_fail_the_file() {
+        let chat = parse_one(
+            r#"{"messages": [{"type": "service", "date_unixtime": "5", "action": "send_webview_data",
+                "text": "button", "text": ""},
+                {"type": "message", "date_unixtime": "6", "from": "A", "from": "B", "text": "x"}]}"#,
+        );
+        assert_eq!(chat.messages.len(), 2);
+        assert_eq!(chat.messages[1].sender.as_deref(), Some("B"));
+    }
+
+    #[test]
+    fn garbage_input_is_an_error() {
+        assert!(matches!(parse(b""), Err(TelegramError::Json(_))));
+        assert!(matches!(
+            parse(b"\x00\xff\xfe"),
+            Err(TelegramError::Json(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"messages\": [1, 2"),
+            Err(TelegramError::Json(_))
+        ));
+        assert!(matches!(parse(b"[1, 2, 3]"), Err(TelegramError::Shape(_))));
+        assert!(matches!(parse(b"\"text\""), Err(TelegramError::Shape(_))));
+        assert!(matches!(parse(b"{}"), Err(TelegramError::Shape(_))));
+        assert!(matches!(
+            parse(b"{\"messages\": 3}"),
+            Err(TelegramError::Shape(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"chats\": []}"),
+            Err(TelegramError::Shape(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"chats\": {}}"),
+            Err(TelegramError::Shape(_))
+        ));
+        let deep = "[".repeat(100_000);
+        assert!(parse(deep.as_bytes()).is_err());
+        let deep_text = format!(
+            "{{\"messages\": [{{\"date_unixtime\": \"1\", \"text\": {}}}]}}",
+            "[".repeat(10_000)
+        );
+        assert!(parse(deep_text.as_bytes()).is_err());
+        let error = parse(b"{").expect_err("truncated");
+        assert!(error.to_string().starts_with("not a Telegram export: "));
+    }
+
+    #[test]
+    fn bom_is_tolerated() {
+        let chat = parse_one("\u{feff}{\"messages\": []}");
+        assert!(chat.messages.is_empty());
+    }
+
+    #[test]
+    fn odd_values_never_panic() {
+        let chat = parse_one(
+            r#"{"id": 1e300, "name": 5, "type": ["x"], "messages": [
+                {"date_unixtime": "99999999999999999999999", "date": "+262143-12-31T23:59:59"},
+                {"date_unixtime": -1e300},
+                {"date_unixtime": "1.0", "text": {"text": "object text"}, "photo": null,
+                 "members": 3, "type": "service", "action": "invite_members"},
+                {"date_unixtime": "2", "text": [1, true, null, ["nested", {"text": "!"}]]}
+            ]}"#,
+        );
+        assert_eq!(chat.id, None);
+        assert_eq!(chat.name, "Telegram chat");
+        assert_eq!(chat.kind, "");
+        // The first two have no readable date (year out of range, unixtime not an integer).
+        assert_eq!(chat.skipped, 2);
+        assert_eq!(chat.messages[0].sent_at_unix, 1);
+        assert_eq!(chat.messages[0].text, "Someone added members");
+        assert_eq!(chat.messages[1].text, "1nested!");
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(0), "0 s");
+        assert_eq!(human_duration(56), "56 s");
+        assert_eq!(human_duration(3_600), "1 h");
+        assert_eq!(human_duration(90_061), "1 d 1 h 1 min 1 s");
+    }
+}

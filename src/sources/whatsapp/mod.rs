@@ -1,0 +1,348 @@
+//! The `whatsapp-export` source: a folder of WhatsApp "Export chat" files.
+//!
+//! Settings (`[[sessions]]` keys):
+//! - `path`: the folder. It holds `.txt` exports, `.zip` exports containing `_chat.txt` (or
+//!   one `.txt`), or sub-folders holding an unzipped `_chat.txt`. One file is one chat.
+//! - `timezone`: IANA zone the export's wall-clock times are in. Default `UTC`.
+//! - `date_order`: `auto` (default), `dmy`, `mdy` or `ymd`: decides files whose dates cannot
+//!   decide themselves (see [`parser`]).
+//!
+//! Chat names come from the file name (`WhatsApp Chat with NAME.txt`,
+//! `WhatsApp Chat - NAME.zip`, and the same in other phone languages); the `chat_id` is
+//! derived from the name alone, so a re-export of the same chat maps to the same chat.
+//! Exports carry no message ids, so `provider_message_id` is a hash of the chat id, the
+//! timestamp, the sender, the text and the position among identical entries: re-importing the
+//! same file, or a later export holding more messages, adds only the new ones.
+pub mod parser;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{ChatHistory, Source, SourceChat, SourceContext, SourceError, keep_most_recent};
+use crate::config::SessionConfig;
+use crate::model::{MessageStatus, NewMessage};
+use parser::{DateOrder, ParseOptions};
+
+/// The source kind in the configuration.
+pub const KIND: &str = "whatsapp-export";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    path: PathBuf,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    date_order: DateOrder,
+}
+
+/// A folder of WhatsApp exports. See the module docs.
+pub struct WhatsAppExport {
+    folder: PathBuf,
+    timezone: Tz,
+    options: ParseOptions,
+}
+
+impl WhatsAppExport {
+    /// Builds the source from a session's settings.
+    pub fn build(
+        config: &SessionConfig,
+        _context: &SourceContext,
+    ) -> Result<Arc<dyn Source>, String> {
+        let settings: Settings = super::settings(config)?;
+        Ok(Arc::new(Self {
+            folder: settings.path,
+            timezone: parse_timezone(settings.timezone.as_deref())?,
+            options: ParseOptions {
+                date_order: settings.date_order,
+            },
+        }))
+    }
+}
+
+/// Parses an IANA zone name; `None` is UTC.
+pub fn parse_timezone(name: Option<&str>) -> Result<Tz, String> {
+    match name {
+        None => Ok(Tz::UTC),
+        Some(name) => name.parse::<Tz>().map_err(|_| {
+            format!("unknown timezone {name:?} (use an IANA name such as Europe/Berlin)")
+        }),
+    }
+}
+
+#[async_trait]
+impl Source for WhatsAppExport {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
+        let folder = self.folder.clone();
+        tokio::task::spawn_blocking(move || list_exports(&folder))
+            .await
+            .map_err(|error| SourceError::Invalid(format!("listing task failed: {error}")))?
+    }
+
+    async fn fetch_history(
+        &self,
+        chat: &SourceChat,
+        limit: Option<usize>,
+    ) -> Result<ChatHistory, SourceError> {
+        let path = PathBuf::from(&chat.locator);
+        let chat_id = chat.chat_id.clone();
+        let timezone = self.timezone;
+        let options = self.options.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = read_export(&path)?;
+            let mut history = history_from_export(&chat_id, &bytes, &options, timezone);
+            if history.unplaced_lines > 0 {
+                tracing::warn!(
+                    chat_id,
+                    path = %path.display(),
+                    unplaced_lines = history.unplaced_lines,
+                    "export lines could not be placed in any message"
+                );
+            }
+            keep_most_recent(&mut history.messages, limit);
+            Ok(history)
+        })
+        .await
+        .map_err(|error| SourceError::Invalid(format!("import task failed: {error}")))?
+    }
+}
+
+/// Parses one export's bytes into messages with derived ids, oldest first in file order.
+pub fn history_from_export(
+    chat_id: &str,
+    bytes: &[u8],
+    options: &ParseOptions,
+    timezone: Tz,
+) -> ChatHistory {
+    let parsed = parser::parse(bytes, options);
+    for unplaced in parsed.unplaced.iter().take(5) {
+        tracing::debug!(chat_id, line = unplaced.line, reason = unplaced.reason, text = %unplaced.text, "unplaced line");
+    }
+    let mut occurrences: HashMap<[u8; 16], u32> = HashMap::with_capacity(parsed.messages.len());
+    let messages = parsed
+        .messages
+        .into_iter()
+        .map(|message| {
+            let sender = message.sender.unwrap_or_default();
+            let digest = entry_digest(chat_id, &message.timestamp, &sender, &message.text);
+            let occurrence = occurrences.entry(digest).or_insert(0);
+            let provider_message_id = format!("{}-{occurrence}", hex(&digest));
+            *occurrence += 1;
+            NewMessage {
+                provider_message_id,
+                client_message_id: None,
+                sender,
+                text: message.text,
+                kind: message.kind,
+                status: MessageStatus::Sent,
+                from_me: false,
+                sent_at_ms: to_utc_ms(&message.timestamp, timezone),
+            }
+        })
+        .collect();
+    ChatHistory {
+        messages,
+        unplaced_lines: parsed.unplaced.len() as u64,
+    }
+}
+
+fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &str) -> [u8; 16] {
+    let mut hasher = Sha256::new();
+    hasher.update(chat_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(timestamp.and_utc().timestamp().to_le_bytes());
+    hasher.update(sender.as_bytes());
+    hasher.update([0]);
+    hasher.update(text.as_bytes());
+    let full = hasher.finalize();
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&full[..16]);
+    digest
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+/// Reads a wall-clock time in `timezone` as a UTC instant, in Unix milliseconds. A time that
+/// falls in a DST gap is read one hour later; an ambiguous one takes the earlier instant.
+pub fn to_utc_ms(timestamp: &NaiveDateTime, timezone: Tz) -> i64 {
+    timezone
+        .from_local_datetime(timestamp)
+        .earliest()
+        .or_else(|| {
+            timezone
+                .from_local_datetime(&(*timestamp + chrono::Duration::hours(1)))
+                .earliest()
+        })
+        .map(|instant| instant.timestamp_millis())
+        .unwrap_or_else(|| timestamp.and_utc().timestamp_millis())
+}
+
+/// The exports in `folder`, sorted by chat name.
+fn list_exports(folder: &Path) -> Result<Vec<SourceChat>, SourceError> {
+    let entries = std::fs::read_dir(folder).map_err(|source| SourceError::Io {
+        context: format!("cannot read export folder {}", super::shown(folder)),
+        source,
+    })?;
+    let mut chats = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if file_name.starts_with('.') {
+            continue;
+        }
+        let locator = if path.is_dir() {
+            let inner = path.join("_chat.txt");
+            if !inner.is_file() {
+                continue;
+            }
+            inner
+        } else {
+            let lower = file_name.to_lowercase();
+            if !(lower.ends_with(".txt") || lower.ends_with(".zip")) {
+                continue;
+            }
+            path.clone()
+        };
+        let name = chat_name_from_path(&path);
+        chats.push(SourceChat {
+            chat_id: chat_id_for_name(&name),
+            name,
+            locator: locator.display().to_string(),
+        });
+    }
+    chats.sort_by(|a, b| a.name.cmp(&b.name).then(a.locator.cmp(&b.locator)));
+    Ok(chats)
+}
+
+/// Prefixes WhatsApp puts before the chat name in export file names, by phone language.
+const NAME_PREFIXES: &[&str] = &[
+    "WhatsApp Chat with ",
+    "WhatsApp Chat - ",
+    "WhatsApp Chat mit ",
+    "WhatsApp-Chat mit ",
+    "Chat de WhatsApp con ",
+    "Conversa do WhatsApp com ",
+    "Discussion WhatsApp avec ",
+    "Chat WhatsApp con ",
+    "WhatsApp-chat met ",
+    "Чат WhatsApp с ",
+];
+
+/// The chat name an export's path implies: the file (or folder) name without extension and
+/// without the "WhatsApp Chat with " prefix. A bare `_chat.txt` takes its folder's name.
+pub fn chat_name_from_path(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let stem = if stem == "_chat" {
+        path.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or(stem)
+    } else {
+        stem
+    };
+    let name = NAME_PREFIXES
+        .iter()
+        .find_map(|prefix| stem.strip_prefix(prefix))
+        .unwrap_or(stem)
+        .trim();
+    if name.is_empty() {
+        stem.to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The stable chat id for a chat name: a readable slug plus a short hash of the exact name,
+/// e.g. `family-group-3fa2c1d0`.
+pub fn chat_id_for_name(name: &str) -> String {
+    let mut slug = String::with_capacity(name.len());
+    for ch in name.chars().flat_map(char::to_lowercase) {
+        if ch.is_alphanumeric() {
+            slug.push(ch);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 48 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let digest = Sha256::digest(name.as_bytes());
+    let short = hex(&digest[..4]);
+    if slug.is_empty() {
+        format!("chat-{short}")
+    } else {
+        format!("{slug}-{short}")
+    }
+}
+
+/// Reads an export: a text file, or the `_chat.txt` (else the only `.txt`) inside a zip.
+fn read_export(path: &Path) -> Result<Vec<u8>, SourceError> {
+    let io_error = |source| SourceError::Io {
+        context: format!("cannot read {}", super::shown(path)),
+        source,
+    };
+    let is_zip = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+    if !is_zip {
+        return std::fs::read(path).map_err(io_error);
+    }
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let invalid = |error: zip::result::ZipError| {
+        SourceError::Invalid(format!(
+            "{} is not a readable zip: {error}",
+            super::shown(path)
+        ))
+    };
+    let mut archive = zip::ZipArchive::new(file).map_err(invalid)?;
+    let names: Vec<String> = archive.file_names().map(str::to_owned).collect();
+    let entry = names
+        .iter()
+        .find(|n| n.rsplit('/').next() == Some("_chat.txt"))
+        .or_else(|| {
+            let texts: Vec<&String> = names.iter().filter(|n| n.ends_with(".txt")).collect();
+            if texts.len() == 1 {
+                texts.first().copied()
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| {
+            SourceError::Invalid(format!(
+                "{} holds no _chat.txt (nor a single .txt file)",
+                super::shown(path)
+            ))
+        })?
+        .clone();
+    let mut file = archive.by_name(&entry).map_err(invalid)?;
+    let mut bytes = Vec::with_capacity(file.size() as usize);
+    file.read_to_end(&mut bytes).map_err(io_error)?;
+    Ok(bytes)
+}

@@ -1,0 +1,422 @@
+//! Test harness: the real server on `127.0.0.1:0` with a fresh database, and the generated
+//! client. Every behavioural test runs on SQLite (a temporary file) and, when
+//! `CHATSYNC_TEST_POSTGRES_URL` is set, on PostgreSQL (a fresh database per test, created on
+//! that server). Set `TEST_LOG=1` to see the server's logs.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chatsync::config::{Config, SessionConfig, TokenConfig};
+use chatsync::grpc::pb;
+use chatsync::server::Application;
+use pb::chat_sync_service_client::ChatSyncServiceClient;
+use sea_orm::ConnectionTrait;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use pb::SyncStage;
+
+/// Runs a behavioural test on every available backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    match $crate::common::Backend::postgres().await {
+                        Some(backend) => super::$name(backend).await,
+                        None => eprintln!(
+                            "skipped PostgreSQL for {}: CHATSYNC_TEST_POSTGRES_URL is not set",
+                            stringify!($name)
+                        ),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info,sqlx=warn")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Where a test's data lives.
+pub struct Backend {
+    pub database_url: String,
+    /// Keeps the SQLite file (and any test files) alive.
+    pub dir: tempfile::TempDir,
+}
+
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+impl Backend {
+    /// A fresh SQLite file.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = format!("sqlite://{}", dir.path().join("chatsync.db").display());
+        Self { database_url, dir }
+    }
+
+    /// A fresh database on the PostgreSQL server of `CHATSYNC_TEST_POSTGRES_URL`, or `None`.
+    pub async fn postgres() -> Option<Self> {
+        let base = std::env::var("CHATSYNC_TEST_POSTGRES_URL").ok()?;
+        let name = format!(
+            "chatsync_test_{}_{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::SeqCst),
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..8)
+                .unwrap_or("x")
+        );
+        let admin = sea_orm::Database::connect(&base)
+            .await
+            .expect("connect to CHATSYNC_TEST_POSTGRES_URL");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let (server, _) = base
+            .rsplit_once('/')
+            .expect("postgres URL has a database path");
+        Some(Self {
+            database_url: format!("{server}/{name}"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
+
+/// A session entry for the configuration.
+pub fn session(id: &str, source: &str, settings: serde_json::Value) -> SessionConfig {
+    SessionConfig {
+        id: id.into(),
+        source: source.into(),
+        settings: settings.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+/// A `whatsapp-export` session over `path`.
+pub fn whatsapp_session(id: &str, path: &Path) -> SessionConfig {
+    session(id, "whatsapp-export", serde_json::json!({"path": path}))
+}
+
+/// A `local` session.
+pub fn local_session(id: &str) -> SessionConfig {
+    session(id, "local", serde_json::json!({}))
+}
+
+/// The samples shipped with the project.
+pub fn samples() -> PathBuf {
+    chatsync::config::samples_dir()
+}
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts the server with these sessions on `backend`.
+    pub async fn spawn(backend: &Backend, sessions: Vec<SessionConfig>) -> Self {
+        Self::spawn_with(backend, sessions, |_| {}).await
+    }
+
+    /// Starts the server, letting the test adjust the configuration first.
+    pub async fn spawn_with(
+        backend: &Backend,
+        sessions: Vec<SessionConfig>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        init_tracing();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            database_url: backend.database_url.clone(),
+            sessions,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let app = Application::build(config).await.expect("server builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        for _ in 0..50 {
+            if let Ok(channel) = Channel::from_shared(self.url.clone())
+                .expect("url")
+                .connect()
+                .await
+            {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server at {} does not accept connections", self.url);
+    }
+
+    /// A client without credentials.
+    pub async fn client(&self) -> ChatSyncServiceClient<Channel> {
+        ChatSyncServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server (as SIGTERM would) and returns how long the shutdown took.
+    pub async fn stop(mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// A token entry.
+pub fn token(secret: &str, sessions: &[&str]) -> TokenConfig {
+    TokenConfig {
+        token: secret.into(),
+        sessions: sessions.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Starts (or attaches to) a sync run and returns its frame stream.
+pub async fn start_sync(
+    client: &mut ChatSyncServiceClient<Channel>,
+    session_id: &str,
+    limit_per_chat: Option<u32>,
+) -> tonic::Streaming<pb::SyncChatsResponse> {
+    client
+        .sync_chats(pb::SyncChatsRequest {
+            session_id: session_id.into(),
+            limit_per_chat,
+        })
+        .await
+        .expect("SyncChats starts")
+        .into_inner()
+}
+
+/// The next frame of a sync stream, which must not have ended.
+pub async fn next_frame(stream: &mut tonic::Streaming<pb::SyncChatsResponse>) -> pb::SyncProgress {
+    stream
+        .message()
+        .await
+        .expect("SyncChats frame")
+        .expect("the stream has not ended")
+        .progress
+        .expect("frame has progress")
+}
+
+/// GetSyncStatus of a session, which must succeed.
+pub async fn sync_status(
+    client: &ChatSyncServiceClient<Channel>,
+    session_id: &str,
+) -> pb::GetSyncStatusResponse {
+    client
+        .clone()
+        .get_sync_status(pb::GetSyncStatusRequest {
+            session_id: session_id.into(),
+        })
+        .await
+        .expect("GetSyncStatus")
+        .into_inner()
+}
+
+/// Runs SyncChats to the end and returns every frame.
+pub async fn sync_frames(
+    client: &mut ChatSyncServiceClient<Channel>,
+    session_id: &str,
+    limit_per_chat: Option<u32>,
+) -> Vec<pb::SyncProgress> {
+    let mut stream = start_sync(client, session_id, limit_per_chat).await;
+    let mut frames = Vec::new();
+    while let Some(response) = stream.message().await.expect("SyncChats frame") {
+        frames.push(response.progress.expect("frame has progress"));
+    }
+    frames
+}
+
+/// Every message of a session (or chat), paging through ListMessages.
+pub async fn all_messages(
+    client: &mut ChatSyncServiceClient<Channel>,
+    session_id: &str,
+    chat_id: &str,
+) -> Vec<pb::Message> {
+    let mut messages = Vec::new();
+    let mut after_seq = 0;
+    loop {
+        let page = client
+            .list_messages(pb::ListMessagesRequest {
+                session_id: session_id.into(),
+                chat_id: chat_id.into(),
+                after_seq,
+                limit: 1000,
+                before_seq: 0,
+            })
+            .await
+            .expect("ListMessages")
+            .into_inner();
+        messages.extend(page.messages);
+        after_seq = page.next_seq;
+        if !page.has_more {
+            return messages;
+        }
+    }
+}
+
+/// Every chat of a session.
+pub async fn all_chats(
+    client: &mut ChatSyncServiceClient<Channel>,
+    session_id: &str,
+) -> Vec<pb::Chat> {
+    client
+        .list_chats(pb::ListChatsRequest {
+            session_id: session_id.into(),
+            after_seq: 0,
+            limit: 1000,
+        })
+        .await
+        .expect("ListChats")
+        .into_inner()
+        .chats
+}
+
+/// Sends a text message to a chat.
+pub async fn send(
+    client: &mut ChatSyncServiceClient<Channel>,
+    session_id: &str,
+    chat_id: &str,
+    text: &str,
+    client_message_id: &str,
+) -> Result<pb::SendMessageResponse, tonic::Status> {
+    client
+        .send_message(pb::SendMessageRequest {
+            session_id: session_id.into(),
+            chat_id: chat_id.into(),
+            text: text.into(),
+            client_message_id: client_message_id.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Writes an Android-layout export with `n` messages, one a minute from 2023-01-13 08:00,
+/// texts `"{label} message {i}"` (i from 1).
+pub fn write_android_chat(dir: &Path, name: &str, label: &str, n: usize) -> PathBuf {
+    let mut text = String::new();
+    for i in 1..=n {
+        let minutes = i as i64 - 1;
+        let at = chrono::NaiveDate::from_ymd_opt(2023, 1, 13)
+            .and_then(|d| d.and_hms_opt(8, 0, 0))
+            .expect("date")
+            + chrono::Duration::minutes(minutes);
+        let sender = if i % 2 == 0 { "Ana" } else { "Ben" };
+        text.push_str(&format!(
+            "{} - {sender}: {label} message {i}\n",
+            at.format("%d/%m/%Y, %H:%M")
+        ));
+    }
+    let path = dir.join(format!("WhatsApp Chat with {name}.txt"));
+    std::fs::write(&path, text).expect("write export");
+    path
+}
+
+/// The stage of a frame.
+pub fn stage(frame: &pb::SyncProgress) -> SyncStage {
+    SyncStage::try_from(frame.stage).expect("known stage")
+}
+
+/// Waits (bounded) until `check` holds, polling.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// POSTs one grpc-web call over plain HTTP/1.1 (as a browser would, optionally from another
+/// origin) and returns the whole response, lower-cased. `message` is the encoded protobuf.
+pub async fn grpc_web_post(
+    addr: SocketAddr,
+    path: &str,
+    origin: Option<&str>,
+    message: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let mut body = vec![0u8];
+    body.extend((message.len() as u32).to_be_bytes());
+    body.extend(message);
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{origin}Content-Type: application/grpc-web+proto\r\n\
+         X-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(&body).await.expect("write body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response).to_lowercase()
+}

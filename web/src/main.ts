@@ -1,0 +1,1077 @@
+// The chatsync web console: sessions with their sync status and a Sync button, the chats of
+// the open session, a message view paged backwards on scroll, live updates through one
+// SubscribeMessages stream, and a send box. Plain TypeScript and the DOM.
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import {
+  MessageKind,
+  MessageStatus,
+  SyncStage,
+  SyncState,
+  type Chat,
+  type GetSyncStatusResponse,
+  type Message,
+  type SubscribeMessagesResponse,
+  type SyncProgress,
+} from "./gen/chatsync/v1/chatsync_pb";
+import { Code } from "@connectrpc/connect";
+import {
+  asConnectError,
+  client,
+  describeError,
+  isAbort,
+  isAuthError,
+  newClientMessageId,
+  storeToken,
+  storedToken,
+} from "./api";
+import { LiveStream, type LiveState } from "./live";
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+function $(id: string): HTMLElement {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} is missing`);
+  return el;
+}
+
+type Child = Node | string | null | undefined | false;
+
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: Record<string, string> = {},
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else el.setAttribute(key, value);
+  }
+  for (const child of children) if (child) el.append(child);
+  return el;
+}
+
+const els = {
+  conn: $("conn"),
+  banner: $("banner"),
+  tokenForm: $("token-form") as HTMLFormElement,
+  token: $("token") as HTMLInputElement,
+  sessions: $("sessions"),
+  chatsTitle: $("chats-title"),
+  chats: $("chats"),
+  newChat: $("new-chat") as HTMLFormElement,
+  newChatId: $("new-chat-id") as HTMLInputElement,
+  convHeader: $("conv-header"),
+  messages: $("messages"),
+  composer: $("composer") as HTMLFormElement,
+  text: $("composer-text") as HTMLTextAreaElement,
+  send: $("send") as HTMLButtonElement,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+const READ_ONLY_SOURCES = new Set(["whatsapp-export", "telegram-export"]);
+const MAX_SEQ = (1n << 63n) - 1n;
+const PAGE = 60;
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dayFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: "short",
+  day: "numeric",
+  month: "short",
+  year: "numeric",
+});
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+function dateOf(ts: Timestamp | undefined): Date | null {
+  return ts ? timestampDate(ts) : null;
+}
+
+function dayLabel(date: Date): string {
+  const today = new Date();
+  const startOf = (d: Date) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((startOf(today) - startOf(date)) / 86_400_000);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  return dayFormat.format(date);
+}
+
+function relative(date: Date): string {
+  const seconds = Math.round((Date.now() - date.getTime()) / 1000);
+  if (seconds < 45) return "just now";
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86_400) return `${Math.round(seconds / 3600)} h ago`;
+  return dayFormat.format(date);
+}
+
+function plural(n: number | bigint, one: string, many = `${one}s`): string {
+  return `${n.toLocaleString()} ${n === 1 || n === 1n ? one : many}`;
+}
+
+const STATE_LABEL: Record<number, [string, string]> = {
+  [SyncState.UNSPECIFIED]: ["Unknown", "unknown"],
+  [SyncState.NEVER_SYNCED]: ["Never synced", "never"],
+  [SyncState.RUNNING]: ["Syncing", "running"],
+  [SyncState.SUCCEEDED]: ["Synced", "succeeded"],
+  [SyncState.FAILED]: ["Failed", "failed"],
+  [SyncState.INTERRUPTED]: ["Interrupted", "interrupted"],
+};
+
+const STAGE_NAME: Record<number, string> = {
+  [SyncStage.UNSPECIFIED]: "unknown",
+  [SyncStage.STARTED]: "started",
+  [SyncStage.CHAT_SAVED]: "chat-saved",
+  [SyncStage.MESSAGES_SAVED]: "messages-saved",
+  [SyncStage.CHAT_FAILED]: "chat-failed",
+  [SyncStage.COMPLETED]: "completed",
+  [SyncStage.FAILED]: "failed",
+};
+
+/** The status mark: ✓ sent, ✓✓ delivered, blue ✓✓ read, ! failed. */
+function markFor(status: MessageStatus): { text: string; name: string; label: string } {
+  switch (status) {
+    case MessageStatus.PENDING:
+      return { text: "◷", name: "pending", label: "Sending" };
+    case MessageStatus.SENT:
+      return { text: "✓", name: "sent", label: "Sent" };
+    case MessageStatus.DELIVERED:
+      return { text: "✓✓", name: "delivered", label: "Delivered" };
+    case MessageStatus.READ:
+      return { text: "✓✓", name: "read", label: "Read" };
+    case MessageStatus.FAILED:
+      return { text: "!", name: "failed", label: "Failed to send" };
+    default:
+      return { text: "", name: "unknown", label: "" };
+  }
+}
+
+const RANK: Record<number, number> = {
+  [MessageStatus.PENDING]: 0,
+  [MessageStatus.SENT]: 1,
+  [MessageStatus.DELIVERED]: 2,
+  [MessageStatus.READ]: 3,
+  [MessageStatus.FAILED]: 0,
+};
+
+/** The server's rule: statuses only move forward; FAILED is terminal and follows PENDING. */
+function advances(current: MessageStatus, next: MessageStatus): boolean {
+  if (current === MessageStatus.UNSPECIFIED) return next !== MessageStatus.UNSPECIFIED;
+  if (current === MessageStatus.FAILED) return false;
+  if (next === MessageStatus.FAILED) return current === MessageStatus.PENDING;
+  return (RANK[next] ?? 0) > (RANK[current] ?? 0);
+}
+
+/** A stable colour per name (FNV-1a), so people keep their colour across chats. */
+function avatarColor(name: string): string {
+  let hash = 0x811c9dc5;
+  for (const ch of name) hash = Math.imul(hash ^ ch.codePointAt(0)!, 0x01000193) >>> 0;
+  return `hsl(${hash % 360} 50% 42%)`;
+}
+
+function initials(name: string): string {
+  const words = name.replace(/[^\p{L}\p{N} ]/gu, " ").trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return "#";
+  return (words[0][0] + (words.length > 1 ? words[words.length - 1][0] : "")).toUpperCase();
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+interface SyncView {
+  controller: AbortController;
+  running: boolean;
+  frame: SyncProgress | null;
+  failures: { chatId: string; error: string }[];
+  error: string;
+}
+
+interface SessionView {
+  id: string;
+  source: string;
+  status: GetSyncStatusResponse | null;
+  sync: SyncView | null;
+  /** Runs this page followed to their end: a RUNNING status naming one is stale. */
+  finished: Set<string>;
+  el: HTMLLIElement;
+}
+
+interface ChatView {
+  chatId: string;
+  name: string;
+  activity: bigint;
+  unread: number;
+  preview: Message | null;
+  el: HTMLLIElement;
+}
+
+interface OpenChat {
+  chatId: string;
+  messages: Message[];
+  byId: Map<bigint, HTMLElement>;
+  /** The oldest seq loaded; older messages come from paging, not from the stream. */
+  boundary: bigint;
+  hasOlder: boolean;
+  loaded: boolean;
+  loadingOlder: boolean;
+  /** Stream events that arrived before the first page. */
+  pending: Message[];
+}
+
+interface Current {
+  session: SessionView;
+  live: LiveStream | null;
+  chats: Map<string, ChatView>;
+  /** The newest status seen per message id, for messages not loaded yet. */
+  statuses: Map<bigint, MessageStatus>;
+  open: OpenChat | null;
+}
+
+const sessions = new Map<string, SessionView>();
+let current: Current | null = null;
+let authBlocked = false;
+
+// ---------------------------------------------------------------------------------------------
+// Banner and connection indicator
+
+function showBanner(text: string, kind: "error" | "info" = "error"): void {
+  els.banner.textContent = text;
+  els.banner.dataset.kind = kind;
+  els.banner.hidden = false;
+}
+
+function hideBanner(): void {
+  els.banner.hidden = true;
+  els.banner.textContent = "";
+}
+
+function setConn(state: LiveState | "idle", detail: string): void {
+  els.conn.dataset.state = state;
+  const label: Record<string, string> = {
+    idle: "Not connected",
+    connecting: "Connecting…",
+    live: "Live",
+    reconnecting: "Reconnecting…",
+    error: "Not authorised",
+  };
+  els.conn.querySelector(".conn-label")!.textContent = label[state] ?? state;
+  els.conn.title = detail;
+}
+
+function authFailure(error: unknown): void {
+  authBlocked = true;
+  showBanner(describeError(error));
+  setConn("error", describeError(error));
+  els.token.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+/** Whether the server runs a sync of this session that the page has not seen end. */
+function serverRunning(s: SessionView): boolean {
+  const st = s.status;
+  return st?.state === SyncState.RUNNING && !(st.progress && s.finished.has(st.progress.syncId));
+}
+
+function renderSession(s: SessionView): void {
+  const st = s.status;
+  const running = Boolean(s.sync?.running) || serverRunning(s);
+  const [label, cls] = running
+    ? STATE_LABEL[SyncState.RUNNING]
+    : STATE_LABEL[st?.state ?? SyncState.UNSPECIFIED];
+  const el = s.el;
+  el.dataset.state = cls;
+  el.setAttribute("aria-selected", String(current?.session === s));
+  el.replaceChildren();
+
+  const head = h(
+    "div",
+    { class: "session-head" },
+    h("span", { class: "session-name", text: s.id }),
+    h("span", { class: "source", text: s.source }),
+  );
+  const state = h("div", { class: "session-state" }, h("span", { class: `pill pill-${cls}`, text: label }));
+  const finished = dateOf(st?.finishedAt);
+  const started = dateOf(st?.startedAt);
+  if (!running && (finished || started)) {
+    const when = (finished ?? started)!;
+    state.append(h("span", { class: "last-run", title: fullFormat.format(when), text: `last run ${relative(when)}` }));
+  }
+  const counts = h("div", {
+    class: "session-counts",
+    text: st ? `${plural(st.chatCount, "chat")} · ${plural(st.messageCount, "message")}` : "…",
+  });
+  el.append(head, state, counts);
+
+  const frame = s.sync?.frame ?? (running ? st?.progress : null) ?? null;
+  if (frame) el.append(renderProgress(frame, s.sync));
+  else if (s.sync?.error) el.append(h("div", { class: "sync-error", text: s.sync.error }));
+  if (!running && !s.sync && st?.state === SyncState.FAILED && st.lastError) {
+    el.append(h("div", { class: "sync-error", text: st.lastError }));
+  }
+
+  const button = h("button", {
+    class: "btn btn-sync sync-btn",
+    type: "button",
+    title: "Import every chat and message from the source (what is stored already is skipped)",
+    text: running ? "Syncing…" : "Sync",
+  });
+  button.disabled = Boolean(running);
+  button.addEventListener("click", (event) => {
+    event.stopPropagation();
+    void runSync(s);
+  });
+  el.append(button);
+}
+
+function renderProgress(frame: SyncProgress, sync: SyncView | null): HTMLElement {
+  const n = frame.nChats;
+  const i = frame.currentChat;
+  const done = frame.stage === SyncStage.COMPLETED;
+  const failed = frame.stage === SyncStage.FAILED;
+  let fraction = 0;
+  if (done) fraction = 1;
+  else if (n > 0) {
+    const withinChat = frame.stage === SyncStage.CHAT_SAVED ? 0.3 : i > 0 ? 1 : 0;
+    fraction = Math.min(1, (Math.max(0, i - 1) + withinChat) / n);
+  }
+  const shown = done ? n : i;
+  const parts: string[] = [];
+  if (frame.stage === SyncStage.STARTED) parts.push(`Starting · ${plural(n, "chat")}`);
+  else parts.push(`${done ? "Done · " : ""}chat ${shown} of ${n}`);
+  if (!done && frame.chatId) parts.push(frame.chatId);
+  if (done) parts.push(`${plural(frame.totalMessagesSynced, "new message")}`);
+  else if (frame.stage !== SyncStage.STARTED) parts.push(plural(frame.messagesSynced, "message"));
+  if (failed) parts.splice(0, parts.length, `Failed: ${frame.error}`);
+
+  const box = h("div", {
+    class: "sync-progress",
+    "data-stage": STAGE_NAME[frame.stage] ?? "unknown",
+    "data-sync-id": frame.syncId,
+    "data-current": String(shown),
+    "data-total": String(n),
+  });
+  const bar = h("div", {
+    class: "bar",
+    role: "progressbar",
+    "aria-valuemin": "0",
+    "aria-valuemax": String(n),
+    "aria-valuenow": String(shown),
+  });
+  const fill = h("div", { class: "fill" });
+  fill.style.width = `${(fraction * 100).toFixed(1)}%`;
+  bar.append(fill);
+  box.append(bar, h("div", { class: "progress-text", text: parts.join(" · ") }));
+  const failures = sync?.failures ?? [];
+  if (failures.length > 0) {
+    const list = h("ul", { class: "sync-failures" });
+    for (const f of failures) {
+      list.append(h("li", { title: f.error }, h("span", { class: "fail-icon", text: "!" }), `${f.chatId}: ${f.error}`));
+    }
+    box.append(list);
+  }
+  if (sync?.error) box.append(h("div", { class: "sync-error", text: sync.error }));
+  return box;
+}
+
+async function refreshStatus(s: SessionView): Promise<void> {
+  try {
+    s.status = await client.getSyncStatus({ sessionId: s.id });
+  } catch (error) {
+    if (isAuthError(error)) authFailure(error);
+    return;
+  }
+  // A run started elsewhere (or before a reload): attach to it to show its progress.
+  if (serverRunning(s) && !s.sync?.running) void runSync(s);
+  renderSession(s);
+}
+
+/** Starts a sync run, or attaches to the running one (the server decides), and follows it. */
+async function runSync(s: SessionView): Promise<void> {
+  if (s.sync?.running) return;
+  const sync: SyncView = { controller: new AbortController(), running: true, frame: null, failures: [], error: "" };
+  s.sync = sync;
+  renderSession(s);
+  try {
+    const stream = client.syncChats({ sessionId: s.id, limitPerChat: 0 }, { signal: sync.controller.signal });
+    for await (const response of stream) {
+      const frame = response.progress;
+      if (!frame) continue;
+      if (frame.stage === SyncStage.STARTED || (sync.frame && frame.syncId !== sync.frame.syncId)) sync.failures = [];
+      if (frame.stage === SyncStage.CHAT_FAILED) sync.failures.push({ chatId: frame.chatId, error: frame.error });
+      sync.frame = frame;
+      if (frame.stage === SyncStage.COMPLETED || frame.stage === SyncStage.FAILED) s.finished.add(frame.syncId);
+      renderSession(s);
+    }
+  } catch (error) {
+    if (!isAbort(error)) {
+      sync.error = describeError(error);
+      if (isAuthError(error)) authFailure(error);
+    }
+  }
+  sync.running = false;
+  renderSession(s);
+  await refreshStatus(s);
+  if (current?.session === s) await loadChats(current);
+}
+
+async function loadSessions(): Promise<void> {
+  let list;
+  try {
+    list = await client.listSessions({});
+  } catch (error) {
+    if (isAuthError(error)) authFailure(error);
+    else showBanner(describeError(error));
+    setConn(isAuthError(error) ? "error" : "idle", describeError(error));
+    els.sessions.replaceChildren(
+      h("li", { class: "placeholder", text: isAuthError(error) ? "Enter a token to see the sessions." : "No sessions to show." }),
+    );
+    window.setTimeout(() => {
+      if (!authBlocked) void loadSessions();
+    }, 3000);
+    return;
+  }
+  hideBanner();
+  els.sessions.replaceChildren();
+  sessions.clear();
+  for (const summary of list.sessions) {
+    const el = h("li", { class: "session", "data-session": summary.sessionId, tabindex: "0" });
+    const s: SessionView = { id: summary.sessionId, source: summary.source, status: null, sync: null, finished: new Set(), el };
+    el.addEventListener("click", () => void selectSession(s, null));
+    el.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && event.target === el) void selectSession(s, null);
+    });
+    sessions.set(s.id, s);
+    els.sessions.append(el);
+    renderSession(s);
+  }
+  if (list.sessions.length === 0) {
+    els.sessions.append(h("li", { class: "placeholder", text: "This token may not use any session." }));
+  }
+  await Promise.all([...sessions.values()].map(refreshStatus));
+  const route = readRoute();
+  const first = (route.session && sessions.get(route.session)) || sessions.values().next().value;
+  if (first) await selectSession(first, route.session === first.id ? route.chat : null);
+  window.setInterval(() => {
+    if (authBlocked || document.hidden) return;
+    for (const s of sessions.values()) if (!s.sync?.running) void refreshStatus(s);
+  }, 5000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing: #session=ID&chat=ID survives reloads.
+
+function readRoute(): { session: string | null; chat: string | null } {
+  const params = new URLSearchParams(location.hash.slice(1));
+  return { session: params.get("session"), chat: params.get("chat") };
+}
+
+function writeRoute(): void {
+  const params = new URLSearchParams();
+  if (current) params.set("session", current.session.id);
+  if (current?.open) params.set("chat", current.open.chatId);
+  history.replaceState(null, "", `#${params.toString()}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The open session: chats and the live stream
+
+async function selectSession(s: SessionView, chatId: string | null): Promise<void> {
+  if (current?.session === s) {
+    if (chatId) await openChat(current, chatId);
+    return;
+  }
+  current?.live?.stop();
+  const cur: Current = { session: s, live: null, chats: new Map(), statuses: new Map(), open: null };
+  current = cur;
+  for (const other of sessions.values()) other.el.setAttribute("aria-selected", String(other === s));
+  els.chatsTitle.textContent = `Chats · ${s.id}`;
+  els.chats.replaceChildren(h("li", { class: "placeholder", text: "Loading chats…" }));
+  els.newChat.hidden = READ_ONLY_SOURCES.has(s.source);
+  renderConversation(cur);
+  writeRoute();
+
+  let head: bigint;
+  try {
+    const status = await client.getSyncStatus({ sessionId: s.id });
+    s.status = status;
+    renderSession(s);
+    head = status.headSeq;
+  } catch (error) {
+    if (isAuthError(error)) authFailure(error);
+    else showBanner(describeError(error));
+    return;
+  }
+  if (current !== cur) return;
+  // Everything after `head` comes from the stream; the listings below reflect at least `head`.
+  cur.live = new LiveStream(s.id, head, {
+    event: (event) => onEvent(cur, event),
+    state: (state, detail) => {
+      if (current === cur) setConn(state, detail);
+    },
+    fatal: (error) => authFailure(error),
+  });
+  cur.live.start();
+  await loadChats(cur);
+  if (current !== cur) return;
+  if (chatId) await openChat(cur, chatId);
+}
+
+async function loadChats(cur: Current): Promise<void> {
+  const s = cur.session;
+  const chats: Chat[] = [];
+  try {
+    let afterSeq = 0n;
+    for (;;) {
+      const page = await client.listChats({ sessionId: s.id, afterSeq, limit: 1000 });
+      chats.push(...page.chats);
+      afterSeq = page.nextSeq;
+      if (!page.hasMore) break;
+    }
+  } catch (error) {
+    if (current === cur) els.chats.replaceChildren(h("li", { class: "placeholder error", text: describeError(error) }));
+    return;
+  }
+  if (current !== cur) return;
+  for (const chat of chats) upsertChat(cur, chat.chatId, chat.name, chat.seq);
+  renderChats(cur);
+  void loadPreviews(cur, chats.map((c) => c.chatId));
+}
+
+async function loadPreviews(cur: Current, chatIds: string[]): Promise<void> {
+  const queue = chatIds.slice(0, 300);
+  const worker = async () => {
+    for (let chatId = queue.shift(); chatId !== undefined; chatId = queue.shift()) {
+      if (current !== cur) return;
+      const view = cur.chats.get(chatId);
+      if (!view || view.preview) continue;
+      try {
+        const page = await client.listMessages({ sessionId: cur.session.id, chatId, beforeSeq: MAX_SEQ, limit: 1 });
+        const last = page.messages[page.messages.length - 1];
+        // The stream may have set a newer preview meanwhile.
+        const seen = view.preview as Message | null;
+        if (last && (!seen || last.seq > seen.seq)) setPreview(view, last);
+      } catch {
+        // A preview is a nicety; the chat itself is listed.
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker()]);
+  if (current === cur) renderChats(cur);
+}
+
+function upsertChat(cur: Current, chatId: string, name: string, seq: bigint): ChatView {
+  let view = cur.chats.get(chatId);
+  if (!view) {
+    const el = h("li", { class: "chat", "data-chat": chatId, tabindex: "0" });
+    el.addEventListener("click", () => void openChat(cur, chatId));
+    el.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") void openChat(cur, chatId);
+    });
+    view = { chatId, name: name || chatId, activity: seq, unread: 0, preview: null, el };
+    cur.chats.set(chatId, view);
+  } else {
+    if (name) view.name = name;
+    if (seq > view.activity) view.activity = seq;
+  }
+  renderChat(cur, view);
+  return view;
+}
+
+function setPreview(view: ChatView, message: Message): void {
+  view.preview = message;
+  if (message.seq > view.activity) view.activity = message.seq;
+}
+
+function renderChat(cur: Current, view: ChatView): void {
+  const el = view.el;
+  el.setAttribute("aria-selected", String(cur.open?.chatId === view.chatId));
+  const avatar = h("span", { class: "avatar", "aria-hidden": "true", text: initials(view.name) });
+  avatar.style.background = avatarColor(view.name);
+  const preview = view.preview;
+  let previewText = "";
+  if (preview) {
+    const who = preview.fromMe ? "You" : preview.sender;
+    previewText = (who && preview.kind !== MessageKind.SYSTEM ? `${who}: ` : "") + messageText(preview);
+  }
+  const when = dateOf(preview?.sentAt);
+  el.replaceChildren(
+    avatar,
+    h(
+      "div",
+      { class: "chat-main" },
+      h(
+        "div",
+        { class: "chat-line" },
+        h("span", { class: "chat-name", text: view.name }),
+        when ? h("time", { class: "chat-time", datetime: when.toISOString(), text: shortWhen(when) }) : null,
+      ),
+      h(
+        "div",
+        { class: "chat-line" },
+        h("span", { class: "chat-preview", text: previewText || view.chatId }),
+        view.unread > 0 ? h("span", { class: "unread", text: String(view.unread) }) : null,
+      ),
+    ),
+  );
+}
+
+function shortWhen(date: Date): string {
+  const label = dayLabel(date);
+  return label === "Today" ? timeFormat.format(date) : label === "Yesterday" ? label : date.toLocaleDateString();
+}
+
+function renderChats(cur: Current): void {
+  const views = [...cur.chats.values()].sort((a, b) =>
+    a.activity === b.activity ? a.name.localeCompare(b.name) : a.activity > b.activity ? -1 : 1,
+  );
+  if (views.length === 0) {
+    const hint = READ_ONLY_SOURCES.has(cur.session.source)
+      ? "No chats yet. Press Sync to import them."
+      : "No chats yet. Open one below and send a message.";
+    els.chats.replaceChildren(h("li", { class: "placeholder", text: hint }));
+    return;
+  }
+  els.chats.replaceChildren(...views.map((v) => v.el));
+}
+
+let chatsRenderQueued = false;
+function queueRenderChats(cur: Current): void {
+  if (chatsRenderQueued) return;
+  chatsRenderQueued = true;
+  requestAnimationFrame(() => {
+    chatsRenderQueued = false;
+    if (current === cur) renderChats(cur);
+  });
+}
+
+let statusRefresh: number | undefined;
+function queueStatusRefresh(s: SessionView): void {
+  clearTimeout(statusRefresh);
+  statusRefresh = window.setTimeout(() => void refreshStatus(s), 700);
+}
+
+const pageOpened = Date.now();
+
+/** Whether a message is new since the page opened (imported history is not "unread"). */
+function isFresh(m: Message): boolean {
+  const sent = dateOf(m.sentAt);
+  return sent !== null && sent.getTime() >= pageOpened - 60_000;
+}
+
+function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
+  if (current !== cur) return;
+  const e = event.event;
+  switch (e.case) {
+    case "messageCreated": {
+      const message = e.value;
+      const view = cur.chats.get(message.chatId) ?? upsertChat(cur, message.chatId, "", message.seq);
+      if (!view.preview || message.seq > view.preview.seq) setPreview(view, message);
+      const isOpen = cur.open?.chatId === message.chatId;
+      if (!isOpen && isFresh(message) && !message.fromMe && message.kind !== MessageKind.SYSTEM) view.unread += 1;
+      renderChat(cur, view);
+      queueRenderChats(cur);
+      if (isOpen) receiveMessage(cur, cur.open!, message);
+      queueStatusRefresh(cur.session);
+      break;
+    }
+    case "statusUpdated": {
+      const update = e.value;
+      const known = cur.statuses.get(update.messageId) ?? MessageStatus.UNSPECIFIED;
+      if (advances(known, update.status)) cur.statuses.set(update.messageId, update.status);
+      if (cur.open?.chatId === update.chatId) applyStatus(cur, cur.open, update.messageId);
+      const view = cur.chats.get(update.chatId);
+      if (view?.preview?.id === update.messageId && advances(view.preview.status, update.status)) {
+        view.preview.status = update.status;
+      }
+      break;
+    }
+    case "chatUpdated": {
+      upsertChat(cur, e.value.chatId, e.value.name, e.value.seq);
+      queueRenderChats(cur);
+      if (cur.open?.chatId === e.value.chatId) renderConversationHeader(cur);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conversation
+
+function messageText(m: Message): string {
+  if (m.kind === MessageKind.DELETED) return m.text || "This message was deleted";
+  if (m.kind === MessageKind.MEDIA) return m.text || "Media";
+  return m.text;
+}
+
+function renderConversationHeader(cur: Current): void {
+  const open = cur.open;
+  const view = open ? cur.chats.get(open.chatId) : undefined;
+  const readOnly = READ_ONLY_SOURCES.has(cur.session.source);
+  els.convHeader.replaceChildren(
+    h("div", { class: "conv-title", text: open ? (view?.name ?? open.chatId) : "No chat open" }),
+    h("div", {
+      class: "conv-sub",
+      text: open
+        ? `${cur.session.id} · ${open.chatId}${readOnly ? ` · ${cur.session.source} is read-only` : ""}`
+        : `${cur.session.id} · ${cur.session.source}`,
+    }),
+  );
+}
+
+function renderConversation(cur: Current): void {
+  renderConversationHeader(cur);
+  const open = cur.open;
+  const readOnly = READ_ONLY_SOURCES.has(cur.session.source);
+  els.text.disabled = !open || readOnly;
+  els.send.disabled = !open || readOnly || sending;
+  els.text.placeholder = !open
+    ? "Open a chat to write"
+    : readOnly
+      ? `${cur.session.source} sessions are read-only`
+      : `Message ${open.chatId}`;
+  if (!open) {
+    els.messages.replaceChildren(h("div", { class: "empty", text: "Pick a chat to read it." }));
+  }
+}
+
+async function openChat(cur: Current, chatId: string): Promise<void> {
+  if (current !== cur) return;
+  if (cur.open?.chatId === chatId) return;
+  const open: OpenChat = {
+    chatId,
+    messages: [],
+    byId: new Map(),
+    boundary: MAX_SEQ,
+    hasOlder: true,
+    loaded: false,
+    loadingOlder: false,
+    pending: [],
+  };
+  cur.open = open;
+  composerError("");
+  const view = cur.chats.get(chatId);
+  if (view) view.unread = 0;
+  for (const v of cur.chats.values()) renderChat(cur, v);
+  renderConversation(cur);
+  els.messages.replaceChildren(h("div", { class: "empty", text: "Loading messages…" }));
+  writeRoute();
+  try {
+    const page = await client.listMessages({ sessionId: cur.session.id, chatId, beforeSeq: MAX_SEQ, limit: PAGE });
+    if (cur.open !== open) return;
+    open.messages = page.messages.slice();
+    open.boundary = page.messages.length > 0 ? page.nextSeq : MAX_SEQ;
+    open.hasOlder = page.hasMore;
+  } catch (error) {
+    if (cur.open !== open) return;
+    // A chat that does not exist yet (a new chat in a local session) starts empty.
+    open.messages = [];
+    open.hasOlder = false;
+    if (asConnectError(error).code !== Code.NotFound) composerError(describeError(error));
+  }
+  open.loaded = true;
+  const pending = open.pending;
+  open.pending = [];
+  for (const m of pending) mergeMessage(open, m);
+  renderMessages(cur, open, "bottom");
+  if (!els.text.disabled) els.text.focus();
+  await fillViewport(cur, open);
+}
+
+/** Whether a streamed message belongs in the loaded window (older ones come from paging). */
+function inWindow(open: OpenChat, m: Message): boolean {
+  return !open.hasOlder || m.seq >= open.boundary;
+}
+
+/** Adds or replaces a message in the sorted list. Returns true when it went to the end. */
+function mergeMessage(open: OpenChat, m: Message): boolean | null {
+  if (!inWindow(open, m)) return null;
+  const list = open.messages;
+  const at = list.findIndex((x) => x.id === m.id);
+  if (at >= 0) {
+    if (advances(list[at].status, m.status)) list[at] = m;
+    return false;
+  }
+  if (list.length === 0 || list[list.length - 1].seq < m.seq) {
+    list.push(m);
+    return true;
+  }
+  let i = list.length;
+  while (i > 0 && list[i - 1].seq > m.seq) i--;
+  list.splice(i, 0, m);
+  return false;
+}
+
+function receiveMessage(cur: Current, open: OpenChat, m: Message): void {
+  if (!open.loaded) {
+    open.pending.push(m);
+    return;
+  }
+  const existing = open.byId.get(m.id);
+  const stuck = nearBottom();
+  const appended = mergeMessage(open, m);
+  if (appended === null) return;
+  if (existing) {
+    applyStatus(cur, open, m.id);
+    return;
+  }
+  if (appended) {
+    const prev = open.messages[open.messages.length - 2];
+    appendMessageEl(cur, open, m, prev);
+  } else {
+    renderMessages(cur, open, "keep");
+  }
+  if (stuck || m.fromMe) scrollToBottom();
+}
+
+function effectiveStatus(cur: Current, m: Message): MessageStatus {
+  const seen = cur.statuses.get(m.id);
+  return seen !== undefined && advances(m.status, seen) ? seen : m.status;
+}
+
+function applyStatus(cur: Current, open: OpenChat, messageId: bigint): void {
+  const el = open.byId.get(messageId);
+  const m = open.messages.find((x) => x.id === messageId);
+  if (!el || !m) return;
+  const status = effectiveStatus(cur, m);
+  m.status = status;
+  const mark = markFor(status);
+  el.dataset.status = mark.name;
+  const markEl = el.querySelector<HTMLElement>(".mark");
+  if (markEl) {
+    markEl.className = `mark mark-${mark.name}`;
+    markEl.textContent = mark.text;
+    markEl.title = mark.label;
+    markEl.setAttribute("aria-label", mark.label);
+  }
+}
+
+function messageEl(cur: Current, m: Message): HTMLElement {
+  const status = effectiveStatus(cur, m);
+  m.status = status;
+  const sentAt = dateOf(m.sentAt);
+  if (m.kind === MessageKind.SYSTEM) {
+    return h(
+      "div",
+      { class: "msg msg-system", "data-id": String(m.id), "data-seq": String(m.seq) },
+      h("span", { class: "text", text: m.text }),
+      sentAt ? h("time", { datetime: sentAt.toISOString(), title: fullFormat.format(sentAt), text: timeFormat.format(sentAt) }) : null,
+    );
+  }
+  const mark = markFor(status);
+  const kindClass = m.kind === MessageKind.MEDIA ? " msg-media" : m.kind === MessageKind.DELETED ? " msg-deleted" : "";
+  const el = h("div", {
+    class: `msg ${m.fromMe ? "msg-out" : "msg-in"}${kindClass}`,
+    "data-id": String(m.id),
+    "data-seq": String(m.seq),
+    "data-status": mark.name,
+  });
+  const sender = m.fromMe ? "You" : m.sender || "Unknown";
+  const senderEl = h("div", { class: "sender", text: sender });
+  if (!m.fromMe) senderEl.style.color = avatarColor(sender);
+  el.append(
+    senderEl,
+    h("div", { class: "text", text: messageText(m) }),
+    h(
+      "div",
+      { class: "meta" },
+      sentAt ? h("time", { datetime: sentAt.toISOString(), title: fullFormat.format(sentAt), text: timeFormat.format(sentAt) }) : null,
+      h("span", { class: `mark mark-${mark.name}`, title: mark.label, "aria-label": mark.label, text: mark.text }),
+    ),
+  );
+  return el;
+}
+
+function dayKey(m: Message | undefined): string {
+  const d = m ? dateOf(m.sentAt) : null;
+  return d ? d.toDateString() : "";
+}
+
+function dayDivider(m: Message): HTMLElement {
+  const d = dateOf(m.sentAt);
+  return h("div", { class: "day", text: d ? dayLabel(d) : "" });
+}
+
+function appendMessageEl(cur: Current, open: OpenChat, m: Message, prev: Message | undefined): void {
+  els.messages.querySelector(".empty")?.remove();
+  if (dayKey(prev) !== dayKey(m)) els.messages.append(dayDivider(m));
+  const el = messageEl(cur, m);
+  open.byId.set(m.id, el);
+  els.messages.append(el);
+}
+
+function renderMessages(cur: Current, open: OpenChat, scroll: "bottom" | "keep" | "anchor"): void {
+  const box = els.messages;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const oldTop = box.scrollTop;
+  const nodes: HTMLElement[] = [];
+  open.byId.clear();
+  if (open.hasOlder) nodes.push(h("div", { class: "older", text: open.loadingOlder ? "Loading older messages…" : "Scroll up for older messages" }));
+  else if (open.messages.length > 0) nodes.push(h("div", { class: "older start", text: "Start of the conversation" }));
+  let prev: Message | undefined;
+  for (const m of open.messages) {
+    if (dayKey(prev) !== dayKey(m)) nodes.push(dayDivider(m));
+    const el = messageEl(cur, m);
+    open.byId.set(m.id, el);
+    nodes.push(el);
+    prev = m;
+  }
+  if (open.messages.length === 0) {
+    const readOnly = READ_ONLY_SOURCES.has(cur.session.source);
+    nodes.push(h("div", { class: "empty", text: readOnly ? "No messages in this chat yet." : "No messages yet. Say hello!" }));
+  }
+  box.replaceChildren(...nodes);
+  if (scroll === "bottom") scrollToBottom();
+  else if (scroll === "anchor") box.scrollTop = box.scrollHeight - fromBottom;
+  else box.scrollTop = oldTop;
+}
+
+function nearBottom(): boolean {
+  const box = els.messages;
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+}
+
+function scrollToBottom(): void {
+  els.messages.scrollTop = els.messages.scrollHeight;
+}
+
+async function loadOlder(cur: Current, open: OpenChat): Promise<void> {
+  if (!open.loaded || !open.hasOlder || open.loadingOlder || cur.open !== open) return;
+  open.loadingOlder = true;
+  const older = els.messages.querySelector(".older");
+  if (older) older.textContent = "Loading older messages…";
+  try {
+    const page = await client.listMessages({
+      sessionId: cur.session.id,
+      chatId: open.chatId,
+      beforeSeq: open.boundary,
+      limit: PAGE,
+    });
+    if (cur.open !== open) return;
+    const known = new Set(open.messages.map((m) => m.id));
+    open.messages = [...page.messages.filter((m) => !known.has(m.id)), ...open.messages];
+    open.boundary = page.nextSeq;
+    open.hasOlder = page.hasMore;
+  } catch (error) {
+    composerError(describeError(error));
+  } finally {
+    open.loadingOlder = false;
+  }
+  if (cur.open === open) renderMessages(cur, open, "anchor");
+}
+
+/** Loads older pages until the view can scroll (or the history is complete). */
+async function fillViewport(cur: Current, open: OpenChat): Promise<void> {
+  while (cur.open === open && open.hasOlder && els.messages.scrollHeight <= els.messages.clientHeight + 40) {
+    await loadOlder(cur, open);
+  }
+}
+
+els.messages.addEventListener("scroll", () => {
+  const cur = current;
+  if (cur?.open && els.messages.scrollTop < 120) void loadOlder(cur, cur.open);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+let sending = false;
+/** The key of the message being sent: reused on retry of the same text, so it never doubles. */
+let outbox: { key: string; chatId: string; text: string } | null = null;
+
+function composerError(text: string): void {
+  let el = els.composer.querySelector<HTMLElement>(".composer-error");
+  if (!text) {
+    el?.remove();
+    return;
+  }
+  if (!el) {
+    el = h("div", { class: "composer-error", role: "alert" });
+    els.composer.prepend(el);
+  }
+  el.textContent = text;
+}
+
+async function send(): Promise<void> {
+  const cur = current;
+  const open = cur?.open;
+  if (!cur || !open || sending) return;
+  const text = els.text.value;
+  if (!text.trim()) return;
+  if (!outbox || outbox.chatId !== open.chatId || outbox.text !== text) {
+    outbox = { key: newClientMessageId(), chatId: open.chatId, text };
+  }
+  const attempt = outbox;
+  sending = true;
+  els.send.disabled = true;
+  composerError("");
+  try {
+    const response = await client.sendMessage({
+      sessionId: cur.session.id,
+      chatId: attempt.chatId,
+      text: attempt.text,
+      clientMessageId: attempt.key,
+    });
+    if (outbox === attempt) outbox = null;
+    if (els.text.value === attempt.text) els.text.value = "";
+    autosize();
+    const message = response.message;
+    if (message && current === cur) {
+      const view = cur.chats.get(message.chatId) ?? upsertChat(cur, message.chatId, "", message.seq);
+      if (!view.preview || message.seq > view.preview.seq) setPreview(view, message);
+      renderChat(cur, view);
+      queueRenderChats(cur);
+      if (cur.open?.chatId === message.chatId) receiveMessage(cur, cur.open, message);
+    }
+  } catch (error) {
+    composerError(`Not sent: ${describeError(error)} Press Send to retry; it will not be sent twice.`);
+    if (isAuthError(error)) authFailure(error);
+  } finally {
+    sending = false;
+    if (current) renderConversation(current);
+  }
+}
+
+function autosize(): void {
+  els.text.style.height = "auto";
+  els.text.style.height = `${Math.min(els.text.scrollHeight, 160)}px`;
+}
+
+els.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  void send();
+});
+els.text.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    void send();
+  }
+});
+els.text.addEventListener("input", autosize);
+
+els.newChat.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const chatId = els.newChatId.value.trim();
+  if (!chatId || !current) return;
+  els.newChatId.value = "";
+  void openChat(current, chatId);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Token
+
+els.token.value = storedToken();
+els.tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  storeToken(els.token.value.trim());
+  location.reload();
+});
+
+// ---------------------------------------------------------------------------------------------
+
+setConn("idle", "No session open");
+void loadSessions();
