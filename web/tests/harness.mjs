@@ -1,7 +1,7 @@
 // Shared pieces of the browser tests: a real `chatsync serve` on a free port with a temp
 // SQLite file, Debian's chromium through playwright-core, the CLI, and `buf curl`.
-import { spawn, execFile } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync } from "node:fs";
+import { spawn, execFile, execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
@@ -47,32 +47,62 @@ export async function makeConfig({ tokens = [], bigMessages = 0 } = {}) {
     "[[sessions]]",
     'id = "notes"',
     'source = "local"',
-    ...(big ? ["[[sessions]]", 'id = "big"', 'source = "whatsapp-export"', `path = ${JSON.stringify(big)}`] : []),
+    ...(big ? ["[[sessions]]", 'id = "big"', 'source = "whatsapp-export"', `path = ${JSON.stringify(big.folder)}`] : []),
     "",
   ].join("\n");
   const config = join(dir, "chatsync.toml");
   writeFileSync(config, toml);
-  return { dir, port, config, url: `http://127.0.0.1:${port}`, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    port,
+    config,
+    url: `http://127.0.0.1:${port}`,
+    releaseBig: () => big?.release(),
+    cleanup: () => {
+      big?.release();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
-/** Three Android-layout exports with `perChat` messages each, one a minute, for a sync
- * that runs long enough to reload the page in the middle of it, and a broken one. */
+/** Android-layout lines: `count` messages, one a minute, alternating between two senders. */
+function androidLines(name, count) {
+  const lines = [];
+  const start = Date.UTC(2022, 0, 1, 8, 0);
+  const p = (n) => String(n).padStart(2, "0");
+  for (let i = 0; i < count; i++) {
+    const d = new Date(start + i * 60_000);
+    const stamp = `${p(d.getUTCDate())}/${p(d.getUTCMonth() + 1)}/${d.getUTCFullYear()}, ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}`;
+    lines.push(`${stamp} - ${i % 2 ? "Ana" : "Ben"}: ${name} message ${i + 1}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Messages in the held chat: small enough to fit a pipe buffer, so releasing never blocks. */
+export const HELD_MESSAGES = 300;
+
+/** A session whose sync can be held in the middle: two big Android-layout exports with
+ * `perChat` messages each, a third ("Held Three") that is a named pipe, so the run blocks
+ * reading it until `release()` writes its `HELD_MESSAGES` lines, and a broken zip whose
+ * CHAT_FAILED frame comes last. */
 function writeBigExports(folder, perChat) {
   mkdirSync(folder, { recursive: true });
-  for (const name of ["Big One", "Big Two", "Big Three"]) {
-    const lines = [];
-    const start = Date.UTC(2022, 0, 1, 8, 0);
-    for (let i = 0; i < perChat; i++) {
-      const d = new Date(start + i * 60_000);
-      const p = (n) => String(n).padStart(2, "0");
-      const stamp = `${p(d.getUTCDate())}/${p(d.getUTCMonth() + 1)}/${d.getUTCFullYear()}, ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}`;
-      lines.push(`${stamp} - ${i % 2 ? "Ana" : "Ben"}: ${name} message ${i + 1}`);
-    }
-    writeFileSync(join(folder, `WhatsApp Chat with ${name}.txt`), lines.join("\n") + "\n");
+  for (const name of ["Big One", "Big Two"]) {
+    writeFileSync(join(folder, `WhatsApp Chat with ${name}.txt`), androidLines(name, perChat));
   }
-  // A fourth chat that cannot be read: its CHAT_FAILED frame comes last.
+  const held = join(folder, "WhatsApp Chat with Held Three.txt");
+  execFileSync("mkfifo", [held]);
   writeFileSync(join(folder, "WhatsApp Chat with Zz Broken.zip"), "PK\x03\x04 this is not a zip");
-  return folder;
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    // O_RDWR never blocks on a FIFO, even before the server opens it for reading.
+    const fd = openSync(held, "r+");
+    writeSync(fd, androidLines("Held Three", HELD_MESSAGES));
+    closeSync(fd);
+  };
+  return { folder, release };
 }
 
 /** Starts `chatsync serve` and waits until the page answers. */
