@@ -444,6 +444,17 @@ fn print_event(event: &pb::SubscribeMessagesResponse, as_json: bool) {
                 print_message(message, false);
             }
         }
+        Some(Event::MessageUpdated(message)) => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"seq": event.seq, "message_updated": message_json(message)})
+                );
+            } else {
+                print!("#{:<6} updated: ", event.seq);
+                print_message(message, false);
+            }
+        }
         Some(Event::StatusUpdated(update)) => {
             if as_json {
                 println!(

@@ -16,6 +16,7 @@ use crate::config::TokenConfig;
 use crate::error::Error;
 use crate::model::{self, MessageStatus};
 use crate::service::{ChatSync, Event, Progress, Stage, SubscribeRequest, SyncStatus};
+use crate::sources::SourceState;
 use crate::storage::{MessageRef, SyncState};
 
 /// Generated protobuf types and service stubs (`chatsync.v1`).
@@ -476,6 +477,12 @@ fn sync_status_to_pb(status: SyncStatus) -> pb::GetSyncStatusResponse {
         SyncState::Failed => pb::SyncState::Failed,
         SyncState::Interrupted => pb::SyncState::Interrupted,
     };
+    let (source_state, source_error) = match status.source_state {
+        SourceState::NotLive => (pb::SourceState::NotLive, String::new()),
+        SourceState::Connecting => (pb::SourceState::Connecting, String::new()),
+        SourceState::Up => (pb::SourceState::Up, String::new()),
+        SourceState::Down(error) => (pb::SourceState::Down, error),
+    };
     let session = status.session;
     pb::GetSyncStatusResponse {
         session_id: session.id,
@@ -488,6 +495,8 @@ fn sync_status_to_pb(status: SyncStatus) -> pb::GetSyncStatusResponse {
         message_count: status.message_count,
         head_seq: session.head_seq,
         source: session.source,
+        source_state: source_state as i32,
+        source_error,
     }
 }
 
@@ -509,6 +518,9 @@ fn event_to_pb(event: Event) -> pb::SubscribeMessagesResponse {
         ),
         Event::Change(model::Change::ChatUpdated(chat)) => {
             (chat.seq, PbEvent::ChatUpdated(chat_to_pb(chat)))
+        }
+        Event::Change(model::Change::MessageUpdated { seq, message }) => {
+            (seq, PbEvent::MessageUpdated(message_to_pb(message)))
         }
         Event::Ready { head_seq } => (head_seq, PbEvent::Ready(pb::Ready { head_seq })),
         Event::Heartbeat { seq } => (

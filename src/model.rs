@@ -148,6 +148,9 @@ pub enum Change {
     StatusUpdated(StatusUpdate),
     /// A chat was added or renamed.
     ChatUpdated(Chat),
+    /// A message was edited or deleted upstream; it carries the message as stored now (its
+    /// `seq` is the creation seq; the change's own seq is `seq` here).
+    MessageUpdated { seq: u64, message: Message },
 }
 
 impl Change {
@@ -157,6 +160,7 @@ impl Change {
             Self::MessageCreated(message) => message.seq,
             Self::StatusUpdated(update) => update.seq,
             Self::ChatUpdated(chat) => chat.seq,
+            Self::MessageUpdated { seq, .. } => *seq,
         }
     }
 
@@ -166,6 +170,7 @@ impl Change {
             Self::MessageCreated(message) => &message.chat_id,
             Self::StatusUpdated(update) => &update.chat_id,
             Self::ChatUpdated(chat) => &chat.chat_id,
+            Self::MessageUpdated { message, .. } => &message.chat_id,
         }
     }
 }

@@ -24,7 +24,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::config::Config;
 use crate::grpc::{Api, pb};
 use crate::service::ChatSync;
+use crate::sources::SourceState;
 use crate::storage::Store;
+use tonic_health::ServingStatus;
+
+/// The health service name of a session's entry: this prefix and the session id. It is
+/// NOT_SERVING while the session's live source is down (or still connecting).
+pub const SESSION_HEALTH_PREFIX: &str = "chatsync.session.";
 
 /// The longest a shutdown waits for connections to close before the server stops anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -74,6 +80,29 @@ impl Application {
         health_reporter
             .set_serving::<pb::chat_sync_service_server::ChatSyncServiceServer<Api>>()
             .await;
+        // One health entry per session, `chatsync.session.<session_id>`: NOT_SERVING while
+        // its live source is down or still connecting.
+        for (session_id, mut state) in self.service.source_states() {
+            let reporter = health_reporter.clone();
+            let mut shutdown = self.shutdown.subscribe();
+            tokio::spawn(async move {
+                let name = format!("{SESSION_HEALTH_PREFIX}{session_id}");
+                loop {
+                    let serving = match &*state.borrow_and_update() {
+                        SourceState::NotLive | SourceState::Up => ServingStatus::Serving,
+                        SourceState::Connecting | SourceState::Down(_) => ServingStatus::NotServing,
+                    };
+                    reporter.set_service_status(&name, serving).await;
+                    tokio::select! {
+                        changed = state.changed() => if changed.is_err() { return },
+                        _ = crate::service::stopped(&mut shutdown) => {
+                            reporter.set_service_status(&name, ServingStatus::NotServing).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

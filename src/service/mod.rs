@@ -2,6 +2,7 @@
 //!
 //! [`ChatSync`] is what the gRPC adapter calls. It validates what the types do not, owns the
 //! sessions' sources, and never sees a prost type.
+pub mod live;
 pub mod subscriptions;
 pub mod sync;
 
@@ -15,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
-use crate::sources::{self, Source, SourceContext};
+use crate::sources::{self, Source, SourceContext, SourceState};
 use crate::storage::{ImportChat, MessageRef, SessionRecord, Store, SyncState, Take};
 pub use subscriptions::{Event, SubscribeRequest};
 pub use sync::{Attachment, Progress, Stage};
@@ -48,6 +49,8 @@ pub struct SyncStatus {
     pub progress: Option<Progress>,
     pub chat_count: u64,
     pub message_count: u64,
+    /// Whether the session's live source is connected.
+    pub source_state: SourceState,
 }
 
 /// The domain facade. Cheap to clone.
@@ -58,7 +61,7 @@ pub struct ChatSync {
 
 struct Inner {
     store: Store,
-    sources: HashMap<String, Arc<dyn Source>>,
+    sessions: HashMap<String, Session>,
     runs: Arc<sync::SyncRuns>,
     hub: subscriptions::Hub,
     shutdown: watch::Receiver<bool>,
@@ -79,7 +82,7 @@ impl ChatSync {
                 "sync runs were interrupted by the last shutdown"
             );
         }
-        let mut sources = HashMap::new();
+        let mut sessions = HashMap::new();
         for session in &config.sessions {
             let context = SourceContext {
                 session_id: session.id.clone(),
@@ -87,13 +90,35 @@ impl ChatSync {
             };
             let source = sources::build(session, &context).map_err(anyhow::Error::msg)?;
             store.ensure_session(&session.id, source.kind()).await?;
-            sources.insert(session.id.clone(), source);
+            let initial = if source.is_live() {
+                SourceState::Connecting
+            } else {
+                SourceState::NotLive
+            };
+            let handles = Session {
+                source: source.clone(),
+                ingest: Arc::default(),
+                state: watch::channel(initial).0,
+            };
+            if source.is_live() {
+                live::spawn(
+                    source,
+                    live::LiveStore {
+                        session_id: session.id.clone(),
+                        store: store.clone(),
+                        ingest: handles.ingest.clone(),
+                        state: handles.state.clone(),
+                        shutdown: shutdown.clone(),
+                    },
+                );
+            }
+            sessions.insert(session.id.clone(), handles);
         }
         let hub_store = store.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
-                sources,
+                sessions,
                 runs: Arc::default(),
                 hub: subscriptions::Hub::new(
                     hub_store,
@@ -112,7 +137,7 @@ impl ChatSync {
 
     /// The configured session ids, sorted.
     pub fn session_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.inner.sources.keys().cloned().collect();
+        let mut ids: Vec<String> = self.inner.sessions.keys().cloned().collect();
         ids.sort();
         ids
     }
@@ -121,38 +146,57 @@ impl ChatSync {
     pub fn sessions(&self) -> Vec<(String, String)> {
         let mut sessions: Vec<(String, String)> = self
             .inner
-            .sources
+            .sessions
             .iter()
-            .map(|(id, source)| (id.clone(), source.kind().to_owned()))
+            .map(|(id, session)| (id.clone(), session.source.kind().to_owned()))
             .collect();
         sessions.sort();
         sessions
     }
 
-    fn source(&self, session_id: &str) -> Result<&Arc<dyn Source>> {
+    /// Each session's source state, to follow (the health service shows them).
+    pub fn source_states(&self) -> Vec<(String, watch::Receiver<SourceState>)> {
+        let mut states: Vec<_> = self
+            .inner
+            .sessions
+            .iter()
+            .map(|(id, session)| (id.clone(), session.state.subscribe()))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
+    fn session(&self, session_id: &str) -> Result<&Session> {
         if session_id.is_empty() {
             return Err(Error::InvalidArgument(
                 "session_id must not be empty".into(),
             ));
         }
         self.inner
-            .sources
+            .sessions
             .get(session_id)
             .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))
+    }
+
+    fn source(&self, session_id: &str) -> Result<&Arc<dyn Source>> {
+        Ok(&self.session(session_id)?.source)
     }
 
     /// Starts a sync run, or attaches to the running one. `limit_per_chat`: `None` means
     /// [`sync::DEFAULT_LIMIT_PER_CHAT`], `Some(0)` the whole history.
     pub fn sync_chats(&self, session_id: &str, limit_per_chat: Option<u32>) -> Result<Attachment> {
-        let source = self.source(session_id)?.clone();
+        let session = self.session(session_id)?;
         let limit = match limit_per_chat.unwrap_or(sync::DEFAULT_LIMIT_PER_CHAT) {
             0 => None,
             n => Some(n as usize),
         };
-        Ok(self
-            .inner
-            .runs
-            .start_or_attach(&self.inner.store, session_id, source, limit))
+        Ok(self.inner.runs.start_or_attach(
+            &self.inner.store,
+            session_id,
+            session.source.clone(),
+            session.ingest.clone(),
+            limit,
+        ))
     }
 
     /// Opens a subscription; see [`subscriptions`].
@@ -231,7 +275,14 @@ impl ChatSync {
             .find_by_client_id(session_id, &client_message_id)
             .await?
         {
-            return same_request(existing, chat_id, text);
+            let (existing, duplicate) = same_request(existing, chat_id, text)?;
+            // Still PENDING: the first attempt was cut off (a crash, a timeout). Send again;
+            // the source deduplicates on the idempotency key, so this never posts twice.
+            if existing.status == MessageStatus::Pending && !source.is_native() {
+                let (message, _) = self.deliver(&source, existing, &client_message_id).await?;
+                return Ok((message, true));
+            }
+            return Ok((existing, duplicate));
         }
         if store.find_chat(session_id, chat_id).await?.is_none() {
             if !source.is_native() {
@@ -270,8 +321,21 @@ impl ChatSync {
         if status == MessageStatus::Sent {
             return Ok((stored, false));
         }
+        self.deliver(&source, stored, &client_message_id).await
+    }
+
+    /// Sends a stored PENDING message through its source and records the outcome: SENT with
+    /// the source's id, or FAILED and the source's error.
+    async fn deliver(
+        &self,
+        source: &Arc<dyn Source>,
+        stored: Message,
+        client_message_id: &str,
+    ) -> Result<(Message, bool)> {
+        let store = &self.inner.store;
+        let (session_id, chat_id) = (stored.session_id.as_str(), stored.chat_id.as_str());
         let reference = MessageRef::Id(stored.id);
-        match source.send(chat_id, text, &client_message_id).await {
+        match source.send(chat_id, &stored.text, client_message_id).await {
             Ok(receipt) => {
                 let (sent, _) = store
                     .update_status(
@@ -300,21 +364,33 @@ impl ChatSync {
         reference: MessageRef,
         status: MessageStatus,
     ) -> Result<(Message, bool)> {
-        self.source(session_id)?;
+        let source = self.source(session_id)?;
         if status == MessageStatus::Pending {
             return Err(Error::InvalidArgument(
                 "status must be SENT, DELIVERED, READ or FAILED".into(),
             ));
         }
-        self.inner
+        let (message, changed) = self
+            .inner
             .store
             .update_status(session_id, &reference, status, None)
-            .await
+            .await?;
+        // On a two-way source, reading an incoming message is said upstream too. The local
+        // change stands even when that fails; the next READ says it again.
+        if changed && status == MessageStatus::Read && !message.from_me {
+            if let Err(error) = source
+                .mark_read(&message.chat_id, &message.provider_message_id)
+                .await
+            {
+                tracing::warn!(session_id, %error, "cannot send the read receipt upstream");
+            }
+        }
+        Ok((message, changed))
     }
 
     /// The sync state, progress and counts of a session.
     pub async fn sync_status(&self, session_id: &str) -> Result<SyncStatus> {
-        self.source(session_id)?;
+        let source_state = self.session(session_id)?.state.borrow().clone();
         let store = &self.inner.store;
         let session = store.session(session_id).await?;
         let (chat_count, message_count) = store.counts(session_id).await?;
@@ -334,6 +410,7 @@ impl ChatSync {
             progress,
             chat_count,
             message_count,
+            source_state,
         })
     }
 
@@ -411,6 +488,14 @@ impl ChatSync {
             has_more,
         })
     }
+}
+
+/// A configured session: its source, the lock its sync runs and live source store under, and
+/// the live source's connection state.
+struct Session {
+    source: Arc<dyn Source>,
+    ingest: Arc<tokio::sync::Mutex<()>>,
+    state: watch::Sender<SourceState>,
 }
 
 /// Completes once `shutdown` turns true (or its sender is gone).

@@ -24,7 +24,8 @@ use crate::sources::{ChatHistory, Source, SourceChat, SourceError};
 use crate::storage::{ImportChat, Store, SyncRecord, SyncState};
 
 /// Messages stored per transaction: a chat larger than this gets one MESSAGES_SAVED frame
-/// per batch; smaller chats share a transaction, up to this many messages in all.
+/// per batch; smaller chats share a transaction, up to this many messages in all. A source
+/// with a smaller [`Source::batch_size`] (its history page) gets batches of that size.
 pub const MESSAGES_PER_BATCH: usize = 10_000;
 
 /// The most chats that share one import transaction.
@@ -113,6 +114,7 @@ impl SyncRuns {
         store: &Store,
         session_id: &str,
         source: Arc<dyn Source>,
+        ingest: Arc<tokio::sync::Mutex<()>>,
         limit: Option<usize>,
     ) -> Attachment {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,7 +136,9 @@ impl SyncRuns {
             runs: self.clone(),
             run,
             store: store.clone(),
+            batch: source.batch_size().clamp(1, MESSAGES_PER_BATCH),
             source,
+            ingest,
             limit,
             progress: Progress {
                 sync_id: sync_id.clone(),
@@ -173,6 +177,11 @@ struct Job {
     run: Arc<Run>,
     store: Store,
     source: Arc<dyn Source>,
+    /// Held while checking what is stored and storing the rest; shared with the session's
+    /// live source.
+    ingest: Arc<tokio::sync::Mutex<()>>,
+    /// Messages per import transaction.
+    batch: usize,
     limit: Option<usize>,
     progress: Progress,
     started_at_ms: i64,
@@ -238,16 +247,23 @@ impl Job {
                             pending.check_stored = may_hold_messages;
                         }
                     }
-                    // A large chat is checked on its own; small ones when their batch is stored.
-                    if pending.check_stored && pending.messages.len() > MESSAGES_PER_BATCH {
-                        self.skip_stored(std::slice::from_mut(&mut pending)).await;
-                    }
-                    if pending.messages.len() > MESSAGES_PER_BATCH {
+                    // A large chat is checked and stored on its own, in batches; small ones
+                    // are checked when their batch is stored.
+                    if pending.messages.len() > self.batch {
                         self.flush(&mut batch).await;
-                        self.import_large(pending).await;
+                        let ingest = self.ingest.clone();
+                        let _ingest = ingest.lock().await;
+                        if pending.check_stored {
+                            self.skip_stored(std::slice::from_mut(&mut pending)).await;
+                        }
+                        if pending.messages.len() > self.batch {
+                            self.import_large(pending).await;
+                        } else {
+                            batch.push(pending);
+                        }
                     } else {
                         let queued: usize = batch.iter().map(|p| p.messages.len()).sum();
-                        if queued + pending.messages.len() > MESSAGES_PER_BATCH
+                        if queued + pending.messages.len() > self.batch
                             || batch.len() >= CHATS_PER_BATCH
                         {
                             self.flush(&mut batch).await;
@@ -340,6 +356,10 @@ impl Job {
         if batch.is_empty() {
             return;
         }
+        // Checking what is stored and storing the rest is atomic with respect to the
+        // session's live source, which stores through the same lock.
+        let ingest = self.ingest.clone();
+        let _ingest = ingest.lock().await;
         self.skip_stored(batch).await;
         let items: Vec<ImportChat<'_>> = batch
             .iter()
@@ -374,7 +394,7 @@ impl Job {
     /// Stores a chat too large for one batch on its own, one MESSAGES_SAVED per batch.
     async fn import_large(&mut self, pending: Pending) {
         self.begin_chat(&pending);
-        for (number, slice) in pending.messages.chunks(MESSAGES_PER_BATCH).enumerate() {
+        for (number, slice) in pending.messages.chunks(self.batch).enumerate() {
             let item = ImportChat {
                 chat_id: &pending.chat.chat_id,
                 name: &pending.chat.name,

@@ -12,8 +12,13 @@
 //! - Read-only sources keep the default [`Source::send`], which refuses with
 //!   [`SourceError::ReadOnly`].
 //!
+//! - A live source ([`Source::run_live`], the `matrix` source) keeps a connection open while
+//!   the server runs and hands what happens upstream to a [`LiveSink`] as [`LiveEvent`]s,
+//!   with the cursor to resume from; the sink stores them and saves the cursor after them.
+//!
 //! Sources are built from the `[[sessions]]` configuration by [`build`], the registry.
 pub mod local;
+pub mod matrix;
 pub mod telegram;
 pub mod whatsapp;
 
@@ -68,9 +73,13 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    /// The source is unreachable.
+    /// The source is unreachable (network error, timeout, overloaded): worth retrying.
     #[error("source unavailable: {0}")]
     Unavailable(String),
+    /// The source refused the request (forbidden, unknown room, bad token): retrying the same
+    /// request will not help.
+    #[error("the source refused: {0}")]
+    Rejected(String),
 }
 
 impl From<SourceError> for Error {
@@ -78,7 +87,7 @@ impl From<SourceError> for Error {
         match error {
             SourceError::ReadOnly(_) => Error::FailedPrecondition(error.to_string()),
             SourceError::Unavailable(_) => Error::Unavailable(error.to_string()),
-            SourceError::Invalid(_) | SourceError::Io { .. } => {
+            SourceError::Invalid(_) | SourceError::Io { .. } | SourceError::Rejected(_) => {
                 Error::FailedPrecondition(error.to_string())
             }
         }
@@ -127,6 +136,99 @@ pub trait Source: Send + Sync + 'static {
         let _ = (chat_id, text, idempotency_key);
         Err(SourceError::ReadOnly(self.kind()))
     }
+
+    /// Tells the upstream that the session's account has read an incoming message (and
+    /// everything before it in the chat): Matrix `m.read`. Called when UpdateMessageStatus
+    /// moves an incoming message to READ. Sources without read receipts keep the default.
+    async fn mark_read(&self, chat_id: &str, provider_message_id: &str) -> Result<(), SourceError> {
+        let _ = (chat_id, provider_message_id);
+        Ok(())
+    }
+
+    /// The most messages of one chat the sync run should store per transaction (and report
+    /// per MESSAGES_SAVED frame); the run also applies its own upper bound. A source that
+    /// fetches history in pages returns its page size. Default: no preference.
+    fn batch_size(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Runs the source's live connection until `sink.stopped()` turns true: the source
+    /// reports upstream changes through `sink` and says whether it is connected. Sources with
+    /// no live connection (exports, `local`) keep the default, which returns at once.
+    async fn run_live(&self, sink: Arc<dyn LiveSink>) {
+        let _ = sink;
+    }
+
+    /// Whether [`Source::run_live`] does anything; when false the session's source state is
+    /// [`SourceState::NotLive`].
+    fn is_live(&self) -> bool {
+        false
+    }
+}
+
+/// Whether a live source's connection is up, as GetSyncStatus and the health service show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    /// The source has no live connection (exports, and `local`, where chatsync is the server).
+    NotLive,
+    /// Connecting for the first time since the server started.
+    Connecting,
+    /// Connected: upstream changes arrive live.
+    Up,
+    /// Unreachable or refusing; the source retries with backoff. The text says why.
+    Down(String),
+}
+
+/// One change a live source saw upstream, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// A chat exists upstream with this name (new, renamed, or first seen since start-up).
+    /// Storing it changes nothing when the stored chat has this name already.
+    Chat { chat_id: String, name: String },
+    /// A message. Skipped when its `provider_message_id` is stored already. `echo_of` is the
+    /// `client_message_id` of the message chatsync sent that this event echoes (Matrix
+    /// `unsigned.transaction_id`): that stored message takes the provider id instead.
+    Message {
+        chat_id: String,
+        message: NewMessage,
+        echo_of: Option<String>,
+    },
+    /// A message's text was edited (Matrix `m.replace`).
+    Edited {
+        chat_id: String,
+        provider_message_id: String,
+        text: String,
+    },
+    /// A message was deleted (Matrix redaction): it becomes kind DELETED with no text.
+    Deleted {
+        chat_id: String,
+        provider_message_id: String,
+    },
+    /// Another member read the chat up to this message: the session's own messages up to it
+    /// become READ (statuses never go back).
+    ReadUpTo {
+        chat_id: String,
+        provider_message_id: String,
+    },
+}
+
+/// Where a live source delivers what it sees. Implemented by the domain layer, which stores
+/// the events and publishes them to subscribers.
+#[async_trait]
+pub trait LiveSink: Send + Sync {
+    /// The cursor saved with the last applied batch (Matrix: the `/sync` `since` token), or
+    /// `None` when the source has never been connected.
+    async fn cursor(&self) -> Result<Option<String>, Error>;
+    /// Stores `events` in order, then saves `cursor`. On error nothing after the failing
+    /// event is applied and the cursor is not saved: the source retries from the old cursor,
+    /// and what was applied already is skipped as a duplicate.
+    async fn apply(&self, events: Vec<LiveEvent>, cursor: &str) -> Result<(), Error>;
+    /// Whether a message with this provider id is stored in the chat.
+    async fn has_message(&self, chat_id: &str, provider_message_id: &str) -> Result<bool, Error>;
+    /// Reports the connection state.
+    fn set_state(&self, state: SourceState);
+    /// Turns true when the server shuts down; the live loop then returns.
+    fn stopped(&self) -> tokio::sync::watch::Receiver<bool>;
 }
 
 /// What a source factory may use besides its settings.
@@ -143,6 +245,7 @@ const REGISTRY: &[(&str, Factory)] = &[
     (whatsapp::KIND, whatsapp::WhatsAppExport::build),
     (telegram::KIND, telegram::TelegramExport::build),
     (local::KIND, local::Local::build),
+    (matrix::KIND, matrix::Matrix::build),
 ];
 
 /// The source kinds this build knows.

@@ -128,6 +128,15 @@ impl std::fmt::Display for MessageRef {
     }
 }
 
+/// An upstream change to a stored message's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageEdit<'a> {
+    /// The text was edited to this.
+    Text(&'a str),
+    /// The message was deleted: kind DELETED, no text.
+    Deleted,
+}
+
 /// The database handle plus the per-session head-seq announcements.
 #[derive(Clone)]
 pub struct Store {
@@ -187,6 +196,7 @@ impl Store {
             sync_finished_at: Set(None),
             sync_error: Set(None),
             sync_progress: Set(None),
+            source_cursor: Set(None),
         };
         session::Entity::insert(row)
             .on_conflict(
@@ -590,6 +600,162 @@ impl Store {
         Ok((message, true))
     }
 
+    /// Whether a message with this provider id is stored in the chat.
+    pub async fn has_message(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+        provider_message_id: &str,
+    ) -> Result<bool> {
+        let reference = MessageRef::Provider {
+            chat_id: chat_id.to_owned(),
+            provider_message_id: provider_message_id.to_owned(),
+        };
+        Ok(message_query(session_id, &reference).count(&self.db).await? > 0)
+    }
+
+    /// Applies an upstream edit or deletion to a stored message: one seq, logged as a
+    /// `message_updated` change. Returns the message as stored now, or `None` when it is not
+    /// stored, or when nothing changes (the same text, or a message already deleted).
+    pub async fn edit_message(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+        edit: MessageEdit<'_>,
+    ) -> Result<Option<Message>> {
+        let (txn, _writer) = self.begin_write().await?;
+        let Some(row) = message_query(session_id, reference).one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let (text, kind) = match edit {
+            MessageEdit::Text(text) => (text, MessageKind::from_i16(row.kind)),
+            MessageEdit::Deleted => ("", MessageKind::Deleted),
+        };
+        let deleted = row.kind == MessageKind::Deleted.as_i16();
+        if deleted || (row.text == text && row.kind == kind.as_i16()) {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let seq = Self::reserve_seqs(&txn, session_id, 1).await?;
+        let now = now_ms();
+        message::Entity::update_many()
+            .col_expr(message::Column::Text, Expr::value(text))
+            .col_expr(message::Column::Kind, Expr::value(kind.as_i16()))
+            .col_expr(message::Column::UpdatedAt, Expr::value(now))
+            .filter(message::Column::Id.eq(row.id))
+            .exec(&txn)
+            .await?;
+        change::Entity::insert(change::ActiveModel {
+            session_id: Set(session_id.to_owned()),
+            seq: Set(seq as i64),
+            kind: Set(change::KIND_MESSAGE),
+            chat_id: Set(row.chat_id.clone()),
+            message_id: Set(Some(row.id)),
+            status: Set(None),
+            at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        self.announce(session_id, seq);
+        let mut message = message_from_row(row);
+        message.text = text.to_owned();
+        message.kind = kind;
+        Ok(Some(message))
+    }
+
+    /// A read receipt up to a message: every message of the session's own account in that
+    /// chat, up to and including it (by seq), whose status is SENT or DELIVERED becomes READ,
+    /// each change taking a seq. Returns how many changed; 0 when the message is not stored.
+    pub async fn mark_read_up_to(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+    ) -> Result<u64> {
+        let (txn, _writer) = self.begin_write().await?;
+        let Some(target) = message_query(session_id, reference).one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(0);
+        };
+        let ahead: Vec<i16> = [MessageStatus::Sent, MessageStatus::Delivered]
+            .iter()
+            .map(|s| s.as_i16())
+            .collect();
+        let rows: Vec<(i64, String)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .column(message::Column::ChatId)
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::ChatId.eq(target.chat_id.as_str()))
+            .filter(message::Column::FromMe.eq(true))
+            .filter(message::Column::Seq.lte(target.seq))
+            .filter(message::Column::Status.is_in(ahead))
+            .order_by_asc(message::Column::Seq)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        if rows.is_empty() {
+            txn.rollback().await?;
+            return Ok(0);
+        }
+        let first = Self::reserve_seqs(&txn, session_id, rows.len() as u64).await?;
+        let now = now_ms();
+        let read = MessageStatus::Read.as_i16();
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            message::Entity::update_many()
+                .col_expr(message::Column::Status, Expr::value(read))
+                .col_expr(message::Column::UpdatedAt, Expr::value(now))
+                .filter(message::Column::Id.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await?;
+        }
+        let changes: Vec<change::ActiveModel> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, chat_id))| change::ActiveModel {
+                session_id: Set(session_id.to_owned()),
+                seq: Set((first + i as u64) as i64),
+                kind: Set(change::KIND_STATUS),
+                chat_id: Set(chat_id),
+                message_id: Set(Some(id)),
+                status: Set(Some(read)),
+                at: Set(now),
+            })
+            .collect();
+        let changed = changes.len() as u64;
+        for chunk in changes.chunks(ROWS_PER_INSERT) {
+            change::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        self.announce(session_id, first + changed - 1);
+        Ok(changed)
+    }
+
+    /// The live source's saved cursor, if any.
+    pub async fn source_cursor(&self, session_id: &str) -> Result<Option<String>> {
+        Ok(session::Entity::find_by_id(session_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?
+            .source_cursor)
+    }
+
+    /// Saves the live source's cursor (after the events it covers are stored).
+    pub async fn save_source_cursor(&self, session_id: &str, cursor: &str) -> Result<()> {
+        let (txn, _writer) = self.begin_write().await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::SourceCursor, Expr::value(cursor))
+            .filter(session::Column::Id.eq(session_id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
     /// Chats with `seq > after_seq`, in seq order, at most `limit`.
     pub async fn list_chats(
         &self,
@@ -705,6 +871,23 @@ impl Store {
             .filter(|row| row.kind == change::KIND_STATUS)
             .filter_map(|row| row.message_id)
             .collect();
+        let updated_ids: Vec<i64> = logged
+            .iter()
+            .filter(|row| row.kind == change::KIND_MESSAGE)
+            .filter_map(|row| row.message_id)
+            .collect();
+        // A message update carries the message as stored now.
+        let updated: HashMap<i64, Message> = if updated_ids.is_empty() {
+            HashMap::new()
+        } else {
+            message::Entity::find()
+                .filter(message::Column::Id.is_in(updated_ids))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|row| (row.id, message_from_row(row)))
+                .collect()
+        };
         let provider_ids: HashMap<i64, String> = if status_message_ids.is_empty() {
             HashMap::new()
         } else {
@@ -756,6 +939,15 @@ impl Store {
                     status: MessageStatus::from_i16(row.status.unwrap_or_default()),
                     updated_at_ms: row.at,
                 }),
+                change::KIND_MESSAGE => {
+                    let Some(message) = row.message_id.and_then(|id| updated.get(&id)) else {
+                        continue;
+                    };
+                    Change::MessageUpdated {
+                        seq,
+                        message: message.clone(),
+                    }
+                }
                 _ => Change::ChatUpdated(Chat {
                     name: chat_names.get(&row.chat_id).cloned().unwrap_or_default(),
                     chat_id: row.chat_id,

@@ -15,6 +15,8 @@ pub struct Model {
     pub sync_error: Option<String>,
     /// The last progress frame of the current or last run, as JSON.
     pub sync_progress: Option<String>,
+    /// Where the live source resumes (Matrix: the `/sync` `since` token).
+    pub source_cursor: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

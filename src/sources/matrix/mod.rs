@@ -1,0 +1,637 @@
+//! The `matrix` source: a live, two-way connection to a Matrix homeserver through the
+//! client-server API (spec v1.1+), as one user with an access token.
+//!
+//! - Chats are the joined rooms (optionally filtered); `chat_id` is the room id and the name
+//!   follows the spec's room display name rules ([`events::room_name`]).
+//! - History is backfilled with `GET /rooms/{roomId}/messages?dir=b`, [`PAGE_SIZE`] events a
+//!   page, to the limit or the room's start, then stored oldest first. Edits are folded into
+//!   the message they replace and redacted messages are DELETED; provider ids are event ids.
+//! - While the server runs, [`Source::run_live`] keeps one `/sync` long-poll going. Its
+//!   `since` token is stored with what it delivered, so a restart resumes with no loss. The
+//!   first connection of a session only takes a token: history is SyncChats' job. A timeline
+//!   that comes back `limited` (a gap, after a long outage) is filled from `/messages` back to
+//!   the last stored message. Errors are retried with capped exponential backoff and jitter.
+//! - SendMessage is `PUT /rooms/{roomId}/send/m.room.message/{txnId}` with txnId
+//!   `chatsync.<client_message_id>`, so a retry is deduplicated by the homeserver, and the echo
+//!   through `/sync` (its `unsigned.transaction_id`) is matched to the stored message.
+//! - Read receipts (`m.receipt`, `m.read`) from other members mark our messages READ, and
+//!   UpdateMessageStatus READ on an incoming message posts our `m.read` upstream.
+//!
+//! Settings: `homeserver` (URL), `user_id`, and the access token from `access_token_env`
+//! (an environment variable's name) or `access_token_file` (a file holding only the token),
+//! never from the configuration text; optional `rooms` (only these room ids) and
+//! `exclude_rooms`.
+pub mod client;
+pub mod events;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ruma::api::Direction;
+use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
+use ruma::api::client::membership::joined_rooms;
+use ruma::api::client::message::{get_message_events, send_message_event};
+use ruma::api::client::receipt::create_receipt;
+use ruma::api::client::state::get_state_events;
+use ruma::api::client::sync::sync_events;
+use ruma::events::room::message::RoomMessageEventContent;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, UInt};
+use serde::Deserialize;
+use serde_json::Value;
+
+use self::client::{Client, MatrixError};
+use self::events::{TimelineItem, read_timeline_event, room_name};
+use super::{
+    ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext,
+    SourceError, SourceState, keep_most_recent,
+};
+use crate::config::SessionConfig;
+use crate::model::MessageKind;
+
+/// The source kind in the configuration.
+pub const KIND: &str = "matrix";
+/// Events asked for per `/messages` page; also the sync run's batch size for this source, so
+/// a big room gets one MESSAGES_SAVED frame per page.
+pub const PAGE_SIZE: usize = 500;
+/// How long the homeserver may hold a `/sync` long-poll open.
+pub const LONG_POLL: Duration = Duration::from_secs(25);
+/// The prefix of the transaction ids chatsync sends with: `chatsync.<client_message_id>`.
+pub const TXN_PREFIX: &str = "chatsync.";
+/// Timeline events asked for per room and `/sync` answer; more come back `limited`.
+const SYNC_TIMELINE_LIMIT: u32 = 100;
+/// The most events one gap fill reads back before giving up on finding a stored message.
+const MAX_GAP_EVENTS: usize = 5_000;
+/// Attempts at one history page before the room is reported failed.
+const PAGE_ATTEMPTS: u32 = 4;
+
+/// The `[[sessions]]` settings of a `matrix` session.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    homeserver: String,
+    user_id: String,
+    #[serde(default)]
+    access_token_env: Option<String>,
+    #[serde(default)]
+    access_token_file: Option<PathBuf>,
+    /// Refused with a clear error: tokens never live in the configuration text.
+    #[serde(default)]
+    access_token: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    exclude_rooms: Vec<String>,
+}
+
+/// A Matrix account as a source.
+pub struct Matrix {
+    client: Client,
+    me: OwnedUserId,
+    rooms: Vec<String>,
+    exclude_rooms: Vec<String>,
+}
+
+impl Matrix {
+    /// Builds the source from its settings; reads the access token from the environment
+    /// variable or file they name. Errors name the setting at fault.
+    pub fn build(
+        config: &SessionConfig,
+        _context: &SourceContext,
+    ) -> Result<Arc<dyn Source>, String> {
+        let settings: Settings = super::settings(config)?;
+        if settings.access_token.is_some() {
+            return Err("access_token must not be written in the configuration: name an \
+                 environment variable with access_token_env, or a file with access_token_file"
+                .into());
+        }
+        let token = match (&settings.access_token_env, &settings.access_token_file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                format!("access_token_env names {var:?}, which is not set in the environment")
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|error| {
+                format!("cannot read access_token_file {}: {error}", path.display())
+            })?,
+            _ => {
+                return Err(
+                    "set exactly one of access_token_env and access_token_file".into(),
+                );
+            }
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err("the access token is empty".into());
+        }
+        let url = reqwest::Url::parse(&settings.homeserver)
+            .map_err(|error| format!("homeserver {:?} is not a URL: {error}", settings.homeserver))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("homeserver {:?} must be http:// or https://", settings.homeserver));
+        }
+        let me = OwnedUserId::try_from(settings.user_id.as_str())
+            .map_err(|error| format!("user_id {:?} is not a Matrix user id: {error}", settings.user_id))?;
+        Ok(Arc::new(Self {
+            client: Client::new(&settings.homeserver, token)?,
+            me,
+            rooms: settings.rooms,
+            exclude_rooms: settings.exclude_rooms,
+        }))
+    }
+
+    fn wanted(&self, room_id: &str) -> bool {
+        (self.rooms.is_empty() || self.rooms.iter().any(|r| r == room_id))
+            && !self.exclude_rooms.iter().any(|r| r == room_id)
+    }
+
+    /// The room's display name from its current state.
+    async fn room_name(&self, room_id: &OwnedRoomId) -> Result<String, MatrixError> {
+        let state = self
+            .client
+            .send(get_state_events::v3::Request::new(room_id.clone()), None)
+            .await?;
+        let state: Vec<Value> = state
+            .room_state
+            .iter()
+            .filter_map(|raw| raw.deserialize_as_unchecked::<Value>().ok())
+            .collect();
+        Ok(room_name(&state, self.me.as_str()))
+    }
+
+    /// One `/messages` page backwards from `from` (the newest events when `None`), retried
+    /// with backoff while the homeserver is unavailable.
+    async fn page_back(
+        &self,
+        room_id: &OwnedRoomId,
+        from: Option<&str>,
+        limit: usize,
+    ) -> Result<get_message_events::v3::Response, MatrixError> {
+        let mut attempt = 0;
+        loop {
+            let mut request = get_message_events::v3::Request::new(room_id.clone(), Direction::Backward);
+            request.from = from.map(str::to_owned);
+            request.limit = UInt::try_from(limit.clamp(1, PAGE_SIZE) as u64).unwrap_or(UInt::MIN);
+            match self.client.send(request, None).await {
+                Err(MatrixError::Unavailable(error)) if attempt + 1 < PAGE_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(%room_id, attempt, %error, "history page failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Turns a room's `/sync` section into live events. `names` caches room names for this
+    /// process: a room seen for the first time, or whose name may have changed, is looked up.
+    async fn room_events(
+        &self,
+        room_id: &OwnedRoomId,
+        room: &sync_events::v3::JoinedRoom,
+        names: &mut HashMap<String, String>,
+        sink: &dyn LiveSink,
+        out: &mut Vec<LiveEvent>,
+    ) -> Result<(), MatrixError> {
+        let chat_id = room_id.to_string();
+        let renamed = room.timeline.events.iter().any(|raw| {
+            matches!(
+                raw.get_field::<String>("type").ok().flatten().as_deref(),
+                Some("m.room.name" | "m.room.canonical_alias" | "m.room.member")
+            )
+        });
+        if renamed || !names.contains_key(&chat_id) {
+            let name = self.room_name(room_id).await?;
+            names.insert(chat_id.clone(), name.clone());
+            out.push(LiveEvent::Chat {
+                chat_id: chat_id.clone(),
+                name,
+            });
+        }
+        if room.timeline.limited
+            && let Some(prev_batch) = &room.timeline.prev_batch
+        {
+            let missed = self.fill_gap(room_id, prev_batch, sink).await?;
+            out.extend(missed.into_iter().filter_map(|item| live_event(&chat_id, item)));
+        }
+        out.extend(
+            room.timeline
+                .events
+                .iter()
+                .filter_map(|raw| live_event(&chat_id, read_timeline_event(raw, &self.me))),
+        );
+        for raw in &room.ephemeral.events {
+            if raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.receipt") {
+                continue;
+            }
+            let Ok(Some(content)) = raw.get_field::<BTreeMap<String, Value>>("content") else {
+                continue;
+            };
+            for (event_id, receipts) in content {
+                let by_others = receipts["m.read"]
+                    .as_object()
+                    .is_some_and(|users| users.keys().any(|user| user != self.me.as_str()));
+                if by_others {
+                    out.push(LiveEvent::ReadUpTo {
+                        chat_id: chat_id.clone(),
+                        provider_message_id: event_id,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The events a `limited` timeline skipped: read back from `prev_batch` until a stored
+    /// message (or the room's start, or [`MAX_GAP_EVENTS`]), oldest first.
+    async fn fill_gap(
+        &self,
+        room_id: &OwnedRoomId,
+        prev_batch: &str,
+        sink: &dyn LiveSink,
+    ) -> Result<Vec<TimelineItem>, MatrixError> {
+        let chat_id = room_id.to_string();
+        let mut missed = Vec::new();
+        let mut from = prev_batch.to_owned();
+        'pages: while missed.len() < MAX_GAP_EVENTS {
+            let page = self.page_back(room_id, Some(&from), PAGE_SIZE).await?;
+            for raw in &page.chunk {
+                let item = read_timeline_event(raw, &self.me);
+                if let TimelineItem::Message { message, .. } = &item {
+                    let stored = sink
+                        .has_message(&chat_id, &message.provider_message_id)
+                        .await
+                        .map_err(|error| MatrixError::Unavailable(format!("storage: {error}")))?;
+                    if stored {
+                        break 'pages;
+                    }
+                }
+                missed.push(item);
+            }
+            match page.end {
+                Some(end) if !page.chunk.is_empty() => from = end,
+                _ => break,
+            }
+        }
+        tracing::info!(%room_id, events = missed.len(), "filled a gap in the live timeline");
+        missed.reverse();
+        Ok(missed)
+    }
+
+    /// One `/sync` call and what it means. The first connection (no `since`) asks for no
+    /// timeline and delivers nothing.
+    async fn sync_once(
+        &self,
+        since: Option<&str>,
+        names: &mut HashMap<String, String>,
+        sink: &dyn LiveSink,
+    ) -> Result<(Vec<LiveEvent>, String), MatrixError> {
+        let mut filter = FilterDefinition::default();
+        let limit = if since.is_some() { SYNC_TIMELINE_LIMIT } else { 1 };
+        filter.room.timeline.limit = Some(UInt::from(limit));
+        filter.room.account_data = RoomEventFilter::ignore_all();
+        filter.presence = ruma::api::client::filter::Filter::ignore_all();
+        filter.account_data = ruma::api::client::filter::Filter::ignore_all();
+        let mut request = sync_events::v3::Request::new();
+        request.filter = Some(filter.into());
+        request.since = since.map(str::to_owned);
+        request.timeout = Some(if since.is_some() { LONG_POLL } else { Duration::ZERO });
+        let response = self
+            .client
+            .send(request, Some(LONG_POLL + Duration::from_secs(15)))
+            .await?;
+        let mut out = Vec::new();
+        if since.is_some() {
+            for (room_id, room) in &response.rooms.join {
+                if self.wanted(room_id.as_str()) {
+                    self.room_events(room_id, room, names, sink, &mut out).await?;
+                }
+            }
+        }
+        Ok((out, response.next_batch))
+    }
+}
+
+/// What a timeline item means to storage.
+fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
+    let chat_id = chat_id.to_owned();
+    Some(match item {
+        TimelineItem::Message {
+            message,
+            transaction_id,
+        } => LiveEvent::Message {
+            chat_id,
+            message,
+            echo_of: transaction_id
+                .and_then(|id| id.strip_prefix(TXN_PREFIX).map(str::to_owned)),
+        },
+        TimelineItem::Edit { target, text } => LiveEvent::Edited {
+            chat_id,
+            provider_message_id: target,
+            text,
+        },
+        TimelineItem::Redaction { target } => LiveEvent::Deleted {
+            chat_id,
+            provider_message_id: target,
+        },
+        TimelineItem::Other => return None,
+    })
+}
+
+/// A backfilled window, newest first, as messages oldest first: edits fold into the message
+/// they replace (the newest edit wins), redactions turn their target DELETED, and the edit and
+/// redaction events themselves are not messages.
+fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage> {
+    let mut messages = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut later: Vec<TimelineItem> = Vec::new();
+    for item in newest_first.into_iter().rev() {
+        match item {
+            TimelineItem::Message { message, .. } => {
+                index.insert(message.provider_message_id.clone(), messages.len());
+                messages.push(message);
+            }
+            TimelineItem::Edit { .. } | TimelineItem::Redaction { .. } => later.push(item),
+            TimelineItem::Other => {}
+        }
+    }
+    for item in later {
+        match item {
+            TimelineItem::Edit { target, text } => {
+                if let Some(message) = index.get(&target).map(|&i| &mut messages[i])
+                    && message.kind != MessageKind::Deleted
+                {
+                    message.text = text;
+                }
+            }
+            TimelineItem::Redaction { target } => {
+                if let Some(message) = index.get(&target).map(|&i| &mut messages[i]) {
+                    message.kind = MessageKind::Deleted;
+                    message.text.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+    messages
+}
+
+/// Capped exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up to
+/// 15–30 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling_ms = 500u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(30_000);
+    let random = uuid::Uuid::new_v4().as_u128() as u64;
+    Duration::from_millis(ceiling_ms / 2 + random % (ceiling_ms / 2 + 1))
+}
+
+fn room_id(chat_id: &str) -> Result<OwnedRoomId, SourceError> {
+    OwnedRoomId::try_from(chat_id)
+        .map_err(|error| SourceError::Rejected(format!("{chat_id:?} is not a Matrix room id: {error}")))
+}
+
+#[async_trait]
+impl Source for Matrix {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
+        let joined = self
+            .client
+            .send(joined_rooms::v3::Request::new(), None)
+            .await?;
+        let mut chats = Vec::new();
+        for room_id in joined.joined_rooms {
+            if !self.wanted(room_id.as_str()) {
+                continue;
+            }
+            // A room whose state cannot be read is still listed; its history fetch then
+            // fails on its own, as CHAT_FAILED.
+            let name = match self.room_name(&room_id).await {
+                Ok(name) => name,
+                Err(error) => {
+                    tracing::warn!(%room_id, %error, "cannot read the room's name");
+                    room_id.to_string()
+                }
+            };
+            chats.push(SourceChat {
+                chat_id: room_id.to_string(),
+                name,
+                locator: room_id.to_string(),
+            });
+        }
+        chats.sort_by(|a, b| a.name.cmp(&b.name).then(a.chat_id.cmp(&b.chat_id)));
+        Ok(chats)
+    }
+
+    async fn fetch_history(
+        &self,
+        chat: &SourceChat,
+        limit: Option<usize>,
+    ) -> Result<ChatHistory, SourceError> {
+        let room_id = room_id(&chat.chat_id)?;
+        let mut items = Vec::new();
+        let mut messages = 0usize;
+        let mut from: Option<String> = None;
+        loop {
+            let want = limit.map_or(PAGE_SIZE, |limit| (limit - messages).min(PAGE_SIZE));
+            let page = self.page_back(&room_id, from.as_deref(), want).await?;
+            for raw in &page.chunk {
+                let item = read_timeline_event(raw, &self.me);
+                messages += usize::from(matches!(item, TimelineItem::Message { .. }));
+                items.push(item);
+            }
+            if limit.is_some_and(|limit| messages >= limit) {
+                break;
+            }
+            match page.end {
+                Some(end) if !page.chunk.is_empty() => from = Some(end),
+                _ => break,
+            }
+        }
+        let mut messages = fold_history(items);
+        keep_most_recent(&mut messages, limit);
+        Ok(ChatHistory {
+            messages,
+            unplaced_lines: 0,
+        })
+    }
+
+    fn can_send(&self) -> bool {
+        true
+    }
+
+    async fn send(
+        &self,
+        chat_id: &str,
+        text: &str,
+        idempotency_key: &str,
+    ) -> Result<SendReceipt, SourceError> {
+        let room_id = room_id(chat_id)?;
+        let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
+        let content = RoomMessageEventContent::text_plain(text);
+        let request = send_message_event::v3::Request::new(room_id, txn_id, &content)
+            .map_err(|error| SourceError::Invalid(error.to_string()))?;
+        let response = self.client.send(request, None).await?;
+        Ok(SendReceipt {
+            provider_message_id: response.event_id.to_string(),
+        })
+    }
+
+    async fn mark_read(&self, chat_id: &str, provider_message_id: &str) -> Result<(), SourceError> {
+        let room_id = room_id(chat_id)?;
+        let event_id = OwnedEventId::try_from(provider_message_id).map_err(|error| {
+            SourceError::Rejected(format!("{provider_message_id:?} is not an event id: {error}"))
+        })?;
+        let request = create_receipt::v3::Request::new(
+            room_id,
+            create_receipt::v3::ReceiptType::Read,
+            event_id,
+        );
+        self.client.send(request, None).await?;
+        Ok(())
+    }
+
+    fn batch_size(&self) -> usize {
+        PAGE_SIZE
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    async fn run_live(&self, sink: Arc<dyn LiveSink>) {
+        let mut stop = sink.stopped();
+        let mut since = loop {
+            match sink.cursor().await {
+                Ok(cursor) => break cursor,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the stored sync token; retrying");
+                    if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
+        };
+        sink.set_state(SourceState::Connecting);
+        let mut names = HashMap::new();
+        let mut failures = 0u32;
+        loop {
+            let result = tokio::select! {
+                result = self.sync_once(since.as_deref(), &mut names, sink.as_ref()) => result,
+                _ = crate::service::stopped(&mut stop) => return,
+            };
+            let error = match result {
+                Ok((events, next_batch)) => match sink.apply(events, &next_batch).await {
+                    Ok(()) => {
+                        if failures > 0 || since.is_none() {
+                            tracing::info!("matrix /sync connected");
+                        }
+                        failures = 0;
+                        sink.set_state(SourceState::Up);
+                        since = Some(next_batch);
+                        continue;
+                    }
+                    Err(error) => format!("cannot store live events: {error}"),
+                },
+                Err(error) => error.to_string(),
+            };
+            failures += 1;
+            let wait = backoff(failures);
+            tracing::warn!(%error, failures, retry_in_ms = wait.as_millis() as u64, "matrix /sync failed");
+            sink.set_state(SourceState::Down(error));
+            if sleep_or_stop(&mut stop, wait).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps for `wait`; true when the server began shutting down first.
+async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = crate::service::stopped(stop) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MessageStatus, NewMessage};
+
+    fn message(id: &str, text: &str) -> TimelineItem {
+        TimelineItem::Message {
+            message: NewMessage {
+                provider_message_id: id.into(),
+                client_message_id: None,
+                sender: "@bob:localhost".into(),
+                text: text.into(),
+                kind: MessageKind::Text,
+                status: MessageStatus::Sent,
+                from_me: false,
+                sent_at_ms: 0,
+            },
+            transaction_id: None,
+        }
+    }
+
+    #[test]
+    fn folds_edits_and_redactions_into_history() {
+        // Newest first, as /messages?dir=b returns them.
+        let page = vec![
+            TimelineItem::Edit { target: "$1".into(), text: "one, edited twice".into() },
+            TimelineItem::Redaction { target: "$2".into() },
+            TimelineItem::Edit { target: "$9".into(), text: "target not in the window".into() },
+            message("$3", "three"),
+            TimelineItem::Edit { target: "$1".into(), text: "one, edited".into() },
+            message("$2", "two"),
+            TimelineItem::Other,
+            message("$1", "one"),
+        ];
+        let messages = fold_history(page);
+        let shown: Vec<(&str, &str, MessageKind)> = messages
+            .iter()
+            .map(|m| (m.provider_message_id.as_str(), m.text.as_str(), m.kind))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("$1", "one, edited twice", MessageKind::Text),
+                ("$2", "", MessageKind::Deleted),
+                ("$3", "three", MessageKind::Text),
+            ]
+        );
+    }
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter() {
+        for attempt in 1..20 {
+            let wait = backoff(attempt).as_millis() as u64;
+            let ceiling = (500u64 << (attempt - 1).min(6)).min(30_000);
+            assert!(wait >= ceiling / 2 && wait <= ceiling, "attempt {attempt}: {wait} ms");
+        }
+        let waits: std::collections::HashSet<u128> =
+            (0..20).map(|_| backoff(10).as_millis()).collect();
+        assert!(waits.len() > 1, "jittered");
+    }
+
+    #[test]
+    fn txn_ids_map_back_to_client_message_ids() {
+        let with_txn = |txn: &str| {
+            let TimelineItem::Message { message, .. } = message("$1", "x") else {
+                unreachable!()
+            };
+            live_event(
+                "!r:localhost",
+                TimelineItem::Message {
+                    message,
+                    transaction_id: Some(txn.to_owned()),
+                },
+            )
+        };
+        let echo = with_txn(&format!("{TXN_PREFIX}key-1"));
+        assert!(matches!(echo, Some(LiveEvent::Message { echo_of: Some(k), .. }) if k == "key-1"));
+        let foreign = with_txn("m123");
+        assert!(matches!(foreign, Some(LiveEvent::Message { echo_of: None, .. })));
+    }
+}
