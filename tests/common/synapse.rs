@@ -159,6 +159,19 @@ fn enc(segment: &str) -> String {
 }
 
 impl MatrixUser {
+    /// A user logged in elsewhere (e.g. `scripts/synapse register`).
+    pub fn from_token(url: &str, user_id: &str, token: &str) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            token: token.to_owned(),
+            url: url.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        }
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
             .http
@@ -288,30 +301,39 @@ impl MatrixUser {
         .await;
     }
 
-    /// Every `m.room.message` event of the room, oldest first, as this user sees it.
-    pub async fn messages(&self, room_id: &str) -> Vec<Value> {
+    /// Every event of the room, oldest first, as this user sees it, read with
+    /// `GET /messages?dir=b` pages of `page` events.
+    pub async fn history(&self, room_id: &str, page: usize) -> Vec<Value> {
         let mut events = Vec::new();
         let mut from: Option<String> = None;
         loop {
-            let mut path = format!("/rooms/{}/messages?dir=b&limit=1000", enc(room_id));
+            let mut path = format!("/rooms/{}/messages?dir=b&limit={page}", enc(room_id));
             if let Some(from) = &from {
                 path.push_str(&format!("&from={}", enc(from)));
             }
-            let page = self.call(reqwest::Method::GET, &path, None).await;
-            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-            events.extend(
-                chunk
-                    .iter()
-                    .filter(|e| e["type"] == "m.room.message")
-                    .cloned(),
-            );
-            match page["end"].as_str() {
-                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            let answer = self.call(reqwest::Method::GET, &path, None).await;
+            let chunk = answer["chunk"].as_array().cloned().unwrap_or_default();
+            let empty = chunk.is_empty();
+            events.extend(chunk);
+            match answer["end"].as_str() {
+                Some(end) if !empty => from = Some(end.to_owned()),
                 _ => break,
             }
         }
         events.reverse();
         events
+    }
+
+    /// Every `m.room.message` event of the room, oldest first, as this user sees it.
+    pub async fn messages(&self, room_id: &str) -> Vec<Value> {
+        let mut events = self.history(room_id, 1000).await;
+        events.retain(|e| e["type"] == "m.room.message");
+        events
+    }
+
+    /// How many events the room's whole history holds, paging as chatsync does.
+    pub async fn count_messages(&self, room_id: &str, page: usize) -> usize {
+        self.history(room_id, page).await.len()
     }
 
     /// The users with a public read receipt on `event_id`, from an initial `/sync`.
