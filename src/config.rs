@@ -58,9 +58,10 @@ impl TokenConfig {
 pub struct SessionConfig {
     /// The session id clients use. 1 to 128 characters.
     pub id: String,
-    /// The source kind: `whatsapp-export`, `telegram-export` or `local`.
+    /// The source kind: `whatsapp-export`, `telegram-export`, `local` or `matrix`.
     pub source: String,
-    /// Source settings, e.g. `path`, `timezone`, `date_order`.
+    /// Source settings, e.g. `path`, `timezone`, `date_order` (exports), or `homeserver`,
+    /// `user_id`, `access_token_env` / `access_token_file` (matrix).
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
