@@ -45,7 +45,10 @@ fn parse_args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--messages" => args.messages = value()?.parse()?,
             "--posts" => args.posts = value()?.parse()?,
@@ -70,11 +73,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn registered(hs: &Homeserver, name: &str) -> anyhow::Result<MatrixUser> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new(root.join("scripts/synapse"))
-        .args(["register", &hs.dir.display().to_string(), name, "bench-password"])
+        .args([
+            "register",
+            &hs.dir.display().to_string(),
+            name,
+            "bench-password",
+        ])
         .output()?;
-    anyhow::ensure!(output.status.success(), "register: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "register: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let token = String::from_utf8(output.stdout)?.trim().to_owned();
-    Ok(MatrixUser::from_token(&hs.url, &format!("@{name}:localhost"), &token))
+    Ok(MatrixUser::from_token(
+        &hs.url,
+        &format!("@{name}:localhost"),
+        &token,
+    ))
 }
 
 /// The real server with one `matrix` session for `user` over a fresh SQLite file.
@@ -82,13 +98,19 @@ async fn server(
     dir: &Path,
     hs: &Homeserver,
     user: &MatrixUser,
-) -> anyhow::Result<(ChatSyncServiceClient<tonic::transport::Channel>, oneshot::Sender<()>)> {
+) -> anyhow::Result<(
+    ChatSyncServiceClient<tonic::transport::Channel>,
+    oneshot::Sender<()>,
+)> {
     let token_file = dir.join("token");
     std::fs::write(&token_file, &user.token)?;
     let mut settings = serde_json::Map::new();
     settings.insert("homeserver".into(), hs.url.clone().into());
     settings.insert("user_id".into(), user.user_id.clone().into());
-    settings.insert("access_token_file".into(), token_file.display().to_string().into());
+    settings.insert(
+        "access_token_file".into(),
+        token_file.display().to_string().into(),
+    );
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         database_url: format!("sqlite://{}", dir.join("chatsync.db").display()),
@@ -125,7 +147,9 @@ async fn main() -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for i in posted..posted + batch {
             let (bob, room) = (bob.clone(), room.clone());
-            tasks.push(tokio::spawn(async move { bob.post(&room, &format!("benchmark message {i}")).await }));
+            tasks.push(tokio::spawn(async move {
+                bob.post(&room, &format!("benchmark message {i}")).await
+            }));
         }
         for task in tasks {
             task.await?;
@@ -158,7 +182,11 @@ async fn main() -> anyhow::Result<()> {
             total = frame.progress.map_or(total, |p| p.total_messages_synced);
         }
         let chatsync_secs = started.elapsed().as_secs_f64();
-        anyhow::ensure!(total as usize == args.messages, "stored {total} of {} messages", args.messages);
+        anyhow::ensure!(
+            total as usize == args.messages,
+            "stored {total} of {} messages",
+            args.messages
+        );
         chatsync_rates.push(total as f64 / chatsync_secs);
         let _ = stop.send(());
         println!(
@@ -180,7 +208,9 @@ async fn main() -> anyhow::Result<()> {
     let (mut client, stop) = server(dir.path(), &hs, &me).await?;
     loop {
         let status = client
-            .get_sync_status(pb::GetSyncStatusRequest { session_id: SESSION.into() })
+            .get_sync_status(pb::GetSyncStatusRequest {
+                session_id: SESSION.into(),
+            })
             .await?
             .into_inner();
         if status.source_state == pb::SourceState::Up as i32 {
@@ -202,7 +232,10 @@ async fn main() -> anyhow::Result<()> {
         let sent = Instant::now();
         bob.post(&room, &text).await;
         loop {
-            let event = stream.message().await?.ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+            let event = stream
+                .message()
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
             if matches!(&event.event, Some(Event::MessageCreated(m)) if m.text == text) {
                 latencies.push(sent.elapsed());
                 break;

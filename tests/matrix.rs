@@ -34,7 +34,11 @@ on_both_backends!(
 const SESSION: &str = "mx";
 
 /// A `matrix` session for `user`, its token in a file under the backend's directory.
-fn matrix_session(backend: &Backend, hs: &Homeserver, user: &MatrixUser) -> chatsync::config::SessionConfig {
+fn matrix_session(
+    backend: &Backend,
+    hs: &Homeserver,
+    user: &MatrixUser,
+) -> chatsync::config::SessionConfig {
     let token_file = backend.dir.path().join(format!("{}.token", SESSION));
     std::fs::write(&token_file, format!("{}\n", user.token)).expect("token file");
     session(
@@ -46,7 +50,11 @@ fn matrix_session(backend: &Backend, hs: &Homeserver, user: &MatrixUser) -> chat
     )
 }
 
-async fn start(backend: &Backend, hs: &Homeserver, user: &MatrixUser) -> (TestApp, ChatSyncServiceClient<Channel>) {
+async fn start(
+    backend: &Backend,
+    hs: &Homeserver,
+    user: &MatrixUser,
+) -> (TestApp, ChatSyncServiceClient<Channel>) {
     let app = TestApp::spawn(backend, vec![matrix_session(backend, hs, user)]).await;
     let client = app.client().await;
     (app, client)
@@ -69,7 +77,10 @@ async fn wait_up(client: &ChatSyncServiceClient<Channel>) {
 async fn subscribe(
     client: &mut ChatSyncServiceClient<Channel>,
     after_seq: Option<u64>,
-) -> (tonic::Streaming<pb::SubscribeMessagesResponse>, Vec<pb::SubscribeMessagesResponse>) {
+) -> (
+    tonic::Streaming<pb::SubscribeMessagesResponse>,
+    Vec<pb::SubscribeMessagesResponse>,
+) {
     let mut stream = client
         .subscribe_messages(pb::SubscribeMessagesRequest {
             session_id: SESSION.into(),
@@ -90,7 +101,9 @@ async fn subscribe(
 }
 
 /// The next event that is not a heartbeat (bounded wait).
-async fn next_event(stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>) -> pb::SubscribeMessagesResponse {
+async fn next_event(
+    stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
+) -> pb::SubscribeMessagesResponse {
     loop {
         let event = tokio::time::timeout(Duration::from_secs(30), stream.message())
             .await
@@ -130,7 +143,12 @@ fn created_texts(events: &[pb::SubscribeMessagesResponse]) -> Vec<String> {
 }
 
 /// Posts `texts` in order, `in_flight` at a time; returns the event ids.
-async fn post_all(user: &MatrixUser, room_id: &str, texts: &[String], in_flight: usize) -> Vec<String> {
+async fn post_all(
+    user: &MatrixUser,
+    room_id: &str,
+    texts: &[String],
+    in_flight: usize,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for chunk in texts.chunks(in_flight) {
         let posts = chunk.iter().map(|text| {
@@ -147,7 +165,9 @@ async fn post_all(user: &MatrixUser, room_id: &str, texts: &[String], in_flight:
 }
 
 async fn sync_backfills_joined_rooms_oldest_first_and_a_second_sync_adds_nothing(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else { return };
+    let Some(hs) = Homeserver::shared() else {
+        return;
+    };
     let me = hs.register("me").await;
     let bob = hs.register("bob").await;
     // "Team": 600 messages (two backfill pages), "bob" (unnamed, named after its member) with
@@ -162,7 +182,9 @@ async fn sync_backfills_joined_rooms_oldest_first_and_a_second_sync_adds_nothing
     me.edit(&direct, &first, "hello bob!").await;
     bob.redact(&direct, &gone).await;
     let aliased = me.create_room(None, &[]).await;
-    let alias = me.set_alias(&aliased, &format!("notes{}", &me.user_id[3..9])).await;
+    let alias = me
+        .set_alias(&aliased, &format!("notes{}", &me.user_id[3..9]))
+        .await;
     for i in 1..=20 {
         me.post(&aliased, &format!("note {i}")).await;
     }
@@ -181,7 +203,12 @@ async fn sync_backfills_joined_rooms_oldest_first_and_a_second_sync_adds_nothing
         (bob_name, direct.clone()),
     ];
     chats_in_order.sort();
-    let index = |room: &str| 1 + chats_in_order.iter().position(|(_, id)| id == room).unwrap() as u32;
+    let index = |room: &str| {
+        1 + chats_in_order
+            .iter()
+            .position(|(_, id)| id == room)
+            .unwrap() as u32
+    };
     let mut expected = vec![(SyncStage::Started, 0, 0)];
     for (_, room) in &chats_in_order {
         let i = index(room);
@@ -199,16 +226,29 @@ async fn sync_backfills_joined_rooms_oldest_first_and_a_second_sync_adds_nothing
     assert_eq!(stage(last), SyncStage::Completed);
     assert_eq!(last.total_messages_synced, 623);
     assert_eq!(last.n_chats, 3);
-    assert_eq!(stages[..stages.len() - 1], expected[..], "frames: {frames:#?}");
+    assert_eq!(
+        stages[..stages.len() - 1],
+        expected[..],
+        "frames: {frames:#?}"
+    );
 
     // The exact messages, oldest first, as the homeserver itself orders them.
     let chats = all_chats(&mut client, SESSION).await;
-    let names: HashSet<(String, String)> = chats.iter().map(|c| (c.name.clone(), c.chat_id.clone())).collect();
+    let names: HashSet<(String, String)> = chats
+        .iter()
+        .map(|c| (c.name.clone(), c.chat_id.clone()))
+        .collect();
     assert_eq!(names, chats_in_order.iter().cloned().collect());
     let stored = all_messages(&mut client, SESSION, &team).await;
     let upstream = bob.messages(&team).await;
-    let stored_ids: Vec<&str> = stored.iter().map(|m| m.provider_message_id.as_str()).collect();
-    let upstream_ids: Vec<&str> = upstream.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let stored_ids: Vec<&str> = stored
+        .iter()
+        .map(|m| m.provider_message_id.as_str())
+        .collect();
+    let upstream_ids: Vec<&str> = upstream
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(stored_ids, upstream_ids);
     let stored_texts: HashSet<&str> = stored.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(stored_texts, texts.iter().map(String::as_str).collect());
@@ -221,20 +261,38 @@ async fn sync_backfills_joined_rooms_oldest_first_and_a_second_sync_adds_nothing
     assert_eq!(
         shown,
         [
-            ("hello bob!", me.user_id.as_str(), pb::MessageKind::Text as i32, true),
-            ("hi there", bob.user_id.as_str(), pb::MessageKind::Text as i32, false),
-            ("", bob.user_id.as_str(), pb::MessageKind::Deleted as i32, false),
+            (
+                "hello bob!",
+                me.user_id.as_str(),
+                pb::MessageKind::Text as i32,
+                true
+            ),
+            (
+                "hi there",
+                bob.user_id.as_str(),
+                pb::MessageKind::Text as i32,
+                false
+            ),
+            (
+                "",
+                bob.user_id.as_str(),
+                pb::MessageKind::Deleted as i32,
+                false
+            ),
         ],
         "the edit folded in, the redacted message DELETED, and neither stored as a message"
     );
     let notes = all_messages(&mut client, SESSION, &aliased).await;
-    assert_eq!(notes.iter().map(|m| m.text.clone()).collect::<Vec<_>>(), (1..=20).map(|i| format!("note {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        notes.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+        (1..=20).map(|i| format!("note {i}")).collect::<Vec<_>>()
+    );
 
-    let head = sync_status(&mut client, SESSION).await.head_seq;
+    let head = sync_status(&client, SESSION).await.head_seq;
     let again = sync_frames(&mut client, SESSION, Some(0)).await;
     assert_eq!(stage(again.last().unwrap()), SyncStage::Completed);
     assert_eq!(again.last().unwrap().total_messages_synced, 0);
-    let status = sync_status(&mut client, SESSION).await;
+    let status = sync_status(&client, SESSION).await;
     assert_eq!(status.head_seq, head, "a second sync takes no seq");
     assert_eq!(status.message_count, 623);
 
@@ -242,14 +300,27 @@ async fn sync_backfills_joined_rooms_oldest_first_and_a_second_sync_adds_nothing
     let backend2 = Backend::sqlite();
     let (_app2, mut limited) = start(&backend2, &hs, &me).await;
     let frames = sync_frames(&mut limited, SESSION, Some(5)).await;
-    assert_eq!(frames.last().unwrap().total_messages_synced, 13, "5 + 3 + 5");
-    let team_tail: Vec<String> = all_messages(&mut limited, SESSION, &team).await.into_iter().map(|m| m.text).collect();
-    let upstream_texts: Vec<String> = upstream.iter().map(|e| e["content"]["body"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        frames.last().unwrap().total_messages_synced,
+        13,
+        "5 + 3 + 5"
+    );
+    let team_tail: Vec<String> = all_messages(&mut limited, SESSION, &team)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    let upstream_texts: Vec<String> = upstream
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(team_tail, upstream_texts[595..].to_vec());
 }
 
 async fn live_messages_and_new_rooms_reach_subscribers(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else { return };
+    let Some(hs) = Homeserver::shared() else {
+        return;
+    };
     let me = hs.register("me").await;
     let bob = hs.register("bob").await;
     let room = bob.create_room(Some("Live"), &[&me]).await;
@@ -265,7 +336,11 @@ async fn live_messages_and_new_rooms_reach_subscribers(backend: Backend) {
         let events = until_message(&mut stream, &text).await;
         latencies.push(posted.elapsed());
         let created = created_texts(&events);
-        assert_eq!(created, [text.clone()], "exactly the posted message: {events:?}");
+        assert_eq!(
+            created,
+            std::slice::from_ref(&text),
+            "exactly the posted message: {events:?}"
+        );
         if i == 1 {
             assert!(
                 events.iter().any(|e| matches!(&e.event, Some(Event::ChatUpdated(c)) if c.chat_id == room && c.name == "Live")),
@@ -276,12 +351,15 @@ async fn live_messages_and_new_rooms_reach_subscribers(backend: Backend) {
     latencies.sort();
     eprintln!(
         "matrix post → subscriber latency over 10 posts: median {:?}, max {:?}",
-        latencies[5],
-        latencies[9]
+        latencies[5], latencies[9]
     );
     let stored = all_messages(&mut client, SESSION, &room).await;
     assert_eq!(stored.len(), 10);
-    assert!(stored.iter().all(|m| m.sender == bob.user_id && m.status == pb::MessageStatus::Sent as i32));
+    assert!(
+        stored
+            .iter()
+            .all(|m| m.sender == bob.user_id && m.status == pb::MessageStatus::Sent as i32)
+    );
 
     // A room joined mid-session appears as chat_updated, then its messages follow.
     let carol = hs.register("carol").await;
@@ -295,11 +373,16 @@ async fn live_messages_and_new_rooms_reach_subscribers(backend: Backend) {
         events.iter().any(|e| matches!(&e.event, Some(Event::ChatUpdated(c)) if c.chat_id == new_room && c.name == "Joined later")),
         "{events:?}"
     );
-    assert!(!created_texts(&events).contains(&"live 10".to_owned()), "nothing twice");
+    assert!(
+        !created_texts(&events).contains(&"live 10".to_owned()),
+        "nothing twice"
+    );
 }
 
 async fn send_message_posts_once_and_its_echo_is_not_stored_twice(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else { return };
+    let Some(hs) = Homeserver::shared() else {
+        return;
+    };
     let me = hs.register("me").await;
     let bob = hs.register("bob").await;
     let room = bob.create_room(Some("Outbox"), &[&me]).await;
@@ -308,46 +391,76 @@ async fn send_message_posts_once_and_its_echo_is_not_stored_twice(backend: Backe
     wait_up(&client).await;
     let (mut stream, _) = subscribe(&mut client, None).await;
 
-    let sent = send(&mut client, SESSION, &room, "from chatsync", "key-1").await.expect("SendMessage");
+    let sent = send(&mut client, SESSION, &room, "from chatsync", "key-1")
+        .await
+        .expect("SendMessage");
     let message = sent.message.expect("message");
     assert!(!sent.duplicate);
     assert_eq!(message.status, pb::MessageStatus::Sent as i32);
     assert!(message.provider_message_id.starts_with('$'), "{message:?}");
-    let retry = send(&mut client, SESSION, &room, "from chatsync", "key-1").await.expect("retry");
+    let retry = send(&mut client, SESSION, &room, "from chatsync", "key-1")
+        .await
+        .expect("retry");
     assert!(retry.duplicate);
     assert_eq!(retry.message.unwrap().id, message.id);
 
     // A marker posted after the echo: once it arrives, the echo has been seen too.
     bob.post(&room, "marker").await;
     let events = until_message(&mut stream, "marker").await;
-    assert_eq!(created_texts(&events), ["from chatsync", "marker"], "{events:?}");
+    assert_eq!(
+        created_texts(&events),
+        ["from chatsync", "marker"],
+        "{events:?}"
+    );
     let upstream: Vec<(String, String)> = bob
         .messages(&room)
         .await
         .iter()
-        .map(|e| (e["sender"].as_str().unwrap().to_owned(), e["content"]["body"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["sender"].as_str().unwrap().to_owned(),
+                e["content"]["body"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         upstream,
-        [(me.user_id.clone(), "from chatsync".into()), (bob.user_id.clone(), "marker".into())],
+        [
+            (me.user_id.clone(), "from chatsync".into()),
+            (bob.user_id.clone(), "marker".into())
+        ],
         "exactly one Matrix event for the retried send"
     );
     let stored = all_messages(&mut client, SESSION, &room).await;
-    assert_eq!(stored.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["from chatsync", "marker"]);
+    assert_eq!(
+        stored.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["from chatsync", "marker"]
+    );
     assert_eq!(stored[0].provider_message_id, message.provider_message_id);
     assert_eq!(stored[0].client_message_id, "key-1");
 
     // Refused upstream (no longer in the room): FAILED_PRECONDITION, and stored FAILED.
     me.leave(&room).await;
-    let refused = send(&mut client, SESSION, &room, "after leaving", "key-2").await.expect_err("refused");
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    let refused = send(&mut client, SESSION, &room, "after leaving", "key-2")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     let stored = all_messages(&mut client, SESSION, &room).await;
-    let failed = stored.iter().find(|m| m.client_message_id == "key-2").expect("kept");
+    let failed = stored
+        .iter()
+        .find(|m| m.client_message_id == "key-2")
+        .expect("kept");
     assert_eq!(failed.status, pb::MessageStatus::Failed as i32);
 }
 
 async fn read_receipts_go_both_ways(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else { return };
+    let Some(hs) = Homeserver::shared() else {
+        return;
+    };
     let me = hs.register("me").await;
     let bob = hs.register("bob").await;
     let room = bob.create_room(Some("Receipts"), &[&me]).await;
@@ -357,8 +470,16 @@ async fn read_receipts_go_both_ways(backend: Backend) {
     wait_up(&client).await;
     let (mut stream, _) = subscribe(&mut client, None).await;
 
-    let first = send(&mut client, SESSION, &room, "one", "r-1").await.unwrap().message.unwrap();
-    let second = send(&mut client, SESSION, &room, "two", "r-2").await.unwrap().message.unwrap();
+    let first = send(&mut client, SESSION, &room, "one", "r-1")
+        .await
+        .unwrap()
+        .message
+        .unwrap();
+    let second = send(&mut client, SESSION, &room, "two", "r-2")
+        .await
+        .unwrap()
+        .message
+        .unwrap();
     bob.read_receipt(&room, &second.provider_message_id).await;
     let mut read = HashSet::new();
     while read.len() < 2 {
@@ -368,11 +489,18 @@ async fn read_receipts_go_both_ways(backend: Backend) {
             read.insert(update.message_id);
         }
     }
-    assert_eq!(read, HashSet::from([first.id, second.id]), "both of our messages up to the receipt");
+    assert_eq!(
+        read,
+        HashSet::from([first.id, second.id]),
+        "both of our messages up to the receipt"
+    );
 
     // READ on an incoming message posts our m.read upstream.
     let stored = all_messages(&mut client, SESSION, &room).await;
-    let theirs = stored.iter().find(|m| m.provider_message_id == incoming).expect("backfilled");
+    let theirs = stored
+        .iter()
+        .find(|m| m.provider_message_id == incoming)
+        .expect("backfilled");
     client
         .update_message_status(pb::UpdateMessageStatusRequest {
             session_id: SESSION.into(),
@@ -383,11 +511,16 @@ async fn read_receipts_go_both_ways(backend: Backend) {
         .await
         .expect("UpdateMessageStatus");
     let readers = bob.readers_of(&room, &incoming).await;
-    assert!(readers.contains(&me.user_id), "bob sees our receipt: {readers:?}");
+    assert!(
+        readers.contains(&me.user_id),
+        "bob sees our receipt: {readers:?}"
+    );
 }
 
 async fn edits_and_redactions_update_the_stored_message(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else { return };
+    let Some(hs) = Homeserver::shared() else {
+        return;
+    };
     let me = hs.register("me").await;
     let bob = hs.register("bob").await;
     let room = bob.create_room(Some("Edits"), &[&me]).await;
@@ -403,7 +536,9 @@ async fn edits_and_redactions_update_the_stored_message(backend: Backend) {
     while updated.len() < 2 {
         match next_event(&mut stream).await.event {
             Some(Event::MessageUpdated(message)) => updated.push(message),
-            Some(Event::MessageCreated(message)) => panic!("an edit created a message: {message:?}"),
+            Some(Event::MessageCreated(message)) => {
+                panic!("an edit created a message: {message:?}")
+            }
             _ => {}
         }
     }
@@ -414,7 +549,13 @@ async fn edits_and_redactions_update_the_stored_message(backend: Backend) {
     assert_eq!(updated[1].text, "");
     let stored = all_messages(&mut client, SESSION, &room).await;
     let shown: Vec<(&str, i32)> = stored.iter().map(|m| (m.text.as_str(), m.kind)).collect();
-    assert_eq!(shown, [("hello", pb::MessageKind::Text as i32), ("", pb::MessageKind::Deleted as i32)]);
+    assert_eq!(
+        shown,
+        [
+            ("hello", pb::MessageKind::Text as i32),
+            ("", pb::MessageKind::Deleted as i32)
+        ]
+    );
 }
 
 async fn a_homeserver_crash_loses_and_duplicates_nothing(backend: Backend) {
@@ -437,7 +578,7 @@ async fn a_homeserver_crash_loses_and_duplicates_nothing(backend: Backend) {
         async move { source_state(&mut client).await == pb::SourceState::Down }
     })
     .await;
-    let status = sync_status(&mut client, SESSION).await;
+    let status = sync_status(&client, SESSION).await;
     assert!(!status.source_error.is_empty());
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
     let entry = health
@@ -447,14 +588,21 @@ async fn a_homeserver_crash_loses_and_duplicates_nothing(backend: Backend) {
         .await
         .expect("health check")
         .into_inner();
-    assert_eq!(entry.status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    assert_eq!(
+        entry.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
 
     hs.restart();
     bob.post(&room, "after").await;
     let events = until_message(&mut stream, "after").await;
     assert_eq!(created_texts(&events), ["after"], "{events:?}");
     wait_up(&client).await;
-    let stored: Vec<String> = all_messages(&mut client, SESSION, &room).await.into_iter().map(|m| m.text).collect();
+    let stored: Vec<String> = all_messages(&mut client, SESSION, &room)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
     assert_eq!(stored, ["before", "after"]);
     drop(stream);
     app.stop().await;
@@ -462,7 +610,9 @@ async fn a_homeserver_crash_loses_and_duplicates_nothing(backend: Backend) {
 }
 
 async fn a_chatsync_restart_resumes_from_the_stored_sync_token(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else { return };
+    let Some(hs) = Homeserver::shared() else {
+        return;
+    };
     let me = hs.register("me").await;
     let bob = hs.register("bob").await;
     let room = bob.create_room(Some("Restart"), &[&me]).await;
@@ -479,7 +629,12 @@ async fn a_chatsync_restart_resumes_from_the_stored_sync_token(backend: Backend)
     // filled from /messages.
     let missed: Vec<String> = (1..=150).map(|i| format!("while down {i}")).collect();
     post_all(&bob, &room, &missed, 8).await;
-    let order: Vec<String> = bob.messages(&room).await.iter().map(|e| e["content"]["body"].as_str().unwrap().to_owned()).collect();
+    let order: Vec<String> = bob
+        .messages(&room)
+        .await
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
 
     let (_app, mut client) = start(&backend, &hs, &me).await;
     let (mut stream, replay) = subscribe(&mut client, Some(cursor)).await;
@@ -496,7 +651,15 @@ async fn a_chatsync_restart_resumes_from_the_stored_sync_token(backend: Backend)
         s
     };
     assert_eq!(seqs, sorted, "ascending, no duplicate");
-    assert_eq!(created_texts(&events), order[1..].to_vec(), "every missed message once, in order");
-    let stored: Vec<String> = all_messages(&mut client, SESSION, &room).await.into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        created_texts(&events),
+        order[1..].to_vec(),
+        "every missed message once, in order"
+    );
+    let stored: Vec<String> = all_messages(&mut client, SESSION, &room)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
     assert_eq!(stored, order);
 }

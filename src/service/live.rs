@@ -29,7 +29,11 @@ pub struct LiveStore {
 
 /// Starts the live loop of a live source; it ends when the server shuts down.
 pub fn spawn(source: Arc<dyn Source>, sink: LiveStore) {
-    let span = tracing::info_span!("live_source", session_id = sink.session_id, source = source.kind());
+    let span = tracing::info_span!(
+        "live_source",
+        session_id = sink.session_id,
+        source = source.kind()
+    );
     tokio::spawn(tracing::Instrument::instrument(
         async move { source.run_live(Arc::new(sink)).await },
         span,

@@ -377,13 +377,14 @@ impl ChatSync {
             .await?;
         // On a two-way source, reading an incoming message is said upstream too. The local
         // change stands even when that fails; the next READ says it again.
-        if changed && status == MessageStatus::Read && !message.from_me {
-            if let Err(error) = source
+        if changed
+            && status == MessageStatus::Read
+            && !message.from_me
+            && let Err(error) = source
                 .mark_read(&message.chat_id, &message.provider_message_id)
                 .await
-            {
-                tracing::warn!(session_id, %error, "cannot send the read receipt upstream");
-            }
+        {
+            tracing::warn!(session_id, %error, "cannot send the read receipt upstream");
         }
         Ok((message, changed))
     }

@@ -611,7 +611,10 @@ impl Store {
             chat_id: chat_id.to_owned(),
             provider_message_id: provider_message_id.to_owned(),
         };
-        Ok(message_query(session_id, &reference).count(&self.db).await? > 0)
+        Ok(message_query(session_id, &reference)
+            .count(&self.db)
+            .await?
+            > 0)
     }
 
     /// Applies an upstream edit or deletion to a stored message: one seq, logged as a
@@ -668,11 +671,7 @@ impl Store {
     /// A read receipt up to a message: every message of the session's own account in that
     /// chat, up to and including it (by seq), whose status is SENT or DELIVERED becomes READ,
     /// each change taking a seq. Returns how many changed; 0 when the message is not stored.
-    pub async fn mark_read_up_to(
-        &self,
-        session_id: &str,
-        reference: &MessageRef,
-    ) -> Result<u64> {
+    pub async fn mark_read_up_to(&self, session_id: &str, reference: &MessageRef) -> Result<u64> {
         let (txn, _writer) = self.begin_write().await?;
         let Some(target) = message_query(session_id, reference).one(&txn).await? else {
             txn.rollback().await?;

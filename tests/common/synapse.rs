@@ -175,7 +175,10 @@ impl MatrixUser {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
             .http
-            .request(method.clone(), format!("{}/_matrix/client/v3{path}", self.url))
+            .request(
+                method.clone(),
+                format!("{}/_matrix/client/v3{path}", self.url),
+            )
             .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -199,7 +202,9 @@ impl MatrixUser {
         if let Some(name) = name {
             body["name"] = json!(name);
         }
-        let answer = self.call(reqwest::Method::POST, "/createRoom", Some(body)).await;
+        let answer = self
+            .call(reqwest::Method::POST, "/createRoom", Some(body))
+            .await;
         let room_id = answer["room_id"].as_str().expect("room_id").to_owned();
         for user in invite {
             user.join(&room_id).await;
@@ -236,8 +241,12 @@ impl MatrixUser {
     }
 
     pub async fn join(&self, room_id: &str) {
-        self.call(reqwest::Method::POST, &format!("/join/{}", enc(room_id)), Some(json!({})))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/join/{}", enc(room_id)),
+            Some(json!({})),
+        )
+        .await;
     }
 
     pub async fn leave(&self, room_id: &str) {

@@ -159,7 +159,10 @@ mod tests {
 
     #[test]
     fn sorts_error_answers() {
-        assert!(matches!(error_from(502, b"<html>"), MatrixError::Unavailable(_)));
+        assert!(matches!(
+            error_from(502, b"<html>"),
+            MatrixError::Unavailable(_)
+        ));
         assert!(matches!(
             error_from(429, br#"{"errcode":"M_LIMIT_EXCEEDED"}"#),
             MatrixError::Unavailable(_)

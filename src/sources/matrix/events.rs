@@ -221,10 +221,15 @@ mod tests {
             read_timeline_event(&redacted, &me()),
             TimelineItem::Message { message, .. } if message.kind == MessageKind::Deleted && message.text.is_empty()
         ));
-        let state = raw(json!({"type": "m.room.topic", "event_id": "$t", "sender": "@bob:localhost",
-            "origin_server_ts": 5, "state_key": "", "content": {"topic": "x"}}));
+        let state = raw(
+            json!({"type": "m.room.topic", "event_id": "$t", "sender": "@bob:localhost",
+            "origin_server_ts": 5, "state_key": "", "content": {"topic": "x"}}),
+        );
         assert_eq!(read_timeline_event(&state, &me()), TimelineItem::Other);
-        assert_eq!(read_timeline_event(&raw(json!({"nonsense": true})), &me()), TimelineItem::Other);
+        assert_eq!(
+            read_timeline_event(&raw(json!({"nonsense": true})), &me()),
+            TimelineItem::Other
+        );
     }
 
     #[test]
@@ -239,11 +244,17 @@ mod tests {
         ];
         assert_eq!(room_name(&state, "@me:localhost"), "Bob");
         state.push(member("@carol:localhost", None, "invite"));
-        assert_eq!(room_name(&state, "@me:localhost"), "@carol:localhost and Bob");
+        assert_eq!(
+            room_name(&state, "@me:localhost"),
+            "@carol:localhost and Bob"
+        );
         state.push(member("@dan:localhost", Some("Dan"), "join"));
         state.push(member("@eve:localhost", Some("Eve"), "leave"));
         state.push(member("@fay:localhost", Some("Fay"), "join"));
-        assert_eq!(room_name(&state, "@me:localhost"), "@carol:localhost, Bob and 2 others");
+        assert_eq!(
+            room_name(&state, "@me:localhost"),
+            "@carol:localhost, Bob and 2 others"
+        );
         state.push(json!({"type": "m.room.canonical_alias", "state_key": "", "content": {"alias": "#team:localhost"}}));
         assert_eq!(room_name(&state, "@me:localhost"), "#team:localhost");
         state.push(json!({"type": "m.room.name", "state_key": "", "content": {"name": " Team "}}));

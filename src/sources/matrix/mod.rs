@@ -45,8 +45,8 @@ use serde_json::Value;
 use self::client::{Client, MatrixError};
 use self::events::{TimelineItem, read_timeline_event, room_name};
 use super::{
-    ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext,
-    SourceError, SourceState, keep_most_recent,
+    ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext, SourceError,
+    SourceState, keep_most_recent,
 };
 use crate::config::SessionConfig;
 use crate::model::MessageKind;
@@ -103,9 +103,11 @@ impl Matrix {
     ) -> Result<Arc<dyn Source>, String> {
         let settings: Settings = super::settings(config)?;
         if settings.access_token.is_some() {
-            return Err("access_token must not be written in the configuration: name an \
+            return Err(
+                "access_token must not be written in the configuration: name an \
                  environment variable with access_token_env, or a file with access_token_file"
-                .into());
+                    .into(),
+            );
         }
         let token = match (&settings.access_token_env, &settings.access_token_file) {
             (Some(var), None) => std::env::var(var).map_err(|_| {
@@ -115,22 +117,28 @@ impl Matrix {
                 format!("cannot read access_token_file {}: {error}", path.display())
             })?,
             _ => {
-                return Err(
-                    "set exactly one of access_token_env and access_token_file".into(),
-                );
+                return Err("set exactly one of access_token_env and access_token_file".into());
             }
         };
         let token = token.trim().to_owned();
         if token.is_empty() {
             return Err("the access token is empty".into());
         }
-        let url = reqwest::Url::parse(&settings.homeserver)
-            .map_err(|error| format!("homeserver {:?} is not a URL: {error}", settings.homeserver))?;
+        let url = reqwest::Url::parse(&settings.homeserver).map_err(|error| {
+            format!("homeserver {:?} is not a URL: {error}", settings.homeserver)
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("homeserver {:?} must be http:// or https://", settings.homeserver));
+            return Err(format!(
+                "homeserver {:?} must be http:// or https://",
+                settings.homeserver
+            ));
         }
-        let me = OwnedUserId::try_from(settings.user_id.as_str())
-            .map_err(|error| format!("user_id {:?} is not a Matrix user id: {error}", settings.user_id))?;
+        let me = OwnedUserId::try_from(settings.user_id.as_str()).map_err(|error| {
+            format!(
+                "user_id {:?} is not a Matrix user id: {error}",
+                settings.user_id
+            )
+        })?;
         Ok(Arc::new(Self {
             client: Client::new(&settings.homeserver, token)?,
             me,
@@ -168,7 +176,8 @@ impl Matrix {
     ) -> Result<get_message_events::v3::Response, MatrixError> {
         let mut attempt = 0;
         loop {
-            let mut request = get_message_events::v3::Request::new(room_id.clone(), Direction::Backward);
+            let mut request =
+                get_message_events::v3::Request::new(room_id.clone(), Direction::Backward);
             request.from = from.map(str::to_owned);
             request.limit = UInt::try_from(limit.clamp(1, PAGE_SIZE) as u64).unwrap_or(UInt::MIN);
             match self.client.send(request, None).await {
@@ -211,7 +220,11 @@ impl Matrix {
             && let Some(prev_batch) = &room.timeline.prev_batch
         {
             let missed = self.fill_gap(room_id, prev_batch, sink).await?;
-            out.extend(missed.into_iter().filter_map(|item| live_event(&chat_id, item)));
+            out.extend(
+                missed
+                    .into_iter()
+                    .filter_map(|item| live_event(&chat_id, item)),
+            );
         }
         out.extend(
             room.timeline
@@ -286,7 +299,11 @@ impl Matrix {
         sink: &dyn LiveSink,
     ) -> Result<(Vec<LiveEvent>, String), MatrixError> {
         let mut filter = FilterDefinition::default();
-        let limit = if since.is_some() { SYNC_TIMELINE_LIMIT } else { 1 };
+        let limit = if since.is_some() {
+            SYNC_TIMELINE_LIMIT
+        } else {
+            1
+        };
         filter.room.timeline.limit = Some(UInt::from(limit));
         filter.room.account_data = RoomEventFilter::ignore_all();
         filter.presence = ruma::api::client::filter::Filter::ignore_all();
@@ -294,7 +311,11 @@ impl Matrix {
         let mut request = sync_events::v3::Request::new();
         request.filter = Some(filter.into());
         request.since = since.map(str::to_owned);
-        request.timeout = Some(if since.is_some() { LONG_POLL } else { Duration::ZERO });
+        request.timeout = Some(if since.is_some() {
+            LONG_POLL
+        } else {
+            Duration::ZERO
+        });
         let response = self
             .client
             .send(request, Some(LONG_POLL + Duration::from_secs(15)))
@@ -303,7 +324,8 @@ impl Matrix {
         if since.is_some() {
             for (room_id, room) in &response.rooms.join {
                 if self.wanted(room_id.as_str()) {
-                    self.room_events(room_id, room, names, sink, &mut out).await?;
+                    self.room_events(room_id, room, names, sink, &mut out)
+                        .await?;
                 }
             }
         }
@@ -321,8 +343,7 @@ fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
         } => LiveEvent::Message {
             chat_id,
             message,
-            echo_of: transaction_id
-                .and_then(|id| id.strip_prefix(TXN_PREFIX).map(str::to_owned)),
+            echo_of: transaction_id.and_then(|id| id.strip_prefix(TXN_PREFIX).map(str::to_owned)),
         },
         TimelineItem::Edit { target, text } => LiveEvent::Edited {
             chat_id,
@@ -378,14 +399,17 @@ fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage
 /// Capped exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up to
 /// 15–30 s.
 pub fn backoff(attempt: u32) -> Duration {
-    let ceiling_ms = 500u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(30_000);
+    let ceiling_ms = 500u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(30_000);
     let random = uuid::Uuid::new_v4().as_u128() as u64;
     Duration::from_millis(ceiling_ms / 2 + random % (ceiling_ms / 2 + 1))
 }
 
 fn room_id(chat_id: &str) -> Result<OwnedRoomId, SourceError> {
-    OwnedRoomId::try_from(chat_id)
-        .map_err(|error| SourceError::Rejected(format!("{chat_id:?} is not a Matrix room id: {error}")))
+    OwnedRoomId::try_from(chat_id).map_err(|error| {
+        SourceError::Rejected(format!("{chat_id:?} is not a Matrix room id: {error}"))
+    })
 }
 
 #[async_trait]
@@ -480,7 +504,9 @@ impl Source for Matrix {
     async fn mark_read(&self, chat_id: &str, provider_message_id: &str) -> Result<(), SourceError> {
         let room_id = room_id(chat_id)?;
         let event_id = OwnedEventId::try_from(provider_message_id).map_err(|error| {
-            SourceError::Rejected(format!("{provider_message_id:?} is not an event id: {error}"))
+            SourceError::Rejected(format!(
+                "{provider_message_id:?} is not an event id: {error}"
+            ))
         })?;
         let request = create_receipt::v3::Request::new(
             room_id,
@@ -579,11 +605,22 @@ mod tests {
     fn folds_edits_and_redactions_into_history() {
         // Newest first, as /messages?dir=b returns them.
         let page = vec![
-            TimelineItem::Edit { target: "$1".into(), text: "one, edited twice".into() },
-            TimelineItem::Redaction { target: "$2".into() },
-            TimelineItem::Edit { target: "$9".into(), text: "target not in the window".into() },
+            TimelineItem::Edit {
+                target: "$1".into(),
+                text: "one, edited twice".into(),
+            },
+            TimelineItem::Redaction {
+                target: "$2".into(),
+            },
+            TimelineItem::Edit {
+                target: "$9".into(),
+                text: "target not in the window".into(),
+            },
             message("$3", "three"),
-            TimelineItem::Edit { target: "$1".into(), text: "one, edited".into() },
+            TimelineItem::Edit {
+                target: "$1".into(),
+                text: "one, edited".into(),
+            },
             message("$2", "two"),
             TimelineItem::Other,
             message("$1", "one"),
@@ -608,7 +645,10 @@ mod tests {
         for attempt in 1..20 {
             let wait = backoff(attempt).as_millis() as u64;
             let ceiling = (500u64 << (attempt - 1).min(6)).min(30_000);
-            assert!(wait >= ceiling / 2 && wait <= ceiling, "attempt {attempt}: {wait} ms");
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "attempt {attempt}: {wait} ms"
+            );
         }
         let waits: std::collections::HashSet<u128> =
             (0..20).map(|_| backoff(10).as_millis()).collect();
@@ -632,6 +672,9 @@ mod tests {
         let echo = with_txn(&format!("{TXN_PREFIX}key-1"));
         assert!(matches!(echo, Some(LiveEvent::Message { echo_of: Some(k), .. }) if k == "key-1"));
         let foreign = with_txn("m123");
-        assert!(matches!(foreign, Some(LiveEvent::Message { echo_of: None, .. })));
+        assert!(matches!(
+            foreign,
+            Some(LiveEvent::Message { echo_of: None, .. })
+        ));
     }
 }
