@@ -31,32 +31,18 @@ use tokio::sync::oneshot;
 
 const SESSION: &str = "bench";
 
+/// Backfill rate and post → subscriber latency against a real Synapse.
+#[derive(clap::Parser)]
 struct Args {
+    /// Messages in the backfilled room.
+    #[arg(long, default_value_t = 5_000)]
     messages: usize,
+    /// Posts timed for the latency figures.
+    #[arg(long, default_value_t = 200)]
     posts: usize,
+    /// Backfill runs (the figures are medians).
+    #[arg(long, default_value_t = 3)]
     runs: usize,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        messages: 5_000,
-        posts: 200,
-        runs: 3,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--messages" => args.messages = value()?.parse()?,
-            "--posts" => args.posts = value()?.parse()?,
-            "--runs" => args.runs = value()?.parse()?,
-            other => anyhow::bail!("unknown argument {other:?}"),
-        }
-    }
-    Ok(args)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -133,7 +119,7 @@ async fn server(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let hs = Homeserver::start(&root.join("target/synapse-bench"));
     let me = registered(&hs, "bench-me").await?;

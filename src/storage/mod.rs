@@ -459,15 +459,15 @@ impl Store {
                         created_at: Set(now),
                     });
                 }
-                change_rows.push(change::ActiveModel {
-                    session_id: Set(session_id.to_owned()),
-                    seq: Set(seq as i64),
-                    kind: Set(change::KIND_CHAT),
-                    chat_id: Set(chat.chat_id.to_owned()),
-                    message_id: Set(None),
-                    status: Set(None),
-                    at: Set(now),
-                });
+                change_rows.push(change_row(
+                    session_id,
+                    seq,
+                    change::KIND_CHAT,
+                    chat.chat_id.to_owned(),
+                    None,
+                    None,
+                    now,
+                ));
                 seq += 1;
             }
             for message in chat.messages {
@@ -579,15 +579,15 @@ impl Store {
             .filter(message::Column::Id.eq(row.id))
             .exec(&txn)
             .await?;
-        change::Entity::insert(change::ActiveModel {
-            session_id: Set(session_id.to_owned()),
-            seq: Set(seq as i64),
-            kind: Set(change::KIND_STATUS),
-            chat_id: Set(row.chat_id.clone()),
-            message_id: Set(Some(row.id)),
-            status: Set(Some(status.as_i16())),
-            at: Set(now),
-        })
+        change::Entity::insert(change_row(
+            session_id,
+            seq,
+            change::KIND_STATUS,
+            row.chat_id.clone(),
+            Some(row.id),
+            Some(status.as_i16()),
+            now,
+        ))
         .exec_without_returning(&txn)
         .await?;
         txn.commit().await?;
@@ -649,15 +649,15 @@ impl Store {
             .filter(message::Column::Id.eq(row.id))
             .exec(&txn)
             .await?;
-        change::Entity::insert(change::ActiveModel {
-            session_id: Set(session_id.to_owned()),
-            seq: Set(seq as i64),
-            kind: Set(change::KIND_MESSAGE),
-            chat_id: Set(row.chat_id.clone()),
-            message_id: Set(Some(row.id)),
-            status: Set(None),
-            at: Set(now),
-        })
+        change::Entity::insert(change_row(
+            session_id,
+            seq,
+            change::KIND_MESSAGE,
+            row.chat_id.clone(),
+            Some(row.id),
+            None,
+            now,
+        ))
         .exec_without_returning(&txn)
         .await?;
         txn.commit().await?;
@@ -713,14 +713,17 @@ impl Store {
         let changes: Vec<change::ActiveModel> = rows
             .into_iter()
             .enumerate()
-            .map(|(i, (id, chat_id))| change::ActiveModel {
-                session_id: Set(session_id.to_owned()),
-                seq: Set((first + i as u64) as i64),
-                kind: Set(change::KIND_STATUS),
-                chat_id: Set(chat_id),
-                message_id: Set(Some(id)),
-                status: Set(Some(read)),
-                at: Set(now),
+            .map(|(i, (id, chat_id))| {
+                let seq = first + i as u64;
+                change_row(
+                    session_id,
+                    seq,
+                    change::KIND_STATUS,
+                    chat_id,
+                    Some(id),
+                    Some(read),
+                    now,
+                )
             })
             .collect();
         let changed = changes.len() as u64;
@@ -957,6 +960,27 @@ impl Store {
         }
         changes.sort_by_key(Change::seq);
         Ok((changes, reached))
+    }
+}
+
+/// One row of the change log.
+fn change_row(
+    session_id: &str,
+    seq: u64,
+    kind: i16,
+    chat_id: String,
+    message_id: Option<i64>,
+    status: Option<i16>,
+    at: i64,
+) -> change::ActiveModel {
+    change::ActiveModel {
+        session_id: Set(session_id.to_owned()),
+        seq: Set(seq as i64),
+        kind: Set(kind),
+        chat_id: Set(chat_id),
+        message_id: Set(message_id),
+        status: Set(status),
+        at: Set(at),
     }
 }
 
