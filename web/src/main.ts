@@ -688,6 +688,24 @@ function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
       }
       break;
     }
+    case "messageUpdated": {
+      // Edited or deleted upstream (Matrix): the message as stored now replaces the shown one.
+      const message = e.value;
+      const view = cur.chats.get(message.chatId);
+      if (view?.preview?.id === message.id) {
+        setPreview(view, message);
+        renderChat(cur, view);
+      }
+      const open = cur.open;
+      if (open?.chatId === message.chatId && open.loaded) {
+        const index = open.messages.findIndex((m) => m.id === message.id);
+        if (index >= 0) {
+          open.messages[index] = message;
+          renderMessages(cur, open, "keep");
+        }
+      }
+      break;
+    }
     case "chatUpdated": {
       upsertChat(cur, e.value.chatId, e.value.name, e.value.seq);
       queueRenderChats(cur);

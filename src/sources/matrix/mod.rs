@@ -208,23 +208,35 @@ impl Matrix {
                 Some("m.room.name" | "m.room.canonical_alias" | "m.room.member")
             )
         });
+        // Only an unreachable homeserver fails the batch (it is retried whole). A refusal
+        // concerns this room alone: it keeps its stored name, or its gap stays unfilled.
         if renamed || !names.contains_key(&chat_id) {
-            let name = self.room_name(room_id).await?;
-            names.insert(chat_id.clone(), name.clone());
-            out.push(LiveEvent::Chat {
-                chat_id: chat_id.clone(),
-                name,
-            });
+            match self.room_name(room_id).await {
+                Ok(name) => {
+                    names.insert(chat_id.clone(), name.clone());
+                    out.push(LiveEvent::Chat {
+                        chat_id: chat_id.clone(),
+                        name,
+                    });
+                }
+                Err(error @ MatrixError::Unavailable(_)) => return Err(error),
+                Err(error) => tracing::warn!(%room_id, %error, "cannot read the room's name"),
+            }
         }
         if room.timeline.limited
             && let Some(prev_batch) = &room.timeline.prev_batch
         {
-            let missed = self.fill_gap(room_id, prev_batch, sink).await?;
-            out.extend(
-                missed
-                    .into_iter()
-                    .filter_map(|item| live_event(&chat_id, item)),
-            );
+            match self.fill_gap(room_id, prev_batch, sink).await {
+                Ok(missed) => out.extend(
+                    missed
+                        .into_iter()
+                        .filter_map(|item| live_event(&chat_id, item)),
+                ),
+                Err(error @ MatrixError::Unavailable(_)) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%room_id, %error, "cannot read the gap in the timeline")
+                }
+            }
         }
         out.extend(
             room.timeline
@@ -638,6 +650,94 @@ mod tests {
                 ("$3", "three", MessageKind::Text),
             ]
         );
+    }
+
+    fn built(settings: serde_json::Value) -> Result<Arc<dyn Source>, String> {
+        let config = SessionConfig {
+            id: "mx".into(),
+            source: KIND.into(),
+            settings: settings.as_object().cloned().unwrap_or_default(),
+        };
+        let store_dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = runtime
+            .block_on(crate::storage::Store::connect(&format!(
+                "sqlite://{}",
+                store_dir.path().join("t.db").display()
+            )))
+            .unwrap();
+        let context = SourceContext {
+            session_id: "mx".into(),
+            store,
+        };
+        Matrix::build(&config, &context)
+    }
+
+    #[test]
+    fn settings_take_the_token_from_a_file_or_the_environment_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "syt_secret\n").unwrap();
+        let ok = serde_json::json!({"homeserver": "http://127.0.0.1:8008", "user_id": "@me:localhost",
+            "access_token_file": token_file, "rooms": ["!a:localhost"], "exclude_rooms": ["!b:localhost"]});
+        let source = built(ok).expect("valid settings");
+        assert_eq!(source.kind(), KIND);
+        assert!(source.is_live() && source.can_send());
+
+        let error = built(serde_json::json!({"homeserver": "http://h", "user_id": "@me:h", "access_token": "syt_x"}))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("must not be written in the configuration"),
+            "{error}"
+        );
+        let error = built(serde_json::json!({"homeserver": "http://h", "user_id": "@me:h"}))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("exactly one of access_token_env and access_token_file"),
+            "{error}"
+        );
+        let error = built(
+            serde_json::json!({"homeserver": "http://h", "user_id": "@me:h",
+            "access_token_env": "CHATSYNC_TEST_SURELY_UNSET_VARIABLE"}),
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("not set in the environment"), "{error}");
+        let error = built(
+            serde_json::json!({"homeserver": "ftp://h", "user_id": "@me:h",
+            "access_token_file": token_file}),
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("must be http:// or https://"), "{error}");
+        let error = built(
+            serde_json::json!({"homeserver": "http://h", "user_id": "me",
+            "access_token_file": token_file}),
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("is not a Matrix user id"), "{error}");
+    }
+
+    #[test]
+    fn room_filters_include_then_exclude() {
+        let matrix = |rooms: &[&str], exclude: &[&str]| Matrix {
+            client: Client::new("http://127.0.0.1:1", "t".into()).unwrap(),
+            me: "@me:localhost".try_into().unwrap(),
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            exclude_rooms: exclude.iter().map(|r| r.to_string()).collect(),
+        };
+        assert!(matrix(&[], &[]).wanted("!any:localhost"));
+        assert!(!matrix(&[], &["!x:localhost"]).wanted("!x:localhost"));
+        let only = matrix(&["!a:localhost", "!b:localhost"], &["!b:localhost"]);
+        assert!(only.wanted("!a:localhost"));
+        assert!(!only.wanted("!b:localhost"));
+        assert!(!only.wanted("!c:localhost"));
     }
 
     #[test]
