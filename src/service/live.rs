@@ -178,9 +178,12 @@ impl LiveSink for LiveStore {
                 LiveEvent::ReadUpTo {
                     chat_id,
                     provider_message_id,
+                    read_at_ms,
                 } => {
                     let target = reference(chat_id, provider_message_id);
-                    self.store.mark_read_up_to(session_id, &target).await?;
+                    self.store
+                        .mark_read_up_to(session_id, &target, read_at_ms)
+                        .await?;
                 }
                 LiveEvent::Message { .. } => unreachable!("handled above"),
             }

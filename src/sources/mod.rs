@@ -204,11 +204,13 @@ pub enum LiveEvent {
         chat_id: String,
         provider_message_id: String,
     },
-    /// Another member read the chat up to this message: the session's own messages up to it
-    /// become READ (statuses never go back).
+    /// Another member read the chat up to this event: the session's own messages up to it
+    /// become READ (statuses never go back). When the event is not a stored message (an edit,
+    /// a reaction), `read_at_ms` (Unix ms, the receipt's time) bounds them instead.
     ReadUpTo {
         chat_id: String,
         provider_message_id: String,
+        read_at_ms: Option<i64>,
     },
 }
 

@@ -670,12 +670,27 @@ impl Store {
 
     /// A read receipt up to a message: every message of the session's own account in that
     /// chat, up to and including it (by seq), whose status is SENT or DELIVERED becomes READ,
-    /// each change taking a seq. Returns how many changed; 0 when the message is not stored.
-    pub async fn mark_read_up_to(&self, session_id: &str, reference: &MessageRef) -> Result<u64> {
+    /// each change taking a seq. When the message is not stored (a receipt on an event that is
+    /// not a message, such as an edit or a reaction), `read_at_ms` bounds them instead: those
+    /// sent at or before it (Unix ms). Returns how many changed.
+    pub async fn mark_read_up_to(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+        read_at_ms: Option<i64>,
+    ) -> Result<u64> {
         let (txn, _writer) = self.begin_write().await?;
-        let Some(target) = message_query(session_id, reference).one(&txn).await? else {
-            txn.rollback().await?;
-            return Ok(0);
+        let (chat_id, up_to) = match message_query(session_id, reference).one(&txn).await? {
+            Some(target) => (target.chat_id, message::Column::Seq.lte(target.seq)),
+            None => match (reference, read_at_ms) {
+                (MessageRef::Provider { chat_id, .. }, Some(at)) => {
+                    (chat_id.clone(), message::Column::SentAt.lte(at))
+                }
+                _ => {
+                    txn.rollback().await?;
+                    return Ok(0);
+                }
+            },
         };
         let ahead: Vec<i16> = [MessageStatus::Sent, MessageStatus::Delivered]
             .iter()
@@ -686,9 +701,9 @@ impl Store {
             .column(message::Column::Id)
             .column(message::Column::ChatId)
             .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::ChatId.eq(target.chat_id.as_str()))
+            .filter(message::Column::ChatId.eq(chat_id.as_str()))
             .filter(message::Column::FromMe.eq(true))
-            .filter(message::Column::Seq.lte(target.seq))
+            .filter(up_to)
             .filter(message::Column::Status.is_in(ahead))
             .order_by_asc(message::Column::Seq)
             .into_tuple()

@@ -252,13 +252,20 @@ impl Matrix {
                 continue;
             };
             for (event_id, receipts) in content {
-                let by_others = receipts["m.read"]
-                    .as_object()
-                    .is_some_and(|users| users.keys().any(|user| user != self.me.as_str()));
-                if by_others {
+                // Public read receipts (`m.read`) of other members, with their times.
+                let Some(users) = receipts["m.read"].as_object() else {
+                    continue;
+                };
+                let times: Vec<Option<i64>> = users
+                    .iter()
+                    .filter(|(user, _)| *user != self.me.as_str())
+                    .map(|(_, receipt)| receipt["ts"].as_i64())
+                    .collect();
+                if !times.is_empty() {
                     out.push(LiveEvent::ReadUpTo {
                         chat_id: chat_id.clone(),
                         provider_message_id: event_id,
+                        read_at_ms: times.into_iter().flatten().max(),
                     });
                 }
             }
