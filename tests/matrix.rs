@@ -18,6 +18,7 @@ use common::{
 };
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
+use sea_orm::ConnectionTrait;
 use synapse::{Homeserver, MatrixUser};
 use tonic::transport::Channel;
 
@@ -439,6 +440,27 @@ async fn send_message_posts_once_and_its_echo_is_not_stored_twice(backend: Backe
     assert_eq!(stored[0].provider_message_id, message.provider_message_id);
     assert_eq!(stored[0].client_message_id, "key-1");
 
+    // A crash between the PUT and recording its outcome leaves the message PENDING without
+    // its event id. A backfill that reads the event back (with its transaction id) settles it
+    // instead of storing it again.
+    let db = sea_orm::Database::connect(&backend.database_url)
+        .await
+        .unwrap();
+    db.execute_unprepared(&format!(
+        "UPDATE messages SET status = {}, provider_message_id = 'pending-key-1' \
+         WHERE client_message_id = 'key-1'",
+        pb::MessageStatus::Pending as i32
+    ))
+    .await
+    .unwrap();
+    db.close().await.ok();
+    let again = sync_frames(&mut client, SESSION, Some(0)).await;
+    assert_eq!(again.last().unwrap().total_messages_synced, 0);
+    let stored = all_messages(&mut client, SESSION, &room).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0].status, pb::MessageStatus::Sent as i32);
+    assert_eq!(stored[0].provider_message_id, message.provider_message_id);
+
     // Refused upstream (no longer in the room): FAILED_PRECONDITION, and stored FAILED.
     me.leave(&room).await;
     let refused = send(&mut client, SESSION, &room, "after leaving", "key-2")
@@ -547,13 +569,24 @@ async fn edits_and_redactions_update_the_stored_message(backend: Backend) {
     assert_eq!(updated[1].provider_message_id, secret);
     assert_eq!(updated[1].kind, pb::MessageKind::Deleted as i32);
     assert_eq!(updated[1].text, "");
+    // An edit by someone other than the sender changes nothing.
+    me.edit(&room, &typo, "hijacked").await;
+    bob.post(&room, "marker").await;
+    let events = until_message(&mut stream, "marker").await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.event, Some(Event::MessageUpdated(_)))),
+        "{events:?}"
+    );
     let stored = all_messages(&mut client, SESSION, &room).await;
     let shown: Vec<(&str, i32)> = stored.iter().map(|m| (m.text.as_str(), m.kind)).collect();
     assert_eq!(
         shown,
         [
             ("hello", pb::MessageKind::Text as i32),
-            ("", pb::MessageKind::Deleted as i32)
+            ("", pb::MessageKind::Deleted as i32),
+            ("marker", pb::MessageKind::Text as i32)
         ]
     );
 }

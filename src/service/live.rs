@@ -7,14 +7,14 @@
 //! Delivery is at least once and storage makes it exactly once: a message whose provider id
 //! is stored is skipped, the echo of a message chatsync sent settles that message instead of
 //! adding one, an edit that changes nothing logs nothing, and READ never goes back.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, watch};
 
 use crate::error::Result;
-use crate::model::{MessageStatus, NewMessage};
+use crate::model::NewMessage;
 use crate::sources::{LiveEvent, LiveSink, Source, SourceState};
 use crate::storage::{ImportChat, MessageEdit, MessageRef, Store};
 
@@ -41,27 +41,8 @@ pub fn spawn(source: Arc<dyn Source>, sink: LiveStore) {
 }
 
 impl LiveStore {
-    /// The echo of a message chatsync sent (`client_message_id` = `key`): a PENDING message
-    /// becomes SENT with the event's provider id. Returns false when no message has that key
-    /// (then the event is stored as a message of its own).
-    async fn settle_echo(&self, key: &str, provider_message_id: &str) -> Result<bool> {
-        let Some(sent) = self.store.find_by_client_id(&self.session_id, key).await? else {
-            return Ok(false);
-        };
-        if sent.status == MessageStatus::Pending {
-            self.store
-                .update_status(
-                    &self.session_id,
-                    &MessageRef::Id(sent.id),
-                    MessageStatus::Sent,
-                    Some(provider_message_id),
-                )
-                .await?;
-        }
-        Ok(true)
-    }
-
-    /// Stores a run of new messages, skipping those already stored, in one transaction.
+    /// Stores a run of new messages in one transaction: those already stored are skipped, and
+    /// those that echo a message chatsync sent settle it instead.
     async fn store_messages(
         &self,
         run: &mut Vec<(String, NewMessage)>,
@@ -70,10 +51,28 @@ impl LiveStore {
         if run.is_empty() {
             return Ok(());
         }
+        let echoes: Vec<&NewMessage> = run
+            .iter()
+            .map(|(_, message)| message)
+            .filter(|message| message.client_message_id.is_some())
+            .collect();
+        let settled = self.store.settle_echoes(&self.session_id, &echoes).await?;
         let mut chat_ids: Vec<&str> = run.iter().map(|(chat_id, _)| chat_id.as_str()).collect();
         chat_ids.sort_unstable();
         chat_ids.dedup();
-        let stored = self.store.provider_ids(&self.session_id, &chat_ids).await?;
+        let mut stored: HashMap<&str, HashSet<String>> = HashMap::new();
+        for &chat_id in &chat_ids {
+            let candidates: Vec<&str> = run
+                .iter()
+                .filter(|(chat, _)| chat == chat_id)
+                .map(|(_, message)| message.provider_message_id.as_str())
+                .collect();
+            let ids = self
+                .store
+                .stored_provider_ids(&self.session_id, chat_id, &candidates)
+                .await?;
+            stored.insert(chat_id, ids);
+        }
         for chat_id in chat_ids {
             if !names.contains_key(chat_id) {
                 let name = match self.store.find_chat(&self.session_id, chat_id).await? {
@@ -85,12 +84,19 @@ impl LiveStore {
         }
         // Consecutive messages of one chat go together; the same event twice is stored once.
         let mut groups: Vec<(&str, Vec<NewMessage>)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for (chat_id, message) in run.iter() {
             let known = stored
-                .get(chat_id)
+                .get(chat_id.as_str())
                 .is_some_and(|ids| ids.contains(&message.provider_message_id));
-            if known || !seen.insert((chat_id.as_str(), message.provider_message_id.as_str())) {
+            let echo = message
+                .client_message_id
+                .as_ref()
+                .is_some_and(|key| settled.contains(key));
+            if known
+                || echo
+                || !seen.insert((chat_id.as_str(), message.provider_message_id.as_str()))
+            {
                 continue;
             }
             match groups.last_mut() {
@@ -130,16 +136,7 @@ impl LiveSink for LiveStore {
                 provider_message_id,
             };
             match event {
-                LiveEvent::Message {
-                    chat_id,
-                    message,
-                    echo_of,
-                } => {
-                    if let Some(key) = echo_of
-                        && self.settle_echo(&key, &message.provider_message_id).await?
-                    {
-                        continue;
-                    }
+                LiveEvent::Message { chat_id, message } => {
                     run.push((chat_id, message));
                     continue;
                 }
@@ -159,12 +156,15 @@ impl LiveSink for LiveStore {
                 LiveEvent::Edited {
                     chat_id,
                     provider_message_id,
+                    editor,
                     text,
                 } => {
                     let target = reference(chat_id, provider_message_id);
-                    self.store
-                        .edit_message(session_id, &target, MessageEdit::Text(&text))
-                        .await?;
+                    let edit = MessageEdit::Text {
+                        text: &text,
+                        editor: &editor,
+                    };
+                    self.store.edit_message(session_id, &target, edit).await?;
                 }
                 LiveEvent::Deleted {
                     chat_id,

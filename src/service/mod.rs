@@ -375,9 +375,10 @@ impl ChatSync {
             .store
             .update_status(session_id, &reference, status, None)
             .await?;
-        // On a two-way source, reading an incoming message is said upstream too. The local
-        // change stands even when that fails; the next READ says it again.
-        if changed
+        // On a two-way source, reading an incoming message is said upstream too, on every READ
+        // (so a READ repeated after a failed receipt says it again). The local change stands
+        // even when that fails.
+        if message.status == MessageStatus::Read
             && status == MessageStatus::Read
             && !message.from_me
             && let Err(error) = source

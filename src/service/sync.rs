@@ -226,11 +226,7 @@ impl Job {
                         Ok(Err(error)) => pending.failure = Some(error.to_string()),
                         Ok(Ok(history)) => {
                             pending.unplaced_lines = history.unplaced_lines;
-                            let mut messages = history.messages;
-                            for message in &mut messages {
-                                strip_nul(&mut message.sender);
-                                strip_nul(&mut message.text);
-                            }
+                            let messages = history.messages;
                             // A chat met earlier in this run (the same chat exported twice):
                             // store what is queued first, so checking this one sees it.
                             let seen_before = !seen.insert(chat.chat_id.clone());
@@ -238,8 +234,10 @@ impl Job {
                                 self.flush(&mut batch).await;
                             }
                             // A chat absent when the run started, and not met since, holds
-                            // no messages: no need to read its provider ids.
+                            // no messages: no need to read its provider ids. A live source
+                            // may store into any chat meanwhile, so its chats are all checked.
                             let may_hold_messages = seen_before
+                                || self.source.is_live()
                                 || stored_at_start
                                     .as_ref()
                                     .is_none_or(|ids| ids.contains(&chat.chat_id));
@@ -360,6 +358,12 @@ impl Job {
         // session's live source, which stores through the same lock.
         let ingest = self.ingest.clone();
         let _ingest = ingest.lock().await;
+        if self.source.is_live() {
+            // Checked before, perhaps, but not under this hold of the lock.
+            for pending in batch.iter_mut() {
+                pending.check_stored = true;
+            }
+        }
         self.skip_stored(batch).await;
         let items: Vec<ImportChat<'_>> = batch
             .iter()
@@ -436,7 +440,8 @@ impl Job {
     }
 
     /// Drops the messages already stored from the chats that may hold some, with one lookup
-    /// for all of them. A failed lookup fails those chats (their rows are still stored).
+    /// for all of them, and settles those that echo a message chatsync sent instead of storing
+    /// them again. A failed lookup fails those chats (their rows are still stored).
     async fn skip_stored(&self, pending: &mut [Pending]) {
         let ids: Vec<&str> = pending
             .iter()
@@ -452,16 +457,34 @@ impl Job {
             .await;
         for p in pending.iter_mut().filter(|p| p.check_stored) {
             p.check_stored = false;
-            match &known {
-                Ok(known) => {
-                    if let Some(stored) = known.get(&p.chat.chat_id) {
-                        p.messages
-                            .retain(|m| !stored.contains(&m.provider_message_id));
-                    }
-                }
+            let echoes: Vec<&NewMessage> = p
+                .messages
+                .iter()
+                .filter(|m| m.client_message_id.is_some())
+                .collect();
+            let settled = if echoes.is_empty() {
+                Ok(HashSet::new())
+            } else {
+                self.store
+                    .settle_echoes(&self.progress.session_id, &echoes)
+                    .await
+            };
+            let outcome = match (&known, settled) {
+                (Ok(known), Ok(settled)) => Ok((known.get(&p.chat.chat_id), settled)),
+                (Err(error), _) => Err(error.to_string()),
+                (_, Err(error)) => Err(error.to_string()),
+            };
+            match outcome {
+                Ok((stored, settled)) => p.messages.retain(|m| {
+                    !stored.is_some_and(|ids| ids.contains(&m.provider_message_id))
+                        && !m
+                            .client_message_id
+                            .as_ref()
+                            .is_some_and(|key| settled.contains(key))
+                }),
                 Err(error) => {
                     p.messages.clear();
-                    p.failure = Some(error.to_string());
+                    p.failure = Some(error);
                 }
             }
         }
@@ -511,13 +534,5 @@ impl Job {
         {
             tracing::error!(error = %save_error, "cannot persist sync state");
         }
-    }
-}
-
-/// PostgreSQL text cannot hold NUL, and a NUL in an export is never meant: it is stored as
-/// U+FFFD on every backend alike.
-fn strip_nul(text: &mut String) {
-    if text.contains('\0') {
-        *text = text.replace('\0', "\u{FFFD}");
     }
 }

@@ -185,18 +185,19 @@ pub enum LiveEvent {
     /// A chat exists upstream with this name (new, renamed, or first seen since start-up).
     /// Storing it changes nothing when the stored chat has this name already.
     Chat { chat_id: String, name: String },
-    /// A message. Skipped when its `provider_message_id` is stored already. `echo_of` is the
-    /// `client_message_id` of the message chatsync sent that this event echoes (Matrix
-    /// `unsigned.transaction_id`): that stored message takes the provider id instead.
+    /// A message. Skipped when its `provider_message_id` is stored already. A message whose
+    /// `client_message_id` is set echoes one chatsync sent (Matrix `unsigned.transaction_id`):
+    /// when that is stored, it is settled instead ([`crate::storage::Store::settle_echoes`]).
     Message {
         chat_id: String,
         message: NewMessage,
-        echo_of: Option<String>,
     },
-    /// A message's text was edited (Matrix `m.replace`).
+    /// A message's text was edited (Matrix `m.replace`) by `editor`; only an edit by the
+    /// message's own sender changes it.
     Edited {
         chat_id: String,
         provider_message_id: String,
+        editor: String,
         text: String,
     },
     /// A message was deleted (Matrix redaction): it becomes kind DELETED with no text.

@@ -13,6 +13,7 @@
 //!   the session. The channel only announces; readers always read the rows from storage.
 pub mod entities;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,8 +132,8 @@ impl std::fmt::Display for MessageRef {
 /// An upstream change to a stored message's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageEdit<'a> {
-    /// The text was edited to this.
-    Text(&'a str),
+    /// `editor` edited the text to `text`; it only counts when `editor` is the sender.
+    Text { text: &'a str, editor: &'a str },
     /// The message was deleted: kind DELETED, no text.
     Deleted,
 }
@@ -392,6 +393,30 @@ impl Store {
         Ok(known)
     }
 
+    /// Which of these provider ids are stored in the chat: one indexed query per 500 ids,
+    /// reading only those rows (unlike [`Store::provider_ids`], which reads a whole chat's).
+    pub async fn stored_provider_ids(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+        provider_message_ids: &[&str],
+    ) -> Result<HashSet<String>> {
+        let mut stored = HashSet::new();
+        for ids in provider_message_ids.chunks(500) {
+            let rows: Vec<String> = message::Entity::find()
+                .select_only()
+                .column(message::Column::ProviderMessageId)
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(message::Column::ChatId.eq(chat_id))
+                .filter(message::Column::ProviderMessageId.is_in(ids.iter().copied()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            stored.extend(rows);
+        }
+        Ok(stored)
+    }
+
     /// Stores a batch of chats and their new messages in one transaction, in order: each chat
     /// that is new or renamed takes a seq (a `chat_updated` change), then its messages take
     /// consecutive seqs. The caller leaves out messages already stored
@@ -419,15 +444,16 @@ impl Store {
             .collect();
 
         // Plan: which chats change (new or renamed), in batch order.
+        let clean_names: Vec<Cow<'_, str>> = chats.iter().map(|c| storable(c.name)).collect();
         let mut names: HashMap<&str, &str> = stored
             .iter()
             .map(|(id, name)| (id.as_str(), name.as_str()))
             .collect();
         let mut changes_chat = Vec::with_capacity(chats.len());
-        for chat in chats {
-            let changed = names.get(chat.chat_id) != Some(&chat.name);
+        for (chat, name) in chats.iter().zip(&clean_names) {
+            let changed = names.get(chat.chat_id) != Some(&name.as_ref());
             if changed {
-                names.insert(chat.chat_id, chat.name);
+                names.insert(chat.chat_id, name);
             }
             changes_chat.push(changed);
         }
@@ -444,17 +470,17 @@ impl Store {
         let mut change_rows = Vec::new();
         let mut message_rows: Vec<(&str, &NewMessage, u64)> = Vec::new();
         let mut inserted: HashSet<&str> = HashSet::new();
-        for (chat, changed) in chats.iter().zip(&changes_chat) {
+        for ((chat, changed), name) in chats.iter().zip(&changes_chat).zip(&clean_names) {
             if *changed {
                 if stored.contains_key(chat.chat_id) || inserted.contains(chat.chat_id) {
-                    renamed.push((chat.chat_id, chat.name, seq));
+                    renamed.push((chat.chat_id, name.as_ref(), seq));
                 } else {
                     inserted.insert(chat.chat_id);
                     new_chats.push(chat::ActiveModel {
                         id: NotSet,
                         session_id: Set(session_id.to_owned()),
                         chat_id: Set(chat.chat_id.to_owned()),
-                        name: Set(chat.name.to_owned()),
+                        name: Set(name.to_string()),
                         seq: Set(seq as i64),
                         created_at: Set(now),
                     });
@@ -600,6 +626,69 @@ impl Store {
         Ok((message, true))
     }
 
+    /// Settles the messages chatsync sent that these upstream messages echo: an incoming
+    /// message whose `client_message_id` is stored already is the stored message coming back
+    /// (Matrix `unsigned.transaction_id`). A PENDING or FAILED one becomes SENT (the echo
+    /// proves it went out; a `status_updated` change) and takes the echo's provider id and
+    /// time. Returns the idempotency keys that were found: those messages must not be stored
+    /// again.
+    pub async fn settle_echoes(
+        &self,
+        session_id: &str,
+        messages: &[&NewMessage],
+    ) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        for echo in messages {
+            let Some(key) = echo.client_message_id.as_deref() else {
+                continue;
+            };
+            let (txn, _writer) = self.begin_write().await?;
+            let Some(row) = message::Entity::find()
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(message::Column::ClientMessageId.eq(key))
+                .one(&txn)
+                .await?
+            else {
+                txn.rollback().await?;
+                continue;
+            };
+            found.insert(key.to_owned());
+            let status = MessageStatus::from_i16(row.status);
+            if !matches!(status, MessageStatus::Pending | MessageStatus::Failed) {
+                txn.rollback().await?;
+                continue;
+            }
+            let seq = Self::reserve_seqs(&txn, session_id, 1).await?;
+            let now = now_ms();
+            let sent = MessageStatus::Sent.as_i16();
+            message::Entity::update_many()
+                .col_expr(message::Column::Status, Expr::value(sent))
+                .col_expr(
+                    message::Column::ProviderMessageId,
+                    Expr::value(echo.provider_message_id.as_str()),
+                )
+                .col_expr(message::Column::SentAt, Expr::value(echo.sent_at_ms))
+                .col_expr(message::Column::UpdatedAt, Expr::value(now))
+                .filter(message::Column::Id.eq(row.id))
+                .exec(&txn)
+                .await?;
+            change::Entity::insert(change_row(
+                session_id,
+                seq,
+                change::KIND_STATUS,
+                row.chat_id,
+                Some(row.id),
+                Some(sent),
+                now,
+            ))
+            .exec_without_returning(&txn)
+            .await?;
+            txn.commit().await?;
+            self.announce(session_id, seq);
+        }
+        Ok(found)
+    }
+
     /// Whether a message with this provider id is stored in the chat.
     pub async fn has_message(
         &self,
@@ -619,7 +708,8 @@ impl Store {
 
     /// Applies an upstream edit or deletion to a stored message: one seq, logged as a
     /// `message_updated` change. Returns the message as stored now, or `None` when it is not
-    /// stored, or when nothing changes (the same text, or a message already deleted).
+    /// stored, or when nothing changes (the same text, a message already deleted, or an edit
+    /// by someone other than the sender).
     pub async fn edit_message(
         &self,
         session_id: &str,
@@ -632,18 +722,22 @@ impl Store {
             return Ok(None);
         };
         let (text, kind) = match edit {
-            MessageEdit::Text(text) => (text, MessageKind::from_i16(row.kind)),
-            MessageEdit::Deleted => ("", MessageKind::Deleted),
+            MessageEdit::Text { editor, .. } if editor != row.sender => {
+                txn.rollback().await?;
+                return Ok(None);
+            }
+            MessageEdit::Text { text, .. } => (storable(text), MessageKind::from_i16(row.kind)),
+            MessageEdit::Deleted => (Cow::Borrowed(""), MessageKind::Deleted),
         };
         let deleted = row.kind == MessageKind::Deleted.as_i16();
-        if deleted || (row.text == text && row.kind == kind.as_i16()) {
+        if deleted || (row.text == text.as_ref() && row.kind == kind.as_i16()) {
             txn.rollback().await?;
             return Ok(None);
         }
         let seq = Self::reserve_seqs(&txn, session_id, 1).await?;
         let now = now_ms();
         message::Entity::update_many()
-            .col_expr(message::Column::Text, Expr::value(text))
+            .col_expr(message::Column::Text, Expr::value(text.as_ref()))
             .col_expr(message::Column::Kind, Expr::value(kind.as_i16()))
             .col_expr(message::Column::UpdatedAt, Expr::value(now))
             .filter(message::Column::Id.eq(row.id))
@@ -663,16 +757,16 @@ impl Store {
         txn.commit().await?;
         self.announce(session_id, seq);
         let mut message = message_from_row(row);
-        message.text = text.to_owned();
+        message.text = text.into_owned();
         message.kind = kind;
         Ok(Some(message))
     }
 
     /// A read receipt up to a message: every message of the session's own account in that
-    /// chat, up to and including it (by seq), whose status is SENT or DELIVERED becomes READ,
-    /// each change taking a seq. When the message is not stored (a receipt on an event that is
-    /// not a message, such as an edit or a reaction), `read_at_ms` bounds them instead: those
-    /// sent at or before it (Unix ms). Returns how many changed.
+    /// chat sent at or before it (by `sent_at`, the upstream's timeline time), whose status is
+    /// SENT or DELIVERED, becomes READ, each change taking a seq. When the message is not
+    /// stored (a receipt on an event that is not a message, such as an edit or a reaction),
+    /// `read_at_ms` (Unix ms) is the bound instead. Returns how many changed.
     pub async fn mark_read_up_to(
         &self,
         session_id: &str,
@@ -681,11 +775,9 @@ impl Store {
     ) -> Result<u64> {
         let (txn, _writer) = self.begin_write().await?;
         let (chat_id, up_to) = match message_query(session_id, reference).one(&txn).await? {
-            Some(target) => (target.chat_id, message::Column::Seq.lte(target.seq)),
+            Some(target) => (target.chat_id, target.sent_at),
             None => match (reference, read_at_ms) {
-                (MessageRef::Provider { chat_id, .. }, Some(at)) => {
-                    (chat_id.clone(), message::Column::SentAt.lte(at))
-                }
+                (MessageRef::Provider { chat_id, .. }, Some(at)) => (chat_id.clone(), at),
                 _ => {
                     txn.rollback().await?;
                     return Ok(0);
@@ -703,7 +795,7 @@ impl Store {
             .filter(message::Column::SessionId.eq(session_id))
             .filter(message::Column::ChatId.eq(chat_id.as_str()))
             .filter(message::Column::FromMe.eq(true))
-            .filter(up_to)
+            .filter(message::Column::SentAt.lte(up_to))
             .filter(message::Column::Status.is_in(ahead))
             .order_by_asc(message::Column::Seq)
             .into_tuple()
@@ -978,6 +1070,16 @@ impl Store {
     }
 }
 
+/// Text as storage writes it: PostgreSQL text cannot hold NUL, and a NUL from a source is never
+/// meant, so it becomes U+FFFD on every backend alike.
+fn storable(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// One row of the change log.
 fn change_row(
     session_id: &str,
@@ -1066,8 +1168,8 @@ fn messages_insert(
             Expr::value(*chat_id),
             Expr::value(new.provider_message_id.as_str()),
             Expr::value(new.client_message_id.clone()),
-            Expr::value(new.sender.as_str()),
-            Expr::value(new.text.as_str()),
+            Expr::value(storable(&new.sender).as_ref()),
+            Expr::value(storable(&new.text).as_ref()),
             Expr::value(new.kind.as_i16()),
             Expr::value(new.status.as_i16()),
             Expr::value(new.from_me),

@@ -14,14 +14,17 @@ use crate::model::{MessageKind, MessageStatus, NewMessage};
 /// One timeline event, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimelineItem {
-    /// A message to store. `transaction_id` is set on the echo of a message this account sent
-    /// from this access token.
-    Message {
-        message: NewMessage,
-        transaction_id: Option<String>,
+    /// A message to store. The echo of a message chatsync sent with this access token carries
+    /// that message's `client_message_id` (from `unsigned.transaction_id`, see
+    /// [`super::TXN_PREFIX`]).
+    Message(NewMessage),
+    /// An edit of an earlier message by `sender`: its new text. Only the original sender's
+    /// edits count (spec: "Event replacements", validity).
+    Edit {
+        target: String,
+        sender: String,
+        text: String,
     },
-    /// An edit of an earlier message: its new text.
-    Edit { target: String, text: String },
     /// A redaction of an earlier event.
     Redaction { target: String },
     /// Anything else (state, reactions, calls, ...): not a message.
@@ -42,6 +45,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
             if let Some(Relation::Replacement(replacement)) = &event.content.relates_to {
                 return TimelineItem::Edit {
                     target: replacement.event_id.to_string(),
+                    sender: event.sender.to_string(),
                     text: replacement.new_content.msgtype.body().to_owned(),
                 };
             }
@@ -53,35 +57,35 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 MessageType::ServerNotice(_) => MessageKind::System,
                 _ => MessageKind::Text,
             };
-            TimelineItem::Message {
-                message: NewMessage {
-                    provider_message_id: event.event_id.to_string(),
-                    client_message_id: None,
-                    sender: event.sender.to_string(),
-                    text: event.content.msgtype.body().to_owned(),
-                    kind,
-                    status: MessageStatus::Sent,
-                    from_me: event.sender == me,
-                    sent_at_ms: i64::from(event.origin_server_ts.get()),
-                },
-                transaction_id: event.unsigned.transaction_id.map(|id| id.to_string()),
-            }
+            let echo_of = event
+                .unsigned
+                .transaction_id
+                .as_ref()
+                .and_then(|id| id.as_str().strip_prefix(super::TXN_PREFIX))
+                .map(str::to_owned);
+            TimelineItem::Message(NewMessage {
+                provider_message_id: event.event_id.to_string(),
+                client_message_id: echo_of,
+                sender: event.sender.to_string(),
+                text: event.content.msgtype.body().to_owned(),
+                kind,
+                status: MessageStatus::Sent,
+                from_me: event.sender == me,
+                sent_at_ms: i64::from(event.origin_server_ts.get()),
+            })
         }
         // Redacted before we saw it: a deleted message.
         AnySyncMessageLikeEvent::RoomMessage(SyncMessageLikeEvent::Redacted(event)) => {
-            TimelineItem::Message {
-                message: NewMessage {
-                    provider_message_id: event.event_id.to_string(),
-                    client_message_id: None,
-                    sender: event.sender.to_string(),
-                    text: String::new(),
-                    kind: MessageKind::Deleted,
-                    status: MessageStatus::Sent,
-                    from_me: event.sender == me,
-                    sent_at_ms: i64::from(event.origin_server_ts.get()),
-                },
-                transaction_id: None,
-            }
+            TimelineItem::Message(NewMessage {
+                provider_message_id: event.event_id.to_string(),
+                client_message_id: None,
+                sender: event.sender.to_string(),
+                text: String::new(),
+                kind: MessageKind::Deleted,
+                status: MessageStatus::Sent,
+                from_me: event.sender == me,
+                sent_at_ms: i64::from(event.origin_server_ts.get()),
+            })
         }
         AnySyncMessageLikeEvent::RoomRedaction(SyncRoomRedactionEvent::Original(event)) => {
             // Room versions before 11 carry `redacts` at the top level, later ones in content.
@@ -163,26 +167,37 @@ mod tests {
             "unsigned": {"transaction_id": "chatsync.k1"}
         }));
         match read_timeline_event(&text, &me()) {
-            TimelineItem::Message {
-                message,
-                transaction_id,
-            } => {
+            TimelineItem::Message(message) => {
                 assert_eq!(message.provider_message_id, "$a");
                 assert_eq!(message.text, "hello");
                 assert!(message.from_me);
                 assert_eq!(message.kind, MessageKind::Text);
                 assert_eq!(message.sent_at_ms, 1_700_000_000_123);
-                assert_eq!(transaction_id.as_deref(), Some("chatsync.k1"));
+                assert_eq!(
+                    message.client_message_id.as_deref(),
+                    Some("k1"),
+                    "an echo of ours"
+                );
             }
             other => panic!("{other:?}"),
         }
+        // A transaction id of another client is not ours.
+        let foreign = raw(json!({
+            "type": "m.room.message", "event_id": "$f", "sender": "@me:localhost",
+            "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "from my phone"},
+            "unsigned": {"transaction_id": "m1700000000.3"}
+        }));
+        assert!(matches!(
+            read_timeline_event(&foreign, &me()),
+            TimelineItem::Message(message) if message.client_message_id.is_none() && message.from_me
+        ));
         let image = raw(json!({
             "type": "m.room.message", "event_id": "$i", "sender": "@bob:localhost",
             "origin_server_ts": 1, "content": {"msgtype": "m.image", "body": "cat.jpg", "url": "mxc://x/y"}
         }));
         assert!(matches!(
             read_timeline_event(&image, &me()),
-            TimelineItem::Message { message, .. } if message.kind == MessageKind::Media && !message.from_me
+            TimelineItem::Message(message) if message.kind == MessageKind::Media && !message.from_me
         ));
         let edit = raw(json!({
             "type": "m.room.message", "event_id": "$e", "sender": "@bob:localhost",
@@ -195,6 +210,7 @@ mod tests {
             read_timeline_event(&edit, &me()),
             TimelineItem::Edit {
                 target: "$a".into(),
+                sender: "@bob:localhost".into(),
                 text: "fixed".into()
             }
         );
@@ -219,7 +235,7 @@ mod tests {
         }));
         assert!(matches!(
             read_timeline_event(&redacted, &me()),
-            TimelineItem::Message { message, .. } if message.kind == MessageKind::Deleted && message.text.is_empty()
+            TimelineItem::Message(message) if message.kind == MessageKind::Deleted && message.text.is_empty()
         ));
         let state = raw(
             json!({"type": "m.room.topic", "event_id": "$t", "sender": "@bob:localhost",

@@ -66,6 +66,9 @@ const SYNC_TIMELINE_LIMIT: u32 = 100;
 const MAX_GAP_EVENTS: usize = 5_000;
 /// Attempts at one history page before the room is reported failed.
 const PAGE_ATTEMPTS: u32 = 4;
+/// After this many failed `/sync` rounds in a row, a room whose name or gap cannot be read
+/// (the homeserver keeps failing for it) is passed over instead of holding up every room.
+const LENIENT_AFTER: u32 = 3;
 
 /// The `[[sessions]]` settings of a `matrix` session.
 #[derive(Debug, Deserialize)]
@@ -89,6 +92,8 @@ struct Settings {
 /// A Matrix account as a source.
 pub struct Matrix {
     client: Client,
+    /// For the stored names of rooms whose name cannot be read.
+    context: SourceContext,
     me: OwnedUserId,
     rooms: Vec<String>,
     exclude_rooms: Vec<String>,
@@ -99,7 +104,7 @@ impl Matrix {
     /// variable or file they name. Errors name the setting at fault.
     pub fn build(
         config: &SessionConfig,
-        _context: &SourceContext,
+        context: &SourceContext,
     ) -> Result<Arc<dyn Source>, String> {
         let settings: Settings = super::settings(config)?;
         if settings.access_token.is_some() {
@@ -141,6 +146,7 @@ impl Matrix {
         })?;
         Ok(Arc::new(Self {
             client: Client::new(&settings.homeserver, token)?,
+            context: context.clone(),
             me,
             rooms: settings.rooms,
             exclude_rooms: settings.exclude_rooms,
@@ -192,7 +198,9 @@ impl Matrix {
     }
 
     /// Turns a room's `/sync` section into live events. `names` caches room names for this
-    /// process: a room seen for the first time, or whose name may have changed, is looked up.
+    /// process: a room seen for the first time, or renamed, is looked up (a name made of the
+    /// members is not followed as members come and go). `lenient`: pass over a room whose name
+    /// or gap the homeserver cannot serve, rather than failing the whole batch.
     async fn room_events(
         &self,
         room_id: &OwnedRoomId,
@@ -200,16 +208,18 @@ impl Matrix {
         names: &mut HashMap<String, String>,
         sink: &dyn LiveSink,
         out: &mut Vec<LiveEvent>,
+        lenient: bool,
     ) -> Result<(), MatrixError> {
         let chat_id = room_id.to_string();
         let renamed = room.timeline.events.iter().any(|raw| {
             matches!(
                 raw.get_field::<String>("type").ok().flatten().as_deref(),
-                Some("m.room.name" | "m.room.canonical_alias" | "m.room.member")
+                Some("m.room.name" | "m.room.canonical_alias")
             )
         });
-        // Only an unreachable homeserver fails the batch (it is retried whole). A refusal
-        // concerns this room alone: it keeps its stored name, or its gap stays unfilled.
+        // Only an unreachable homeserver fails the batch (it is retried whole), until the
+        // retries turn lenient. A refusal concerns this room alone: it keeps its stored name,
+        // or its gap stays unfilled (logged; SyncChats backfills it).
         if renamed || !names.contains_key(&chat_id) {
             match self.room_name(room_id).await {
                 Ok(name) => {
@@ -219,7 +229,7 @@ impl Matrix {
                         name,
                     });
                 }
-                Err(error @ MatrixError::Unavailable(_)) => return Err(error),
+                Err(error @ MatrixError::Unavailable(_)) if !lenient => return Err(error),
                 Err(error) => tracing::warn!(%room_id, %error, "cannot read the room's name"),
             }
         }
@@ -232,9 +242,9 @@ impl Matrix {
                         .into_iter()
                         .filter_map(|item| live_event(&chat_id, item)),
                 ),
-                Err(error @ MatrixError::Unavailable(_)) => return Err(error),
+                Err(error @ MatrixError::Unavailable(_)) if !lenient => return Err(error),
                 Err(error) => {
-                    tracing::warn!(%room_id, %error, "cannot read the gap in the timeline")
+                    tracing::warn!(%room_id, %error, "cannot read the gap in the timeline; messages in it are missed until SyncChats")
                 }
             }
         }
@@ -288,7 +298,7 @@ impl Matrix {
             let page = self.page_back(room_id, Some(&from), PAGE_SIZE).await?;
             for raw in &page.chunk {
                 let item = read_timeline_event(raw, &self.me);
-                if let TimelineItem::Message { message, .. } = &item {
+                if let TimelineItem::Message(message) = &item {
                     let stored = sink
                         .has_message(&chat_id, &message.provider_message_id)
                         .await
@@ -316,6 +326,7 @@ impl Matrix {
         since: Option<&str>,
         names: &mut HashMap<String, String>,
         sink: &dyn LiveSink,
+        lenient: bool,
     ) -> Result<(Vec<LiveEvent>, String), MatrixError> {
         let mut filter = FilterDefinition::default();
         let limit = if since.is_some() {
@@ -343,7 +354,7 @@ impl Matrix {
         if since.is_some() {
             for (room_id, room) in &response.rooms.join {
                 if self.wanted(room_id.as_str()) {
-                    self.room_events(room_id, room, names, sink, &mut out)
+                    self.room_events(room_id, room, names, sink, &mut out, lenient)
                         .await?;
                 }
             }
@@ -356,17 +367,15 @@ impl Matrix {
 fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
     let chat_id = chat_id.to_owned();
     Some(match item {
-        TimelineItem::Message {
-            message,
-            transaction_id,
-        } => LiveEvent::Message {
-            chat_id,
-            message,
-            echo_of: transaction_id.and_then(|id| id.strip_prefix(TXN_PREFIX).map(str::to_owned)),
-        },
-        TimelineItem::Edit { target, text } => LiveEvent::Edited {
+        TimelineItem::Message(message) => LiveEvent::Message { chat_id, message },
+        TimelineItem::Edit {
+            target,
+            sender,
+            text,
+        } => LiveEvent::Edited {
             chat_id,
             provider_message_id: target,
+            editor: sender,
             text,
         },
         TimelineItem::Redaction { target } => LiveEvent::Deleted {
@@ -377,16 +386,16 @@ fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
     })
 }
 
-/// A backfilled window, newest first, as messages oldest first: edits fold into the message
-/// they replace (the newest edit wins), redactions turn their target DELETED, and the edit and
-/// redaction events themselves are not messages.
+/// A backfilled window, newest first, as messages oldest first: edits by the original sender
+/// fold into the message they replace (the newest edit wins), redactions turn their target
+/// DELETED, and the edit and redaction events themselves are not messages.
 fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage> {
     let mut messages = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut later: Vec<TimelineItem> = Vec::new();
     for item in newest_first.into_iter().rev() {
         match item {
-            TimelineItem::Message { message, .. } => {
+            TimelineItem::Message(message) => {
                 index.insert(message.provider_message_id.clone(), messages.len());
                 messages.push(message);
             }
@@ -396,9 +405,14 @@ fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage
     }
     for item in later {
         match item {
-            TimelineItem::Edit { target, text } => {
+            TimelineItem::Edit {
+                target,
+                sender,
+                text,
+            } => {
                 if let Some(message) = index.get(&target).map(|&i| &mut messages[i])
                     && message.kind != MessageKind::Deleted
+                    && message.sender == sender
                 {
                     message.text = text;
                 }
@@ -447,13 +461,20 @@ impl Source for Matrix {
             if !self.wanted(room_id.as_str()) {
                 continue;
             }
-            // A room whose state cannot be read is still listed; its history fetch then
-            // fails on its own, as CHAT_FAILED.
+            // A room whose state cannot be read is still listed, under its stored name (else
+            // its id); its history fetch then fails on its own, as CHAT_FAILED.
             let name = match self.room_name(&room_id).await {
                 Ok(name) => name,
                 Err(error) => {
                     tracing::warn!(%room_id, %error, "cannot read the room's name");
-                    room_id.to_string()
+                    let stored = self
+                        .context
+                        .store
+                        .find_chat(&self.context.session_id, room_id.as_str())
+                        .await
+                        .ok()
+                        .flatten();
+                    stored.map_or_else(|| room_id.to_string(), |chat| chat.name)
                 }
             };
             chats.push(SourceChat {
@@ -480,7 +501,7 @@ impl Source for Matrix {
             let page = self.page_back(&room_id, from.as_deref(), want).await?;
             for raw in &page.chunk {
                 let item = read_timeline_event(raw, &self.me);
-                messages += usize::from(matches!(item, TimelineItem::Message { .. }));
+                messages += usize::from(matches!(item, TimelineItem::Message(_)));
                 items.push(item);
             }
             if limit.is_some_and(|limit| messages >= limit) {
@@ -562,7 +583,7 @@ impl Source for Matrix {
         let mut failures = 0u32;
         loop {
             let result = tokio::select! {
-                result = self.sync_once(since.as_deref(), &mut names, sink.as_ref()) => result,
+                result = self.sync_once(since.as_deref(), &mut names, sink.as_ref(), failures >= LENIENT_AFTER) => result,
                 _ = crate::service::stopped(&mut stop) => return,
             };
             let error = match result {
@@ -605,18 +626,23 @@ mod tests {
     use crate::model::{MessageStatus, NewMessage};
 
     fn message(id: &str, text: &str) -> TimelineItem {
-        TimelineItem::Message {
-            message: NewMessage {
-                provider_message_id: id.into(),
-                client_message_id: None,
-                sender: "@bob:localhost".into(),
-                text: text.into(),
-                kind: MessageKind::Text,
-                status: MessageStatus::Sent,
-                from_me: false,
-                sent_at_ms: 0,
-            },
-            transaction_id: None,
+        TimelineItem::Message(NewMessage {
+            provider_message_id: id.into(),
+            client_message_id: None,
+            sender: "@bob:localhost".into(),
+            text: text.into(),
+            kind: MessageKind::Text,
+            status: MessageStatus::Sent,
+            from_me: false,
+            sent_at_ms: 0,
+        })
+    }
+
+    fn edit(target: &str, sender: &str, text: &str) -> TimelineItem {
+        TimelineItem::Edit {
+            target: target.into(),
+            sender: sender.into(),
+            text: text.into(),
         }
     }
 
@@ -624,22 +650,14 @@ mod tests {
     fn folds_edits_and_redactions_into_history() {
         // Newest first, as /messages?dir=b returns them.
         let page = vec![
-            TimelineItem::Edit {
-                target: "$1".into(),
-                text: "one, edited twice".into(),
-            },
+            edit("$3", "@mallory:localhost", "not the sender: ignored"),
+            edit("$1", "@bob:localhost", "one, edited twice"),
             TimelineItem::Redaction {
                 target: "$2".into(),
             },
-            TimelineItem::Edit {
-                target: "$9".into(),
-                text: "target not in the window".into(),
-            },
+            edit("$9", "@bob:localhost", "target not in the window"),
             message("$3", "three"),
-            TimelineItem::Edit {
-                target: "$1".into(),
-                text: "one, edited".into(),
-            },
+            edit("$1", "@bob:localhost", "one, edited"),
             message("$2", "two"),
             TimelineItem::Other,
             message("$1", "one"),
@@ -659,27 +677,31 @@ mod tests {
         );
     }
 
+    /// A context over a fresh SQLite store (kept alive by the returned directory).
+    fn context() -> (SourceContext, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = runtime
+            .block_on(crate::storage::Store::connect(&url))
+            .unwrap();
+        let context = SourceContext {
+            session_id: "mx".into(),
+            store,
+        };
+        (context, dir)
+    }
+
     fn built(settings: serde_json::Value) -> Result<Arc<dyn Source>, String> {
         let config = SessionConfig {
             id: "mx".into(),
             source: KIND.into(),
             settings: settings.as_object().cloned().unwrap_or_default(),
         };
-        let store_dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = runtime
-            .block_on(crate::storage::Store::connect(&format!(
-                "sqlite://{}",
-                store_dir.path().join("t.db").display()
-            )))
-            .unwrap();
-        let context = SourceContext {
-            session_id: "mx".into(),
-            store,
-        };
+        let (context, _dir) = context();
         Matrix::build(&config, &context)
     }
 
@@ -733,8 +755,10 @@ mod tests {
 
     #[test]
     fn room_filters_include_then_exclude() {
+        let (context, _dir) = context();
         let matrix = |rooms: &[&str], exclude: &[&str]| Matrix {
             client: Client::new("http://127.0.0.1:1", "t".into()).unwrap(),
+            context: context.clone(),
             me: "@me:localhost".try_into().unwrap(),
             rooms: rooms.iter().map(|r| r.to_string()).collect(),
             exclude_rooms: exclude.iter().map(|r| r.to_string()).collect(),
@@ -760,28 +784,5 @@ mod tests {
         let waits: std::collections::HashSet<u128> =
             (0..20).map(|_| backoff(10).as_millis()).collect();
         assert!(waits.len() > 1, "jittered");
-    }
-
-    #[test]
-    fn txn_ids_map_back_to_client_message_ids() {
-        let with_txn = |txn: &str| {
-            let TimelineItem::Message { message, .. } = message("$1", "x") else {
-                unreachable!()
-            };
-            live_event(
-                "!r:localhost",
-                TimelineItem::Message {
-                    message,
-                    transaction_id: Some(txn.to_owned()),
-                },
-            )
-        };
-        let echo = with_txn(&format!("{TXN_PREFIX}key-1"));
-        assert!(matches!(echo, Some(LiveEvent::Message { echo_of: Some(k), .. }) if k == "key-1"));
-        let foreign = with_txn("m123");
-        assert!(matches!(
-            foreign,
-            Some(LiveEvent::Message { echo_of: None, .. })
-        ));
     }
 }
