@@ -337,6 +337,46 @@ impl Store {
         Ok((txn, writer))
     }
 
+    /// Ends a write that changes one stored message: takes the next seq, sets `columns` (and
+    /// `updated_at`) on the message's row, logs the change (`kind`, with `status` for a status
+    /// change), commits `txn` and announces the new head.
+    async fn commit_message_change(
+        &self,
+        txn: DatabaseTransaction,
+        session_id: &str,
+        row: &message::Model,
+        kind: i16,
+        status: Option<i16>,
+        columns: Vec<(message::Column, Expr)>,
+    ) -> Result<()> {
+        let seq = Self::reserve_seqs(&txn, session_id, 1).await?;
+        let now = now_ms();
+        let mut update =
+            message::Entity::update_many().col_expr(message::Column::UpdatedAt, Expr::value(now));
+        for (column, value) in columns {
+            update = update.col_expr(column, value);
+        }
+        update
+            .filter(message::Column::Id.eq(row.id))
+            .exec(&txn)
+            .await?;
+        let change = change_row(
+            session_id,
+            seq,
+            kind,
+            row.chat_id.clone(),
+            Some(row.id),
+            status,
+            now,
+        );
+        change::Entity::insert(change)
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        self.announce(session_id, seq);
+        Ok(())
+    }
+
     /// Reserves `n` seqs for `session_id` inside `txn`; returns the first one.
     async fn reserve_seqs(txn: &DatabaseTransaction, session_id: &str, n: u64) -> Result<u64> {
         let rows = session::Entity::update_many()
@@ -593,31 +633,20 @@ impl Store {
             txn.rollback().await?;
             return Ok((message_from_row(row), false));
         }
-        let seq = Self::reserve_seqs(&txn, session_id, 1).await?;
-        let now = now_ms();
-        let mut update = message::Entity::update_many()
-            .col_expr(message::Column::Status, Expr::value(status.as_i16()))
-            .col_expr(message::Column::UpdatedAt, Expr::value(now));
+        let mut columns = vec![(message::Column::Status, Expr::value(status.as_i16()))];
         if let Some(provider_id) = provider_message_id {
-            update = update.col_expr(message::Column::ProviderMessageId, Expr::value(provider_id));
+            columns.push((message::Column::ProviderMessageId, Expr::value(provider_id)));
         }
-        update
-            .filter(message::Column::Id.eq(row.id))
-            .exec(&txn)
-            .await?;
-        change::Entity::insert(change_row(
+        let status_code = Some(status.as_i16());
+        self.commit_message_change(
+            txn,
             session_id,
-            seq,
+            &row,
             change::KIND_STATUS,
-            row.chat_id.clone(),
-            Some(row.id),
-            Some(status.as_i16()),
-            now,
-        ))
-        .exec_without_returning(&txn)
+            status_code,
+            columns,
+        )
         .await?;
-        txn.commit().await?;
-        self.announce(session_id, seq);
         let mut message = message_from_row(row);
         message.status = status;
         if let Some(provider_id) = provider_message_id {
@@ -658,33 +687,24 @@ impl Store {
                 txn.rollback().await?;
                 continue;
             }
-            let seq = Self::reserve_seqs(&txn, session_id, 1).await?;
-            let now = now_ms();
             let sent = MessageStatus::Sent.as_i16();
-            message::Entity::update_many()
-                .col_expr(message::Column::Status, Expr::value(sent))
-                .col_expr(
+            let columns = vec![
+                (message::Column::Status, Expr::value(sent)),
+                (
                     message::Column::ProviderMessageId,
                     Expr::value(echo.provider_message_id.as_str()),
-                )
-                .col_expr(message::Column::SentAt, Expr::value(echo.sent_at_ms))
-                .col_expr(message::Column::UpdatedAt, Expr::value(now))
-                .filter(message::Column::Id.eq(row.id))
-                .exec(&txn)
-                .await?;
-            change::Entity::insert(change_row(
+                ),
+                (message::Column::SentAt, Expr::value(echo.sent_at_ms)),
+            ];
+            self.commit_message_change(
+                txn,
                 session_id,
-                seq,
+                &row,
                 change::KIND_STATUS,
-                row.chat_id,
-                Some(row.id),
                 Some(sent),
-                now,
-            ))
-            .exec_without_returning(&txn)
+                columns,
+            )
             .await?;
-            txn.commit().await?;
-            self.announce(session_id, seq);
         }
         Ok(found)
     }
@@ -734,28 +754,12 @@ impl Store {
             txn.rollback().await?;
             return Ok(None);
         }
-        let seq = Self::reserve_seqs(&txn, session_id, 1).await?;
-        let now = now_ms();
-        message::Entity::update_many()
-            .col_expr(message::Column::Text, Expr::value(text.as_ref()))
-            .col_expr(message::Column::Kind, Expr::value(kind.as_i16()))
-            .col_expr(message::Column::UpdatedAt, Expr::value(now))
-            .filter(message::Column::Id.eq(row.id))
-            .exec(&txn)
+        let columns = vec![
+            (message::Column::Text, Expr::value(text.as_ref())),
+            (message::Column::Kind, Expr::value(kind.as_i16())),
+        ];
+        self.commit_message_change(txn, session_id, &row, change::KIND_MESSAGE, None, columns)
             .await?;
-        change::Entity::insert(change_row(
-            session_id,
-            seq,
-            change::KIND_MESSAGE,
-            row.chat_id.clone(),
-            Some(row.id),
-            None,
-            now,
-        ))
-        .exec_without_returning(&txn)
-        .await?;
-        txn.commit().await?;
-        self.announce(session_id, seq);
         let mut message = message_from_row(row);
         message.text = text.into_owned();
         message.kind = kind;
