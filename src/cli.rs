@@ -157,6 +157,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
             let app = crate::server::Application::build(config).await?;
+            // On stdout, for scripts and supervisors that start it on port 0.
+            println!("chatsync listening on http://{}", app.local_addr());
             app.run_until_stopped(crate::server::shutdown_signal())
                 .await
         }

@@ -4,7 +4,8 @@
 //! 1. built-in defaults ([`Config::default`], which includes the `demo` sessions over the
 //!    sample exports shipped in `samples/`, used when no file is found);
 //! 2. the TOML file: `--config PATH`, else `./chatsync.toml` when it exists;
-//! 3. `CHATSYNC_LISTEN`, `CHATSYNC_DATABASE_URL`, `CHATSYNC_HEARTBEAT_SECS`.
+//! 3. `CHATSYNC_LISTEN`, `CHATSYNC_DATABASE_URL`, `CHATSYNC_HEARTBEAT_SECS`,
+//!    `CHATSYNC_LEASE_SECS`.
 //!
 //! Export paths come only from here, never from a request.
 use std::net::SocketAddr;
@@ -26,6 +27,10 @@ pub struct Config {
     pub database_url: String,
     /// Seconds between heartbeats on subscriptions. Default 15.
     pub heartbeat_secs: u64,
+    /// Seconds a replica's lease on a session's sync run or live-source loop lasts without a
+    /// renewal; the holder renews it every third of that. When a replica dies, another takes
+    /// over within this time. Default 10, at most 15.
+    pub lease_secs: u64,
     /// Origins allowed to call the API from a browser (CORS), e.g. `https://app.example`.
     /// Default none: only same-origin pages and non-browser clients.
     pub cors_allowed_origins: Vec<String>,
@@ -100,6 +105,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://chatsync.db".into(),
             heartbeat_secs: 15,
+            lease_secs: 10,
             cors_allowed_origins: Vec::new(),
             tokens: Vec::new(),
             sessions: vec![
@@ -139,6 +145,7 @@ impl Config {
             "listen",
             "database_url",
             "heartbeat_secs",
+            "lease_secs",
         ]));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
@@ -166,6 +173,11 @@ impl Config {
         if self.heartbeat_secs == 0 {
             return Err(ConfigError::Invalid(
                 "heartbeat_secs must be at least 1".into(),
+            ));
+        }
+        if !(1..=15).contains(&self.lease_secs) {
+            return Err(ConfigError::Invalid(
+                "lease_secs must be between 1 and 15".into(),
             ));
         }
         if self.tokens.iter().any(|t| t.token.len() < 8) {

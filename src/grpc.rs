@@ -40,12 +40,20 @@ pub fn status_from(error: Error) -> Status {
         Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::Unavailable(m) => Status::unavailable(m),
-        Error::Storage(e) => {
-            tracing::error!(error = %e, "storage error");
-            Status::internal(format!("storage error: {e}"))
-        }
-        Error::Internal(m) => Status::internal(m),
+        // The cause stays in the log: a client sees only an id to quote.
+        Error::Storage(e) => internal(&e),
+        Error::Internal(m) => internal(&m),
     }
+}
+
+/// An INTERNAL status carrying only a fresh error id; the cause is logged with that id, so an
+/// operator can find it and no database text reaches a client.
+fn internal(cause: &dyn std::fmt::Display) -> Status {
+    let error_id = uuid::Uuid::new_v4().simple().to_string();
+    tracing::error!(error_id, error = %cause, "internal error");
+    Status::internal(format!(
+        "internal error (error id {error_id}); the server log has the cause"
+    ))
 }
 
 /// The tonic service.
@@ -132,7 +140,7 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let limit = request.get_ref().limit_per_chat;
-            let mut attachment = self.service.sync_chats(&session_id, limit).map_err(status_from)?;
+            let mut attachment = self.service.sync_chats(&session_id, limit).await.map_err(status_from)?;
             let (sender, receiver) = mpsc::channel(64);
             let mut shutdown = self.service.shutdown();
             // Forwards frames until the run ends, the client goes or the server shuts down;
@@ -150,7 +158,14 @@ impl ChatSyncService for Api {
                                         tracing::debug!(skipped, "slow SyncChats client skipped frames");
                                         continue;
                                     }
-                                    Err(RecvError::Closed) => return,
+                                    Err(RecvError::Closed) => {
+                                        // The run ended without an outcome: the replica
+                                        // running it stopped, and it is INTERRUPTED.
+                                        let _ = sender.try_send(Err(Status::unavailable(
+                                            "the sync run was interrupted: the server running it stopped; sync again to resume",
+                                        )));
+                                        return;
+                                    }
                                 },
                                 _ = crate::service::stopped(&mut shutdown) => {
                                     let _ = sender.try_send(Err(Status::unavailable("the server is shutting down")));

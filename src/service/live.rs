@@ -1,48 +1,136 @@
 //! Live sources: the sink a session's live loop ([`Source::run_live`]) delivers to.
 //!
-//! [`LiveStore`] stores what the source saw, in order, under the session's ingest lock (so a
-//! sync run's "check what is stored, store the rest" never interleaves with it), then saves
-//! the source's cursor. Subscribers hear of it through the storage head, like any change.
+//! [`LiveStore`] stores what the source saw, in order, then saves the source's cursor. Each
+//! store is one write transaction that checks what is stored under the session's lock, so a
+//! sync run on any replica never interleaves with it. Subscribers hear of it through the
+//! storage head, like any change. One replica in the cluster runs a session's loop, by lease
+//! ([`spawn`]).
 //!
 //! Delivery is at least once and storage makes it exactly once: a message whose provider id
 //! is stored is skipped, the echo of a message chatsync sent settles that message instead of
 //! adding one, an edit that changes nothing logs nothing, and READ never goes back.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
+use tracing::Instrument;
 
+use super::stopped;
 use crate::error::Result;
 use crate::model::NewMessage;
 use crate::sources::{LiveEvent, LiveSink, Source, SourceState};
-use crate::storage::{ImportChat, MessageEdit, MessageRef, Store};
+use crate::storage::{ImportChat, LeaseKind, MessageEdit, MessageRef, Store};
 
 /// The sink of one session's live source.
 pub struct LiveStore {
     pub session_id: String,
     pub store: Store,
-    pub ingest: Arc<Mutex<()>>,
     pub state: watch::Sender<SourceState>,
-    pub shutdown: watch::Receiver<bool>,
+    /// Turns true when the loop must stop: the server shuts down, or this replica lost the
+    /// session's live lease.
+    pub stop: watch::Receiver<bool>,
 }
 
-/// Starts the live loop of a live source; it ends when the server shuts down.
-pub fn spawn(source: Arc<dyn Source>, sink: LiveStore) {
+/// What [`spawn`] needs besides the source.
+pub struct LiveLease {
+    pub session_id: String,
+    pub store: Store,
+    pub state: watch::Sender<SourceState>,
+    pub shutdown: watch::Receiver<bool>,
+    /// This replica's id, the holder named in the lease.
+    pub holder: String,
+    /// How long the lease lasts without renewal; renewed every third of that.
+    pub lease: Duration,
+}
+
+/// Runs the session's live loop on whichever replica holds its live lease: this one tries to
+/// take the lease every third of the lease time, runs the loop while it holds it (renewing it),
+/// and stops the loop when the lease is lost or the server shuts down (then releasing it).
+/// When a holder dies, another replica takes over within the lease time and resumes from the
+/// stored cursor; storage skips what is stored, so nothing is stored twice.
+pub fn spawn(source: Arc<dyn Source>, lease: LiveLease) {
     let span = tracing::info_span!(
         "live_source",
-        session_id = sink.session_id,
+        session_id = lease.session_id,
         source = source.kind()
     );
-    tokio::spawn(tracing::Instrument::instrument(
-        async move { source.run_live(Arc::new(sink)).await },
-        span,
-    ));
+    tokio::spawn(tracing::Instrument::instrument(keep(source, lease), span));
+}
+
+async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
+    let LiveLease {
+        session_id,
+        store,
+        state,
+        mut shutdown,
+        holder,
+        lease,
+    } = lease;
+    let lease_ms = lease.as_millis() as i64;
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        match store
+            .acquire_lease(&session_id, LeaseKind::Live, &holder, lease_ms)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take the live lease");
+                continue;
+            }
+        }
+        tracing::info!("this replica runs the live loop");
+        let (stop, stop_rx) = watch::channel(false);
+        let sink = LiveStore {
+            session_id: session_id.clone(),
+            store: store.clone(),
+            state: state.clone(),
+            stop: stop_rx,
+        };
+        let running = source.clone();
+        let mut task =
+            tokio::spawn(async move { running.run_live(Arc::new(sink)).await }.in_current_span());
+        let shutting_down = loop {
+            tokio::select! {
+                _ = &mut task => break false,
+                _ = stopped(&mut shutdown) => break true,
+                _ = tick.tick() => match store.renew_lease(&session_id, LeaseKind::Live, &holder, lease_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("lost the live lease to another replica; stopping the live loop");
+                        break false;
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot renew the live lease"),
+                },
+            }
+        };
+        let _ = stop.send(true);
+        if !task.is_finished() {
+            let _ = task.await;
+        }
+        if let Err(error) = store
+            .release_lease(&session_id, LeaseKind::Live, &holder)
+            .await
+        {
+            tracing::warn!(%error, "cannot release the live lease");
+        }
+        if shutting_down {
+            return;
+        }
+    }
 }
 
 impl LiveStore {
-    /// Stores a run of new messages in one transaction: those already stored are skipped, and
-    /// those that echo a message chatsync sent settle it instead.
+    /// Stores a run of new messages in one transaction: storage skips those already stored,
+    /// and settles the stored messages that those echoing a message chatsync sent stand for.
     async fn store_messages(
         &self,
         run: &mut Vec<(String, NewMessage)>,
@@ -51,54 +139,18 @@ impl LiveStore {
         if run.is_empty() {
             return Ok(());
         }
-        let echoes: Vec<&NewMessage> = run
-            .iter()
-            .map(|(_, message)| message)
-            .filter(|message| message.client_message_id.is_some())
-            .collect();
-        let settled = self.store.settle_echoes(&self.session_id, &echoes).await?;
-        let mut chat_ids: Vec<&str> = run.iter().map(|(chat_id, _)| chat_id.as_str()).collect();
-        chat_ids.sort_unstable();
-        chat_ids.dedup();
-        let mut stored: HashMap<&str, HashSet<String>> = HashMap::new();
-        for &chat_id in &chat_ids {
-            let candidates: Vec<&str> = run
-                .iter()
-                .filter(|(chat, _)| chat == chat_id)
-                .map(|(_, message)| message.provider_message_id.as_str())
-                .collect();
-            let ids = self
-                .store
-                .stored_provider_ids(&self.session_id, chat_id, &candidates)
-                .await?;
-            stored.insert(chat_id, ids);
-        }
-        for chat_id in chat_ids {
+        for (chat_id, _) in run.iter() {
             if !names.contains_key(chat_id) {
                 let name = match self.store.find_chat(&self.session_id, chat_id).await? {
                     Some(chat) => chat.name,
-                    None => chat_id.to_owned(),
+                    None => chat_id.clone(),
                 };
-                names.insert(chat_id.to_owned(), name);
+                names.insert(chat_id.clone(), name);
             }
         }
-        // Consecutive messages of one chat go together; the same event twice is stored once.
+        // Consecutive messages of one chat go together.
         let mut groups: Vec<(&str, Vec<NewMessage>)> = Vec::new();
-        let mut seen = HashSet::new();
         for (chat_id, message) in run.iter() {
-            let known = stored
-                .get(chat_id.as_str())
-                .is_some_and(|ids| ids.contains(&message.provider_message_id));
-            let echo = message
-                .client_message_id
-                .as_ref()
-                .is_some_and(|key| settled.contains(key));
-            if known
-                || echo
-                || !seen.insert((chat_id.as_str(), message.provider_message_id.as_str()))
-            {
-                continue;
-            }
             match groups.last_mut() {
                 Some((last, messages)) if *last == chat_id => messages.push(message.clone()),
                 _ => groups.push((chat_id, vec![message.clone()])),
@@ -110,6 +162,7 @@ impl LiveStore {
                 chat_id,
                 name: &names[*chat_id],
                 messages,
+                may_be_stored: true,
             })
             .collect();
         self.store.import(&self.session_id, &items).await?;
@@ -126,7 +179,6 @@ impl LiveSink for LiveStore {
     }
 
     async fn apply(&self, events: Vec<LiveEvent>, cursor: &str) -> Result<()> {
-        let _ingest = self.ingest.lock().await;
         let mut names: HashMap<String, String> = HashMap::new();
         let mut run: Vec<(String, NewMessage)> = Vec::new();
         let session_id = self.session_id.as_str();
@@ -149,6 +201,7 @@ impl LiveSink for LiveStore {
                         chat_id: &chat_id,
                         name: &name,
                         messages: &[],
+                        may_be_stored: true,
                     };
                     self.store.import(session_id, &[chat]).await?;
                     names.insert(chat_id, name);
@@ -207,6 +260,6 @@ impl LiveSink for LiveStore {
     }
 
     fn stopped(&self) -> watch::Receiver<bool> {
-        self.shutdown.clone()
+        self.stop.clone()
     }
 }

@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
 use crate::sources::{self, Source, SourceContext, SourceState};
-use crate::storage::{ImportChat, MessageRef, SessionRecord, Store, SyncState, Take};
+use crate::storage::messages::MissingChat;
+use crate::storage::{MessageRef, SessionRecord, Store, SyncState, Take};
 pub use subscriptions::{Event, SubscribeRequest};
 pub use sync::{Attachment, Progress, Stage};
 
@@ -82,6 +83,10 @@ impl ChatSync {
                 "sync runs were interrupted by the last shutdown"
             );
         }
+        // This replica's id in the cluster's leases: new at every start, so a restarted
+        // process never mistakes a dead one's lease for its own.
+        let replica_id = uuid::Uuid::new_v4().to_string();
+        let lease = Duration::from_secs(config.lease_secs);
         let mut sessions = HashMap::new();
         for session in &config.sessions {
             let context = SourceContext {
@@ -97,18 +102,18 @@ impl ChatSync {
             };
             let handles = Session {
                 source: source.clone(),
-                ingest: Arc::default(),
                 state: watch::channel(initial).0,
             };
             if source.is_live() {
                 live::spawn(
                     source,
-                    live::LiveStore {
+                    live::LiveLease {
                         session_id: session.id.clone(),
                         store: store.clone(),
-                        ingest: handles.ingest.clone(),
                         state: handles.state.clone(),
                         shutdown: shutdown.clone(),
+                        holder: replica_id.clone(),
+                        lease,
                     },
                 );
             }
@@ -119,7 +124,7 @@ impl ChatSync {
             inner: Arc::new(Inner {
                 store,
                 sessions,
-                runs: Arc::default(),
+                runs: Arc::new(sync::SyncRuns::new(replica_id, lease)),
                 hub: subscriptions::Hub::new(
                     hub_store,
                     Duration::from_secs(config.heartbeat_secs),
@@ -182,21 +187,23 @@ impl ChatSync {
         Ok(&self.session(session_id)?.source)
     }
 
-    /// Starts a sync run, or attaches to the running one. `limit_per_chat`: `None` means
-    /// [`sync::DEFAULT_LIMIT_PER_CHAT`], `Some(0)` the whole history.
-    pub fn sync_chats(&self, session_id: &str, limit_per_chat: Option<u32>) -> Result<Attachment> {
+    /// Starts a sync run, or attaches to the running one, on this replica or another.
+    /// `limit_per_chat`: `None` means [`sync::DEFAULT_LIMIT_PER_CHAT`], `Some(0)` the whole
+    /// history.
+    pub async fn sync_chats(
+        &self,
+        session_id: &str,
+        limit_per_chat: Option<u32>,
+    ) -> Result<Attachment> {
         let session = self.session(session_id)?;
         let limit = match limit_per_chat.unwrap_or(sync::DEFAULT_LIMIT_PER_CHAT) {
             0 => None,
             n => Some(n as usize),
         };
-        Ok(self.inner.runs.start_or_attach(
-            &self.inner.store,
-            session_id,
-            session.source.clone(),
-            session.ingest.clone(),
-            limit,
-        ))
+        self.inner
+            .runs
+            .start_or_attach(&self.inner.store, session_id, session.source.clone(), limit)
+            .await
     }
 
     /// Opens a subscription; see [`subscriptions`].
@@ -271,30 +278,6 @@ impl ChatSync {
         } else {
             client_message_id.to_owned()
         };
-        if let Some(existing) = store
-            .find_by_client_id(session_id, &client_message_id)
-            .await?
-        {
-            let (existing, duplicate) = same_request(existing, chat_id, text)?;
-            // Still PENDING: the first attempt was cut off (a crash, a timeout). Send again;
-            // the source deduplicates on the idempotency key, so this never posts twice.
-            if existing.status == MessageStatus::Pending && !source.is_native() {
-                let (message, _) = self.deliver(&source, existing, &client_message_id).await?;
-                return Ok((message, true));
-            }
-            return Ok((existing, duplicate));
-        }
-        if store.find_chat(session_id, chat_id).await?.is_none() {
-            if !source.is_native() {
-                return Err(Error::NotFound(format!("chat {chat_id:?}")));
-            }
-            let chat = ImportChat {
-                chat_id,
-                name: chat_id,
-                messages: &[],
-            };
-            store.import(session_id, &[chat]).await?;
-        }
         // A native source's storage is its chat server: the stored message is the sent one.
         let (provider_message_id, status) = if source.is_native() {
             (format!("local-{client_message_id}"), MessageStatus::Sent)
@@ -314,9 +297,25 @@ impl ChatSync {
             from_me: true,
             sent_at_ms: now_ms(),
         };
-        let (stored, created) = store.insert_outgoing(session_id, chat_id, &new).await?;
+        // A native source creates chats on first send; others only send to chats they have.
+        let missing_chat = if source.is_native() {
+            MissingChat::Create
+        } else {
+            MissingChat::Refuse
+        };
+        let (stored, created) = store
+            .insert_outgoing(session_id, chat_id, &new, missing_chat)
+            .await?;
         if !created {
-            return same_request(stored, chat_id, text);
+            let (existing, duplicate) = same_request(stored, chat_id, text)?;
+            // Still PENDING: the first attempt was cut off (a crash, a timeout) or is in flight
+            // on another call. Send again; the source deduplicates on the idempotency key, so
+            // this never posts twice.
+            if existing.status == MessageStatus::Pending && !source.is_native() {
+                let (message, _) = self.deliver(&source, existing, &client_message_id).await?;
+                return Ok((message, true));
+            }
+            return Ok((existing, duplicate));
         }
         if status == MessageStatus::Sent {
             return Ok((stored, false));
@@ -396,6 +395,14 @@ impl ChatSync {
         let store = &self.inner.store;
         let session = store.session(session_id).await?;
         let (chat_count, message_count) = store.counts(session_id).await?;
+        let mut session = session;
+        if self.inner.runs.current(session_id).is_none()
+            && session.sync_state == SyncState::Running
+            && store.interrupt_if_expired(session_id, false).await?
+        {
+            // The replica running it died: its lease expired just now.
+            session = store.session(session_id).await?;
+        }
         let (state, progress) = match self.inner.runs.current(session_id) {
             Some(progress) => (SyncState::Running, Some(progress)),
             None => (
@@ -492,11 +499,9 @@ impl ChatSync {
     }
 }
 
-/// A configured session: its source, the lock its sync runs and live source store under, and
-/// the live source's connection state.
+/// A configured session: its source and the live source's connection state.
 struct Session {
     source: Arc<dyn Source>,
-    ingest: Arc<tokio::sync::Mutex<()>>,
     state: watch::Sender<SourceState>,
 }
 

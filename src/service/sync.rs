@@ -7,9 +7,13 @@
 //! - The run belongs to the server: it is a spawned task, and callers only watch it. A caller
 //!   that goes away changes nothing; a second caller attaches and first gets a snapshot of the
 //!   last frame.
-//! - The run's state is persisted (`sessions.sync_*`), at start, about once a second, and at
-//!   the end, so GetSyncStatus survives restarts and a crash leaves RUNNING, which the next
-//!   start turns into INTERRUPTED.
+//! - The run's state is persisted (`sessions.sync_*`), at start, about twice a second, and at
+//!   the end, so GetSyncStatus survives restarts.
+//! - One run per session in the cluster: a run starts only under the session's sync lease,
+//!   renewed while it runs ([`SyncRuns::supervise`]). A caller on another replica follows the
+//!   persisted progress ([`follow`]). A run whose lease expired (its replica died) is
+//!   INTERRUPTED; any replica may start the next one.
+//! - A run that panics ends FAILED, with a FAILED frame, and the session can sync again.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +25,7 @@ use tracing::Instrument;
 
 use crate::model::{NewMessage, now_ms};
 use crate::sources::{ChatHistory, Source, SourceChat, SourceError};
-use crate::storage::{ImportChat, Store, SyncRecord, SyncState};
+use crate::storage::{ImportChat, LeaseKind, RunClaim, Store, SyncRecord, SyncState};
 
 /// Messages stored per transaction: a chat larger than this gets one MESSAGES_SAVED frame
 /// per batch; smaller chats share a transaction, up to this many messages in all. A source
@@ -30,6 +34,10 @@ pub const MESSAGES_PER_BATCH: usize = 10_000;
 
 /// The most chats that share one import transaction.
 pub const CHATS_PER_BATCH: usize = 1_000;
+
+/// How often a running run persists its last frame (followers on other replicas see progress
+/// at this pace).
+const SAVE_EVERY: Duration = Duration::from_millis(500);
 
 /// The limit SyncChats applies when the request gives none.
 pub const DEFAULT_LIMIT_PER_CHAT: u32 = 100;
@@ -93,68 +101,257 @@ impl Run {
     }
 }
 
-/// The running sync runs, at most one per session.
-#[derive(Default)]
+/// The sync runs this replica runs, at most one per session, and the cluster-wide claim on
+/// them: a run is started only under the session's sync lease (see
+/// [`crate::storage::sessions`]); a caller on a replica that does not hold it follows the
+/// holder's persisted progress instead.
 pub struct SyncRuns {
     runs: Mutex<HashMap<String, Arc<Run>>>,
+    /// Serialises "attach or claim" within this replica.
+    starting: tokio::sync::Mutex<()>,
+    /// This replica's id, the holder named in its leases.
+    holder: String,
+    /// How long a lease lasts without renewal; it is renewed every third of that.
+    lease: Duration,
 }
 
 impl SyncRuns {
-    /// The last frame of the session's running run, if one is running.
+    pub fn new(holder: String, lease: Duration) -> Self {
+        Self {
+            runs: Mutex::default(),
+            starting: tokio::sync::Mutex::default(),
+            holder,
+            lease,
+        }
+    }
+
+    /// The last frame of the session's run, if this replica is running one.
     pub fn current(&self, session_id: &str) -> Option<Progress> {
         let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.get(session_id)
             .map(|run| run.last.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
-    /// Attaches to the session's running run, or starts one with `limit` messages per chat
-    /// (`None`: the whole history).
-    pub fn start_or_attach(
+    /// Attaches to the session's running run, on this replica or another, or starts one
+    /// with `limit` messages per chat (`None`: the whole history).
+    pub async fn start_or_attach(
         self: &Arc<Self>,
         store: &Store,
         session_id: &str,
         source: Arc<dyn Source>,
-        ingest: Arc<tokio::sync::Mutex<()>>,
         limit: Option<usize>,
-    ) -> Attachment {
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(run) = runs.get(session_id) {
-            return run.attach();
+    ) -> crate::error::Result<Attachment> {
+        let _starting = self.starting.lock().await;
+        if let Some(run) = self.local(session_id) {
+            return Ok(run.attach());
+        }
+        let sync_id = uuid::Uuid::new_v4().to_string();
+        let started_at_ms = now_ms();
+        let progress = Progress {
+            sync_id: sync_id.clone(),
+            session_id: session_id.to_owned(),
+            ..Progress::default()
+        };
+        let json = serde_json::to_string(&progress).unwrap_or_default();
+        let record = SyncRecord {
+            state: SyncState::Running,
+            sync_id: &sync_id,
+            started_at_ms,
+            finished_at_ms: None,
+            error: None,
+            progress_json: &json,
+        };
+        let lease_ms = self.lease.as_millis() as i64;
+        match store
+            .claim_sync_run(session_id, &self.holder, lease_ms, &record)
+            .await?
+        {
+            RunClaim::Running { sync_id } => {
+                return Ok(follow(store.clone(), session_id, sync_id, self.lease).await);
+            }
+            RunClaim::Started => {}
         }
         let (sender, receiver) = broadcast::channel(4_096);
-        let sync_id = uuid::Uuid::new_v4().to_string();
         let run = Arc::new(Run {
-            last: Mutex::new(Progress {
-                sync_id: sync_id.clone(),
-                session_id: session_id.to_owned(),
-                ..Progress::default()
-            }),
+            last: Mutex::new(progress.clone()),
             frames: sender,
         });
-        runs.insert(session_id.to_owned(), run.clone());
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session_id.to_owned(), run.clone());
         let job = Job {
             runs: self.clone(),
-            run,
+            run: run.clone(),
             store: store.clone(),
             batch: source.batch_size().clamp(1, MESSAGES_PER_BATCH),
             source,
-            ingest,
             limit,
-            progress: Progress {
-                sync_id: sync_id.clone(),
-                session_id: session_id.to_owned(),
-                ..Progress::default()
-            },
-            started_at_ms: now_ms(),
+            progress,
+            started_at_ms,
             last_saved: Instant::now(),
             failed_chats: Vec::new(),
         };
         let span = tracing::info_span!("sync_run", session_id, sync_id);
-        tokio::spawn(job.run().instrument(span));
-        Attachment {
+        tokio::spawn(self.clone().supervise(job).instrument(span));
+        Ok(Attachment {
             snapshot: None,
             frames: receiver,
+        })
+    }
+
+    fn local(&self, session_id: &str) -> Option<Arc<Run>> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.get(session_id).cloned()
+    }
+
+    /// Removes `run` from the registry, if it is still the session's.
+    fn retire(&self, session_id: &str, run: &Arc<Run>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if runs
+            .get(session_id)
+            .is_some_and(|current| Arc::ptr_eq(current, run))
+        {
+            runs.remove(session_id);
         }
+    }
+
+    /// Runs a job while renewing its lease. A job that panics ends FAILED; a job whose lease
+    /// was lost (this replica was cut off for longer than the lease, and another replica took
+    /// over) is stopped, and its attached streams end.
+    async fn supervise(self: Arc<Self>, job: Job) {
+        let store = job.store.clone();
+        let run = job.run.clone();
+        let session_id = job.progress.session_id.clone();
+        let started_at_ms = job.started_at_ms;
+        let mut task = tokio::spawn(job.run().in_current_span());
+        let mut renew = tokio::time::interval(self.lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        let lease_ms = self.lease.as_millis() as i64;
+        loop {
+            tokio::select! {
+                outcome = &mut task => {
+                    if let Err(error) = outcome {
+                        let message = format!("the sync run stopped unexpectedly: {error}");
+                        tracing::error!(error = %message, "sync run panicked");
+                        let mut record = run.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        record.stage = Stage::Failed;
+                        record.error = message.clone();
+                        let json = serde_json::to_string(&record).unwrap_or_default();
+                        let saved = store
+                            .save_sync_state(
+                                &session_id,
+                                &SyncRecord {
+                                    state: SyncState::Failed,
+                                    sync_id: &record.sync_id,
+                                    started_at_ms,
+                                    finished_at_ms: Some(now_ms()),
+                                    error: Some(&message),
+                                    progress_json: &json,
+                                },
+                                &self.holder,
+                            )
+                            .await;
+                        if let Err(error) = saved {
+                            tracing::error!(%error, "cannot persist the failed sync run");
+                        }
+                        self.retire(&session_id, &run);
+                        run.publish(record);
+                    }
+                    return;
+                }
+                _ = renew.tick() => {
+                    match store.renew_lease(&session_id, LeaseKind::Sync, &self.holder, lease_ms).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!("sync run lost its lease to another replica; stopping it");
+                            task.abort();
+                            self.retire(&session_id, &run);
+                            return;
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot renew the sync run's lease"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Follows a run held by another replica: the snapshot is its persisted progress, then each
+/// newly persisted frame, then its outcome. Progress arrives through the database: the holder
+/// persists it and wakes followers (`chatsync_runs` on PostgreSQL). When the holder's lease
+/// expires, the run is marked INTERRUPTED and the frames end without an outcome (the stream
+/// then ends UNAVAILABLE).
+async fn follow(store: Store, session_id: &str, sync_id: String, lease: Duration) -> Attachment {
+    let mut changes = store.run_changes(session_id);
+    let persisted = |record: &crate::storage::SessionRecord| -> Option<Progress> {
+        record
+            .sync_progress
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+    };
+    let snapshot = match store.session(session_id).await {
+        Ok(record) => persisted(&record),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| Progress {
+        sync_id: sync_id.clone(),
+        session_id: session_id.to_owned(),
+        ..Progress::default()
+    });
+    let (sender, receiver) = broadcast::channel(256);
+    let session_id = session_id.to_owned();
+    let mut last = snapshot.clone();
+    tokio::spawn(
+        async move {
+            let mut check = tokio::time::interval(lease / 3);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = check.tick() => {
+                        match store.interrupt_if_expired(&session_id, false).await {
+                            Ok(true) => {
+                                tracing::warn!("the followed sync run's replica stopped; run interrupted");
+                                return;
+                            }
+                            Ok(false) => {}
+                            Err(error) => tracing::warn!(%error, "cannot check the sync run's lease"),
+                        }
+                    }
+                }
+                if sender.receiver_count() == 0 {
+                    return;
+                }
+                let record = match store.session(&session_id).await {
+                    Ok(record) => record,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the followed sync run");
+                        continue;
+                    }
+                };
+                if record.sync_id.as_deref() != Some(sync_id.as_str()) {
+                    return;
+                }
+                if let Some(progress) = persisted(&record)
+                    && progress != last
+                {
+                    last = progress.clone();
+                    let _ = sender.send(progress);
+                }
+                if record.sync_state != SyncState::Running {
+                    // A final state carries its final frame (COMPLETED or FAILED), sent above;
+                    // INTERRUPTED has none, and the frames end.
+                    return;
+                }
+            }
+        }
+        .instrument(tracing::info_span!("sync_follow")),
+    );
+    Attachment {
+        snapshot: Some(snapshot),
+        frames: receiver,
     }
 }
 
@@ -166,8 +363,8 @@ struct Pending {
     /// Messages not stored yet.
     messages: Vec<NewMessage>,
     unplaced_lines: u64,
-    /// Whether `messages` may include some already stored (still to be checked).
-    check_stored: bool,
+    /// Whether `messages` may include some already stored (storage checks them).
+    may_be_stored: bool,
     /// Why the chat's history could not be read; the chat row is still stored.
     failure: Option<String>,
 }
@@ -177,9 +374,6 @@ struct Job {
     run: Arc<Run>,
     store: Store,
     source: Arc<dyn Source>,
-    /// Held while checking what is stored and storing the rest; shared with the session's
-    /// live source.
-    ingest: Arc<tokio::sync::Mutex<()>>,
     /// Messages per import transaction.
     batch: usize,
     limit: Option<usize>,
@@ -216,7 +410,7 @@ impl Job {
                         chat: chat.clone(),
                         messages: Vec::new(),
                         unplaced_lines: 0,
-                        check_stored: false,
+                        may_be_stored: false,
                         failure: None,
                     };
                     match history.await {
@@ -227,12 +421,9 @@ impl Job {
                         Ok(Ok(history)) => {
                             pending.unplaced_lines = history.unplaced_lines;
                             let messages = history.messages;
-                            // A chat met earlier in this run (the same chat exported twice):
-                            // store what is queued first, so checking this one sees it.
+                            // A chat met earlier in this run (the same chat exported twice)
+                            // holds what that copy stored.
                             let seen_before = !seen.insert(chat.chat_id.clone());
-                            if seen_before {
-                                self.flush(&mut batch).await;
-                            }
                             // A chat absent when the run started, and not met since, holds
                             // no messages: no need to read its provider ids. A live source
                             // may store into any chat meanwhile, so its chats are all checked.
@@ -242,23 +433,14 @@ impl Job {
                                     .as_ref()
                                     .is_none_or(|ids| ids.contains(&chat.chat_id));
                             pending.messages = messages;
-                            pending.check_stored = may_hold_messages;
+                            pending.may_be_stored = may_hold_messages;
                         }
                     }
                     // A large chat is checked and stored on its own, in batches; small ones
                     // are checked when their batch is stored.
                     if pending.messages.len() > self.batch {
                         self.flush(&mut batch).await;
-                        let ingest = self.ingest.clone();
-                        let _ingest = ingest.lock().await;
-                        if pending.check_stored {
-                            self.skip_stored(std::slice::from_mut(&mut pending)).await;
-                        }
-                        if pending.messages.len() > self.batch {
-                            self.import_large(pending).await;
-                        } else {
-                            batch.push(pending);
-                        }
+                        self.import_large(pending).await;
                     } else {
                         let queued: usize = batch.iter().map(|p| p.messages.len()).sum();
                         if queued + pending.messages.len() > self.batch
@@ -268,7 +450,7 @@ impl Job {
                         }
                         batch.push(pending);
                     }
-                    if self.last_saved.elapsed() > Duration::from_secs(1) {
+                    if self.last_saved.elapsed() > SAVE_EVERY {
                         self.save(SyncState::Running, None, None).await;
                     }
                 }
@@ -305,13 +487,7 @@ impl Job {
         let mut frame = self.progress.clone();
         frame.stage = stage;
         self.save_frame(state, Some(now_ms()), error, &frame).await;
-        let mut runs = self.runs.runs.lock().unwrap_or_else(|p| p.into_inner());
-        if runs
-            .get(&self.progress.session_id)
-            .is_some_and(|run| Arc::ptr_eq(run, &self.run))
-        {
-            runs.remove(&self.progress.session_id);
-        }
+        self.runs.retire(&self.progress.session_id, &self.run);
         self.run.publish(frame);
     }
 
@@ -354,23 +530,13 @@ impl Job {
         if batch.is_empty() {
             return;
         }
-        // Checking what is stored and storing the rest is atomic with respect to the
-        // session's live source, which stores through the same lock.
-        let ingest = self.ingest.clone();
-        let _ingest = ingest.lock().await;
-        if self.source.is_live() {
-            // Checked before, perhaps, but not under this hold of the lock.
-            for pending in batch.iter_mut() {
-                pending.check_stored = true;
-            }
-        }
-        self.skip_stored(batch).await;
         let items: Vec<ImportChat<'_>> = batch
             .iter()
             .map(|pending| ImportChat {
                 chat_id: &pending.chat.chat_id,
                 name: &pending.chat.name,
                 messages: &pending.messages,
+                may_be_stored: pending.may_be_stored,
             })
             .collect();
         let result = self.store.import(&self.progress.session_id, &items).await;
@@ -403,6 +569,7 @@ impl Job {
                 chat_id: &pending.chat.chat_id,
                 name: &pending.chat.name,
                 messages: slice,
+                may_be_stored: pending.may_be_stored,
             };
             match self.store.import(&self.progress.session_id, &[item]).await {
                 Ok(counts) => {
@@ -437,57 +604,6 @@ impl Job {
         self.progress.error = error;
         self.failed_chats.push(self.progress.chat_id.clone());
         self.publish(Stage::ChatFailed);
-    }
-
-    /// Drops the messages already stored from the chats that may hold some, with one lookup
-    /// for all of them, and settles those that echo a message chatsync sent instead of storing
-    /// them again. A failed lookup fails those chats (their rows are still stored).
-    async fn skip_stored(&self, pending: &mut [Pending]) {
-        let ids: Vec<&str> = pending
-            .iter()
-            .filter(|p| p.check_stored)
-            .map(|p| p.chat.chat_id.as_str())
-            .collect();
-        if ids.is_empty() {
-            return;
-        }
-        let known = self
-            .store
-            .provider_ids(&self.progress.session_id, &ids)
-            .await;
-        for p in pending.iter_mut().filter(|p| p.check_stored) {
-            p.check_stored = false;
-            let echoes: Vec<&NewMessage> = p
-                .messages
-                .iter()
-                .filter(|m| m.client_message_id.is_some())
-                .collect();
-            let settled = if echoes.is_empty() {
-                Ok(HashSet::new())
-            } else {
-                self.store
-                    .settle_echoes(&self.progress.session_id, &echoes)
-                    .await
-            };
-            let outcome = match (&known, settled) {
-                (Ok(known), Ok(settled)) => Ok((known.get(&p.chat.chat_id), settled)),
-                (Err(error), _) => Err(error.to_string()),
-                (_, Err(error)) => Err(error.to_string()),
-            };
-            match outcome {
-                Ok((stored, settled)) => p.messages.retain(|m| {
-                    !stored.is_some_and(|ids| ids.contains(&m.provider_message_id))
-                        && !m
-                            .client_message_id
-                            .as_ref()
-                            .is_some_and(|key| settled.contains(key))
-                }),
-                Err(error) => {
-                    p.messages.clear();
-                    p.failure = Some(error);
-                }
-            }
-        }
     }
 
     fn publish(&self, stage: Stage) {
@@ -529,6 +645,7 @@ impl Job {
                     error: error.as_deref(),
                     progress_json: &json,
                 },
+                &self.runs.holder,
             )
             .await
         {

@@ -2,5 +2,6 @@
 //! milliseconds; `kind` and `status` hold [`crate::model`] discriminants.
 pub mod change;
 pub mod chat;
+pub mod lease;
 pub mod message;
 pub mod session;

@@ -1,0 +1,247 @@
+//! Bulk import: chats and their messages, in one write transaction per batch.
+//!
+//! Under the session's lock, an import reads what it decides on: which chats are stored (and
+//! their names), which provider ids the chats that may hold some already have, and which
+//! idempotency keys are stored (an incoming message carrying one is the echo of a message
+//! chatsync sent). It then skips what is stored, settles echoes, takes seqs and writes. So a
+//! sync run and a live source, on any replicas, can deliver the same messages concurrently and
+//! each is stored exactly once.
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+
+use super::entities::{change, chat, message};
+use super::rows::{change_row, messages_insert};
+use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
+use crate::error::Result;
+use crate::model::{MessageStatus, NewMessage, now_ms};
+
+/// One chat of an import batch ([`Store::import`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ImportChat<'a> {
+    pub chat_id: &'a str,
+    /// The name as the source gives it now; a different stored name is a rename.
+    pub name: &'a str,
+    /// New messages, oldest first.
+    pub messages: &'a [NewMessage],
+    /// Whether some of `messages` may be stored already. Those are then skipped (and echoes
+    /// of sent messages settled). `false` only when the caller knows the chat held no
+    /// messages before this run, which saves reading its provider ids.
+    pub may_be_stored: bool,
+}
+
+impl Store {
+    /// Stores a batch of chats and their new messages in one write transaction, in order:
+    /// each chat that is new or renamed takes a seq (a `chat_updated` change), then its
+    /// messages not yet stored take consecutive seqs. Returns, per chat, the number of
+    /// messages stored.
+    ///
+    /// Rows go in multi-row INSERTs of at most [`ROWS_PER_INSERT`] rows, so a batch of many
+    /// small chats costs a handful of statements, not a few per chat.
+    pub async fn import(&self, session_id: &str, chats: &[ImportChat<'_>]) -> Result<Vec<u64>> {
+        if chats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut txn = self.write(session_id).await?;
+        let counts = txn.import_chats(chats).await?;
+        txn.commit().await?;
+        Ok(counts)
+    }
+}
+
+impl WriteTxn {
+    /// The import of [`Store::import`], inside this transaction.
+    pub(super) async fn import_chats(&mut self, chats: &[ImportChat<'_>]) -> Result<Vec<u64>> {
+        let session_id = self.session_id().to_owned();
+        let session_id = session_id.as_str();
+        let mut ids: Vec<&str> = chats.iter().map(|c| c.chat_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut stored: HashMap<String, String> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let rows = chat::Entity::find()
+                .filter(chat::Column::SessionId.eq(session_id))
+                .filter(chat::Column::ChatId.is_in(chunk.iter().copied()))
+                .all(self.conn())
+                .await?;
+            stored.extend(rows.into_iter().map(|row| (row.chat_id, row.name)));
+        }
+
+        // What is stored already: provider ids of stored chats that may hold some, and the
+        // echoes of messages chatsync sent.
+        let mut checked: Vec<&str> = chats
+            .iter()
+            .filter(|c| c.may_be_stored && !c.messages.is_empty())
+            .map(|c| c.chat_id)
+            .filter(|id| stored.contains_key(*id))
+            .collect();
+        checked.sort_unstable();
+        checked.dedup();
+        let mut known = self.provider_ids(&checked).await?;
+        let echoes: Vec<&NewMessage> = chats
+            .iter()
+            .filter(|c| c.may_be_stored)
+            .flat_map(|c| c.messages.iter())
+            .filter(|m| m.client_message_id.is_some())
+            .collect();
+        let settled = self.settle_echoes(&echoes).await?;
+
+        // Plan: which chats change (new or renamed), and which messages are new, in order.
+        let clean_names: Vec<Cow<'_, str>> = chats.iter().map(|c| storable(c.name)).collect();
+        let mut names: HashMap<&str, &str> = stored
+            .iter()
+            .map(|(id, name)| (id.as_str(), name.as_str()))
+            .collect();
+        let now = now_ms();
+        let mut counts = Vec::with_capacity(chats.len());
+        let mut new_chats = Vec::new();
+        let mut renamed = Vec::new();
+        let mut change_rows = Vec::new();
+        let mut message_rows: Vec<(&str, &NewMessage, u64)> = Vec::new();
+        let mut inserted: HashSet<&str> = HashSet::new();
+        for (chat, name) in chats.iter().zip(&clean_names) {
+            if names.get(chat.chat_id) != Some(&name.as_ref()) {
+                names.insert(chat.chat_id, name);
+                let seq = self.next_seq();
+                if stored.contains_key(chat.chat_id) || inserted.contains(chat.chat_id) {
+                    renamed.push((chat.chat_id, name.as_ref(), seq));
+                } else {
+                    inserted.insert(chat.chat_id);
+                    new_chats.push(chat::ActiveModel {
+                        id: NotSet,
+                        session_id: Set(session_id.to_owned()),
+                        chat_id: Set(chat.chat_id.to_owned()),
+                        name: Set(name.to_string()),
+                        seq: Set(seq as i64),
+                        created_at: Set(now),
+                    });
+                }
+                change_rows.push(change_row(
+                    session_id,
+                    seq,
+                    change::KIND_CHAT,
+                    chat.chat_id.to_owned(),
+                    None,
+                    None,
+                    now,
+                ));
+            }
+            let chat_known = known.entry(chat.chat_id.to_owned()).or_default();
+            let mut count = 0;
+            for message in chat.messages {
+                let echo = message
+                    .client_message_id
+                    .as_ref()
+                    .is_some_and(|key| settled.contains(key));
+                // Skips what is stored and what this batch already holds.
+                if echo || !chat_known.insert(message.provider_message_id.clone()) {
+                    continue;
+                }
+                message_rows.push((chat.chat_id, message, self.next_seq()));
+                count += 1;
+            }
+            counts.push(count);
+        }
+        // 6 and 7 columns: well under the bound-variable limit at ROWS_PER_INSERT rows.
+        for rows in new_chats.chunks(ROWS_PER_INSERT) {
+            chat::Entity::insert_many(rows.to_vec())
+                .exec_without_returning(self.conn())
+                .await?;
+        }
+        for (chat_id, name, seq) in renamed {
+            chat::Entity::update_many()
+                .col_expr(chat::Column::Name, Expr::value(name))
+                .col_expr(chat::Column::Seq, Expr::value(seq as i64))
+                .filter(chat::Column::SessionId.eq(session_id))
+                .filter(chat::Column::ChatId.eq(chat_id))
+                .exec(self.conn())
+                .await?;
+        }
+        for rows in change_rows.chunks(ROWS_PER_INSERT) {
+            change::Entity::insert_many(rows.to_vec())
+                .exec_without_returning(self.conn())
+                .await?;
+        }
+        for rows in message_rows.chunks(ROWS_PER_INSERT) {
+            self.conn()
+                .execute(&messages_insert(session_id, rows, now))
+                .await?;
+        }
+        Ok(counts)
+    }
+
+    /// The provider ids stored in these chats, by chat id. One query per 500 chats.
+    async fn provider_ids(&self, chat_ids: &[&str]) -> Result<HashMap<String, HashSet<String>>> {
+        let mut known: HashMap<String, HashSet<String>> = HashMap::new();
+        for ids in chat_ids.chunks(500) {
+            let rows: Vec<(String, String)> = message::Entity::find()
+                .select_only()
+                .column(message::Column::ChatId)
+                .column(message::Column::ProviderMessageId)
+                .filter(message::Column::SessionId.eq(self.session_id()))
+                .filter(message::Column::ChatId.is_in(ids.iter().copied()))
+                .into_tuple()
+                .all(self.conn())
+                .await?;
+            for (chat_id, provider_message_id) in rows {
+                known
+                    .entry(chat_id)
+                    .or_default()
+                    .insert(provider_message_id);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Settles the messages chatsync sent that these upstream messages echo: an incoming
+    /// message whose `client_message_id` is stored already is the stored message coming back
+    /// (Matrix `unsigned.transaction_id`). A PENDING or FAILED one becomes SENT (the echo
+    /// proves it went out; a `status_updated` change) and takes the echo's provider id and
+    /// time. Returns the idempotency keys that were found: those messages must not be stored
+    /// again.
+    async fn settle_echoes(&mut self, echoes: &[&NewMessage]) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        let keys: Vec<&str> = echoes
+            .iter()
+            .filter_map(|m| m.client_message_id.as_deref())
+            .collect();
+        for chunk in keys.chunks(500) {
+            let rows = message::Entity::find()
+                .filter(message::Column::SessionId.eq(self.session_id()))
+                .filter(message::Column::ClientMessageId.is_in(chunk.iter().copied()))
+                .all(self.conn())
+                .await?;
+            for row in rows {
+                let Some(key) = row.client_message_id.clone() else {
+                    continue;
+                };
+                let Some(echo) = echoes
+                    .iter()
+                    .find(|m| m.client_message_id.as_deref() == Some(key.as_str()))
+                else {
+                    continue;
+                };
+                found.insert(key);
+                let status = MessageStatus::from_i16(row.status);
+                if !matches!(status, MessageStatus::Pending | MessageStatus::Failed) {
+                    continue;
+                }
+                let sent = MessageStatus::Sent.as_i16();
+                let columns = vec![
+                    (message::Column::Status, Expr::value(sent)),
+                    (
+                        message::Column::ProviderMessageId,
+                        Expr::value(echo.provider_message_id.as_str()),
+                    ),
+                    (message::Column::SentAt, Expr::value(echo.sent_at_ms)),
+                ];
+                self.change_message(&row, change::KIND_STATUS, Some(sent), columns)
+                    .await?;
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,320 @@
+//! Message writes (sends, statuses, edits, read receipts) and single-message lookups.
+//!
+//! Each write is one [`WriteTxn`]: it reads the message under the session's lock, decides
+//! (a status never goes backwards; an idempotency key is used once), and only then takes a seq.
+use std::borrow::Cow;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entities::{change, chat, message};
+use super::import::ImportChat;
+use super::rows::{change_row, chat_from_row, message_from_row, message_query, new_message_row};
+use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
+use crate::error::{Error, Result};
+use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
+
+/// Identifies one message of a session.
+#[derive(Debug, Clone)]
+pub enum MessageRef {
+    /// The server id.
+    Id(i64),
+    /// The source's id within a chat.
+    Provider {
+        chat_id: String,
+        provider_message_id: String,
+    },
+}
+
+impl std::fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "message {id}"),
+            Self::Provider {
+                chat_id,
+                provider_message_id,
+            } => write!(f, "message {provider_message_id:?} in chat {chat_id:?}"),
+        }
+    }
+}
+
+/// An upstream change to a stored message's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageEdit<'a> {
+    /// `editor` edited the text to `text`; it only counts when `editor` is the sender.
+    Text { text: &'a str, editor: &'a str },
+    /// The message was deleted: kind DELETED, no text.
+    Deleted,
+}
+
+/// Whether [`Store::insert_outgoing`] may create the chat of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingChat {
+    /// The chat is created (named by its id) with the message: a native source.
+    Create,
+    /// An unknown chat is `NotFound`.
+    Refuse,
+}
+
+impl WriteTxn {
+    /// Changes one stored message: takes the next seq, sets `columns` (and `updated_at`) on
+    /// its row, and logs the change (`kind`, with `status` for a status change).
+    pub(super) async fn change_message(
+        &mut self,
+        row: &message::Model,
+        kind: i16,
+        status: Option<i16>,
+        columns: Vec<(message::Column, Expr)>,
+    ) -> Result<()> {
+        let seq = self.next_seq();
+        let now = now_ms();
+        let mut update =
+            message::Entity::update_many().col_expr(message::Column::UpdatedAt, Expr::value(now));
+        for (column, value) in columns {
+            update = update.col_expr(column, value);
+        }
+        update
+            .filter(message::Column::Id.eq(row.id))
+            .exec(self.conn())
+            .await?;
+        let change = change_row(
+            self.session_id(),
+            seq,
+            kind,
+            row.chat_id.clone(),
+            Some(row.id),
+            status,
+            now,
+        );
+        change::Entity::insert(change)
+            .exec_without_returning(self.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The chat, if stored.
+    pub async fn find_chat(&self, session_id: &str, chat_id: &str) -> Result<Option<Chat>> {
+        Ok(chat::Entity::find()
+            .filter(chat::Column::SessionId.eq(session_id))
+            .filter(chat::Column::ChatId.eq(chat_id))
+            .one(&self.db)
+            .await?
+            .map(chat_from_row))
+    }
+
+    /// Whether a message with this provider id is stored in the chat.
+    pub async fn has_message(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+        provider_message_id: &str,
+    ) -> Result<bool> {
+        let reference = MessageRef::Provider {
+            chat_id: chat_id.to_owned(),
+            provider_message_id: provider_message_id.to_owned(),
+        };
+        Ok(message_query(session_id, &reference)
+            .count(&self.db)
+            .await?
+            > 0)
+    }
+
+    /// Stores one outgoing message under its idempotency key. Under the session's lock: if the
+    /// key is taken (a retry, also one racing its original on another replica), returns the
+    /// stored message and `false`; if the chat is not stored, creates it (`MissingChat::Create`,
+    /// a `chat_updated` change first) or answers `NotFound`. Otherwise stores `new` with the
+    /// next seq and returns it with `true`.
+    pub async fn insert_outgoing(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+        new: &NewMessage,
+        missing_chat: MissingChat,
+    ) -> Result<(Message, bool)> {
+        let mut txn = self.write(session_id).await?;
+        if let Some(client_id) = &new.client_message_id {
+            let existing = message::Entity::find()
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(message::Column::ClientMessageId.eq(client_id.as_str()))
+                .one(txn.conn())
+                .await?;
+            if let Some(existing) = existing {
+                return Ok((message_from_row(existing), false));
+            }
+        }
+        let chat_stored = chat::Entity::find()
+            .filter(chat::Column::SessionId.eq(session_id))
+            .filter(chat::Column::ChatId.eq(chat_id))
+            .count(txn.conn())
+            .await?
+            > 0;
+        if !chat_stored {
+            if missing_chat == MissingChat::Refuse {
+                return Err(Error::NotFound(format!("chat {chat_id:?}")));
+            }
+            let chat = ImportChat {
+                chat_id,
+                name: chat_id,
+                messages: &[],
+                may_be_stored: false,
+            };
+            txn.import_chats(&[chat]).await?;
+        }
+        let seq = txn.next_seq();
+        let row = message::Entity::insert(new_message_row(session_id, chat_id, new, seq, now_ms()))
+            .exec_with_returning(txn.conn())
+            .await?;
+        txn.commit().await?;
+        Ok((message_from_row(row), true))
+    }
+
+    /// Moves a message's status forward. A status that is not ahead of the stored one
+    /// (see [`MessageStatus::advances_to`]) changes nothing and returns `false`. A change
+    /// takes a seq and is logged as a `status_updated` event. `provider_message_id`, when
+    /// given, replaces the stored one (a source's id assigned at send time).
+    ///
+    /// Errors: `NotFound` for an unknown message.
+    pub async fn update_status(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+        status: MessageStatus,
+        provider_message_id: Option<&str>,
+    ) -> Result<(Message, bool)> {
+        let mut txn = self.write(session_id).await?;
+        let Some(row) = message_query(session_id, reference).one(txn.conn()).await? else {
+            return Err(Error::NotFound(reference.to_string()));
+        };
+        let current = MessageStatus::from_i16(row.status);
+        if !current.advances_to(status) {
+            return Ok((message_from_row(row), false));
+        }
+        let mut columns = vec![(message::Column::Status, Expr::value(status.as_i16()))];
+        if let Some(provider_id) = provider_message_id {
+            columns.push((message::Column::ProviderMessageId, Expr::value(provider_id)));
+        }
+        txn.change_message(&row, change::KIND_STATUS, Some(status.as_i16()), columns)
+            .await?;
+        txn.commit().await?;
+        let mut message = message_from_row(row);
+        message.status = status;
+        if let Some(provider_id) = provider_message_id {
+            message.provider_message_id = provider_id.to_owned();
+        }
+        Ok((message, true))
+    }
+
+    /// Applies an upstream edit or deletion to a stored message: one seq, logged as a
+    /// `message_updated` change. Returns the message as stored now, or `None` when it is not
+    /// stored, or when nothing changes (the same text, a message already deleted, or an edit
+    /// by someone other than the sender).
+    pub async fn edit_message(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+        edit: MessageEdit<'_>,
+    ) -> Result<Option<Message>> {
+        let mut txn = self.write(session_id).await?;
+        let Some(row) = message_query(session_id, reference).one(txn.conn()).await? else {
+            return Ok(None);
+        };
+        let (text, kind) = match edit {
+            MessageEdit::Text { editor, .. } if editor != row.sender => return Ok(None),
+            MessageEdit::Text { text, .. } => (storable(text), MessageKind::from_i16(row.kind)),
+            MessageEdit::Deleted => (Cow::Borrowed(""), MessageKind::Deleted),
+        };
+        let deleted = row.kind == MessageKind::Deleted.as_i16();
+        if deleted || (row.text == text.as_ref() && row.kind == kind.as_i16()) {
+            return Ok(None);
+        }
+        let columns = vec![
+            (message::Column::Text, Expr::value(text.as_ref())),
+            (message::Column::Kind, Expr::value(kind.as_i16())),
+        ];
+        txn.change_message(&row, change::KIND_MESSAGE, None, columns)
+            .await?;
+        txn.commit().await?;
+        let mut message = message_from_row(row);
+        message.text = text.into_owned();
+        message.kind = kind;
+        Ok(Some(message))
+    }
+
+    /// A read receipt up to a message: every message of the session's own account in that
+    /// chat sent at or before it (by `sent_at`, the upstream's timeline time), whose status is
+    /// SENT or DELIVERED, becomes READ, each change taking a seq. When the message is not
+    /// stored (a receipt on an event that is not a message, such as an edit or a reaction),
+    /// `read_at_ms` (Unix ms) is the bound instead. Returns how many changed.
+    pub async fn mark_read_up_to(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+        read_at_ms: Option<i64>,
+    ) -> Result<u64> {
+        let mut txn = self.write(session_id).await?;
+        let (chat_id, up_to) = match message_query(session_id, reference).one(txn.conn()).await? {
+            Some(target) => (target.chat_id, target.sent_at),
+            None => match (reference, read_at_ms) {
+                (MessageRef::Provider { chat_id, .. }, Some(at)) => (chat_id.clone(), at),
+                _ => return Ok(0),
+            },
+        };
+        let ahead: Vec<i16> = [MessageStatus::Sent, MessageStatus::Delivered]
+            .iter()
+            .map(|s| s.as_i16())
+            .collect();
+        let rows: Vec<(i64, String)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .column(message::Column::ChatId)
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::ChatId.eq(chat_id.as_str()))
+            .filter(message::Column::FromMe.eq(true))
+            .filter(message::Column::SentAt.lte(up_to))
+            .filter(message::Column::Status.is_in(ahead))
+            .order_by_asc(message::Column::Seq)
+            .into_tuple()
+            .all(txn.conn())
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let first = txn.take_seqs(rows.len() as u64);
+        let now = now_ms();
+        let read = MessageStatus::Read.as_i16();
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            message::Entity::update_many()
+                .col_expr(message::Column::Status, Expr::value(read))
+                .col_expr(message::Column::UpdatedAt, Expr::value(now))
+                .filter(message::Column::Id.is_in(chunk.iter().copied()))
+                .exec(txn.conn())
+                .await?;
+        }
+        let changes: Vec<change::ActiveModel> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, chat_id))| {
+                change_row(
+                    session_id,
+                    first + i as u64,
+                    change::KIND_STATUS,
+                    chat_id,
+                    Some(id),
+                    Some(read),
+                    now,
+                )
+            })
+            .collect();
+        let changed = changes.len() as u64;
+        for chunk in changes.chunks(ROWS_PER_INSERT) {
+            change::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(txn.conn())
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(changed)
+    }
+}

@@ -1,0 +1,137 @@
+//! Row conversions: entity rows to domain types and back, and the multi-row message INSERT.
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::{Expr, InsertStatement, Query};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use super::entities::{change, chat, message};
+use super::{MessageRef, ROWS_PER_INSERT, storable};
+use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage};
+
+/// One row of the change log.
+pub(super) fn change_row(
+    session_id: &str,
+    seq: u64,
+    kind: i16,
+    chat_id: String,
+    message_id: Option<i64>,
+    status: Option<i16>,
+    at: i64,
+) -> change::ActiveModel {
+    change::ActiveModel {
+        session_id: Set(session_id.to_owned()),
+        seq: Set(seq as i64),
+        kind: Set(kind),
+        chat_id: Set(chat_id),
+        message_id: Set(message_id),
+        status: Set(status),
+        at: Set(at),
+    }
+}
+
+pub(super) fn message_query(
+    session_id: &str,
+    reference: &MessageRef,
+) -> sea_orm::Select<message::Entity> {
+    let query = message::Entity::find().filter(message::Column::SessionId.eq(session_id));
+    match reference {
+        MessageRef::Id(id) => query.filter(message::Column::Id.eq(*id)),
+        MessageRef::Provider {
+            chat_id,
+            provider_message_id,
+        } => query
+            .filter(message::Column::ChatId.eq(chat_id.as_str()))
+            .filter(message::Column::ProviderMessageId.eq(provider_message_id.as_str())),
+    }
+}
+
+pub(super) fn new_message_row(
+    session_id: &str,
+    chat_id: &str,
+    new: &NewMessage,
+    seq: u64,
+    now: i64,
+) -> message::ActiveModel {
+    message::ActiveModel {
+        id: NotSet,
+        session_id: Set(session_id.to_owned()),
+        chat_id: Set(chat_id.to_owned()),
+        provider_message_id: Set(new.provider_message_id.clone()),
+        client_message_id: Set(new.client_message_id.clone()),
+        sender: Set(new.sender.clone()),
+        text: Set(new.text.clone()),
+        kind: Set(new.kind.as_i16()),
+        status: Set(new.status.as_i16()),
+        from_me: Set(new.from_me),
+        sent_at: Set(new.sent_at_ms),
+        seq: Set(seq as i64),
+        updated_at: Set(now),
+    }
+}
+
+/// One multi-row INSERT of `messages` (at most [`ROWS_PER_INSERT`] rows), the i-th row taking
+/// seq `first_seq + i`. Built with sea-query directly: the same columns and values as
+/// [`new_message_row`], without going through an `ActiveModel` per row.
+pub(super) fn messages_insert(
+    session_id: &str,
+    rows: &[(&str, &NewMessage, u64)],
+    now: i64,
+) -> InsertStatement {
+    debug_assert!(rows.len() <= ROWS_PER_INSERT);
+    let mut insert = Query::insert();
+    insert.into_table(message::Entity).columns([
+        message::Column::SessionId,
+        message::Column::ChatId,
+        message::Column::ProviderMessageId,
+        message::Column::ClientMessageId,
+        message::Column::Sender,
+        message::Column::Text,
+        message::Column::Kind,
+        message::Column::Status,
+        message::Column::FromMe,
+        message::Column::SentAt,
+        message::Column::Seq,
+        message::Column::UpdatedAt,
+    ]);
+    for (chat_id, new, seq) in rows {
+        insert.values_panic([
+            Expr::value(session_id),
+            Expr::value(*chat_id),
+            Expr::value(new.provider_message_id.as_str()),
+            Expr::value(new.client_message_id.clone()),
+            Expr::value(storable(&new.sender).as_ref()),
+            Expr::value(storable(&new.text).as_ref()),
+            Expr::value(new.kind.as_i16()),
+            Expr::value(new.status.as_i16()),
+            Expr::value(new.from_me),
+            Expr::value(new.sent_at_ms),
+            Expr::value(*seq as i64),
+            Expr::value(now),
+        ]);
+    }
+    insert
+}
+
+pub(super) fn message_from_row(row: message::Model) -> Message {
+    Message {
+        id: row.id,
+        session_id: row.session_id,
+        chat_id: row.chat_id,
+        provider_message_id: row.provider_message_id,
+        client_message_id: row.client_message_id,
+        sender: row.sender,
+        text: row.text,
+        kind: MessageKind::from_i16(row.kind),
+        status: MessageStatus::from_i16(row.status),
+        from_me: row.from_me,
+        sent_at_ms: row.sent_at,
+        seq: row.seq as u64,
+    }
+}
+
+pub(super) fn chat_from_row(row: chat::Model) -> Chat {
+    Chat {
+        chat_id: row.chat_id,
+        name: row.name,
+        seq: row.seq as u64,
+    }
+}

@@ -1,0 +1,468 @@
+//! Session rows: the sync-run state, the live source's cursor, counts, and leases.
+//!
+//! A **lease** (`leases` table) names the replica that holds a session's sync run
+//! ([`LeaseKind::Sync`]) or live-source loop ([`LeaseKind::Live`]) until an expiry time; the
+//! holder renews it by heartbeat, and any replica may take an expired one. Every lease change
+//! runs in a [`super::WriteTxn`], under the session's lock, so two replicas never both win.
+//! Expiry is judged by the clock of the replica that reads it, so replicas' clocks must agree
+//! to well within the lease time (NTP does).
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, Statement,
+};
+
+use super::Store;
+use super::entities::{chat, lease, message, session};
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+
+/// The PostgreSQL channel that carries a session id whenever its sync-run state is saved.
+pub const RUNS_CHANNEL: &str = "chatsync_runs";
+
+/// The persisted state of a session's sync runs (`sessions.sync_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncState {
+    NeverSynced = 1,
+    Running = 2,
+    Succeeded = 3,
+    Failed = 4,
+    Interrupted = 5,
+}
+
+impl SyncState {
+    fn from_i16(value: i16) -> Self {
+        match value {
+            2 => Self::Running,
+            3 => Self::Succeeded,
+            4 => Self::Failed,
+            5 => Self::Interrupted,
+            _ => Self::NeverSynced,
+        }
+    }
+}
+
+/// What [`Store::save_sync_state`] persists about the current or last sync run.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRecord<'a> {
+    pub state: SyncState,
+    pub sync_id: &'a str,
+    /// Unix milliseconds.
+    pub started_at_ms: i64,
+    /// Unix milliseconds; `None` while running.
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<&'a str>,
+    /// The last progress frame, as JSON.
+    pub progress_json: &'a str,
+}
+
+/// A session row, as GetSyncStatus needs it.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    pub source: String,
+    pub head_seq: u64,
+    pub sync_state: SyncState,
+    pub sync_id: Option<String>,
+    pub sync_started_at_ms: Option<i64>,
+    pub sync_finished_at_ms: Option<i64>,
+    pub sync_error: Option<String>,
+    /// The last progress frame, as JSON written by the sync service.
+    pub sync_progress: Option<String>,
+}
+
+/// What a lease is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseKind {
+    /// The session's one sync run in the cluster.
+    Sync,
+    /// The session's one live-source loop in the cluster (the Matrix `/sync` loop).
+    Live,
+}
+
+impl LeaseKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Live => "live",
+        }
+    }
+}
+
+/// The outcome of [`Store::claim_sync_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunClaim {
+    /// This replica now holds the run's lease; the run is persisted as RUNNING.
+    Started,
+    /// Another replica holds a live run with this id.
+    Running { sync_id: String },
+}
+
+/// Why a run that stopped holding its lease is INTERRUPTED.
+const LEASE_EXPIRED: &str = "the replica running the sync run stopped (its lease expired)";
+
+impl Store {
+    /// Creates the session row if missing and records its source kind.
+    pub async fn ensure_session(&self, session_id: &str, source: &str) -> Result<()> {
+        // The row is the session's lock, so creating it cannot take that lock; the upsert is
+        // atomic on its own.
+        let row = session::ActiveModel {
+            id: Set(session_id.to_owned()),
+            source: Set(source.to_owned()),
+            head_seq: Set(0),
+            sync_state: Set(SyncState::NeverSynced as i16),
+            sync_id: Set(None),
+            sync_started_at: Set(None),
+            sync_finished_at: Set(None),
+            sync_error: Set(None),
+            sync_progress: Set(None),
+            source_cursor: Set(None),
+        };
+        session::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(session::Column::Id)
+                    .update_column(session::Column::Source)
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the session's run INTERRUPTED if it is RUNNING and nobody holds its lease any
+    /// more. On SQLite (one process, see [`Store::connect`]) every RUNNING run found at start
+    /// is a dead one, so `at_start` interrupts it whatever its lease says. Returns whether the
+    /// run was interrupted.
+    pub async fn interrupt_if_expired(&self, session_id: &str, at_start: bool) -> Result<bool> {
+        let txn = self.write(session_id).await?;
+        let Some(row) = session::Entity::find_by_id(session_id)
+            .one(txn.conn())
+            .await?
+        else {
+            return Ok(false);
+        };
+        if SyncState::from_i16(row.sync_state) != SyncState::Running {
+            return Ok(false);
+        }
+        // On SQLite at start, the file lock proves that every earlier process is gone.
+        let dead_process = at_start && !self.is_postgres();
+        let held = lease::Entity::find_by_id((session_id.to_owned(), "sync".to_owned()))
+            .one(txn.conn())
+            .await?
+            .is_some_and(|lease| lease.expires_at > now_ms());
+        if held && !dead_process {
+            return Ok(false);
+        }
+        let reason = if dead_process {
+            "the server stopped while the run was in progress"
+        } else {
+            LEASE_EXPIRED
+        };
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::SyncState,
+                Expr::value(SyncState::Interrupted as i16),
+            )
+            .col_expr(session::Column::SyncError, Expr::value(reason))
+            .col_expr(session::Column::SyncFinishedAt, Expr::value(now_ms()))
+            .filter(session::Column::Id.eq(session_id))
+            .exec(txn.conn())
+            .await?;
+        self.delete_lease(&txn, session_id, LeaseKind::Sync, None)
+            .await?;
+        self.notify_run(&txn, session_id).await?;
+        txn.commit().await?;
+        self.heads.run_changed(session_id);
+        Ok(true)
+    }
+
+    /// Marks runs left RUNNING by a crash as INTERRUPTED: on SQLite all of them, on
+    /// PostgreSQL those whose lease expired (another replica may be running the others).
+    /// Called once at start-up. Returns how many were interrupted.
+    pub async fn mark_interrupted_runs(&self) -> Result<u64> {
+        let running: Vec<String> = session::Entity::find()
+            .filter(session::Column::SyncState.eq(SyncState::Running as i16))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        let mut interrupted = 0;
+        for session_id in running {
+            if self.interrupt_if_expired(&session_id, true).await? {
+                interrupted += 1;
+            }
+        }
+        Ok(interrupted)
+    }
+
+    /// The session row, or `NotFound`.
+    pub async fn session(&self, session_id: &str) -> Result<SessionRecord> {
+        let row = session::Entity::find_by_id(session_id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?;
+        Ok(SessionRecord {
+            id: row.id,
+            source: row.source,
+            head_seq: row.head_seq as u64,
+            sync_state: SyncState::from_i16(row.sync_state),
+            sync_id: row.sync_id,
+            sync_started_at_ms: row.sync_started_at,
+            sync_finished_at_ms: row.sync_finished_at,
+            sync_error: row.sync_error,
+            sync_progress: row.sync_progress,
+        })
+    }
+
+    /// Starts a sync run for `holder` unless another replica holds a live one: under the
+    /// session's lock, reads the run state and its lease; when no live lease is held by
+    /// another, takes the lease for `lease_ms` and persists `record` (state RUNNING).
+    pub async fn claim_sync_run(
+        &self,
+        session_id: &str,
+        holder: &str,
+        lease_ms: i64,
+        record: &SyncRecord<'_>,
+    ) -> Result<RunClaim> {
+        let txn = self.write(session_id).await?;
+        let row = session::Entity::find_by_id(session_id)
+            .one(txn.conn())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?;
+        let lease = lease::Entity::find_by_id((session_id.to_owned(), "sync".to_owned()))
+            .one(txn.conn())
+            .await?;
+        if SyncState::from_i16(row.sync_state) == SyncState::Running
+            && let Some(lease) = lease
+            && lease.expires_at > now_ms()
+            && let Some(sync_id) = row.sync_id
+        {
+            return Ok(RunClaim::Running { sync_id });
+        }
+        self.put_lease(&txn, session_id, LeaseKind::Sync, holder, lease_ms)
+            .await?;
+        self.write_sync_state(&txn, session_id, record, false)
+            .await?;
+        self.notify_run(&txn, session_id).await?;
+        txn.commit().await?;
+        self.heads.run_changed(session_id);
+        Ok(RunClaim::Started)
+    }
+
+    /// Persists the sync-run state of the session's run `record.sync_id`. A run that is no
+    /// longer the session's current one (it was interrupted and replaced) changes nothing.
+    /// A final state (`finished_at_ms` set) also releases the run's lease.
+    pub async fn save_sync_state(
+        &self,
+        session_id: &str,
+        record: &SyncRecord<'_>,
+        holder: &str,
+    ) -> Result<()> {
+        let txn = self.write(session_id).await?;
+        let changed = self
+            .write_sync_state(&txn, session_id, record, true)
+            .await?;
+        if changed && record.finished_at_ms.is_some() {
+            self.delete_lease(&txn, session_id, LeaseKind::Sync, Some(holder))
+                .await?;
+        }
+        self.notify_run(&txn, session_id).await?;
+        txn.commit().await?;
+        self.heads.run_changed(session_id);
+        Ok(())
+    }
+
+    async fn write_sync_state(
+        &self,
+        txn: &super::WriteTxn,
+        session_id: &str,
+        record: &SyncRecord<'_>,
+        same_run_only: bool,
+    ) -> Result<bool> {
+        let mut update = session::Entity::update_many()
+            .col_expr(session::Column::SyncState, Expr::value(record.state as i16))
+            .col_expr(session::Column::SyncId, Expr::value(record.sync_id))
+            .col_expr(
+                session::Column::SyncStartedAt,
+                Expr::value(record.started_at_ms),
+            )
+            .col_expr(
+                session::Column::SyncFinishedAt,
+                Expr::value(record.finished_at_ms),
+            )
+            .col_expr(
+                session::Column::SyncError,
+                Expr::value(record.error.map(str::to_owned)),
+            )
+            .col_expr(
+                session::Column::SyncProgress,
+                Expr::value(record.progress_json),
+            )
+            .filter(session::Column::Id.eq(session_id));
+        if same_run_only {
+            update = update
+                .filter(session::Column::SyncId.eq(record.sync_id))
+                .filter(session::Column::SyncState.eq(SyncState::Running as i16));
+        }
+        Ok(update.exec(txn.conn()).await?.rows_affected > 0)
+    }
+
+    /// Takes or renews a lease for `holder` for `lease_ms`: granted when nobody else holds an
+    /// unexpired one. Returns whether `holder` holds it now.
+    pub async fn acquire_lease(
+        &self,
+        session_id: &str,
+        kind: LeaseKind,
+        holder: &str,
+        lease_ms: i64,
+    ) -> Result<bool> {
+        let txn = self.write(session_id).await?;
+        let current = lease::Entity::find_by_id((session_id.to_owned(), kind.as_str().to_owned()))
+            .one(txn.conn())
+            .await?;
+        if let Some(current) = current
+            && current.holder != holder
+            && current.expires_at > now_ms()
+        {
+            return Ok(false);
+        }
+        self.put_lease(&txn, session_id, kind, holder, lease_ms)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Renews `holder`'s lease for `lease_ms`. Returns `false` when `holder` no longer holds
+    /// it (another replica took it after it expired).
+    pub async fn renew_lease(
+        &self,
+        session_id: &str,
+        kind: LeaseKind,
+        holder: &str,
+        lease_ms: i64,
+    ) -> Result<bool> {
+        let txn = self.write(session_id).await?;
+        let renewed = lease::Entity::update_many()
+            .col_expr(lease::Column::ExpiresAt, Expr::value(now_ms() + lease_ms))
+            .filter(lease::Column::SessionId.eq(session_id))
+            .filter(lease::Column::Kind.eq(kind.as_str()))
+            .filter(lease::Column::Holder.eq(holder))
+            .exec(txn.conn())
+            .await?
+            .rows_affected
+            > 0;
+        txn.commit().await?;
+        Ok(renewed)
+    }
+
+    /// Gives up `holder`'s lease, if it still holds it.
+    pub async fn release_lease(
+        &self,
+        session_id: &str,
+        kind: LeaseKind,
+        holder: &str,
+    ) -> Result<()> {
+        let txn = self.write(session_id).await?;
+        self.delete_lease(&txn, session_id, kind, Some(holder))
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn put_lease(
+        &self,
+        txn: &super::WriteTxn,
+        session_id: &str,
+        kind: LeaseKind,
+        holder: &str,
+        lease_ms: i64,
+    ) -> Result<()> {
+        let row = lease::ActiveModel {
+            session_id: Set(session_id.to_owned()),
+            kind: Set(kind.as_str().to_owned()),
+            holder: Set(holder.to_owned()),
+            expires_at: Set(now_ms() + lease_ms),
+        };
+        lease::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([lease::Column::SessionId, lease::Column::Kind])
+                    .update_columns([lease::Column::Holder, lease::Column::ExpiresAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_lease(
+        &self,
+        txn: &super::WriteTxn,
+        session_id: &str,
+        kind: LeaseKind,
+        holder: Option<&str>,
+    ) -> Result<()> {
+        let mut delete = lease::Entity::delete_many()
+            .filter(lease::Column::SessionId.eq(session_id))
+            .filter(lease::Column::Kind.eq(kind.as_str()));
+        if let Some(holder) = holder {
+            delete = delete.filter(lease::Column::Holder.eq(holder));
+        }
+        delete.exec(txn.conn()).await?;
+        Ok(())
+    }
+
+    /// On PostgreSQL, wakes the other replicas' followers of this session's sync run.
+    async fn notify_run(&self, txn: &super::WriteTxn, session_id: &str) -> Result<()> {
+        if self.is_postgres() {
+            txn.conn()
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [RUNS_CHANNEL.into(), session_id.into()],
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A watch channel that changes whenever the session's sync-run state is saved, on any
+    /// replica: followers of a run on another replica re-read the state then.
+    pub fn run_changes(&self, session_id: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.subscribe_runs(session_id)
+    }
+
+    /// The number of chats and messages stored for a session.
+    pub async fn counts(&self, session_id: &str) -> Result<(u64, u64)> {
+        let chats = chat::Entity::find()
+            .filter(chat::Column::SessionId.eq(session_id))
+            .count(&self.db)
+            .await?;
+        let messages = message::Entity::find()
+            .filter(message::Column::SessionId.eq(session_id))
+            .count(&self.db)
+            .await?;
+        Ok((chats, messages))
+    }
+
+    /// The live source's saved cursor, if any.
+    pub async fn source_cursor(&self, session_id: &str) -> Result<Option<String>> {
+        Ok(session::Entity::find_by_id(session_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?
+            .source_cursor)
+    }
+
+    /// Saves the live source's cursor (after the events it covers are stored).
+    pub async fn save_source_cursor(&self, session_id: &str, cursor: &str) -> Result<()> {
+        let txn = self.write(session_id).await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::SourceCursor, Expr::value(cursor))
+            .filter(session::Column::Id.eq(session_id))
+            .exec(txn.conn())
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The write path: [`WriteTxn`], the one way to change a session's data.
+//!
+//! A write transaction takes the session's lock as its first step, before it reads anything
+//! it decides on:
+//! - PostgreSQL: `SELECT head_seq FROM sessions WHERE id = $1 FOR UPDATE`, the transaction's
+//!   first statement. Every replica's writers of the session queue on that row lock.
+//! - SQLite: the in-process writer queue, then `BEGIN IMMEDIATE` (one process serves a SQLite
+//!   file, see [`super::Store::connect`]).
+//!
+//! While it holds the lock it hands out seqs from the head it read ([`WriteTxn::next_seq`]);
+//! [`WriteTxn::commit`] stores the new head, sends `NOTIFY chatsync_heads` on PostgreSQL (inside
+//! the transaction, so it is delivered only if the commit succeeds), commits, and announces the
+//! head in process. No caller can forget a step, and seqs are gapless and committed in order.
+//! Dropping a `WriteTxn` without committing rolls it back and takes no seqs.
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
+};
+
+use super::Store;
+use super::heads::{HEADS_CHANNEL, Heads};
+use crate::error::{Error, Result};
+
+/// An open write transaction holding one session's lock. See the module docs.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    /// SQLite: the in-process writer queue's turn, held until the transaction ends.
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+    heads: Heads,
+    backend: DbBackend,
+    session_id: String,
+    /// The committed head when the lock was taken.
+    head: u64,
+    /// The next seq to hand out.
+    next: u64,
+}
+
+impl Store {
+    /// Opens a write transaction on `session_id`, taking the session's lock first.
+    ///
+    /// Errors: `NotFound` when the session has no row; `Storage` on a database failure.
+    pub async fn write(&self, session_id: &str) -> Result<WriteTxn> {
+        let writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        let backend = self.db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => "SELECT head_seq FROM sessions WHERE id = $1 FOR UPDATE",
+            _ => "SELECT head_seq FROM sessions WHERE id = ?",
+        };
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [session_id.into()],
+            ))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?;
+        let head = row.try_get::<i64>("", "head_seq")? as u64;
+        Ok(WriteTxn {
+            txn,
+            _writer: writer,
+            heads: self.heads.clone(),
+            backend,
+            session_id: session_id.to_owned(),
+            head,
+            next: head + 1,
+        })
+    }
+}
+
+impl WriteTxn {
+    /// The connection to run this transaction's statements on.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// The session this transaction holds.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Hands out the next seq of the session.
+    pub fn next_seq(&mut self) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        seq
+    }
+
+    /// Hands out `n` consecutive seqs; returns the first.
+    pub fn take_seqs(&mut self, n: u64) -> u64 {
+        let first = self.next;
+        self.next += n;
+        first
+    }
+
+    /// Commits: stores the new head (when seqs were taken) and notifies the cluster inside
+    /// the transaction, commits, then announces in process. Returns the committed head.
+    pub async fn commit(self) -> Result<u64> {
+        let head = self.next - 1;
+        if head > self.head {
+            let (update, notify) = match self.backend {
+                DbBackend::Postgres => (
+                    "UPDATE sessions SET head_seq = $1 WHERE id = $2",
+                    Some("SELECT pg_notify($1, $2)"),
+                ),
+                _ => ("UPDATE sessions SET head_seq = ? WHERE id = ?", None),
+            };
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(
+                    self.backend,
+                    update,
+                    [(head as i64).into(), self.session_id.as_str().into()],
+                ))
+                .await?;
+            if let Some(notify) = notify {
+                self.txn
+                    .execute_raw(Statement::from_sql_and_values(
+                        self.backend,
+                        notify,
+                        [
+                            HEADS_CHANNEL.into(),
+                            format!("{} {head}", self.session_id).into(),
+                        ],
+                    ))
+                    .await?;
+            }
+        }
+        self.txn.commit().await?;
+        if head > self.head {
+            self.heads.announce(&self.session_id, head);
+        }
+        Ok(head)
+    }
+}

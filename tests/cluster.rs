@@ -1,0 +1,601 @@
+//! Concurrency and replicas: writers racing through gRPC on both backends, the same races
+//! spread over two server processes on PostgreSQL, and three `chatsync serve` replicas on one
+//! PostgreSQL database (fan-out across replicas, resume on another replica, one sync run per
+//! session, a replica killed mid-run). SQLite refuses a second process.
+//!
+//! Every wait here waits for an event (a frame, a subscription event, a process's line), never
+//! for time.
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use chatsync::grpc::pb;
+use common::*;
+use pb::chat_sync_service_client::ChatSyncServiceClient;
+use pb::subscribe_messages_response::Event as Ev;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+type Client = ChatSyncServiceClient<Channel>;
+
+const SESSION: &str = "chat";
+
+// ---------------------------------------------------------------------------------------------
+// The races, over any number of servers (one client each).
+
+/// 16 writers send the first messages of 4 chats that do not exist yet, 5 each, spread over
+/// the servers. Every call succeeds; 4 chats and 80 messages are stored, with gapless seqs.
+async fn race_first_sends(clients: &[Client]) {
+    let mut tasks = Vec::new();
+    for writer in 0..16 {
+        let mut client = clients[writer % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let chat = format!("new-{}", writer % 4);
+                let key = format!("first-{writer}-{i}");
+                send(
+                    &mut client,
+                    SESSION,
+                    &chat,
+                    &format!("hello {writer} {i}"),
+                    &key,
+                )
+                .await
+                .unwrap_or_else(|status| panic!("send {key} failed: {status:?}"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let mut client = clients[0].clone();
+    let chats: Vec<String> = all_chats(&mut client, SESSION)
+        .await
+        .into_iter()
+        .map(|chat| chat.chat_id)
+        .filter(|id| id.starts_with("new-"))
+        .collect();
+    assert_eq!(chats.len(), 4, "{chats:?}");
+    for chat in &chats {
+        assert_eq!(all_messages(&mut client, SESSION, chat).await.len(), 20);
+    }
+}
+
+/// 8 concurrent SendMessage calls with one idempotency key: all succeed with the same
+/// message, and exactly one of them stored it.
+async fn race_retries(clients: &[Client]) {
+    let mut tasks = Vec::new();
+    for attempt in 0..8 {
+        let mut client = clients[attempt % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            send(&mut client, SESSION, "retries", "only once", "the-one-key").await
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut originals = 0;
+    for task in tasks {
+        let answer = task
+            .await
+            .expect("retry task")
+            .unwrap_or_else(|status| panic!("a retry failed: {status:?}"));
+        ids.insert(answer.message.expect("message").id);
+        if !answer.duplicate {
+            originals += 1;
+        }
+    }
+    assert_eq!(ids.len(), 1, "every retry gets the one message: {ids:?}");
+    assert_eq!(originals, 1, "exactly one call stored it");
+    let mut client = clients[0].clone();
+    assert_eq!(all_messages(&mut client, SESSION, "retries").await.len(), 1);
+}
+
+/// 4 threads send READ, DELIVERED, DELIVERED and READ receipts for the same 200 messages.
+/// Every call succeeds, every message ends READ, and no message's status ever went back.
+async fn race_receipts(clients: &[Client]) {
+    let mut client = clients[0].clone();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let sent = send(
+            &mut client,
+            SESSION,
+            "receipts",
+            &format!("m{i}"),
+            &format!("r{i}"),
+        )
+        .await
+        .expect("send");
+        ids.push(sent.message.expect("message").id);
+    }
+    let statuses = [
+        pb::MessageStatus::Read,
+        pb::MessageStatus::Delivered,
+        pb::MessageStatus::Delivered,
+        pb::MessageStatus::Read,
+    ];
+    let mut tasks = Vec::new();
+    for (thread, status) in statuses.into_iter().enumerate() {
+        let mut client = clients[thread % clients.len()].clone();
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            for id in ids {
+                client
+                    .update_message_status(pb::UpdateMessageStatusRequest {
+                        session_id: SESSION.into(),
+                        message_id: id,
+                        status: status as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_or_else(|s| panic!("receipt for {id} failed: {s:?}"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("receipt task");
+    }
+    let stored = all_messages(&mut client, SESSION, "receipts").await;
+    assert_eq!(stored.len(), 200);
+    let unread: Vec<u64> = stored
+        .iter()
+        .filter(|m| m.status != pb::MessageStatus::Read as i32)
+        .map(|m| m.id)
+        .collect();
+    assert!(unread.is_empty(), "these ended below READ: {unread:?}");
+    // The change log, in seq order, only ever moves each message forward.
+    let mut last: HashMap<u64, i32> = HashMap::new();
+    for event in replay(&mut client).await.0 {
+        if let Some(Ev::StatusUpdated(update)) = event.event {
+            let before = last.insert(update.message_id, update.status).unwrap_or(0);
+            assert!(
+                update.status > before,
+                "message {} went from {before} to {}",
+                update.message_id,
+                update.status
+            );
+        }
+    }
+}
+
+/// Replays the whole session: the events before `ready`, and the head it reports.
+async fn replay(client: &mut Client) -> (Vec<pb::SubscribeMessagesResponse>, u64) {
+    let mut stream = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: SESSION.into(),
+            chat_ids: vec![],
+            after_seq: Some(0),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut events = Vec::new();
+    loop {
+        let event = stream.message().await.expect("event").expect("open stream");
+        match event.event {
+            Some(Ev::Ready(ready)) => return (events, ready.head_seq),
+            Some(Ev::Heartbeat(_)) => {}
+            _ => events.push(event),
+        }
+    }
+}
+
+/// Every seq from 1 to the head was given to exactly one change.
+async fn assert_gapless(client: &mut Client) {
+    let (events, head) = replay(client).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=head).collect();
+    assert_eq!(
+        seqs, expected,
+        "seqs are gapless and in order up to head {head}"
+    );
+}
+
+async fn writers_race_without_failures_gaps_or_backward_statuses(backend: Backend) {
+    let app = TestApp::spawn(&backend, vec![local_session(SESSION)]).await;
+    let clients = [app.client().await];
+    race_first_sends(&clients).await;
+    race_retries(&clients).await;
+    race_receipts(&clients).await;
+    let mut client = clients[0].clone();
+    assert_gapless(&mut client).await;
+}
+
+on_both_backends!(writers_race_without_failures_gaps_or_backward_statuses);
+
+// ---------------------------------------------------------------------------------------------
+// Server processes.
+
+/// A `chatsync serve` process on `127.0.0.1:0`.
+struct Replica {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Replica {
+    /// Starts `chatsync serve --config CONFIG` and waits for its "listening on" line.
+    async fn start(config: &Path) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatsync"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                if std::env::var_os("TEST_LOG").is_some() {
+                    "info"
+                } else {
+                    "warn"
+                },
+            )
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chatsync serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next_line()
+            .await
+            .expect("read stdout")
+            .expect("the server says where it listens");
+        let url = line
+            .strip_prefix("chatsync listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, url }
+    }
+
+    async fn client(&self) -> Client {
+        ChatSyncServiceClient::connect(self.url.clone())
+            .await
+            .expect("connect to replica")
+    }
+
+    /// kill -9.
+    async fn kill(&mut self) {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("reaped");
+    }
+}
+
+/// A replica configuration on `database_url` with the `chat` (local) session and a `wa`
+/// (whatsapp-export) session over `exports`; leases of 2 s.
+fn replica_config(dir: &Path, database_url: &str, exports: &Path) -> PathBuf {
+    let path = dir.join("replica.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nlease_secs = 2\n\
+             [[sessions]]\nid = \"{SESSION}\"\nsource = \"local\"\n\
+             [[sessions]]\nid = \"wa\"\nsource = \"whatsapp-export\"\npath = \"{}\"\n",
+            exports.display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// Starts `n` replicas at once (they race to migrate the fresh database).
+async fn start_replicas(config: &Path, n: usize) -> Vec<Replica> {
+    let starts: Vec<_> = (0..n)
+        .map(|_| {
+            let config = config.to_owned();
+            tokio::spawn(async move { Replica::start(&config).await })
+        })
+        .collect();
+    let mut replicas = Vec::new();
+    for start in starts {
+        replicas.push(start.await.expect("replica starts"));
+    }
+    replicas
+}
+
+/// Messages in each regular chat: more than one import batch, so that each is stored (and
+/// reported) before the run reads the next chat.
+const REGULAR_MESSAGES: usize = 10_500;
+
+/// Exports for the `wa` session: `regular` chats of [`REGULAR_MESSAGES`], then one held chat,
+/// a named pipe: a sync run blocks on it until [`release`] writes it.
+fn write_held_exports(dir: &Path, regular: usize) -> (PathBuf, PathBuf) {
+    let exports = dir.join("exports");
+    std::fs::create_dir_all(&exports).expect("exports");
+    for i in 0..regular {
+        write_android_chat(
+            &exports,
+            &format!("Chat {i:02}"),
+            &format!("c{i}"),
+            REGULAR_MESSAGES,
+        );
+    }
+    let held = exports.join("WhatsApp Chat with Zz Held.txt");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&held)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    (exports, held)
+}
+
+/// Messages in the held chat once released.
+const HELD_MESSAGES: usize = 500;
+
+/// Writes the held chat into its pipe once a reader (a sync run) opens it.
+fn release(held: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let text = std::fs::read(write_android_chat(
+            scratch.path(),
+            "Zz Held",
+            "held",
+            HELD_MESSAGES,
+        ))
+        .expect("read");
+        // Opening for writing blocks until the run opens the pipe for reading.
+        let mut pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&held)
+            .expect("open pipe");
+        std::io::Write::write_all(&mut pipe, &text).expect("write pipe");
+    })
+}
+
+/// Reads frames until the run has stored every regular chat (it is then blocked on the held
+/// one); returns the run's sync id.
+async fn until_held(stream: &mut tonic::Streaming<pb::SyncChatsResponse>, regular: u32) -> String {
+    loop {
+        let frame = next_frame(stream).await;
+        if stage(&frame) == SyncStage::MessagesSaved
+            && frame.current_chat == regular
+            && frame.messages_synced == REGULAR_MESSAGES as u64
+        {
+            return frame.sync_id;
+        }
+    }
+}
+
+/// Reads frames to the end; returns the last one, or the status the stream ended with.
+async fn to_end(
+    stream: &mut tonic::Streaming<pb::SyncChatsResponse>,
+) -> Result<pb::SyncProgress, tonic::Status> {
+    let mut last = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(response)) => last = response.progress,
+            Ok(None) => return Ok(last.expect("at least one frame")),
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+async fn postgres_or_skip(test: &str) -> Option<Backend> {
+    let backend = Backend::postgres().await;
+    if backend.is_none() {
+        eprintln!("skipped {test}: CHATSYNC_TEST_POSTGRES_URL is not set");
+    }
+    backend
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_race_writers_retries_and_receipts_on_postgres() {
+    let Some(backend) = postgres_or_skip("two_processes_race").await else {
+        return;
+    };
+    let exports = backend.dir.path().join("none");
+    std::fs::create_dir_all(&exports).expect("dir");
+    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
+    let replicas = start_replicas(&config, 2).await;
+    let clients = [replicas[0].client().await, replicas[1].client().await];
+    race_first_sends(&clients).await;
+    race_retries(&clients).await;
+    race_receipts(&clients).await;
+    let mut client = clients[1].clone();
+    assert_gapless(&mut client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_fan_out_resume_and_share_one_sync_run() {
+    let Some(backend) = postgres_or_skip("three_replicas").await else {
+        return;
+    };
+    let (exports, held) = write_held_exports(backend.dir.path(), 2);
+    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
+    let replicas = start_replicas(&config, 3).await;
+    let mut clients = Vec::new();
+    for replica in &replicas {
+        clients.push(replica.client().await);
+    }
+
+    // A subscriber on A (on a connection of its own, read while the sends go on) hears
+    // 3×300 messages sent concurrently through A, B and C.
+    let mut subscriber = replicas[0]
+        .client()
+        .await
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: SESSION.into(),
+            chat_ids: vec![],
+            after_seq: Some(0),
+        })
+        .await
+        .expect("subscribe on A")
+        .into_inner();
+    loop {
+        let event = subscriber.message().await.expect("event").expect("open");
+        if matches!(event.event, Some(Ev::Ready(_))) {
+            break;
+        }
+    }
+    let collector = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        let mut created = HashSet::new();
+        while created.len() < 900 {
+            let event = subscriber.message().await.expect("event").expect("open");
+            match &event.event {
+                Some(Ev::Heartbeat(_)) => continue,
+                Some(Ev::MessageCreated(message)) => {
+                    assert!(created.insert(message.id), "message {} twice", message.id);
+                }
+                _ => {}
+            }
+            seqs.push(event.seq);
+        }
+        seqs
+    });
+    let mut senders = Vec::new();
+    for (replica, client) in clients.iter().enumerate() {
+        let mut client = client.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..300 {
+                let key = format!("r{replica}-{i}");
+                send(&mut client, SESSION, &format!("via-{replica}"), &key, &key)
+                    .await
+                    .unwrap_or_else(|s| panic!("send {key}: {s:?}"));
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.expect("every send succeeds");
+    }
+    let seqs = collector.await.expect("the subscriber hears all 900");
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "no gap, no duplicate, rising seqs");
+    let cursor = *seqs.last().expect("seqs");
+
+    // The subscriber resumes on B from its cursor and hears exactly what came after it.
+    for i in 0..10 {
+        let key = format!("after-{i}");
+        send(&mut clients[2], SESSION, "via-2", &key, &key)
+            .await
+            .expect("send after");
+    }
+    let mut resumed = clients[1]
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: SESSION.into(),
+            chat_ids: vec![],
+            after_seq: Some(cursor),
+        })
+        .await
+        .expect("resume on B")
+        .into_inner();
+    let mut texts = Vec::new();
+    loop {
+        let event = resumed.message().await.expect("event").expect("open");
+        match event.event {
+            Some(Ev::MessageCreated(message)) => {
+                assert_eq!(event.seq, cursor + 1 + texts.len() as u64);
+                texts.push(message.text);
+            }
+            Some(Ev::Ready(ready)) => {
+                assert_eq!(ready.head_seq, cursor + 10);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("after-{i}")).collect();
+    assert_eq!(texts, expected);
+
+    // SyncChats started on A and called on B: one run, the same sync_id, COMPLETED on both.
+    let mut on_a = start_sync(&mut clients[0], "wa", Some(0)).await;
+    let sync_id = until_held(&mut on_a, 2).await;
+    let mut on_b = start_sync(&mut clients[1], "wa", Some(0)).await;
+    let snapshot = next_frame(&mut on_b).await;
+    assert_eq!(snapshot.sync_id, sync_id, "B attaches to A's run");
+    release(held).await.expect("release");
+    let last_a = to_end(&mut on_a).await.expect("A's stream ends OK");
+    let last_b = to_end(&mut on_b).await.expect("B's stream ends OK");
+    assert_eq!(stage(&last_a), SyncStage::Completed);
+    assert_eq!(stage(&last_b), SyncStage::Completed);
+    assert_eq!(last_b.sync_id, sync_id);
+    assert_eq!(
+        last_a.total_messages_synced,
+        2 * REGULAR_MESSAGES as u64 + HELD_MESSAGES as u64
+    );
+    let status = sync_status(&clients[2], "wa").await;
+    assert_eq!(status.state, pb::SyncState::Succeeded as i32);
+    assert_eq!(
+        status.message_count,
+        2 * REGULAR_MESSAGES as u64 + HELD_MESSAGES as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replicas_sync_run_is_interrupted_and_another_replica_finishes_it() {
+    let Some(backend) = postgres_or_skip("killed_replica").await else {
+        return;
+    };
+    let (exports, held) = write_held_exports(backend.dir.path(), 2);
+    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
+    let mut replicas = start_replicas(&config, 2).await;
+    let mut on_a_client = replicas[0].client().await;
+    let mut b = replicas[1].client().await;
+
+    let mut on_a = start_sync(&mut on_a_client, "wa", Some(0)).await;
+    let sync_id = until_held(&mut on_a, 2).await;
+    let mut on_b = start_sync(&mut b, "wa", Some(0)).await;
+    assert_eq!(next_frame(&mut on_b).await.sync_id, sync_id);
+
+    // kill -9 the holder mid-run: B's attached stream ends UNAVAILABLE once the lease expires.
+    replicas[0].kill().await;
+    let ended = to_end(&mut on_b)
+        .await
+        .expect_err("no outcome after the holder died");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    let status = sync_status(&b, "wa").await;
+    assert_eq!(status.state, pb::SyncState::Interrupted as i32);
+    assert_eq!(
+        status.message_count,
+        2 * REGULAR_MESSAGES as u64,
+        "what A stored stays"
+    );
+
+    // A new run on B completes, and every message is stored exactly once.
+    let mut again = start_sync(&mut b, "wa", Some(0)).await;
+    let writer = release(held);
+    let last = to_end(&mut again).await.expect("the new run ends OK");
+    writer.await.expect("release");
+    assert_eq!(stage(&last), SyncStage::Completed);
+    assert_ne!(last.sync_id, sync_id, "a new run");
+    assert_eq!(
+        last.total_messages_synced, HELD_MESSAGES as u64,
+        "only the held chat is new"
+    );
+    let status = sync_status(&b, "wa").await;
+    assert_eq!(status.state, pb::SyncState::Succeeded as i32);
+    assert_eq!(
+        status.message_count,
+        2 * REGULAR_MESSAGES as u64 + HELD_MESSAGES as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exports = dir.path().join("none");
+    std::fs::create_dir_all(&exports).expect("dir");
+    let database_url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let config = replica_config(dir.path(), &database_url, &exports);
+    let first = Replica::start(&config).await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatsync"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .expect("run a second server");
+    assert!(!second.status.success(), "the second server must not start");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another chatsync process"),
+        "says why: {stderr}"
+    );
+    // The first one still serves.
+    let mut client = first.client().await;
+    send(&mut client, SESSION, "still", "here", "k")
+        .await
+        .expect("first still serves");
+}
