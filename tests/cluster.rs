@@ -6,16 +6,17 @@
 //! Every wait here waits for an event (a frame, a subscription event, a process's line), never
 //! for time.
 mod common;
+#[path = "common/replica.rs"]
+mod replica;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use chatsync::grpc::pb;
 use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event as Ev;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use replica::Replica;
 use tonic::transport::Channel;
 
 type Client = ChatSyncServiceClient<Channel>;
@@ -205,64 +206,6 @@ on_both_backends!(writers_race_without_failures_gaps_or_backward_statuses);
 
 // ---------------------------------------------------------------------------------------------
 // Server processes.
-
-/// A `chatsync serve` process on `127.0.0.1:0`.
-struct Replica {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Replica {
-    /// Starts `chatsync serve --config CONFIG` and waits for its "listening on" line.
-    async fn start(config: &Path) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatsync"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env(
-                "RUST_LOG",
-                if std::env::var_os("TEST_LOG").is_some() {
-                    "info"
-                } else {
-                    "warn"
-                },
-            )
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn chatsync serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .next_line()
-            .await
-            .expect("read stdout")
-            .expect("the server says where it listens");
-        let url = line
-            .strip_prefix("chatsync listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_owned();
-        // Keep draining stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, url }
-    }
-
-    async fn client(&self) -> Client {
-        ChatSyncServiceClient::connect(self.url.clone())
-            .await
-            .expect("connect to replica")
-    }
-
-    /// kill -9.
-    async fn kill(&mut self) {
-        self.child.start_kill().expect("kill");
-        self.child.wait().await.expect("reaped");
-    }
-}
 
 /// A replica configuration on `database_url` with the `chat` (local) session and a `wa`
 /// (whatsapp-export) session over `exports`; leases of 2 s.

@@ -5,6 +5,8 @@
 //! Needs `CHATSYNC_TEST_SYNAPSE_DIR` (the shared homeserver `scripts/test` starts); without it
 //! the tests are skipped, unless `CHATSYNC_REQUIRE_SYNAPSE=1`.
 mod common;
+#[path = "common/replica.rs"]
+mod replica;
 #[path = "common/synapse.rs"]
 mod synapse;
 
@@ -695,4 +697,66 @@ async fn a_chatsync_restart_resumes_from_the_stored_sync_token(backend: Backend)
         .map(|m| m.text)
         .collect();
     assert_eq!(stored, order);
+}
+
+/// Two replicas on one PostgreSQL database serve one Matrix session: one runs the `/sync`
+/// loop. kill -9 of that replica: the other takes the loop over from the stored `since` token
+/// within the lease time, and every post, before and after the kill, arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replicas_live_loop_is_taken_over_without_loss_or_duplicates() {
+    let Some(hs) = Homeserver::shared() else {
+        return;
+    };
+    let Some(backend) = Backend::postgres().await else {
+        eprintln!("skipped the Matrix replica test: CHATSYNC_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let me = hs.register("me").await;
+    let bob = hs.register("bob").await;
+    let room = bob.create_room(Some("Replicas"), &[&me]).await;
+    let token_file = backend.dir.path().join("mx.token");
+    std::fs::write(&token_file, format!("{}\n", me.token)).expect("token file");
+    let config = backend.dir.path().join("replica.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\nlease_secs = 2\n\
+             [[sessions]]\nid = \"{SESSION}\"\nsource = \"matrix\"\nhomeserver = \"{}\"\n\
+             user_id = \"{}\"\naccess_token_file = \"{}\"\n",
+            backend.database_url,
+            hs.url,
+            me.user_id,
+            token_file.display()
+        ),
+    )
+    .expect("config");
+    // A starts first and takes the live loop; B stands by.
+    let mut a = replica::Replica::start(&config).await;
+    let a_client = a.client().await;
+    wait_up(&a_client).await;
+    let b = replica::Replica::start(&config).await;
+    let mut b_client = b.client().await;
+    let (mut stream, _) = subscribe(&mut b_client, None).await;
+
+    let before: Vec<String> = (1..=3).map(|i| format!("before {i}")).collect();
+    post_all(&bob, &room, &before, 1).await;
+    let mut events = until_message(&mut stream, "before 3").await;
+
+    a.kill().await;
+    let after: Vec<String> = (1..=3).map(|i| format!("after {i}")).collect();
+    post_all(&bob, &room, &after, 1).await;
+    events.extend(until_message(&mut stream, "after 3").await);
+
+    let expected: Vec<String> = before.iter().chain(&after).cloned().collect();
+    assert_eq!(
+        created_texts(&events),
+        expected,
+        "every post once, in order, through B"
+    );
+    let stored: Vec<String> = all_messages(&mut b_client, SESSION, &room)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(stored, expected, "stored exactly once");
 }

@@ -11,10 +11,10 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::{change, chat, message};
-use super::rows::{change_row, messages_insert};
+use super::rows::{ROWS_PER_UNNEST, change_row, messages_insert, messages_unnest};
 use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
 use crate::error::Result;
 use crate::model::{MessageStatus, NewMessage, now_ms};
@@ -165,10 +165,18 @@ impl WriteTxn {
                 .exec_without_returning(self.conn())
                 .await?;
         }
-        for rows in message_rows.chunks(ROWS_PER_INSERT) {
-            self.conn()
-                .execute(&messages_insert(session_id, rows, now))
-                .await?;
+        if self.conn().get_database_backend() == DbBackend::Postgres {
+            for rows in message_rows.chunks(ROWS_PER_UNNEST) {
+                self.conn()
+                    .execute_raw(messages_unnest(session_id, rows, now))
+                    .await?;
+            }
+        } else {
+            for rows in message_rows.chunks(ROWS_PER_INSERT) {
+                self.conn()
+                    .execute(&messages_insert(session_id, rows, now))
+                    .await?;
+            }
         }
         Ok(counts)
     }

@@ -135,3 +135,68 @@ pub(super) fn chat_from_row(row: chat::Model) -> Chat {
         seq: row.seq as u64,
     }
 }
+
+/// Rows per `UNNEST` INSERT on PostgreSQL: the rows travel as 10 array parameters, so there is
+/// no bound-variable limit; this only bounds one statement's memory.
+pub(super) const ROWS_PER_UNNEST: usize = 10_000;
+
+/// PostgreSQL's bulk INSERT of `messages`: the same columns and values as [`messages_insert`],
+/// sent as one array per column and expanded by `UNNEST` on the server, so a batch costs one
+/// short statement and a handful of parameters instead of 12 per row.
+pub(super) fn messages_unnest(
+    session_id: &str,
+    rows: &[(&str, &NewMessage, u64)],
+    now: i64,
+) -> sea_orm::Statement {
+    use sea_orm::sea_query::{ArrayType, Value};
+    let strings = |values: Vec<Value>| Value::Array(ArrayType::String, Some(Box::new(values)));
+    let column = |f: &dyn Fn(&(&str, &NewMessage, u64)) -> Value| -> Vec<Value> {
+        rows.iter().map(f).collect()
+    };
+    let values: Vec<Value> = vec![
+        session_id.into(),
+        strings(column(&|(chat_id, _, _)| (*chat_id).into())),
+        strings(column(&|(_, m, _)| m.provider_message_id.as_str().into())),
+        // Arrays of text cannot carry NULL here: a flag array says which keys are absent.
+        strings(column(&|(_, m, _)| {
+            m.client_message_id.as_deref().unwrap_or_default().into()
+        })),
+        strings(column(&|(_, m, _)| storable(&m.sender).as_ref().into())),
+        strings(column(&|(_, m, _)| storable(&m.text).as_ref().into())),
+        rows.iter()
+            .map(|(_, m, _)| m.kind.as_i16())
+            .collect::<Vec<i16>>()
+            .into(),
+        rows.iter()
+            .map(|(_, m, _)| m.status.as_i16())
+            .collect::<Vec<i16>>()
+            .into(),
+        rows.iter()
+            .map(|(_, m, _)| m.from_me)
+            .collect::<Vec<bool>>()
+            .into(),
+        rows.iter()
+            .map(|(_, m, _)| m.sent_at_ms)
+            .collect::<Vec<i64>>()
+            .into(),
+        rows.iter()
+            .map(|(_, _, seq)| *seq as i64)
+            .collect::<Vec<i64>>()
+            .into(),
+        now.into(),
+        rows.iter()
+            .map(|(_, m, _)| m.client_message_id.is_some())
+            .collect::<Vec<bool>>()
+            .into(),
+    ];
+    sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "INSERT INTO messages (session_id, chat_id, provider_message_id, client_message_id, \
+         sender, text, kind, status, from_me, sent_at, seq, updated_at) \
+         SELECT $1, u.c, u.p, CASE WHEN u.h THEN u.k END, u.s, u.t, u.kind, u.st, u.f, u.sa, \
+         u.seq, $12 FROM UNNEST($2::text[], $3::text[], $4::text[], $13::bool[], $5::text[], \
+         $6::text[], $7::int2[], $8::int2[], $9::bool[], $10::int8[], $11::int8[]) \
+         AS u(c, p, k, h, s, t, kind, st, f, sa, seq)",
+        values,
+    )
+}

@@ -1,0 +1,67 @@
+//! `chatsync serve` as a process of its own, for tests that race replicas or kill one.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Stdio;
+
+use chatsync::grpc::pb::chat_sync_service_client::ChatSyncServiceClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+/// A `chatsync serve` process on `127.0.0.1:0`.
+pub struct Replica {
+    child: tokio::process::Child,
+    pub url: String,
+}
+
+impl Replica {
+    /// Starts `chatsync serve --config CONFIG` and waits for its "listening on" line.
+    pub async fn start(config: &Path) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatsync"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                if std::env::var_os("TEST_LOG").is_some() {
+                    "info"
+                } else {
+                    "warn"
+                },
+            )
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chatsync serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next_line()
+            .await
+            .expect("read stdout")
+            .expect("the server says where it listens");
+        let url = line
+            .strip_prefix("chatsync listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, url }
+    }
+
+    pub async fn client(&self) -> ChatSyncServiceClient<Channel> {
+        ChatSyncServiceClient::connect(self.url.clone())
+            .await
+            .expect("connect to replica")
+    }
+
+    /// kill -9.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("reaped");
+    }
+}
