@@ -357,7 +357,11 @@ async fn every_locale_sample_syncs_as_read_by_hand() {
     let expected: Vec<LocaleSampleExpected> = load("locales_expected.json");
     let folder = samples().join("locales");
     let on_disk = std::fs::read_dir(&folder).expect("samples/locales").count();
-    assert_eq!(on_disk, expected.len(), "every locale sample has expectations");
+    assert_eq!(
+        on_disk,
+        expected.len(),
+        "every locale sample has expectations"
+    );
     let backend = Backend::sqlite();
     let app = TestApp::spawn(&backend, vec![whatsapp_session("locales", &folder)]).await;
     let mut client = app.client().await;
@@ -447,7 +451,10 @@ async fn a_broken_telegram_file_fails_its_chat_and_the_run_goes_on() {
         .count();
     assert!(saved >= 2, "the other files still sync: {frames:?}");
     let chats = all_chats(&mut client, "tg").await;
-    let old = chats.iter().find(|c| c.name == "Old export").expect("old export");
+    let old = chats
+        .iter()
+        .find(|c| c.name == "Old export")
+        .expect("old export");
     let messages = all_messages(&mut client, "tg", &old.chat_id).await;
     // 12:00 in Tokyo (UTC+9) is 03:00 UTC.
     assert_eq!(utc(messages[0].sent_at.as_ref()), "2020-07-01T03:00:00");

@@ -1085,9 +1085,7 @@ fn unix_of(value: &Value) -> Option<i64> {
 /// A time from its exact field (`date_unixtime`) or else its ISO field (`date`): the seconds,
 /// and whether they are a wall-clock time read as UTC.
 fn time_of(unix: &Value, iso: &Value) -> Option<(i64, bool)> {
-    unix_of(unix)
-        .map(|at| (at, false))
-        .or_else(|| date_of(iso))
+    unix_of(unix).map(|at| (at, false)).or_else(|| date_of(iso))
 }
 
 /// `date`: an ISO 8601 local time, read as UTC wall clock (flagged `true`); an explicit offset
@@ -1376,8 +1374,14 @@ mod tests {
             parse_in_utc(b"{\"messages\": [1, 2"),
             Err(TelegramError::Json(_))
         ));
-        assert!(matches!(parse_in_utc(b"[1, 2, 3]"), Err(TelegramError::Shape(_))));
-        assert!(matches!(parse_in_utc(b"\"text\""), Err(TelegramError::Shape(_))));
+        assert!(matches!(
+            parse_in_utc(b"[1, 2, 3]"),
+            Err(TelegramError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_in_utc(b"\"text\""),
+            Err(TelegramError::Shape(_))
+        ));
         assert!(matches!(parse_in_utc(b"{}"), Err(TelegramError::Shape(_))));
         assert!(matches!(
             parse_in_utc(b"{\"messages\": 3}"),

@@ -1698,7 +1698,10 @@ mod tests {
         );
         // Digits and marks in texts stay as written.
         assert_eq!(out.messages[2].text, "نعم، وصلت قبل ١٠ دقائق");
-        assert_eq!(out.messages[3].text, "الغداء الساعة ١:٣٠؟\nفي المطعم القديم");
+        assert_eq!(
+            out.messages[3].text,
+            "الغداء الساعة ١:٣٠؟\nفي المطعم القديم"
+        );
         assert!(out.messages[0].text.starts_with('\u{200e}'));
     }
 
@@ -1945,7 +1948,14 @@ mod tests {
     }
 
     fn time_strategy() -> impl Strategy<Value = (u32, u32, u32, u32, u32, u32)> {
-        (2010u32..2031, 1u32..13, 13u32..29, 0u32..24, 0u32..60, 0u32..60)
+        (
+            2010u32..2031,
+            1u32..13,
+            13u32..29,
+            0u32..24,
+            0u32..60,
+            0u32..60,
+        )
     }
 
     /// `(timestamp, sender, text without format characters, kind)` of a one-message parse.
@@ -1955,7 +1965,9 @@ mod tests {
         (
             first.map(|m| m.timestamp),
             first.and_then(|m| m.sender.clone()),
-            first.map(|m| without_marks(&m.text).into_owned()).unwrap_or_default(),
+            first
+                .map(|m| without_marks(&m.text).into_owned())
+                .unwrap_or_default(),
             out.unplaced.len(),
         )
     }
