@@ -404,10 +404,9 @@ fn is_blank(line: &str) -> bool {
     line.chars().all(|c| c.is_whitespace() || is_mark(c))
 }
 
-/// The pieces of `s` between its format characters, in order.
+/// The pieces of `s` between its format characters, in order (one piece when it has none).
 pub(super) fn mark_free_pieces(s: &str) -> impl Iterator<Item = &str> {
     let bytes = s.as_bytes();
-    let has_marks = bytes.iter().any(|&b| matches!(b, 0xE2 | 0xEF | 0xD8));
     let mut last = 0;
     let mut index = 0;
     let mut done = false;
@@ -415,17 +414,20 @@ pub(super) fn mark_free_pieces(s: &str) -> impl Iterator<Item = &str> {
         if done {
             return None;
         }
-        if has_marks {
-            while index < bytes.len() {
-                let length = mark_len(bytes, index);
-                if length > 0 {
-                    let piece = s.get(last..index).unwrap_or("");
-                    index += length;
-                    last = index;
-                    return Some(piece);
-                }
-                index += 1;
+        // Every format character starts with one of these lead bytes.
+        while let Some(offset) = bytes
+            .get(index..)
+            .and_then(|rest| rest.iter().position(|&b| matches!(b, 0xE2 | 0xEF | 0xD8)))
+        {
+            let at = index + offset;
+            let length = mark_len(bytes, at);
+            if length > 0 {
+                let piece = s.get(last..at).unwrap_or("");
+                index = at + length;
+                last = index;
+                return Some(piece);
             }
+            index = at + 1;
         }
         done = true;
         Some(s.get(last..).unwrap_or(""))
@@ -452,7 +454,7 @@ fn without_marks(s: &str) -> Cow<'_, str> {
 fn clean_sender(name: &str) -> String {
     let clean = without_marks(name);
     let trimmed = clean.trim();
-    if trimmed.contains(['\u{a0}', '\u{202f}']) {
+    if trimmed.bytes().any(|b| b == 0xC2 || b == 0xE2) && trimmed.contains(['\u{a0}', '\u{202f}']) {
         trimmed.replace(['\u{a0}', '\u{202f}'], " ")
     } else {
         trimmed.to_owned()
