@@ -2025,7 +2025,7 @@ mod tests {
                 .iter()
                 .map(|&(pick, c, n)| (boundaries[pick % boundaries.len()], c, n))
                 .collect();
-            positions.sort_by(|a, b| b.0.cmp(&a.0));
+            positions.sort_by_key(|insert| std::cmp::Reverse(insert.0));
             let mut marked = clean.clone();
             for (at, c, n) in positions {
                 for _ in 0..n {
