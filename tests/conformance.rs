@@ -337,3 +337,125 @@ async fn every_real_telegram_export_syncs_as_read_by_hand() {
         problems.join("\n")
     );
 }
+
+#[derive(Debug, Deserialize)]
+struct LocaleSampleExpected {
+    file: String,
+    chat: String,
+    messages: usize,
+    unplaced: u64,
+    kinds: BTreeMap<String, usize>,
+    timestamps: Vec<String>,
+    senders: Vec<String>,
+}
+
+/// The locale samples in `samples/locales` (written for this project: Arabic iOS, Persian
+/// Android, Hindi, Korean iOS, German iOS 12-hour with BOMs, Thai with Buddhist-era years)
+/// sync through the service with every timestamp and sender as read by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_locale_sample_syncs_as_read_by_hand() {
+    let expected: Vec<LocaleSampleExpected> = load("locales_expected.json");
+    let folder = samples().join("locales");
+    let on_disk = std::fs::read_dir(&folder).expect("samples/locales").count();
+    assert_eq!(
+        on_disk,
+        expected.len(),
+        "every locale sample has expectations"
+    );
+    let backend = Backend::sqlite();
+    let app = TestApp::spawn(&backend, vec![whatsapp_session("locales", &folder)]).await;
+    let mut client = app.client().await;
+    let frames = sync_frames(&mut client, "locales", Some(0)).await;
+    assert_eq!(frames.last().map(stage), Some(SyncStage::Completed));
+    let chats = all_chats(&mut client, "locales").await;
+    assert_eq!(chats.len(), expected.len());
+    let mut problems = Vec::new();
+    for entry in &expected {
+        let Some(chat) = chats.iter().find(|c| c.name == entry.chat) else {
+            problems.push(format!("{}: no chat named {:?}", entry.file, entry.chat));
+            continue;
+        };
+        let unplaced = frames
+            .iter()
+            .find(|f| stage(f) == SyncStage::MessagesSaved && f.chat_id == chat.chat_id)
+            .map(|f| f.unplaced_lines);
+        if unplaced != Some(entry.unplaced) {
+            problems.push(format!("{}: unplaced {unplaced:?}", entry.file));
+        }
+        let messages = all_messages(&mut client, "locales", &chat.chat_id).await;
+        if messages.len() != entry.messages {
+            problems.push(format!("{}: {} messages", entry.file, messages.len()));
+        }
+        let kinds = kind_counts(&messages);
+        if kinds != entry.kinds {
+            problems.push(format!("{}: kinds {kinds:?}", entry.file));
+        }
+        let timestamps: Vec<String> = messages.iter().map(|m| utc(m.sent_at.as_ref())).collect();
+        if timestamps != entry.timestamps {
+            problems.push(format!("{}: timestamps {timestamps:?}", entry.file));
+        }
+        let senders: Vec<&str> = messages.iter().map(|m| m.sender.as_str()).collect();
+        if senders != entry.senders {
+            problems.push(format!("{}: senders {senders:?}", entry.file));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Re-syncing adds nothing.
+    let again = sync_frames(&mut client, "locales", Some(0)).await;
+    assert_eq!(again.last().map(|f| f.total_messages_synced), Some(0));
+}
+
+/// A Telegram folder holding one export that is not JSON: that file is one CHAT_FAILED chat,
+/// the good export still syncs, and the run completes. The good export's messages have
+/// `date_unixtime`, so the session's `timezone` leaves them exact; a message with only a
+/// wall-clock `date` is read in that zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_telegram_file_fails_its_chat_and_the_run_goes_on() {
+    let backend = Backend::sqlite();
+    let folder = backend.dir.path().join("telegram");
+    std::fs::create_dir_all(&folder).expect("dir");
+    std::fs::copy(
+        samples().join("telegram/result.json"),
+        folder.join("a_good.json"),
+    )
+    .expect("copy");
+    std::fs::write(folder.join("b_broken.json"), b"{\"messages\": [1, 2").expect("write");
+    std::fs::write(
+        folder.join("c_local.json"),
+        br#"{"name": "Old export", "type": "personal_chat", "id": 77, "messages": [
+            {"id": 1, "type": "message", "date": "2020-07-01T12:00:00", "from": "Ann", "text": "noon in Tokyo"}]}"#,
+    )
+    .expect("write");
+    let app = TestApp::spawn(
+        &backend,
+        vec![session(
+            "tg",
+            "telegram-export",
+            serde_json::json!({"path": folder, "timezone": "Asia/Tokyo"}),
+        )],
+    )
+    .await;
+    let mut client = app.client().await;
+    let frames = sync_frames(&mut client, "tg", Some(0)).await;
+    assert_eq!(frames.last().map(stage), Some(SyncStage::Completed));
+    let failed: Vec<&pb::SyncProgress> = frames
+        .iter()
+        .filter(|f| stage(f) == SyncStage::ChatFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{frames:?}");
+    assert!(failed[0].chat_id.starts_with("tg-file-"), "{:?}", failed[0]);
+    assert!(failed[0].error.contains("b_broken.json"), "{:?}", failed[0]);
+    let saved = frames
+        .iter()
+        .filter(|f| stage(f) == SyncStage::MessagesSaved)
+        .count();
+    assert!(saved >= 2, "the other files still sync: {frames:?}");
+    let chats = all_chats(&mut client, "tg").await;
+    let old = chats
+        .iter()
+        .find(|c| c.name == "Old export")
+        .expect("old export");
+    let messages = all_messages(&mut client, "tg", &old.chat_id).await;
+    // 12:00 in Tokyo (UTC+9) is 03:00 UTC.
+    assert_eq!(utc(messages[0].sent_at.as_ref()), "2020-07-01T03:00:00");
+}

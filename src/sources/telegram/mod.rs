@@ -1,11 +1,18 @@
 //! The `telegram-export` source: Telegram Desktop JSON exports (`result.json`).
 //!
-//! Settings: `path`, a `result.json` file or a folder whose `.json` files (also one level of
-//! sub-folders) are exports. A file may hold one chat or a whole-account export with
-//! `chats.list`; see [`parser`].
+//! Settings (`[[sessions]]` keys):
+//! - `path`: a `result.json` file or a folder whose `.json` files (also one level of
+//!   sub-folders) are exports. A file may hold one chat or a whole-account export with
+//!   `chats.list`; see [`parser`].
+//! - `timezone`: IANA zone of the computer that exported, default `UTC`. It is used only for
+//!   messages without `date_unixtime` (exports before 2021), whose `date` is local time.
 //!
 //! Chat ids are `tg-{telegram chat id}`; message ids are Telegram's own. Records without an id
 //! (minimal exports) get a derived id, as WhatsApp messages do.
+//!
+//! A file that cannot be read or parsed does not fail the sync run: it is listed as one chat
+//! (`tg-file-{hash of the path}`, named after the file) whose history fails, so the run reports
+//! it as CHAT_FAILED with the parser's error and goes on with the other files.
 pub mod parser;
 
 use std::collections::HashMap;
@@ -13,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono_tz::Tz;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -28,14 +36,18 @@ pub const KIND: &str = "telegram-export";
 #[serde(deny_unknown_fields)]
 struct Settings {
     path: PathBuf,
+    #[serde(default)]
+    timezone: Option<String>,
 }
 
 /// Telegram Desktop exports. See the module docs.
 pub struct TelegramExport {
     path: PathBuf,
+    timezone: Tz,
     /// Chats parsed by the last `list_chats`, by chat id: listing has to parse the files, so
-    /// the run's `fetch_history` calls reuse the result instead of parsing again.
-    parsed: Mutex<HashMap<String, Arc<TelegramChat>>>,
+    /// the run's `fetch_history` calls reuse the result instead of parsing again. A file that
+    /// could not be parsed is held as its error.
+    parsed: Mutex<HashMap<String, Result<Arc<TelegramChat>, String>>>,
 }
 
 impl TelegramExport {
@@ -47,6 +59,7 @@ impl TelegramExport {
         let settings: Settings = super::settings(config)?;
         Ok(Arc::new(Self {
             path: settings.path,
+            timezone: super::whatsapp::parse_timezone(settings.timezone.as_deref())?,
             parsed: Mutex::default(),
         }))
     }
@@ -60,16 +73,16 @@ impl Source for TelegramExport {
 
     async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
         let path = self.path.clone();
+        let timezone = self.timezone;
         let files = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
             let mut parsed = Vec::new();
             for file in export_files(&path)? {
-                let bytes = std::fs::read(&file).map_err(|source| SourceError::Io {
-                    context: format!("cannot read {}", super::shown(&file)),
-                    source,
-                })?;
-                let chats = parser::parse(&bytes).map_err(|error| {
-                    SourceError::Invalid(format!("{}: {error}", super::shown(&file)))
-                })?;
+                let chats = std::fs::read(&file)
+                    .map_err(|error| format!("cannot read {}: {error}", super::shown(&file)))
+                    .and_then(|bytes| {
+                        parser::parse(&bytes, timezone)
+                            .map_err(|error| format!("{}: {error}", super::shown(&file)))
+                    });
                 parsed.push((file, chats));
             }
             Ok(parsed)
@@ -80,6 +93,29 @@ impl Source for TelegramExport {
         let mut chats = Vec::new();
         let mut cache = HashMap::new();
         for (file, file_chats) in files {
+            let file_chats = match file_chats {
+                Ok(file_chats) => file_chats,
+                Err(error) => {
+                    tracing::warn!(path = %file.display(), %error, "telegram export cannot be parsed");
+                    let digest = Sha256::digest(file.display().to_string());
+                    let chat_id = format!(
+                        "tg-file-{:02x}{:02x}{:02x}{:02x}",
+                        digest[0], digest[1], digest[2], digest[3]
+                    );
+                    let name = file
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("result.json")
+                        .to_owned();
+                    chats.push(SourceChat {
+                        chat_id: chat_id.clone(),
+                        name,
+                        locator: file.display().to_string(),
+                    });
+                    cache.insert(chat_id, Err(error));
+                    continue;
+                }
+            };
             for chat in file_chats {
                 let chat_id = match chat.id {
                     Some(id) => format!("tg-{id}"),
@@ -96,7 +132,7 @@ impl Source for TelegramExport {
                     name: chat.name.clone(),
                     locator: file.display().to_string(),
                 });
-                cache.insert(chat_id, Arc::new(chat));
+                cache.insert(chat_id, Ok(Arc::new(chat)));
             }
         }
         *self.parsed.lock().unwrap_or_else(|p| p.into_inner()) = cache;
@@ -116,7 +152,8 @@ impl Source for TelegramExport {
             .cloned()
             .ok_or_else(|| {
                 SourceError::Invalid(format!("chat {} is no longer in the export", chat.chat_id))
-            })?;
+            })?
+            .map_err(SourceError::Invalid)?;
         let mut history = history_from_chat(&chat.chat_id, &parsed);
         keep_most_recent(&mut history.messages, limit);
         Ok(history)

@@ -15,10 +15,13 @@
 //!   absent, duplicate keys keep the last value (the first non-empty one for `text`), and a
 //!   message that is not an object or has no usable date is skipped and counted in
 //!   [`TelegramChat::skipped`].
-//! - Time: `sent_at_unix` comes from `date_unixtime` (seconds, a string or a number). When
-//!   that is absent or unreadable, `date` is read as a UTC wall-clock time. (Telegram writes
-//!   `date` in the exporting computer's local time zone, which the file does not record, so
-//!   such messages may be off by that zone's offset.)
+//! - Time: `sent_at_unix` comes from `date_unixtime` (seconds, a string or a number; exact,
+//!   and written by Telegram Desktop since 2021). When that is absent or unreadable, `date` is
+//!   read as a wall-clock time in the `timezone` given to [`parse`]: Telegram writes `date` in
+//!   the exporting computer's local time zone, which the file does not record, so the session
+//!   says which it was (default UTC). A `date` with an explicit offset is exact. A wall-clock
+//!   time in a DST gap is read one hour later; an ambiguous one takes the earlier instant.
+//!   `edited_unixtime` and `edited` give `edited_at_unix` by the same rules.
 //! - Text: `text` is either a string or an array of strings and entity objects
 //!   (`{type, text, href?}`); the visible text of the parts is concatenated, with nothing added
 //!   between them (links keep their visible text, not their `href`). When `text` is empty,
@@ -34,6 +37,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use chrono::{DateTime, NaiveDateTime};
+use chrono_tz::Tz;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -76,8 +80,12 @@ pub struct TelegramChat {
 pub struct TelegramMessage {
     /// Telegram's message id (`id`), when present.
     pub id: Option<i64>,
-    /// Seconds since the Unix epoch: `date_unixtime`, else `date` read as UTC wall clock.
+    /// Seconds since the Unix epoch: `date_unixtime`, else `date` read in the export's time
+    /// zone (see the module docs).
     pub sent_at_unix: i64,
+    /// When the message was last edited, in seconds since the Unix epoch: `edited_unixtime`,
+    /// else `edited` read like `date`; `None` when never edited (or unreadable).
+    pub edited_at_unix: Option<i64>,
     /// `from` for ordinary messages, `actor` for service messages (each falls back to the
     /// other); `None` when absent, null or empty (Telegram writes null for deleted accounts).
     pub sender: Option<String>,
@@ -88,9 +96,14 @@ pub struct TelegramMessage {
     /// file, sticker, media type, contact, location, poll, game, invoice) and no text; `Text`
     /// otherwise. Never `Deleted`: Telegram does not export deleted messages.
     pub kind: MessageKind,
+    /// Whether `sent_at_unix` / `edited_at_unix` were read from a wall-clock `date` /
+    /// `edited` as if in UTC, and still need the export's time zone ([`parse`] applies it).
+    wall_clock: (bool, bool),
 }
 
-/// Parses one export file; returns every chat in it (1 for a single-chat export).
+/// Parses one export file; returns every chat in it (1 for a single-chat export). Wall-clock
+/// `date`/`edited` values (used only without `date_unixtime`/`edited_unixtime`) are read in
+/// `timezone`.
 ///
 /// A UTF-8 byte-order mark before the JSON is tolerated.
 ///
@@ -99,7 +112,30 @@ pub struct TelegramMessage {
 /// [`TelegramError::Json`] when the input is not valid JSON; [`TelegramError::Shape`] when
 /// the top level is not an object, or has neither a `messages` array nor a `chats` object
 /// with a `list` array.
-pub fn parse(input: &[u8]) -> Result<Vec<TelegramChat>, TelegramError> {
+pub fn parse(input: &[u8], timezone: Tz) -> Result<Vec<TelegramChat>, TelegramError> {
+    let mut chats = parse_utc(input)?;
+    for message in chats.iter_mut().flat_map(|chat| chat.messages.iter_mut()) {
+        let (sent, edited) = std::mem::take(&mut message.wall_clock);
+        if sent {
+            message.sent_at_unix = in_zone(message.sent_at_unix, timezone);
+        }
+        if edited {
+            message.edited_at_unix = message.edited_at_unix.map(|at| in_zone(at, timezone));
+        }
+    }
+    Ok(chats)
+}
+
+/// A wall-clock time read as if in UTC (`unix`), re-read in `timezone`.
+fn in_zone(unix: i64, timezone: Tz) -> i64 {
+    match DateTime::from_timestamp(unix, 0) {
+        Some(utc) => crate::sources::whatsapp::to_utc_ms(&utc.naive_utc(), timezone) / 1000,
+        None => unix,
+    }
+}
+
+/// [`parse`] with wall-clock times read as UTC and flagged in `wall_clock`.
+fn parse_utc(input: &[u8]) -> Result<Vec<TelegramChat>, TelegramError> {
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     let root: RawRoot =
         serde_json::from_slice(input).map_err(|error| TelegramError::Json(error.to_string()))?;
@@ -560,6 +596,8 @@ enum MessageKey {
     Type,
     Date,
     DateUnixtime,
+    Edited,
+    EditedUnixtime,
     From,
     Actor,
     Action,
@@ -577,6 +615,8 @@ impl FieldKey for MessageKey {
             "type" => Self::Type,
             "date" => Self::Date,
             "date_unixtime" => Self::DateUnixtime,
+            "edited" => Self::Edited,
+            "edited_unixtime" => Self::EditedUnixtime,
             "from" => Self::From,
             "actor" => Self::Actor,
             "action" => Self::Action,
@@ -598,6 +638,8 @@ struct RawMessage {
     kind: Value,
     date: Value,
     date_unixtime: Value,
+    edited: Value,
+    edited_unixtime: Value,
     from: Value,
     actor: Value,
     action: Value,
@@ -632,6 +674,8 @@ impl<'de> Deserialize<'de> for MessageSlot {
                         MessageKey::Type => raw.kind = map.next_value()?,
                         MessageKey::Date => raw.date = map.next_value()?,
                         MessageKey::DateUnixtime => raw.date_unixtime = map.next_value()?,
+                        MessageKey::Edited => raw.edited = map.next_value()?,
+                        MessageKey::EditedUnixtime => raw.edited_unixtime = map.next_value()?,
                         MessageKey::From => raw.from = map.next_value()?,
                         MessageKey::Actor => raw.actor = map.next_value()?,
                         MessageKey::Action => raw.action = map.next_value()?,
@@ -672,7 +716,8 @@ impl<'de> Deserialize<'de> for MessageSlot {
 impl RawMessage {
     /// The message, or `None` when it has no usable date.
     fn finish(self) -> Option<TelegramMessage> {
-        let sent_at_unix = unix_of(&self.date_unixtime).or_else(|| date_of(&self.date))?;
+        let (sent_at_unix, sent_wall_clock) = time_of(&self.date_unixtime, &self.date)?;
+        let edited = time_of(&self.edited_unixtime, &self.edited);
         let is_service = str_of(&self.kind) == Some("service");
         let from = str_of(&self.from);
         let actor = str_of(&self.actor);
@@ -696,9 +741,11 @@ impl RawMessage {
         Some(TelegramMessage {
             id: int_of(&self.id),
             sent_at_unix,
+            edited_at_unix: edited.map(|(at, _)| at),
             sender: sender.map(str::to_owned),
             text,
             kind,
+            wall_clock: (sent_wall_clock, edited.is_some_and(|(_, wall)| wall)),
         })
     }
 
@@ -1035,17 +1082,24 @@ fn unix_of(value: &Value) -> Option<i64> {
     int_of(value)
 }
 
-/// `date`: an ISO 8601 local time, read as UTC wall clock; an explicit offset is honoured.
-fn date_of(value: &Value) -> Option<i64> {
+/// A time from its exact field (`date_unixtime`) or else its ISO field (`date`): the seconds,
+/// and whether they are a wall-clock time read as UTC.
+fn time_of(unix: &Value, iso: &Value) -> Option<(i64, bool)> {
+    unix_of(unix).map(|at| (at, false)).or_else(|| date_of(iso))
+}
+
+/// `date`: an ISO 8601 local time, read as UTC wall clock (flagged `true`); an explicit offset
+/// is honoured (flagged `false`).
+fn date_of(value: &Value) -> Option<(i64, bool)> {
     let text = str_of(value)?.trim();
     if let Ok(naive) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
-        return Some(naive.and_utc().timestamp());
+        return Some((naive.and_utc().timestamp(), true));
     }
     if let Ok(naive) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f") {
-        return Some(naive.and_utc().timestamp());
+        return Some((naive.and_utc().timestamp(), true));
     }
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
-        return Some(with_offset.timestamp());
+        return Some((with_offset.timestamp(), false));
     }
     None
 }
@@ -1065,8 +1119,12 @@ fn is_blank(value: &Value) -> bool {
 mod tests {
     use super::*;
 
+    fn parse_in_utc(input: &[u8]) -> Result<Vec<TelegramChat>, TelegramError> {
+        parse(input, Tz::UTC)
+    }
+
     fn parse_one(json: &str) -> TelegramChat {
-        let mut chats = parse(json.as_bytes()).expect("parses");
+        let mut chats = parse_in_utc(json.as_bytes()).expect("parses");
         assert_eq!(chats.len(), 1, "one chat");
         chats.remove(0)
     }
@@ -1089,11 +1147,46 @@ mod tests {
             vec![TelegramMessage {
                 id: Some(1),
                 sent_at_unix: 1_615_811_696,
+                edited_at_unix: None,
                 sender: Some("Alice".to_owned()),
                 text: "hello\nworld".to_owned(),
                 kind: MessageKind::Text,
+                wall_clock: (false, false),
             }]
         );
+    }
+
+    #[test]
+    fn wall_clock_dates_are_read_in_the_timezone_and_unixtimes_win() {
+        let input = br#"{"messages": [
+            {"id": 1, "type": "message", "date": "2021-03-15T12:34:56",
+             "date_unixtime": "1615811696", "from": "A", "text": "exact",
+             "edited": "2021-03-15T13:00:00", "edited_unixtime": "1615813200"},
+            {"id": 2, "type": "message", "date": "2021-07-01T12:00:00", "from": "A", "text": "local",
+             "edited": "2021-07-01T12:30:00"},
+            {"id": 3, "type": "message", "date": "2021-07-01T12:00:00+00:00", "from": "A", "text": "offset"}
+        ]}"#;
+        let berlin: Tz = "Europe/Berlin".parse().expect("zone");
+        let chat = parse(input, berlin).expect("parses").remove(0);
+        let times: Vec<_> = chat
+            .messages
+            .iter()
+            .map(|m| (m.sent_at_unix, m.edited_at_unix))
+            .collect();
+        assert_eq!(
+            times,
+            vec![
+                // date_unixtime / edited_unixtime are exact, whatever the zone.
+                (1_615_811_696, Some(1_615_813_200)),
+                // 12:00 and 12:30 in Berlin (CEST, UTC+2) are 10:00 and 10:30 UTC.
+                (1_625_133_600, Some(1_625_135_400)),
+                // An explicit offset is exact.
+                (1_625_140_800, None),
+            ]
+        );
+        let utc = parse_in_utc(input).expect("parses").remove(0);
+        assert_eq!(utc.messages[1].sent_at_unix, 1_625_140_800);
+        assert_eq!(utc.messages[1].edited_at_unix, Some(1_625_142_600));
     }
 
     #[test]
@@ -1237,7 +1330,7 @@ mod tests {
 
     #[test]
     fn account_export_returns_every_chat() {
-        let chats = parse(
+        let chats = parse_in_utc(
             br#"{"about": "x", "personal_information": {"user_id": 1},
                 "chats": {"about": "y", "list": [
                     {"name": "One", "type": "personal_chat", "id": 1, "messages": [
@@ -1254,7 +1347,7 @@ mod tests {
         assert_eq!(names, vec!["One", "Telegram chat 2", "Gone"]);
         assert_eq!(chats[0].messages.len(), 1);
         assert_eq!(
-            parse(br#"{"chats": {"list": []}}"#).expect("parses"),
+            parse_in_utc(br#"{"chats": {"list": []}}"#).expect("parses"),
             vec![]
         );
     }
@@ -1272,38 +1365,44 @@ mod tests {
 
     #[test]
     fn garbage_input_is_an_error() {
-        assert!(matches!(parse(b""), Err(TelegramError::Json(_))));
+        assert!(matches!(parse_in_utc(b""), Err(TelegramError::Json(_))));
         assert!(matches!(
-            parse(b"\x00\xff\xfe"),
+            parse_in_utc(b"\x00\xff\xfe"),
             Err(TelegramError::Json(_))
         ));
         assert!(matches!(
-            parse(b"{\"messages\": [1, 2"),
+            parse_in_utc(b"{\"messages\": [1, 2"),
             Err(TelegramError::Json(_))
         ));
-        assert!(matches!(parse(b"[1, 2, 3]"), Err(TelegramError::Shape(_))));
-        assert!(matches!(parse(b"\"text\""), Err(TelegramError::Shape(_))));
-        assert!(matches!(parse(b"{}"), Err(TelegramError::Shape(_))));
         assert!(matches!(
-            parse(b"{\"messages\": 3}"),
+            parse_in_utc(b"[1, 2, 3]"),
             Err(TelegramError::Shape(_))
         ));
         assert!(matches!(
-            parse(b"{\"chats\": []}"),
+            parse_in_utc(b"\"text\""),
+            Err(TelegramError::Shape(_))
+        ));
+        assert!(matches!(parse_in_utc(b"{}"), Err(TelegramError::Shape(_))));
+        assert!(matches!(
+            parse_in_utc(b"{\"messages\": 3}"),
             Err(TelegramError::Shape(_))
         ));
         assert!(matches!(
-            parse(b"{\"chats\": {}}"),
+            parse_in_utc(b"{\"chats\": []}"),
+            Err(TelegramError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_in_utc(b"{\"chats\": {}}"),
             Err(TelegramError::Shape(_))
         ));
         let deep = "[".repeat(100_000);
-        assert!(parse(deep.as_bytes()).is_err());
+        assert!(parse_in_utc(deep.as_bytes()).is_err());
         let deep_text = format!(
             "{{\"messages\": [{{\"date_unixtime\": \"1\", \"text\": {}}}]}}",
             "[".repeat(10_000)
         );
-        assert!(parse(deep_text.as_bytes()).is_err());
-        let error = parse(b"{").expect_err("truncated");
+        assert!(parse_in_utc(deep_text.as_bytes()).is_err());
+        let error = parse_in_utc(b"{").expect_err("truncated");
         assert!(error.to_string().starts_with("not a Telegram export: "));
     }
 

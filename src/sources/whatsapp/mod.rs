@@ -13,6 +13,8 @@
 //! Exports carry no message ids, so `provider_message_id` is a hash of the chat id, the
 //! timestamp, the sender, the text and the position among identical entries: re-importing the
 //! same file, or a later export holding more messages, adds only the new ones.
+pub mod day_periods;
+mod normalise;
 pub mod parser;
 
 use std::collections::HashMap;
@@ -102,20 +104,36 @@ impl Source for WhatsAppExport {
         let options = self.options.clone();
         tokio::task::spawn_blocking(move || {
             let bytes = read_export(&path)?;
-            let mut history = history_from_export(&chat_id, &bytes, &options, timezone);
-            if history.unplaced_lines > 0 {
-                tracing::warn!(
-                    chat_id,
-                    path = %path.display(),
-                    unplaced_lines = history.unplaced_lines,
-                    "export lines could not be placed in any message"
-                );
-            }
+            let parsed = parser::parse(&bytes, &options);
+            log_unplaced(&chat_id, &path, &parsed);
+            let mut history = history_from_parsed(&chat_id, parsed, timezone);
             keep_most_recent(&mut history.messages, limit);
             Ok(history)
         })
         .await
         .map_err(|error| SourceError::Invalid(format!("import task failed: {error}")))?
+    }
+}
+
+/// Logs a file's unplaced-line count at INFO, with the first unplaced line (number, reason
+/// and text), so that a user can report an export variant the parser does not know yet; the
+/// next few follow at DEBUG.
+fn log_unplaced(chat_id: &str, path: &Path, parsed: &parser::ParsedExport) {
+    let Some(first) = parsed.unplaced.first() else {
+        return;
+    };
+    tracing::info!(
+        chat_id,
+        path = %path.display(),
+        unplaced_lines = parsed.unplaced.len(),
+        messages = parsed.messages.len(),
+        first_line = first.line,
+        first_reason = first.reason,
+        first_text = %first.text,
+        "export lines could not be placed in any message"
+    );
+    for unplaced in parsed.unplaced.iter().skip(1).take(5) {
+        tracing::debug!(chat_id, line = unplaced.line, reason = unplaced.reason, text = %unplaced.text, "unplaced line");
     }
 }
 
@@ -126,10 +144,11 @@ pub fn history_from_export(
     options: &ParseOptions,
     timezone: Tz,
 ) -> ChatHistory {
-    let parsed = parser::parse(bytes, options);
-    for unplaced in parsed.unplaced.iter().take(5) {
-        tracing::debug!(chat_id, line = unplaced.line, reason = unplaced.reason, text = %unplaced.text, "unplaced line");
-    }
+    history_from_parsed(chat_id, parser::parse(bytes, options), timezone)
+}
+
+/// Turns a parsed export into messages with derived ids, oldest first in file order.
+fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz) -> ChatHistory {
     let mut occurrences: HashMap<[u8; 16], u32> = HashMap::with_capacity(parsed.messages.len());
     let messages = parsed
         .messages
@@ -165,7 +184,11 @@ fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &s
     hasher.update(timestamp.and_utc().timestamp().to_le_bytes());
     hasher.update(sender.as_bytes());
     hasher.update([0]);
-    hasher.update(text.as_bytes());
+    // Texts keep their format characters, but ids ignore them: ids derived before texts kept
+    // them stay the same, so re-importing an export adds nothing.
+    for piece in parser::mark_free_pieces(text) {
+        hasher.update(piece.as_bytes());
+    }
     let full = hasher.finalize();
     let mut digest = [0u8; 16];
     digest.copy_from_slice(&full[..16]);

@@ -17,13 +17,21 @@
 //!   4-digit years (2-digit years are 20xx). Buddhist-era years are converted to the common era
 //!   (-543): any year from 2400 up, or a year followed by ` BE`.
 //! - Times: 24h or 12h, with or without seconds, `:` or `.` separators (`21.25.15`). 12h markers
-//!   `AM`/`PM` in any case, `a.m.`/`p.m.`, `a. m.`/`p. m.`, with nothing, a space, U+00A0 or
-//!   U+202F before them; also the markers written before the time in Korean, Chinese and
-//!   Japanese exports (`오후 2:56`, `下午2:56`, `午後2:56`), and Finnish `klo` between date and
-//!   time.
-//! - Byte order marks and direction marks (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF)
-//!   are skipped before a header and stripped from senders and texts wherever they occur.
-//!   Lines end with LF, CRLF or a mix (trailing CRs are dropped); a file with no LF at all is
+//!   `AM`/`PM` in any case, `a.m.`/`p.m.`, `a. m.`/`p. m.`, and the day-period words of every
+//!   language WhatsApp ships ([`super::day_periods`], from CLDR: `ص`/`م`, `ق.ظ.`/`ب.ظ.`,
+//!   `오전`/`오후`, `午前`/`午後`, `上午`/`下午`, `पूर्वाह्न`, `ก่อนเที่ยง`, `vorm.`/`nachm.`,
+//!   `da manhã`, ...), after the time (with nothing, a space, U+00A0 or U+202F before them) or
+//!   before it (`오후 2:56`, `下午2:56`); Finnish `klo` between date and time.
+//! - Digits: the date and time may be written in the decimal digits of any script (Unicode
+//!   `Nd`: Arabic-Indic `٥`, Extended Arabic-Indic `۵`, Devanagari `५`, Bengali, Thai, Myanmar,
+//!   fullwidth, ...), mixed with ASCII punctuation; the Arabic comma `،` may separate date and
+//!   time. Digits are normalised in the header only; the text keeps them as written.
+//! - Format characters (U+FEFF, LRM, RLM, ALM U+061C, U+202A-U+202E, U+2066-U+2069), in any
+//!   number, anywhere in or around the header (before the date, inside the bracket, after each
+//!   date separator, before the marker or the sender), are ignored for matching, and so are
+//!   U+00A0 and U+202F used as spaces. They never reach the sender; the text keeps them as
+//!   written.
+//! - Lines end with LF, CRLF or a mix (trailing CRs are dropped); a file with no LF at all is
 //!   split on CR. Invalid UTF-8 is replaced (U+FFFD), never rejected.
 //!
 //! # How ambiguity is decided
@@ -35,11 +43,10 @@
 //!   [`ParseOptions::date_order`] decides, and `Auto` means day/month/year (so does `Ymd` when
 //!   the years are written last, as in `01/02/2020`). The option is a fallback only: a file
 //!   that decides itself is read the way it decides.
-//! - **Hour 0 with an AM/PM marker.** Exports normally write midnight as `12:xx AM`, but some
-//!   locales (0-11 clocks) write `0:xx AM` / `0:xx PM`. Per file and per marker: if the file
-//!   writes hour 12 with an AM marker anywhere, `00:xx AM` is invalid in that file (the file
-//!   uses 12 for that hour); otherwise `00:xx AM` is 00:xx. Likewise `00:xx PM` is 12:xx unless
-//!   the file writes `12:xx PM`. A marker with an hour above 12 (`23:59 PM`) is always invalid.
+//! - **Hours with an AM/PM marker.** `12:xx AM` and `00:xx AM` are both the hour after
+//!   midnight (iOS with some region settings writes `00:04:03 AM`); `12:xx PM` and `0:xx PM`
+//!   (0-11 clocks) are 12:xx. An hour of 13-23 is a 24-hour time carrying a stray marker and
+//!   is read as written (`23:59 PM` is 23:59). Only hours above 23 are invalid.
 //! - **Sender.** The text after the header is split at the first `": "`; a sender never holds
 //!   `": "`, except that a "name" holding a quote mark and four or more words is the start of
 //!   a notice quoting a name (`You changed the subject from "A: B" to "C"`). With no `": "`,
@@ -62,10 +69,9 @@
 //!
 //! # Judgement calls on the conformance corpus
 //!
-//! - `00:xx AM` lines in the WhatsR `englishandroidampm`/`englishiosampm` files are invalid (those
-//!   files also write `12:00 AM`), so they are unplaced together with `23:59 PM`; the synthetic
-//!   chat-miner `mmddyyyy_12hrs` file writes `00:08 a. m.` but never `12:xx a. m.`, so there it
-//!   is 00:08.
+//! - The WhatsR `englishandroidampm`/`englishiosampm` files were hand-edited to hold `00:04 AM`
+//!   and `23:59 PM`; both read as what the clock shows (00:04, 23:59), as a phone writing them
+//!   would mean. The synthetic chat-miner `mmddyyyy_12hrs` file writes `00:08 a. m.`: 00:08.
 //! - Files whose dates never exceed 12 in either field (whats-reader family/iOS group chats,
 //!   chat-miner-go `default.txt`, chat-analytics `2A_5M`) fall back to day/month/year.
 //! - `[date] Elon Musk: ‎Messages and calls are end-to-end encrypted…` and `… ‎Your security code
@@ -75,16 +81,17 @@
 //! # Texts
 //!
 //! The text is the body after `Name: ` (or the whole notice) joined with its continuation lines
-//! by `'\n'`, with the direction/BOM marks above removed and trailing CRs dropped; other
-//! whitespace is kept as written, except that trailing blank lines of a message are dropped.
+//! by `'\n'`, as written: format characters, digits and whitespace are kept (so bidirectional
+//! text displays as it did), trailing CRs are dropped, and so are trailing blank lines of a
+//! message (lines holding only whitespace and format characters). Kinds are decided on the
+//! text without its format characters.
 //!
 //! # Unplaced lines
 //!
 //! An *unplaced* line is a non-blank line that cannot be attached to any message:
 //! - text before the first header (lines holding only whitespace and marks are ignored);
 //! - a line that has the shape of a header but whose date or time is invalid (month 13,
-//!   `31/02`, `23:59 PM`, `00:04 AM` in a file that writes `12:xx AM`, ...): it is reported
-//!   rather than glued onto the previous message;
+//!   `31/02`, hour 24, ...): it is reported rather than glued onto the previous message;
 //! - a line following such an invalid header (it belongs to the message that could not be
 //!   placed).
 //!
@@ -92,8 +99,12 @@
 //! of a message (message `m` covers lines `m.line ..= m.line + lines(m.text) - 1`), or in
 //! `unplaced`.
 
+use std::borrow::Cow;
+
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
+use super::day_periods::{DayPeriod, match_day_period};
+use super::normalise::{HeaderBuffer, digit_value, is_format_char};
 use crate::model::MessageKind;
 
 /// Day/month order used to read numeric dates.
@@ -123,9 +134,10 @@ pub struct ParseOptions {
 pub struct ParsedMessage {
     /// Wall-clock time as written (no zone); Buddhist-era years converted (-543).
     pub timestamp: NaiveDateTime,
-    /// The sender as written; `None` for system notices.
+    /// The sender as written, without format characters, U+00A0/U+202F read as spaces,
+    /// trimmed; `None` for system notices.
     pub sender: Option<String>,
-    /// The text; multi-line texts joined with `'\n'`, direction marks and BOMs stripped.
+    /// The text as written; multi-line texts joined with `'\n'` (see the module docs).
     pub text: String,
     /// What the message is.
     pub kind: MessageKind,
@@ -178,8 +190,6 @@ pub fn parse(input: &[u8], options: &ParseOptions) -> ParsedExport {
     let date_order = evidence.decide(options.date_order);
     let rules = Rules {
         order: date_order.unwrap_or(DateOrder::Dmy),
-        zero_am_valid: !evidence.twelve_am,
-        zero_pm_valid: !evidence.twelve_pm,
     };
 
     // Pass 2: build the messages.
@@ -283,17 +293,15 @@ impl Building {
     fn start(timestamp: NaiveDateTime, body: &str, line: usize) -> Self {
         let (sender, raw_body) = split_sender(body);
         let mut text = String::with_capacity(raw_body.len() + 8);
-        push_clean(&mut text, raw_body);
+        text.push_str(raw_body);
         let (kind, sender) = match sender {
             None => (MessageKind::System, None),
             Some(name) => {
-                let kind = classify(raw_body, &text);
+                let kind = classify(raw_body, &without_marks(raw_body));
                 if kind == MessageKind::System {
                     (kind, None)
                 } else {
-                    let mut clean = String::with_capacity(name.len());
-                    push_clean(&mut clean, name);
-                    (kind, Some(clean.trim().to_string()))
+                    (kind, Some(clean_sender(name)))
                 }
             }
         };
@@ -314,7 +322,7 @@ impl Building {
     fn push_line(&mut self, line: &str, blank: bool) {
         let text = &mut self.message.text;
         text.push('\n');
-        push_clean(text, line);
+        text.push_str(line);
         if !blank {
             self.content_len = text.len();
             self.multi_line = true;
@@ -375,22 +383,20 @@ const QUOTES: [char; 4] = ['"', '\u{201c}', '\u{201d}', '\u{ab}'];
 // ---------------------------------------------------------------------------------------------
 // Marks and blanks
 
-/// Length of the direction mark or BOM starting at byte `index`, or 0.
+/// Length of the format character ([`is_format_char`]) starting at byte `index`, or 0.
 #[inline]
 fn mark_len(bytes: &[u8], index: usize) -> usize {
     match bytes.get(index..index + 3) {
         Some([0xE2, 0x80, 0x8E | 0x8F | 0xAA..=0xAE]) => 3,
         Some([0xE2, 0x81, 0xA6..=0xA9]) => 3,
         Some([0xEF, 0xBB, 0xBF]) => 3,
+        _ if bytes.get(index..index + 2) == Some(&[0xD8, 0x9C]) => 2,
         _ => 0,
     }
 }
 
 fn is_mark(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
-    )
+    is_format_char(c)
 }
 
 /// True if the line holds only whitespace and marks.
@@ -398,26 +404,61 @@ fn is_blank(line: &str) -> bool {
     line.chars().all(|c| c.is_whitespace() || is_mark(c))
 }
 
-/// Appends `s` without its direction marks and BOMs.
-fn push_clean(out: &mut String, s: &str) {
+/// The pieces of `s` between its format characters, in order (one piece when it has none).
+pub(super) fn mark_free_pieces(s: &str) -> impl Iterator<Item = &str> {
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b == 0xE2 || b == 0xEF) {
-        out.push_str(s);
-        return;
-    }
     let mut last = 0;
     let mut index = 0;
-    while index < bytes.len() {
-        let length = mark_len(bytes, index);
-        if length > 0 {
-            out.push_str(s.get(last..index).unwrap_or(""));
-            index += length;
-            last = index;
-        } else {
-            index += 1;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        // Every format character starts with one of these lead bytes.
+        while let Some(offset) = bytes
+            .get(index..)
+            .and_then(|rest| rest.iter().position(|&b| matches!(b, 0xE2 | 0xEF | 0xD8)))
+        {
+            let at = index + offset;
+            let length = mark_len(bytes, at);
+            if length > 0 {
+                let piece = s.get(last..at).unwrap_or("");
+                index = at + length;
+                last = index;
+                return Some(piece);
+            }
+            index = at + 1;
+        }
+        done = true;
+        Some(s.get(last..).unwrap_or(""))
+    })
+}
+
+/// `s` without its format characters; borrowed when it has none.
+fn without_marks(s: &str) -> Cow<'_, str> {
+    let mut pieces = mark_free_pieces(s);
+    let first = pieces.next().unwrap_or("");
+    match pieces.next() {
+        None => Cow::Borrowed(first),
+        Some(second) => {
+            let mut out = String::with_capacity(s.len());
+            out.push_str(first);
+            out.push_str(second);
+            pieces.for_each(|piece| out.push_str(piece));
+            Cow::Owned(out)
         }
     }
-    out.push_str(s.get(last..).unwrap_or(""));
+}
+
+/// A sender as stored: format characters dropped, U+00A0 and U+202F read as spaces, trimmed.
+fn clean_sender(name: &str) -> String {
+    let clean = without_marks(name);
+    let trimmed = clean.trim();
+    if trimmed.bytes().any(|b| b == 0xC2 || b == 0xE2) && trimmed.contains(['\u{a0}', '\u{202f}']) {
+        trimmed.replace(['\u{a0}', '\u{202f}'], " ")
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,8 +498,46 @@ struct RawHeader {
 }
 
 /// Recognises the shape of a header line; does not validate ranges.
+///
+/// The line is scanned as written first. Only when that fails, and the line starts (after
+/// format characters) with a digit of any script or a `[`, and holds non-ASCII bytes near its
+/// start, is its start normalised ([`HeaderBuffer`]: digits of any script, format characters
+/// anywhere, U+00A0/U+202F, the Arabic comma) and scanned again; `body_start` then points
+/// back into the line as written.
 fn scan_header(line: &str) -> Option<RawHeader> {
-    let bytes = line.as_bytes();
+    if let Some(header) = scan_header_bytes(line.as_bytes()) {
+        return Some(header);
+    }
+    if !may_be_normalised_header(line) {
+        return None;
+    }
+    let buffer = HeaderBuffer::fill(line);
+    let mut header = scan_header_bytes(buffer.bytes())?;
+    if buffer.truncated() && header.body_start >= buffer.bytes().len() {
+        return None;
+    }
+    header.body_start = buffer.line_offset(header.body_start);
+    Some(header)
+}
+
+/// Whether a line the plain scan refused could be a header once normalised: it starts, after
+/// format characters, with a digit of any script, or with `[` and then such a digit; and it
+/// has a non-ASCII byte within the header's reach.
+fn may_be_normalised_header(line: &str) -> bool {
+    let reach = line.len().min(4 * super::normalise::HEADER_CAPACITY);
+    if line.as_bytes()[..reach].is_ascii() {
+        return false;
+    }
+    let mut chars = line.chars().filter(|&c| !is_format_char(c));
+    match chars.next() {
+        Some('[') => chars.next().is_some_and(|c| digit_value(c).is_some()),
+        Some(c) => digit_value(c).is_some(),
+        None => false,
+    }
+}
+
+/// [`scan_header`] over bytes that need no normalisation.
+fn scan_header_bytes(bytes: &[u8]) -> Option<RawHeader> {
     let mut p = 0;
     loop {
         let length = mark_len(bytes, p);
@@ -603,26 +682,48 @@ fn scan_datetime_separator(bytes: &[u8], mut p: usize) -> Option<usize> {
     (p > start).then_some(p)
 }
 
-/// 12h markers written before the time (Korean, Chinese, Japanese exports).
-const PREFIX_MARKERS: &[(&str, Marker)] = &[
-    ("오전", Marker::Am),
-    ("오후", Marker::Pm),
-    ("上午", Marker::Am),
-    ("下午", Marker::Pm),
-    ("午前", Marker::Am),
-    ("午後", Marker::Pm),
-];
+impl From<DayPeriod> for Marker {
+    fn from(period: DayPeriod) -> Self {
+        match period {
+            DayPeriod::Am => Marker::Am,
+            DayPeriod::Pm => Marker::Pm,
+        }
+    }
+}
+
+/// A 12h marker at `p`: `a.m.`/`p. m.`/`AM` in any case and spacing, or a word of the
+/// day-period table ([`super::day_periods`]). Returns the marker and where it ends.
+fn scan_marker(bytes: &[u8], p: usize) -> Option<(Marker, usize)> {
+    let kind = match bytes.get(p) {
+        Some(b'a' | b'A') => Marker::Am,
+        Some(b'p' | b'P') => Marker::Pm,
+        _ => Marker::None,
+    };
+    if kind != Marker::None {
+        let mut q = p + 1;
+        if bytes.get(q) == Some(&b'.') {
+            q += 1;
+        }
+        q += space_len(bytes, q);
+        if matches!(bytes.get(q), Some(b'm' | b'M')) {
+            q += 1;
+            if bytes.get(q) == Some(&b'.') {
+                q += 1;
+            }
+            return Some((kind, q));
+        }
+    }
+    let (period, length) = match_day_period(bytes.get(p..)?)?;
+    Some((period.into(), p + length))
+}
 
 fn scan_time(bytes: &[u8], p: usize) -> Option<(RawTime, usize)> {
     let mut prefix = Marker::None;
     let mut p = p;
     if bytes.get(p).is_some_and(|c| !c.is_ascii_digit()) {
-        let (text, marker) = PREFIX_MARKERS
-            .iter()
-            .find(|(text, _)| bytes.get(p..p + text.len()) == Some(text.as_bytes()))?;
-        prefix = *marker;
-        p += text.len();
-        p += space_len(bytes, p);
+        let (marker, q) = scan_marker(bytes, p)?;
+        prefix = marker;
+        p = q + space_len(bytes, q);
     }
     let (hour, _, mut p) = scan_number(bytes, p, 2)?;
     let separator = *bytes.get(p)?;
@@ -651,26 +752,13 @@ fn scan_time(bytes: &[u8], p: usize) -> Option<(RawTime, usize)> {
         return Some((time, p));
     }
     let mut marker = Marker::None;
-    let mut q = p + space_len(bytes, p);
-    let kind = match bytes.get(q) {
-        Some(b'a' | b'A') => Marker::Am,
-        Some(b'p' | b'P') => Marker::Pm,
-        _ => Marker::None,
-    };
-    if kind != Marker::None {
-        q += 1;
-        if bytes.get(q) == Some(&b'.') {
-            q += 1;
-        }
-        q += space_len(bytes, q);
-        if matches!(bytes.get(q), Some(b'm' | b'M')) {
-            q += 1;
-            if bytes.get(q) == Some(&b'.') {
-                q += 1;
-            }
-            marker = kind;
-            p = q;
-        }
+    let q = p + space_len(bytes, p);
+    // Most headers go straight on to their terminator: skip the marker lookup for those.
+    if !matches!(bytes.get(q), None | Some(b'-' | b']' | b':' | b',' | b' '))
+        && let Some((found, end)) = scan_marker(bytes, q)
+    {
+        marker = found;
+        p = end;
     }
     Some((
         RawTime {
@@ -731,8 +819,6 @@ struct Evidence {
     year_last: usize,
     day_first: usize,
     month_first: usize,
-    twelve_am: bool,
-    twelve_pm: bool,
 }
 
 impl Evidence {
@@ -749,13 +835,6 @@ impl Evidence {
             }
             if d.b > 12 && d.b <= 31 && d.a >= 1 && d.a <= 12 {
                 self.month_first += 1;
-            }
-        }
-        if header.time.hour == 12 {
-            match header.time.marker {
-                Marker::Am => self.twelve_am = true,
-                Marker::Pm => self.twelve_pm = true,
-                Marker::None => {}
             }
         }
     }
@@ -784,8 +863,6 @@ impl Evidence {
 
 struct Rules {
     order: DateOrder,
-    zero_am_valid: bool,
-    zero_pm_valid: bool,
 }
 
 impl Rules {
@@ -812,16 +889,18 @@ impl Rules {
         let t = &header.time;
         let hour = match t.marker {
             Marker::None => t.hour,
+            // `00` on a 12-hour clock is the hour after midnight (12 AM); in the afternoon,
+            // 0-11 clocks write `0:05 PM` for 12:05. An hour of 13-23 is a 24-hour time with
+            // a stray marker: the hour is taken as written.
             Marker::Am => match t.hour {
-                0 if self.zero_am_valid => 0,
-                1..=11 => t.hour,
-                12 => 0,
+                0 | 12 => 0,
+                1..=11 | 13..=23 => t.hour,
                 _ => return None,
             },
             Marker::Pm => match t.hour {
-                0 if self.zero_pm_valid => 12,
+                0 | 12 => 12,
                 1..=11 => t.hour + 12,
-                12 => 12,
+                13..=23 => t.hour,
                 _ => return None,
             },
         };
@@ -949,6 +1028,8 @@ const SYSTEM_PHRASES: &[&str] = &[
     "ponta a ponta",
     "uçtan uca",
     "сквозным шифрованием",
+    "بين الطرفين",
+    "종단간 암호화",
     "security code",
     "sicherheitsnummer",
     "código de seguridad",
@@ -1069,6 +1150,7 @@ fn is_system_notice(first: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::normalise::DIGIT_ZEROS;
     use super::*;
     use proptest::prelude::*;
 
@@ -1239,8 +1321,28 @@ mod tests {
     }
 
     #[test]
+    fn zero_hour_and_stray_markers() {
+        let input = "1/29/18, 11:59 PM - Bob: ok\n1/29/18, 23:59 PM - Bob: stray\n1/30/18, 12:00 AM - Alice: midnight\n1/30/18, 00:04 AM - Bob: after midnight\n1/30/18, 13:05 AM - Bob: stray am\n1/30/18, 0:06 PM - Bob: noon on a 0-11 clock\n[1/30/18, 00:04:03\u{202f}AM] Bob: ios";
+        let out = p(input);
+        assert!(out.unplaced.is_empty(), "{out:?}");
+        let got: Vec<_> = out.messages.iter().map(|m| m.timestamp).collect();
+        assert_eq!(
+            got,
+            vec![
+                ts("2018-01-29 23:59:00"),
+                ts("2018-01-29 23:59:00"),
+                ts("2018-01-30 00:00:00"),
+                ts("2018-01-30 00:04:00"),
+                ts("2018-01-30 13:05:00"),
+                ts("2018-01-30 12:06:00"),
+                ts("2018-01-30 00:04:03"),
+            ]
+        );
+    }
+
+    #[test]
     fn invalid_times_are_unplaced() {
-        let input = "1/29/18, 11:59 PM - Bob: ok\n1/29/18, 23:59 PM - Bob: bad\ncontinued\n1/30/18, 12:00 AM - Alice: midnight\n1/30/18, 00:04 AM - Bob: bad too\n1/30/18, 1:00 AM - Bob: fine";
+        let input = "1/29/18, 11:59 PM - Bob: ok\n1/29/18, 24:59 PM - Bob: bad\ncontinued\n1/30/18, 12:00 AM - Alice: midnight\n1/30/18, 25:04 - Bob: bad too\n1/30/18, 1:00 AM - Bob: fine";
         let out = p(input);
         assert_eq!(out.messages.len(), 3);
         let lines: Vec<_> = out.unplaced.iter().map(|u| (u.line, u.reason)).collect();
@@ -1357,18 +1459,23 @@ mod tests {
     }
 
     #[test]
-    fn marks_and_boms_are_stripped() {
+    fn marks_are_skipped_before_headers_and_kept_in_texts() {
         let input = "\u{feff}1/29/18, 12:24 PM - A: x\n\u{200e}\u{feff}1/29/18, 12:26 PM - You changed this group's icon\n1/29/18, 11:46 PM - Alice: \u{200e}\u{200e}PTT-20180129-WA0025.opus (file attached)\n08/10/13, 19:28 - \u{200f}רונן יצר/ה את הקבוצה \"\u{200f}Testim\u{202c}\u{200f}\"";
         let out = p(input);
         assert_eq!(out.messages.len(), 4);
         assert_eq!(out.messages[1].kind, MessageKind::System);
         assert_eq!(out.messages[1].text, "You changed this group's icon");
         assert_eq!(out.messages[2].kind, MessageKind::Media);
+        assert_eq!(out.messages[2].sender.as_deref(), Some("Alice"));
+        // Texts keep their marks as written.
         assert_eq!(
             out.messages[2].text,
-            "PTT-20180129-WA0025.opus (file attached)"
+            "\u{200e}\u{200e}PTT-20180129-WA0025.opus (file attached)"
         );
-        assert_eq!(out.messages[3].text, "רונן יצר/ה את הקבוצה \"Testim\"");
+        assert_eq!(
+            out.messages[3].text,
+            "\u{200f}רונן יצר/ה את הקבוצה \"\u{200f}Testim\u{202c}\u{200f}\""
+        );
     }
 
     #[test]
@@ -1440,9 +1547,9 @@ mod tests {
         );
         assert_eq!(
             out.messages[1].text,
-            "Your security code with Elon changed. Tap to learn more."
+            "\u{200e}\u{200e}Your security code with Elon changed. \u{200e}Tap to learn more."
         );
-        assert_eq!(out.messages[2].text, "You created group “Family”");
+        assert_eq!(out.messages[2].text, "\u{200e}You created group “Family”");
     }
 
     #[test]
@@ -1535,7 +1642,7 @@ mod tests {
         assert_eq!(m.kind, MessageKind::Text);
         let m = one("1/29/18, 11:49 PM - Alice: \u{200e}No idea, lets try it out!");
         assert_eq!(m.kind, MessageKind::Text);
-        assert_eq!(m.text, "No idea, lets try it out!");
+        assert_eq!(m.text, "\u{200e}No idea, lets try it out!");
     }
 
     #[test]
@@ -1554,6 +1661,213 @@ mod tests {
         assert_eq!(order, DateOrder::Mdy);
         let order: DateOrder = serde_json::from_str("\"auto\"").unwrap();
         assert_eq!(order, DateOrder::Auto);
+    }
+
+    /// Parses `samples/locales/FILE`.
+    fn sample(file: &str) -> ParsedExport {
+        let path = format!("{}/samples/locales/{file}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let out = parse(&bytes, &ParseOptions::default());
+        check_invariant(&bytes, &out);
+        out
+    }
+
+    /// `(timestamp, sender, kind)` of every message.
+    fn summary(out: &ParsedExport) -> Vec<(NaiveDateTime, Option<&str>, MessageKind)> {
+        out.messages
+            .iter()
+            .map(|m| (m.timestamp, m.sender.as_deref(), m.kind))
+            .collect()
+    }
+
+    use MessageKind::{Media, System, Text};
+
+    #[test]
+    fn sample_arabic_ios() {
+        let out = sample("WhatsApp Chat - سارة.txt");
+        assert!(out.unplaced.is_empty(), "{:?}", out.unplaced);
+        assert_eq!(out.date_order, Some(DateOrder::Dmy));
+        assert_eq!(
+            summary(&out),
+            vec![
+                (ts("2023-11-05 07:03:21"), None, System),
+                (ts("2023-11-05 07:04:10"), Some("سارة"), Text),
+                (ts("2023-11-05 07:15:42"), Some("أحمد"), Text),
+                (ts("2023-11-05 12:00:05"), Some("سارة"), Text),
+                (ts("2023-11-13 21:45:00"), Some("أحمد"), Text),
+                (ts("2023-11-14 00:30:00"), Some("سارة"), Text),
+            ]
+        );
+        // Digits and marks in texts stay as written.
+        assert_eq!(out.messages[2].text, "نعم، وصلت قبل ١٠ دقائق");
+        assert_eq!(
+            out.messages[3].text,
+            "الغداء الساعة ١:٣٠؟\nفي المطعم القديم"
+        );
+        assert!(out.messages[0].text.starts_with('\u{200e}'));
+    }
+
+    #[test]
+    fn sample_persian_android() {
+        let out = sample("WhatsApp Chat with مریم.txt");
+        assert!(out.unplaced.is_empty(), "{:?}", out.unplaced);
+        assert_eq!(out.date_order, Some(DateOrder::Ymd));
+        assert_eq!(
+            summary(&out),
+            vec![
+                (ts("2023-11-05 07:03:00"), None, System),
+                (ts("2023-11-05 07:05:00"), Some("مریم"), Text),
+                (ts("2023-11-05 12:10:00"), Some("علی"), Text),
+                (ts("2023-11-05 23:59:00"), Some("مریم"), Text),
+                (ts("2023-11-06 00:01:00"), Some("علی"), Text),
+            ]
+        );
+        assert_eq!(out.messages[1].text, "سلام! ساعت ۸ می‌بینمت؟");
+        assert_eq!(out.messages[4].text, "🌙");
+    }
+
+    #[test]
+    fn sample_hindi() {
+        let out = sample("WhatsApp Chat with प्रिया.txt");
+        assert!(out.unplaced.is_empty(), "{:?}", out.unplaced);
+        assert_eq!(out.date_order, Some(DateOrder::Dmy));
+        assert_eq!(
+            summary(&out),
+            vec![
+                (ts("2023-11-05 07:03:00"), None, System),
+                (ts("2023-11-05 07:04:00"), Some("राहुल"), Text),
+                (ts("2023-11-05 12:15:00"), Some("प्रिया"), Text),
+                (ts("2023-11-15 21:30:00"), Some("प्रिया"), Text),
+                (ts("2023-11-16 08:00:00"), Some("राहुल"), Text),
+            ]
+        );
+        assert_eq!(out.messages[2].text, "ठीक हूँ, ३ बजे मिलते हैं");
+    }
+
+    #[test]
+    fn sample_korean_ios() {
+        let out = sample("WhatsApp Chat - 지연.txt");
+        assert!(out.unplaced.is_empty(), "{:?}", out.unplaced);
+        assert_eq!(
+            summary(&out),
+            vec![
+                (ts("2023-11-05 09:00:00"), None, System),
+                (ts("2023-11-05 09:01:30"), Some("민수"), Text),
+                (ts("2023-11-05 12:05:00"), Some("지연"), Text),
+                (ts("2023-11-05 15:00:00"), Some("민수"), Text),
+                (ts("2023-11-05 23:59:59"), Some("민수"), Text),
+                (ts("2023-11-06 00:00:01"), Some("지연"), Text),
+            ]
+        );
+        assert_eq!(out.messages[4].text, "잘 자\n내일 봐");
+    }
+
+    #[test]
+    fn sample_german_ios_12h_with_bom_soup() {
+        let out = sample("WhatsApp Chat - Lena.txt");
+        assert!(out.unplaced.is_empty(), "{:?}", out.unplaced);
+        assert_eq!(out.date_order, Some(DateOrder::Dmy));
+        assert_eq!(
+            summary(&out),
+            vec![
+                (ts("2023-11-05 09:00:00"), None, System),
+                (ts("2023-11-05 09:01:12"), Some("Lena"), Text),
+                (ts("2023-11-05 12:30:00"), Some("Jonas"), Text),
+                (ts("2023-11-05 23:58:00"), Some("Lena"), Text),
+                (ts("2023-11-06 00:04:03"), Some("Jonas"), Text),
+                (ts("2023-11-06 00:59:59"), Some("Lena"), Text),
+                (ts("2023-11-13 19:15:00"), Some("Lena"), Media),
+            ]
+        );
+        // The BOM at the start of the continuation line is part of the text.
+        assert_eq!(out.messages[3].text, "Gute Nacht\n\u{feff}bis morgen");
+        assert_eq!(out.messages[5].text, "Ja");
+    }
+
+    #[test]
+    fn sample_thai_buddhist_era_thai_digits() {
+        let out = sample("WhatsApp Chat with สมหญิง.txt");
+        assert!(out.unplaced.is_empty(), "{:?}", out.unplaced);
+        assert_eq!(out.date_order, Some(DateOrder::Dmy));
+        assert_eq!(
+            summary(&out),
+            vec![
+                (ts("2023-03-18 09:00:00"), None, System),
+                (ts("2023-03-18 09:15:00"), Some("สมชาย"), Text),
+                (ts("2023-03-18 12:30:00"), Some("สมหญิง"), Text),
+                (ts("2023-03-20 20:45:00"), Some("สมชาย"), Text),
+                (ts("2023-03-21 00:05:00"), Some("สมหญิง"), Text),
+            ]
+        );
+        assert_eq!(out.messages[3].text, "กินแล้ว ๒ จาน");
+    }
+
+    #[test]
+    fn day_period_words_before_and_after_the_time() {
+        let cases = [
+            ("18/03/2022, 2:56 ب.ظ. - A: x", "2022-03-18 14:56:00"),
+            ("18/03/2022, 2:56 ق.ظ - A: x", "2022-03-18 02:56:00"),
+            ("2022/3/18 下午2:56 - A: x", "2022-03-18 14:56:00"),
+            ("2022/03/18 午前0:05 - A: x", "2022-03-18 00:05:00"),
+            ("[2022/03/18 午後0:05:00] A: x", "2022-03-18 12:05:00"),
+            ("2022. 3. 18. 오후 2:56 - A: x", "2022-03-18 14:56:00"),
+            ("18/3/22, 2:56 अपराह्न - A: x", "2022-03-18 14:56:00"),
+            ("18/3/2565 2:56 หลังเที่ยง - A: x", "2022-03-18 14:56:00"),
+            ("18/3/22, 2:56 p. m. - A: x", "2022-03-18 14:56:00"),
+            ("[18.03.22, 2:56:00 nachm.] A: x", "2022-03-18 14:56:00"),
+            ("[18.03.22, 9:56:00 vorm.] A: x", "2022-03-18 09:56:00"),
+            ("18/03/2022 9:56 da manhã - A: x", "2022-03-18 09:56:00"),
+            ("18/03/2022 9:56 da noite - A: x", "2022-03-18 21:56:00"),
+            ("18/03/2022, 9:56 em - A: x", "2022-03-18 21:56:00"),
+            ("18/03/2022, 9:56 ÖS - A: x", "2022-03-18 21:56:00"),
+            ("18/03/2022, ص 9:56 - A: x", "2022-03-18 09:56:00"),
+            ("[18/03/2022, 9:56:00 م] A: x", "2022-03-18 21:56:00"),
+        ];
+        for (line, expected) in cases {
+            let out = p(line);
+            assert_eq!(out.messages.len(), 1, "{line}: {out:?}");
+            assert_eq!(out.messages[0].timestamp, ts(expected), "{line}");
+            assert_eq!(out.messages[0].sender.as_deref(), Some("A"), "{line}");
+            assert_eq!(out.messages[0].text, "x", "{line}");
+        }
+        // A word that only starts like a marker is not one.
+        assert!(p("18/03/2022, 9:56 email - A: x").messages.is_empty());
+    }
+
+    #[test]
+    fn digits_of_other_scripts() {
+        let cases = [
+            "[١٨/٠٣/٢٠٢٢، ١٤:٥٦:٠١] A: x",
+            "[۱۸/۰۳/۲۰۲۲، ۱۴:۵۶:۰۱] A: x",
+            "१८/०३/२०२२, १४:५६:०१ - A: x",
+            "১৮/০৩/২০২২, ১৪:৫৬:০১ - A: x",
+            "๑๘/๐๓/๒๐๒๒ ๑๔:๕๖:๐๑ - A: x",
+            "၁၈/၀၃/၂၀၂၂ ၁၄:၅၆:၀၁ - A: x",
+            "１８/０３/２０２２ １４:５６:０１ - A: x",
+            "[18/٠٣/2022، 14:٥٦:01] A: x",
+        ];
+        for line in cases {
+            let m = one(line);
+            assert_eq!(m.timestamp, ts("2022-03-18 14:56:01"), "{line}");
+            assert_eq!(m.sender.as_deref(), Some("A"), "{line}");
+        }
+    }
+
+    #[test]
+    fn format_characters_never_reach_the_sender() {
+        let m = one(
+            "\u{202b}[\u{2067}18/03/2022,\u{a0}14:56:01\u{2069}]\u{200f} \u{061c}Bob\u{a0}Smith\u{202c}\u{feff}: \u{200f}hi",
+        );
+        assert_eq!(m.timestamp, ts("2022-03-18 14:56:01"));
+        assert_eq!(m.sender.as_deref(), Some("Bob Smith"));
+        assert_eq!(m.text, "\u{200f}hi");
+    }
+
+    #[test]
+    fn provider_ids_ignore_format_characters() {
+        let pieces: Vec<&str> = mark_free_pieces("\u{200e}a\u{feff}\u{feff}b\u{061c}").collect();
+        assert_eq!(pieces.concat(), "ab");
+        assert_eq!(mark_free_pieces("plain").collect::<Vec<_>>(), vec!["plain"]);
     }
 
     const SAMPLES: &[&str] = &[
@@ -1604,8 +1918,124 @@ mod tests {
         ]
     }
 
+    /// Header layouts for the property tests: `{d}` day, `{mo}` month, `{y}` year (4 digits),
+    /// `{h}` hour, `{mi}` minute, `{s}` second; each is followed by `Sender Name: text`.
+    const LAYOUTS: &[&str] = &[
+        "{d}/{mo}/{y}, {h}:{mi} - ",
+        "[{d}/{mo}/{y}, {h}:{mi}:{s}] ",
+        "[{d}.{mo}.{y} {h}.{mi}.{s}] ",
+        "{y}/{mo}/{d} {h}:{mi} - ",
+        "{d}/{mo}/{y} {h12}:{mi} {pm} - ",
+        "[{d}/{mo}/{y}, {h12}:{mi}:{s}\u{202f}{pm}] ",
+        "{y}. {mo}. {d}. {pmko} {h12}:{mi} - ",
+        "{d}-{mo}-{y} {h}:{mi} - ",
+    ];
+
+    /// A header line in `layout` for the given time (day 1-28 keeps every date valid; days
+    /// above 12 keep the order decidable), with a sender and a text.
+    fn layout_line(layout: &str, t: (u32, u32, u32, u32, u32, u32)) -> String {
+        let (y, mo, d, h, mi, s) = t;
+        let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+        layout
+            .replace("{d}", &format!("{d:02}"))
+            .replace("{mo}", &format!("{mo:02}"))
+            .replace("{y}", &format!("{y}"))
+            .replace("{h12}", &format!("{h12}"))
+            .replace("{h}", &format!("{h:02}"))
+            .replace("{mi}", &format!("{mi:02}"))
+            .replace("{s}", &format!("{s:02}"))
+            .replace("{pmko}", if h < 12 { "오전" } else { "오후" })
+            .replace("{pm}", if h < 12 { "AM" } else { "PM" })
+            + "Sender Name: text ١٢ \u{200f}x"
+    }
+
+    fn time_strategy() -> impl Strategy<Value = (u32, u32, u32, u32, u32, u32)> {
+        (
+            2010u32..2031,
+            1u32..13,
+            13u32..29,
+            0u32..24,
+            0u32..60,
+            0u32..60,
+        )
+    }
+
+    /// `(timestamp, sender, text without format characters, kind)` of a one-message parse.
+    fn reading(line: &str) -> (Option<NaiveDateTime>, Option<String>, String, usize) {
+        let out = p(line);
+        let first = out.messages.first();
+        (
+            first.map(|m| m.timestamp),
+            first.and_then(|m| m.sender.clone()),
+            first
+                .map(|m| without_marks(&m.text).into_owned())
+                .unwrap_or_default(),
+            out.unplaced.len(),
+        )
+    }
+
+    const FORMAT_CHARS: &[char] = &[
+        '\u{feff}', '\u{200e}', '\u{200f}', '\u{061c}', '\u{202a}', '\u{202b}', '\u{202c}',
+        '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    ];
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn digits_in_any_script_read_as_ascii_digits(
+            layout in prop::sample::select(LAYOUTS.to_vec()),
+            t in time_strategy(),
+            scripts in proptest::collection::vec(prop::sample::select(DIGIT_ZEROS.to_vec()), 1..4),
+            picks in proptest::collection::vec(any::<usize>(), 32),
+        ) {
+            let ascii = layout_line(layout, t);
+            let header_end = ascii.find("Sender").unwrap_or(0);
+            let converted: String = ascii
+                .char_indices()
+                .map(|(i, c)| match c.to_digit(10) {
+                    Some(value) if i < header_end => {
+                        let zero = scripts[picks[i % picks.len()] % scripts.len()];
+                        char::from_u32(zero + value).unwrap_or(c)
+                    }
+                    _ => c,
+                })
+                .collect();
+            let expected = reading(&ascii);
+            prop_assert!(expected.0.is_some(), "{ascii}");
+            prop_assert_eq!(expected.3, 0);
+            prop_assert_eq!(reading(&converted), expected, "{}", converted);
+        }
+
+        #[test]
+        fn format_characters_in_the_header_never_change_the_reading(
+            layout in prop::sample::select(LAYOUTS.to_vec()),
+            t in time_strategy(),
+            inserts in proptest::collection::vec((any::<usize>(), prop::sample::select(FORMAT_CHARS.to_vec()), 1usize..4), 1..8),
+        ) {
+            let clean = layout_line(layout, t);
+            // Anywhere up to the colon that ends the sender.
+            let sender_end = clean.find(": ").unwrap_or(0);
+            let boundaries: Vec<usize> = clean
+                .char_indices()
+                .map(|(i, _)| i)
+                .filter(|&i| i <= sender_end)
+                .collect();
+            let mut positions: Vec<(usize, char, usize)> = inserts
+                .iter()
+                .map(|&(pick, c, n)| (boundaries[pick % boundaries.len()], c, n))
+                .collect();
+            positions.sort_by_key(|insert| std::cmp::Reverse(insert.0));
+            let mut marked = clean.clone();
+            for (at, c, n) in positions {
+                for _ in 0..n {
+                    marked.insert(at, c);
+                }
+            }
+            let expected = reading(&clean);
+            prop_assert!(expected.0.is_some(), "{clean}");
+            prop_assert_eq!(reading(&marked), expected, "{:?}", marked);
+        }
 
         #[test]
         fn random_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..600)) {
