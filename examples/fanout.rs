@@ -1,8 +1,10 @@
 //! Fan-out benchmark: SendMessage → SubscribeMessages latency with many live subscribers, on
 //! SQLite.
 //!
-//! Usage: `cargo run --release --example fanout -- [--messages N] [--subscribers N] [--rate N]`
-//! (defaults 5,000 messages, 100 subscribers, 1,000 messages/s).
+//! Usage: `cargo run --release --example fanout -- [--messages N] [--subscribers N] [--rate N]
+//! [--servers URL,URL,…]` (defaults 5,000 messages, 100 subscribers, 1,000 messages/s, one
+//! server in this process). With `--servers`, the servers run elsewhere (replicas of one
+//! cluster, see `bench/replicas.sh`) and subscribers and sends are spread over them.
 //!
 //! - The real server runs in this process, as the tests start it: `Application::build` on
 //!   `127.0.0.1:0` with one `local` session over a fresh SQLite file in a temp dir, then
@@ -33,37 +35,27 @@ const SESSION_ID: &str = "fanout";
 const CHAT_ID: &str = "bench-room";
 const MAX_IN_FLIGHT: usize = 256;
 
+/// SendMessage → SubscribeMessages latency with many live subscribers.
+#[derive(clap::Parser)]
 struct Args {
+    /// Messages to send.
+    #[arg(long, default_value_t = 5_000)]
     messages: usize,
+    /// Live subscribers, each on its own connection.
+    #[arg(long, default_value_t = 100)]
     subscribers: usize,
+    /// Offered send rate, messages/s; 0 sends as fast as the server answers (at most 256 in
+    /// flight), to measure throughput.
+    #[arg(long, default_value_t = 1_000.0)]
     rate: f64,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        messages: 5_000,
-        subscribers: 100,
-        rate: 1_000.0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--messages" => args.messages = value()?.parse()?,
-            "--subscribers" => args.subscribers = value()?.parse()?,
-            "--rate" => args.rate = value()?.parse()?,
-            "-h" | "--help" => {
-                println!("usage: fanout [--messages N] [--subscribers N] [--rate N]");
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown argument {other:?}"),
-        }
-    }
-    anyhow::ensure!(args.messages > 0 && args.subscribers > 0 && args.rate > 0.0);
-    Ok(args)
+    /// Running servers to use instead of one in this process (comma-separated URLs, each
+    /// serving a `local` session named by `--session`): subscribers and sends are spread over
+    /// them round-robin.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// The session on `--servers`.
+    #[arg(long, default_value = SESSION_ID)]
+    session: String,
 }
 
 async fn connect(url: &str) -> anyhow::Result<ChatSyncServiceClient<Channel>> {
@@ -85,7 +77,9 @@ fn ms(nanos: u64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
+    anyhow::ensure!(args.messages > 0 && args.subscribers > 0 && args.rate >= 0.0);
+    let session_id = args.session.clone();
     let dir = tempfile::tempdir()?;
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
@@ -97,19 +91,28 @@ async fn main() -> anyhow::Result<()> {
         }],
         ..Config::default()
     };
-    let app = Application::build(config).await?;
-    let url = format!("http://{}", app.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (urls, server) = if args.servers.is_empty() {
+        let app = Application::build(config).await?;
+        let url = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        (vec![url], Some((stop, server)))
+    } else {
+        (args.servers.clone(), None)
+    };
 
-    // The sender's connection; a first message creates the chat before anyone subscribes.
-    let sender = connect(&url).await?;
-    sender
+    // One sender connection per server; a first message creates the chat before anyone
+    // subscribes.
+    let mut senders = Vec::new();
+    for url in &urls {
+        senders.push(connect(url).await?);
+    }
+    senders[0]
         .clone()
         .send_message(pb::SendMessageRequest {
-            session_id: SESSION_ID.into(),
+            session_id: session_id.clone(),
             chat_id: CHAT_ID.into(),
             text: "warm-up".into(),
             client_message_id: "warm-up".into(),
@@ -126,17 +129,18 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Duration::from_secs_f64(expected_secs + 60.0);
     let mut ready_receivers = Vec::new();
     let mut subscribers = Vec::new();
-    for _ in 0..args.subscribers {
+    for subscriber in 0..args.subscribers {
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         ready_receivers.push(ready_rx);
-        let url = url.clone();
+        let url = urls[subscriber % urls.len()].clone();
+        let session_id = session_id.clone();
         let send_start = send_start.clone();
         let n = args.messages;
         subscribers.push(tokio::spawn(async move {
             let mut client = connect(&url).await?;
             let mut stream = client
                 .subscribe_messages(pb::SubscribeMessagesRequest {
-                    session_id: SESSION_ID.into(),
+                    session_id,
                     chat_ids: Vec::new(),
                     after_seq: None,
                 })
@@ -189,26 +193,35 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("a subscriber failed before ready"))?;
     }
     println!(
-        "{} subscribers ready (one connection each); sending {} messages at {}/s",
-        args.subscribers, args.messages, args.rate
+        "{} subscribers ready (one connection each) over {} server(s); sending {} messages at {}/s",
+        args.subscribers,
+        urls.len(),
+        args.messages,
+        args.rate
     );
 
     // Sender: open-loop at the given rate.
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let period = if args.rate > 0.0 {
+        Duration::from_secs_f64(1.0 / args.rate)
+    } else {
+        Duration::from_nanos(1)
+    };
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sends = Vec::with_capacity(args.messages);
     let send_began = Instant::now();
     for index in 0..args.messages {
         ticks.tick().await;
         let permit = in_flight.clone().acquire_owned().await?;
-        let mut client = sender.clone();
+        let mut client = senders[index % senders.len()].clone();
+        let session_id = session_id.clone();
         let started = base.elapsed().as_nanos() as u64;
         send_start[index].store(started + 1, Ordering::Release);
         sends.push(tokio::spawn(async move {
             let result = client
                 .send_message(pb::SendMessageRequest {
-                    session_id: SESSION_ID.into(),
+                    session_id,
                     chat_id: CHAT_ID.into(),
                     text: format!("fan-out message {index}"),
                     client_message_id: format!("fan-{index}"),
@@ -276,7 +289,9 @@ async fn main() -> anyhow::Result<()> {
         missing
     );
 
-    let _ = stop.send(());
-    let _ = server.await;
+    if let Some((stop, server)) = server {
+        let _ = stop.send(());
+        let _ = server.await;
+    }
     Ok(())
 }

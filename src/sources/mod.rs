@@ -187,7 +187,7 @@ pub enum LiveEvent {
     Chat { chat_id: String, name: String },
     /// A message. Skipped when its `provider_message_id` is stored already. A message whose
     /// `client_message_id` is set echoes one chatsync sent (Matrix `unsigned.transaction_id`):
-    /// when that is stored, it is settled instead ([`crate::storage::Store::settle_echoes`]).
+    /// when that is stored, it is settled instead (see [`crate::storage::import`]).
     Message {
         chat_id: String,
         message: NewMessage,
