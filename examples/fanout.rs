@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new((0..args.messages).map(|_| AtomicU64::new(0)).collect());
 
     // Subscribers: one connection each, live stream, wait for `ready`.
-    let expected_secs = args.messages as f64 / args.rate;
+    let expected_secs = args.messages as f64 / if args.rate > 0.0 { args.rate } else { 1_000.0 };
     let deadline = Duration::from_secs_f64(expected_secs + 60.0);
     let mut ready_receivers = Vec::new();
     let mut subscribers = Vec::new();

@@ -33,3 +33,18 @@ pub enum Error {
 
 /// Result with the domain [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The text a client may see. For `Storage` and `Internal` errors that is only a fresh
+    /// error id: the cause is logged with that id (no database text reaches a client).
+    pub fn public_text(&self) -> String {
+        match self {
+            Self::Storage(_) | Self::Internal(_) => {
+                let error_id = uuid::Uuid::new_v4().simple().to_string();
+                tracing::error!(error_id, error = %self, "internal error");
+                format!("internal error (error id {error_id}); the server log has the cause")
+            }
+            other => other.to_string(),
+        }
+    }
+}

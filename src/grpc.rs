@@ -41,19 +41,8 @@ pub fn status_from(error: Error) -> Status {
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::Unavailable(m) => Status::unavailable(m),
         // The cause stays in the log: a client sees only an id to quote.
-        Error::Storage(e) => internal(&e),
-        Error::Internal(m) => internal(&m),
+        error @ (Error::Storage(_) | Error::Internal(_)) => Status::internal(error.public_text()),
     }
-}
-
-/// An INTERNAL status carrying only a fresh error id; the cause is logged with that id, so an
-/// operator can find it and no database text reaches a client.
-fn internal(cause: &dyn std::fmt::Display) -> Status {
-    let error_id = uuid::Uuid::new_v4().simple().to_string();
-    tracing::error!(error_id, error = %cause, "internal error");
-    Status::internal(format!(
-        "internal error (error id {error_id}); the server log has the cause"
-    ))
 }
 
 /// The tonic service.

@@ -98,14 +98,21 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
         let running = source.clone();
         let mut task =
             tokio::spawn(async move { running.run_live(Arc::new(sink)).await }.in_current_span());
+        let mut renewed_at = std::time::Instant::now();
         let shutting_down = loop {
             tokio::select! {
                 _ = &mut task => break false,
                 _ = stopped(&mut shutdown) => break true,
                 _ = tick.tick() => match store.renew_lease(&session_id, LeaseKind::Live, &holder, lease_ms).await {
-                    Ok(true) => {}
+                    Ok(true) => renewed_at = std::time::Instant::now(),
                     Ok(false) => {
                         tracing::warn!("lost the live lease to another replica; stopping the live loop");
+                        break false;
+                    }
+                    // Unrenewed for a whole lease, another replica may hold it by now: stop
+                    // rather than run the loop twice.
+                    Err(error) if renewed_at.elapsed() >= lease => {
+                        tracing::warn!(%error, "cannot renew the live lease for a whole lease time; stopping the live loop");
                         break false;
                     }
                     Err(error) => tracing::warn!(%error, "cannot renew the live lease"),

@@ -1,7 +1,7 @@
 //! Sync runs: one background job per session that pulls chats and history from the source
 //! into storage and publishes progress frames.
 //!
-//! Contract (DESIGN.md, SyncChats):
+//! Contract (`../shared/DESIGN.md`, SyncChats):
 //! - Frames go STARTED, then per chat CHAT_SAVED and one MESSAGES_SAVED per stored batch (or
 //!   CHAT_FAILED), then COMPLETED; or FAILED when the source cannot list its chats.
 //! - The run belongs to the server: it is a spawned task, and callers only watch it. A caller
@@ -90,6 +90,14 @@ impl Run {
         *last = frame.clone();
         // Nobody listening is fine: the run belongs to the server.
         let _ = self.frames.send(frame);
+    }
+
+    fn sync_id(&self) -> String {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync_id
+            .clone()
     }
 
     fn attach(&self) -> Attachment {
@@ -265,6 +273,15 @@ impl SyncRuns {
                     match store.renew_lease(&session_id, LeaseKind::Sync, &self.holder, lease_ms).await {
                         Ok(true) => {}
                         Ok(false) => {
+                            // The job's own final save releases the lease: then let it finish.
+                            let finished = store.session(&session_id).await.is_ok_and(|record| {
+                                record.sync_id.as_deref() == Some(run.sync_id().as_str())
+                                    && matches!(record.sync_state, SyncState::Succeeded | SyncState::Failed)
+                            });
+                            if finished {
+                                let _ = (&mut task).await;
+                                return;
+                            }
                             tracing::error!("sync run lost its lease to another replica; stopping it");
                             task.abort();
                             self.retire(&session_id, &run);
@@ -480,8 +497,8 @@ impl Job {
         }
     }
 
-    /// Ends the run: persists the final state first, then, under the runs lock (so nobody
-    /// attaches in between), retires the run and publishes the last frame. A caller that sees
+    /// Ends the run: persists the final state first, then retires the run (a caller that comes
+    /// later starts a new one) and publishes the last frame. A caller that sees
     /// COMPLETED or FAILED therefore already reads the final state from GetSyncStatus.
     async fn finish(&mut self, stage: Stage, state: SyncState, error: Option<String>) {
         let mut frame = self.progress.clone();
@@ -541,7 +558,7 @@ impl Job {
             .collect();
         let result = self.store.import(&self.progress.session_id, &items).await;
         drop(items);
-        let result = result.map_err(|error| error.to_string());
+        let result = result.map_err(|error| error.public_text());
         for (position, pending) in batch.drain(..).enumerate() {
             self.begin_chat(&pending);
             match (&result, pending.failure) {
@@ -582,7 +599,7 @@ impl Job {
                     self.publish(Stage::MessagesSaved);
                 }
                 Err(error) => {
-                    self.fail_chat(error.to_string());
+                    self.fail_chat(error.public_text());
                     return;
                 }
             }

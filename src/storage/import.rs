@@ -39,8 +39,9 @@ impl Store {
     /// messages not yet stored take consecutive seqs. Returns, per chat, the number of
     /// messages stored.
     ///
-    /// Rows go in multi-row INSERTs of at most [`ROWS_PER_INSERT`] rows, so a batch of many
-    /// small chats costs a handful of statements, not a few per chat.
+    /// Rows go in multi-row INSERTs (SQLite: at most [`ROWS_PER_INSERT`] rows each;
+    /// PostgreSQL: one `UNNEST` of column arrays per 10,000 rows), so a batch of many small
+    /// chats costs a handful of statements, not a few per chat.
     pub async fn import(&self, session_id: &str, chats: &[ImportChat<'_>]) -> Result<Vec<u64>> {
         if chats.is_empty() {
             return Ok(Vec::new());

@@ -14,10 +14,11 @@
 //!   sends `NOTIFY chatsync_heads, '<session_id> <head_seq>'`, and every process listens
 //!   ([`heads`]), so a commit on one replica wakes subscribers on all of them. Readers always
 //!   read the rows from storage.
-//! - Bulk imports insert in multi-row statements of at most [`ROWS_PER_INSERT`] rows (below
-//!   SQLite's 32,766 bound-variable limit), never row by row.
-//! - **SQLite is one process.** The database file is locked (`flock`) for the life of the
-//!   store; a second server on the same file is refused at start.
+//! - Bulk imports insert in multi-row statements, never row by row: on SQLite at most
+//!   [`ROWS_PER_INSERT`] rows a statement (below its 32,766 bound-variable limit), on
+//!   PostgreSQL one `UNNEST` of column arrays per 10,000 rows.
+//! - **SQLite is one process.** `FILE.lock` beside the database file is locked (`flock`) for
+//!   the life of the store; a second server on the same file is refused at start.
 //!
 //! Layout: [`write`] (the write transaction), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
@@ -60,9 +61,11 @@ pub enum Take {
 pub struct Store {
     db: DatabaseConnection,
     heads: heads::Heads,
-    /// SQLite only: writers queue here, in process, instead of meeting in `BEGIN IMMEDIATE`,
-    /// where SQLite's busy handler would make them sleep and retry.
-    sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Where this process's writers queue before they take a connection: SQLite has one queue
+    /// for the whole file (instead of meeting in `BEGIN IMMEDIATE`, where SQLite's busy
+    /// handler would make them sleep and retry); PostgreSQL one per session, so that writers
+    /// waiting for one busy session's row lock never hold every pooled connection.
+    writers: write::WriterQueues,
     /// SQLite only: the open database file, locked so that no second process serves it.
     _sqlite_lock: Option<Arc<std::fs::File>>,
 }
@@ -76,7 +79,8 @@ impl Store {
     /// another process holds it.
     ///
     /// PostgreSQL: migrations run under an advisory lock, so replicas starting together
-    /// migrate once; a listener on `chatsync_heads` is started (see [`heads`]).
+    /// migrate once; a listener on `chatsync_heads` and `chatsync_runs` is started (see
+    /// [`heads`]).
     pub async fn connect(url: &str) -> Result<Self> {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false);
@@ -114,7 +118,7 @@ impl Store {
         Ok(Self {
             db,
             heads,
-            sqlite_writer: sqlite.then(Arc::default),
+            writers: write::WriterQueues::new(sqlite),
             _sqlite_lock: sqlite_lock.map(Arc::new),
         })
     }
@@ -124,14 +128,29 @@ impl Store {
         self.db.get_database_backend() == DbBackend::Postgres
     }
 
-    /// A watch channel carrying the session's committed head seq. It starts at the stored
-    /// head and only moves forward.
+    /// A watch channel carrying the session's committed head seq. It starts at least at the
+    /// stored head (read from the database, so a cursor from another replica is never ahead of
+    /// it) and only moves forward.
     pub async fn heads(&self, session_id: &str) -> Result<tokio::sync::watch::Receiver<u64>> {
-        if let Some(receiver) = self.heads.subscribe(session_id) {
-            return Ok(receiver);
-        }
-        let head = self.session(session_id).await?.head_seq;
-        Ok(self.heads.subscribe_from(session_id, head))
+        let head = self.head_seq(session_id).await?;
+        let receiver = self.heads.subscribe_from(session_id, head);
+        // A commit announced between that read and the subscription found nobody watching
+        // (announcements to unwatched sessions are dropped): read once more.
+        let head = self.head_seq(session_id).await?;
+        self.heads.announce(session_id, head);
+        Ok(receiver)
+    }
+
+    async fn head_seq(&self, session_id: &str) -> Result<u64> {
+        use sea_orm::{EntityTrait, QuerySelect};
+        let head: Option<i64> = entities::session::Entity::find_by_id(session_id)
+            .select_only()
+            .column(entities::session::Column::HeadSeq)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        head.map(|head| head as u64)
+            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))
     }
 }
 
@@ -158,8 +177,8 @@ async fn migrate_postgres(db: &DatabaseConnection) -> Result<()> {
     Ok(())
 }
 
-/// Locks a SQLite database file for this process (`flock`, released when the process ends).
-/// `None` for an in-memory database.
+/// Locks `FILE.lock` beside a SQLite database `FILE` for this process (`flock`, released when
+/// the process ends). `None` for an in-memory database.
 fn lock_sqlite_file(url: &str) -> Result<Option<std::fs::File>> {
     let path = url
         .trim_start_matches("sqlite://")
@@ -168,11 +187,13 @@ fn lock_sqlite_file(url: &str) -> Result<Option<std::fs::File>> {
     if path.is_empty() || path.contains(":memory:") || path.starts_with("file::memory") {
         return Ok(None);
     }
+    let lock_path = format!("{path}.lock");
     let file = std::fs::OpenOptions::new()
-        .read(true)
+        .create(true)
+        .truncate(false)
         .write(true)
-        .open(path)
-        .map_err(|e| Error::Internal(format!("cannot open the database file {path}: {e}")))?;
+        .open(&lock_path)
+        .map_err(|e| Error::Internal(format!("cannot open the lock file {lock_path}: {e}")))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::FailedPrecondition(format!(

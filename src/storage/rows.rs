@@ -1,4 +1,5 @@
-//! Row conversions: entity rows to domain types and back, and the multi-row message INSERT.
+//! Row conversions: entity rows to domain types and back, and the bulk message INSERTs
+//! (multi-row `VALUES` on SQLite, `UNNEST` arrays on PostgreSQL).
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, InsertStatement, Query};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};

@@ -334,7 +334,9 @@ impl Store {
     }
 
     /// Renews `holder`'s lease for `lease_ms`. Returns `false` when `holder` no longer holds
-    /// it (another replica took it after it expired).
+    /// it (another replica took it after it expired). A renewal changes only the holder's own
+    /// lease row and decides nothing, so it does not queue for the session's lock: a holder
+    /// renews on time even while a long import holds that lock.
     pub async fn renew_lease(
         &self,
         session_id: &str,
@@ -342,18 +344,15 @@ impl Store {
         holder: &str,
         lease_ms: i64,
     ) -> Result<bool> {
-        let txn = self.write(session_id).await?;
-        let renewed = lease::Entity::update_many()
+        Ok(lease::Entity::update_many()
             .col_expr(lease::Column::ExpiresAt, Expr::value(now_ms() + lease_ms))
             .filter(lease::Column::SessionId.eq(session_id))
             .filter(lease::Column::Kind.eq(kind.as_str()))
             .filter(lease::Column::Holder.eq(holder))
-            .exec(txn.conn())
+            .exec(&self.db)
             .await?
             .rows_affected
-            > 0;
-        txn.commit().await?;
-        Ok(renewed)
+            > 0)
     }
 
     /// Gives up `holder`'s lease, if it still holds it.

@@ -7,11 +7,17 @@
 //! - SQLite: the in-process writer queue, then `BEGIN IMMEDIATE` (one process serves a SQLite
 //!   file, see [`super::Store::connect`]).
 //!
+//! On both, a writer first queues in process ([`WriterQueues`]: one queue per SQLite file, one
+//! per session on PostgreSQL) before it takes a pooled connection.
+//!
 //! While it holds the lock it hands out seqs from the head it read ([`WriteTxn::next_seq`]);
 //! [`WriteTxn::commit`] stores the new head, sends `NOTIFY chatsync_heads` on PostgreSQL (inside
 //! the transaction, so it is delivered only if the commit succeeds), commits, and announces the
 //! head in process. No caller can forget a step, and seqs are gapless and committed in order.
 //! Dropping a `WriteTxn` without committing rolls it back and takes no seqs.
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait,
@@ -21,11 +27,41 @@ use super::Store;
 use super::heads::{HEADS_CHANNEL, Heads};
 use crate::error::{Error, Result};
 
+/// In-process writer queues: one for the whole database (SQLite), or one per session.
+#[derive(Clone)]
+pub(super) struct WriterQueues {
+    whole_database: Option<Arc<tokio::sync::Mutex<()>>>,
+    per_session: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl WriterQueues {
+    pub(super) fn new(one_for_the_whole_database: bool) -> Self {
+        Self {
+            whole_database: one_for_the_whole_database.then(Arc::default),
+            per_session: Arc::default(),
+        }
+    }
+
+    async fn turn(&self, session_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let queue = match &self.whole_database {
+            Some(queue) => queue.clone(),
+            None => self
+                .per_session
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .entry(session_id.to_owned())
+                .or_default()
+                .clone(),
+        };
+        queue.lock_owned().await
+    }
+}
+
 /// An open write transaction holding one session's lock. See the module docs.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
-    /// SQLite: the in-process writer queue's turn, held until the transaction ends.
-    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// This process's writer-queue turn, held until the transaction ends.
+    _writer: tokio::sync::OwnedMutexGuard<()>,
     heads: Heads,
     backend: DbBackend,
     session_id: String,
@@ -40,10 +76,7 @@ impl Store {
     ///
     /// Errors: `NotFound` when the session has no row; `Storage` on a database failure.
     pub async fn write(&self, session_id: &str) -> Result<WriteTxn> {
-        let writer = match &self.sqlite_writer {
-            Some(lock) => Some(lock.clone().lock_owned().await),
-            None => None,
-        };
+        let writer = self.writers.turn(session_id).await;
         let txn = self
             .db
             .begin_with_options(TransactionOptions {

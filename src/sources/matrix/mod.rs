@@ -597,7 +597,7 @@ impl Source for Matrix {
                         since = Some(next_batch);
                         continue;
                     }
-                    Err(error) => format!("cannot store live events: {error}"),
+                    Err(error) => format!("cannot store live events: {}", error.public_text()),
                 },
                 Err(error) => error.to_string(),
             };
