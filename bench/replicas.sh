@@ -34,12 +34,13 @@ log() { printf '%s\n' "$*" >&2; }
 log "building chatsync and examples/fanout (release)"
 (cd "$ROOT" && cargo build --release --quiet --bin chatsync --example fanout)
 
-# Starts N replicas on a fresh database; prints their URLs, comma-separated.
+# Starts N replicas on a fresh database; sets URLS to their URLs, comma-separated. (Not run in
+# a command substitution: the PIDs must reach the cleanup.)
 start_cluster() { # N NAME
     local db="chatsync_replicas_$$_$2" urls=()
     DBS+=("$db")
     psql "$PG/postgres" -qc "CREATE DATABASE $db" >/dev/null
-    printf 'listen = "127.0.0.1:0"\ndatabase_url = "%s/%s"\n[[sessions]]\nid = "bench"\nsource = "local"\n' \
+    printf 'listen = "127.0.0.1:0"\ndatabase_url = "%s/%s"\ndatabase_max_connections = 24\n[[sessions]]\nid = "bench"\nsource = "local"\n' \
         "$PG" "$db" >"$WORK/$2.toml"
     for i in $(seq 1 "$1"); do
         "$BIN" serve --config "$WORK/$2.toml" >"$WORK/$2.$i.out" 2>"$WORK/$2.$i.log" &
@@ -52,7 +53,7 @@ start_cluster() { # N NAME
         done
         urls+=("$(sed -n 's/^chatsync listening on //p' "$WORK/$2.$i.out")")
     done
-    (IFS=,; echo "${urls[*]}")
+    URLS="$(IFS=,; echo "${urls[*]}")"
 }
 stop_cluster() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -64,13 +65,13 @@ result() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 for run in $(seq 1 "$RUNS"); do
-    servers="$(start_cluster 3 "three$run")"
+    start_cluster 3 "three$run"; servers="$URLS"
     out="$("$FANOUT" --servers "$servers" --session bench --messages 5000 --subscribers 100 --rate 1000 | grep '^RESULT')"
     p50="$(result p50_ms "$out")"; p99="$(result p99_ms "$out")"; missing="$(result missing "$out")"
     out="$("$FANOUT" --servers "$servers" --session bench --messages 20000 --subscribers 3 --rate 0 | grep '^RESULT')"
     three="$(result completed_rate "$out")"
     stop_cluster
-    servers="$(start_cluster 1 "one$run")"
+    start_cluster 1 "one$run"; servers="$URLS"
     out="$("$FANOUT" --servers "$servers" --session bench --messages 20000 --subscribers 3 --rate 0 | grep '^RESULT')"
     one="$(result completed_rate "$out")"
     stop_cluster

@@ -25,6 +25,9 @@ pub struct Config {
     /// `sqlite://FILE` (created when missing) or `postgres://USER@HOST/DB`. Default
     /// `sqlite://chatsync.db`.
     pub database_url: String,
+    /// PostgreSQL connections this process opens at most (plus one listening connection).
+    /// Budget them across replicas against the server's `max_connections`. Default 16.
+    pub database_max_connections: u32,
     /// Seconds between heartbeats on subscriptions. Default 15.
     pub heartbeat_secs: u64,
     /// Seconds a replica's lease on a session's sync run or live-source loop lasts without a
@@ -104,6 +107,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://chatsync.db".into(),
+            database_max_connections: crate::storage::DEFAULT_POOL_SIZE,
             heartbeat_secs: 15,
             lease_secs: 10,
             cors_allowed_origins: Vec::new(),

@@ -48,9 +48,11 @@ impl Application {
     /// Connects storage, builds the sessions' sources and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let store = Store::connect(&config.database_url).await.map_err(|e| {
-            anyhow::anyhow!("cannot open database {}: {e}", redact(&config.database_url))
-        })?;
+        let store = Store::connect_with_pool(&config.database_url, config.database_max_connections)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open database {}: {e}", redact(&config.database_url))
+            })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let service = ChatSync::new(&config, store, shutdown_rx).await?;
         let listener = TcpListener::bind(config.listen)

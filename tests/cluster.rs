@@ -215,6 +215,7 @@ fn replica_config(dir: &Path, database_url: &str, exports: &Path) -> PathBuf {
         &path,
         format!(
             "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nlease_secs = 2\n\
+             database_max_connections = 6\n\
              [[sessions]]\nid = \"{SESSION}\"\nsource = \"local\"\n\
              [[sessions]]\nid = \"wa\"\nsource = \"whatsapp-export\"\npath = \"{}\"\n",
             exports.display()
@@ -316,6 +317,10 @@ async fn to_end(
     }
 }
 
+/// The replica tests run one at a time, so that their processes' connections stay well within
+/// the PostgreSQL server's `max_connections` (100 by default) whatever else runs.
+static REPLICA_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn postgres_or_skip(test: &str) -> Option<Backend> {
     let backend = Backend::postgres().await;
     if backend.is_none() {
@@ -326,6 +331,7 @@ async fn postgres_or_skip(test: &str) -> Option<Backend> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_race_writers_retries_and_receipts_on_postgres() {
+    let _one_at_a_time = REPLICA_TESTS.lock().await;
     let Some(backend) = postgres_or_skip("two_processes_race").await else {
         return;
     };
@@ -343,6 +349,7 @@ async fn two_processes_race_writers_retries_and_receipts_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_fan_out_resume_and_share_one_sync_run() {
+    let _one_at_a_time = REPLICA_TESTS.lock().await;
     let Some(backend) = postgres_or_skip("three_replicas").await else {
         return;
     };
@@ -469,6 +476,7 @@ async fn three_replicas_fan_out_resume_and_share_one_sync_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_replicas_sync_run_is_interrupted_and_another_replica_finishes_it() {
+    let _one_at_a_time = REPLICA_TESTS.lock().await;
     let Some(backend) = postgres_or_skip("killed_replica").await else {
         return;
     };

@@ -49,6 +49,9 @@ pub use write::WriteTxn;
 /// SQLite's limit of 32,766.
 pub const ROWS_PER_INSERT: usize = 2_000;
 
+/// PostgreSQL connections per process unless configured (`database_max_connections`).
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
 /// Which end of a seq range a listing takes when the range holds more than its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
@@ -82,6 +85,12 @@ impl Store {
     /// migrate once; a listener on `chatsync_heads` and `chatsync_runs` is started (see
     /// [`heads`]).
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_pool(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`Store::connect`] with at most `pool_size` PostgreSQL connections (plus one for the
+    /// listener). Ignored on SQLite, which keeps 8 readers.
+    pub async fn connect_with_pool(url: &str, pool_size: u32) -> Result<Self> {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false);
         let sqlite = url.starts_with("sqlite:");
@@ -98,7 +107,7 @@ impl Store {
                         .busy_timeout(Duration::from_secs(10))
                 });
         } else {
-            options.max_connections(16);
+            options.max_connections(pool_size.max(2));
         }
         let db = Database::connect(options).await?;
         let sqlite_lock = if sqlite { lock_sqlite_file(url)? } else { None };
