@@ -37,10 +37,28 @@ pub struct Config {
     /// Origins allowed to call the API from a browser (CORS), e.g. `https://app.example`.
     /// Default none: only same-origin pages and non-browser clients.
     pub cors_allowed_origins: Vec<String>,
+    /// The most bytes of one export file's text that an export source reads: a WhatsApp
+    /// `.txt`, the uncompressed `_chat.txt` inside a zip, or a Telegram `result.json`. A larger
+    /// export is one CHAT_FAILED (the run goes on). Default 1 GiB (1073741824).
+    pub max_export_bytes: u64,
+    /// The most a zipped export may inflate, in uncompressed bytes per compressed byte,
+    /// checked once an entry is past 1 MiB. An entry beyond it (a zip bomb) is one
+    /// CHAT_FAILED. Default 100; plain chat text compresses about 3 to 10 times.
+    pub max_export_compression_ratio: u64,
     /// API tokens. Empty: no auth, and the server listens on loopback only.
     pub tokens: Vec<TokenConfig>,
     /// The sessions this server serves.
     pub sessions: Vec<SessionConfig>,
+}
+
+impl Config {
+    /// The bounds on export files, from `max_export_bytes` and `max_export_compression_ratio`.
+    pub fn export_limits(&self) -> crate::sources::ExportLimits {
+        crate::sources::ExportLimits {
+            max_bytes: self.max_export_bytes,
+            max_compression_ratio: self.max_export_compression_ratio,
+        }
+    }
 }
 
 /// One API token, checked from `authorization: Bearer TOKEN`.
@@ -111,6 +129,9 @@ impl Default for Config {
             heartbeat_secs: 15,
             lease_secs: 10,
             cors_allowed_origins: Vec::new(),
+            max_export_bytes: crate::sources::ExportLimits::default().max_bytes,
+            max_export_compression_ratio: crate::sources::ExportLimits::default()
+                .max_compression_ratio,
             tokens: Vec::new(),
             sessions: vec![
                 session("demo", "whatsapp-export", Some(samples.join("whatsapp"))),
@@ -182,6 +203,11 @@ impl Config {
         if !(1..=15).contains(&self.lease_secs) {
             return Err(ConfigError::Invalid(
                 "lease_secs must be between 1 and 15".into(),
+            ));
+        }
+        if self.max_export_bytes == 0 || self.max_export_compression_ratio == 0 {
+            return Err(ConfigError::Invalid(
+                "max_export_bytes and max_export_compression_ratio must be at least 1".into(),
             ));
         }
         if self.tokens.iter().any(|t| t.token.len() < 8) {

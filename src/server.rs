@@ -7,8 +7,9 @@
 //! [`Application::local_addr`] before [`Application::run_until_stopped`].
 //!
 //! Shutdown is graceful: health turns NOT_SERVING, open subscriptions and SyncChats streams
-//! are ended from the server side with UNAVAILABLE, and the server stops within
-//! [`SHUTDOWN_GRACE`] even if a client keeps a connection open.
+//! are ended from the server side with UNAVAILABLE, running sync runs are persisted
+//! INTERRUPTED, and the server stops within [`SHUTDOWN_GRACE`] even if a client keeps a
+//! connection open.
 pub mod console;
 
 use std::future::Future;
@@ -159,6 +160,13 @@ impl Application {
             } => {
                 tracing::warn!("connections still open after the grace period; stopping anyway");
             }
+        }
+        // Sync runs are persisted INTERRUPTED (resumable) before the process exits.
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.service.sync_runs_stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sync runs still stopping after the grace period");
         }
         tracing::info!("chatsync stopped");
         Ok(())

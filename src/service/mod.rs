@@ -92,6 +92,7 @@ impl ChatSync {
             let context = SourceContext {
                 session_id: session.id.clone(),
                 store: store.clone(),
+                export_limits: config.export_limits(),
             };
             let source = sources::build(session, &context).map_err(anyhow::Error::msg)?;
             store.ensure_session(&session.id, source.kind()).await?;
@@ -124,7 +125,7 @@ impl ChatSync {
             inner: Arc::new(Inner {
                 store,
                 sessions,
-                runs: Arc::new(sync::SyncRuns::new(replica_id, lease)),
+                runs: Arc::new(sync::SyncRuns::new(replica_id, lease, shutdown.clone())),
                 hub: subscriptions::Hub::new(
                     hub_store,
                     Duration::from_secs(config.heartbeat_secs),
@@ -138,6 +139,12 @@ impl ChatSync {
     /// Turns true when the server starts shutting down; open streams end then.
     pub fn shutdown(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.clone()
+    }
+
+    /// Completes once this replica runs no sync run: after a shutdown, once each has been
+    /// persisted INTERRUPTED.
+    pub async fn sync_runs_stopped(&self) {
+        self.inner.runs.stopped().await;
     }
 
     /// The configured session ids, sorted.

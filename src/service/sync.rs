@@ -14,12 +14,15 @@
 //!   persisted progress ([`follow`]). A run whose lease expired (its replica died) is
 //!   INTERRUPTED; any replica may start the next one.
 //! - A run that panics ends FAILED, with a FAILED frame, and the session can sync again.
+//! - When the server shuts down, a running run is stopped where it is (an import transaction
+//!   in flight rolls back) and persisted INTERRUPTED, its lease released; the next run
+//!   resumes it, skipping what was stored. [`SyncRuns::stopped`] waits for that.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -121,16 +124,46 @@ pub struct SyncRuns {
     holder: String,
     /// How long a lease lasts without renewal; it is renewed every third of that.
     lease: Duration,
+    /// Turns true when the server shuts down: running runs stop, INTERRUPTED.
+    shutdown: watch::Receiver<bool>,
+    /// How many runs this replica is supervising (until each has persisted its outcome).
+    active: watch::Sender<usize>,
+}
+
+/// Counts a supervised run in [`SyncRuns::active`] while it lives.
+struct Active(watch::Sender<usize>);
+
+impl Active {
+    fn new(active: &watch::Sender<usize>) -> Self {
+        active.send_modify(|n| *n += 1);
+        Self(active.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl SyncRuns {
-    pub fn new(holder: String, lease: Duration) -> Self {
+    /// `holder` is this replica's id in leases; `shutdown` turns true when the server stops.
+    pub fn new(holder: String, lease: Duration, shutdown: watch::Receiver<bool>) -> Self {
         Self {
             runs: Mutex::default(),
             starting: tokio::sync::Mutex::default(),
             holder,
             lease,
+            shutdown,
+            active: watch::channel(0).0,
         }
+    }
+
+    /// Completes once no run is left on this replica: after a shutdown, once every run has
+    /// persisted its INTERRUPTED state.
+    pub async fn stopped(&self) {
+        let mut active = self.active.subscribe();
+        let _ = active.wait_for(|n| *n == 0).await;
     }
 
     /// The last frame of the session's run, if this replica is running one.
@@ -201,7 +234,8 @@ impl SyncRuns {
             failed_chats: Vec::new(),
         };
         let span = tracing::info_span!("sync_run", session_id, sync_id);
-        tokio::spawn(self.clone().supervise(job).instrument(span));
+        let active = Active::new(&self.active);
+        tokio::spawn(self.clone().supervise(job, active).instrument(span));
         Ok(Attachment {
             snapshot: None,
             frames: receiver,
@@ -226,8 +260,9 @@ impl SyncRuns {
 
     /// Runs a job while renewing its lease. A job that panics ends FAILED; a job whose lease
     /// was lost (this replica was cut off for longer than the lease, and another replica took
-    /// over) is stopped, and its attached streams end.
-    async fn supervise(self: Arc<Self>, job: Job) {
+    /// over) is stopped, and its attached streams end. At shutdown the job is stopped and
+    /// persisted INTERRUPTED (its streams end UNAVAILABLE, from the gRPC layer).
+    async fn supervise(self: Arc<Self>, job: Job, _active: Active) {
         let store = job.store.clone();
         let run = job.run.clone();
         let session_id = job.progress.session_id.clone();
@@ -237,8 +272,38 @@ impl SyncRuns {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
         let lease_ms = self.lease.as_millis() as i64;
+        let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
+                _ = super::stopped(&mut shutdown) => {
+                    task.abort();
+                    if let Ok(()) = (&mut task).await {
+                        // It finished before the abort took: its outcome is persisted.
+                        return;
+                    }
+                    let record = run.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let json = serde_json::to_string(&record).unwrap_or_default();
+                    let saved = store
+                        .save_sync_state(
+                            &session_id,
+                            &SyncRecord {
+                                state: SyncState::Interrupted,
+                                sync_id: &record.sync_id,
+                                started_at_ms,
+                                finished_at_ms: Some(now_ms()),
+                                error: Some("the server shut down while the run was in progress; sync again to resume"),
+                                progress_json: &json,
+                            },
+                            &self.holder,
+                        )
+                        .await;
+                    match saved {
+                        Ok(()) => tracing::info!("sync run interrupted by shutdown"),
+                        Err(error) => tracing::error!(%error, "cannot persist the interrupted sync run"),
+                    }
+                    self.retire(&session_id, &run);
+                    return;
+                }
                 outcome = &mut task => {
                     if let Err(error) = outcome {
                         let message = format!("the sync run stopped unexpectedly: {error}");

@@ -16,13 +16,19 @@
 //!   the server runs and hands what happens upstream to a [`LiveSink`] as [`LiveEvent`]s,
 //!   with the cursor to resume from; the sink stores them and saves the cursor after them.
 //!
-//! Sources are built from the `[[sessions]]` configuration by [`build`], the registry.
+//! Sources are built from the `[[sessions]]` configuration by [`build`], the registry: the
+//! built-in kinds, and any kind a program embedding chatsync adds with [`register`].
+//!
+//! Export files are read bounded ([`ExportLimits`], [`read_bounded`]): an export larger than
+//! `max_export_bytes`, or a zip entry that inflates beyond `max_export_compression_ratio`, is
+//! one failed chat, and no allocation follows a size a file merely declares.
 pub mod local;
 pub mod matrix;
 pub mod telegram;
 pub mod whatsapp;
 
-use std::sync::Arc;
+use std::io::Read;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
@@ -239,36 +245,158 @@ pub trait LiveSink: Send + Sync {
 pub struct SourceContext {
     pub session_id: String,
     pub store: Store,
+    /// Bounds on the export files an export source reads.
+    pub export_limits: ExportLimits,
 }
 
-type Factory = fn(&SessionConfig, &SourceContext) -> Result<Arc<dyn Source>, String>;
+/// How much an export source reads from one file (`max_export_bytes` and
+/// `max_export_compression_ratio` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportLimits {
+    /// The most bytes of one export's text (a `.txt`, a `result.json`, or the uncompressed
+    /// `_chat.txt` inside a zip). Default 1 GiB.
+    pub max_bytes: u64,
+    /// The most a zip entry may inflate: uncompressed bytes per compressed byte. Checked once
+    /// an entry is past [`RATIO_CHECK_FLOOR`] bytes, so small files (which may compress very
+    /// well) are never refused by it. Default 100.
+    pub max_compression_ratio: u64,
+}
 
-/// The registry: source kind → factory.
-const REGISTRY: &[(&str, Factory)] = &[
+/// Uncompressed bytes below which a zip entry's compression ratio is not checked.
+pub const RATIO_CHECK_FLOOR: u64 = 1 << 20;
+
+impl Default for ExportLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            max_compression_ratio: 100,
+        }
+    }
+}
+
+/// Reads `reader` to its end, bounded by `limits`: at most `limits.max_bytes` bytes, and, when
+/// `compressed_bytes` is given (a zip entry), at most `limits.max_compression_ratio` times that
+/// once past [`RATIO_CHECK_FLOOR`]. `declared_bytes` (a size the file claims) only sizes the
+/// first allocation, up to 8 MiB; the buffer grows with what is really read. `name` is how
+/// errors name the file.
+///
+/// Errors: [`SourceError::Invalid`] naming the limit that was crossed (the read stops there,
+/// so memory stays bounded), or [`SourceError::Io`].
+pub fn read_bounded(
+    mut reader: impl Read,
+    name: &str,
+    declared_bytes: Option<u64>,
+    compressed_bytes: Option<u64>,
+    limits: &ExportLimits,
+) -> Result<Vec<u8>, SourceError> {
+    const FIRST_ALLOCATION: u64 = 8 << 20;
+    let capacity = declared_bytes
+        .unwrap_or(0)
+        .min(limits.max_bytes)
+        .min(FIRST_ALLOCATION);
+    let mut bytes = Vec::with_capacity(capacity as usize);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(SourceError::Io {
+                    context: format!("cannot read {name}"),
+                    source,
+                });
+            }
+        };
+        let total = bytes.len() as u64 + read as u64;
+        if total > limits.max_bytes {
+            return Err(too_large(name, limits));
+        }
+        if let Some(compressed) = compressed_bytes
+            && total > RATIO_CHECK_FLOOR
+            && total > compressed.saturating_mul(limits.max_compression_ratio)
+        {
+            return Err(too_compressed(name, compressed, limits));
+        }
+        bytes.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// The error for an export above `max_export_bytes`.
+pub fn too_large(name: &str, limits: &ExportLimits) -> SourceError {
+    SourceError::Invalid(format!(
+        "{name} is larger than the export size limit of {} bytes (max_export_bytes)",
+        limits.max_bytes
+    ))
+}
+
+/// The error for a zip entry that inflates beyond `max_export_compression_ratio`.
+pub fn too_compressed(name: &str, compressed: u64, limits: &ExportLimits) -> SourceError {
+    SourceError::Invalid(format!(
+        "{name} inflates more than {} times its {compressed} compressed bytes \
+         (max_export_compression_ratio): refused as a likely zip bomb",
+        limits.max_compression_ratio
+    ))
+}
+
+/// A source factory: builds a session's source from its configuration, or says why it cannot.
+pub type Factory = fn(&SessionConfig, &SourceContext) -> Result<Arc<dyn Source>, String>;
+
+/// The built-in source kinds.
+const BUILT_IN: &[(&str, Factory)] = &[
     (whatsapp::KIND, whatsapp::WhatsAppExport::build),
     (telegram::KIND, telegram::TelegramExport::build),
     (local::KIND, local::Local::build),
     (matrix::KIND, matrix::Matrix::build),
 ];
 
-/// The source kinds this build knows.
+/// Kinds added with [`register`], for the whole process.
+static REGISTERED: RwLock<Vec<(&'static str, Factory)>> = RwLock::new(Vec::new());
+
+/// Adds a source kind for this process, beside the built-in ones: a program that embeds
+/// chatsync as a library (or a test) brings a source of its own, and sessions name it as
+/// `source = KIND`. Registering a kind again replaces its factory.
+///
+/// Errors: a built-in kind cannot be replaced.
+pub fn register(kind: &'static str, factory: Factory) -> Result<(), String> {
+    if BUILT_IN.iter().any(|(built_in, _)| *built_in == kind) {
+        return Err(format!("{kind:?} is a built-in source kind"));
+    }
+    let mut registered = REGISTERED.write().unwrap_or_else(|p| p.into_inner());
+    registered.retain(|(known, _)| *known != kind);
+    registered.push((kind, factory));
+    Ok(())
+}
+
+/// The source kinds this process knows: the built-in ones, then the registered ones.
 pub fn kinds() -> Vec<&'static str> {
-    REGISTRY.iter().map(|(kind, _)| *kind).collect()
+    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    BUILT_IN
+        .iter()
+        .chain(registered.iter())
+        .map(|(kind, _)| *kind)
+        .collect()
+}
+
+fn factory(kind: &str) -> Option<Factory> {
+    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    BUILT_IN
+        .iter()
+        .chain(registered.iter())
+        .find(|(known, _)| *known == kind)
+        .map(|(_, factory)| *factory)
 }
 
 /// Builds the source a session's configuration names, or says why it cannot.
 pub fn build(config: &SessionConfig, context: &SourceContext) -> Result<Arc<dyn Source>, String> {
-    let (_, factory) = REGISTRY
-        .iter()
-        .find(|(kind, _)| *kind == config.source)
-        .ok_or_else(|| {
-            format!(
-                "session {:?}: unknown source {:?} (known: {})",
-                config.id,
-                config.source,
-                kinds().join(", ")
-            )
-        })?;
+    let factory = factory(&config.source).ok_or_else(|| {
+        format!(
+            "session {:?}: unknown source {:?} (known: {})",
+            config.id,
+            config.source,
+            kinds().join(", ")
+        )
+    })?;
     factory(config, context).map_err(|error| format!("session {:?}: {error}", config.id))
 }
 

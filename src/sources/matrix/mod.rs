@@ -691,6 +691,7 @@ mod tests {
         let context = SourceContext {
             session_id: "mx".into(),
             store,
+            export_limits: Default::default(),
         };
         (context, dir)
     }

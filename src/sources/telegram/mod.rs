@@ -24,7 +24,9 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{ChatHistory, Source, SourceChat, SourceContext, SourceError, keep_most_recent};
+use super::{
+    ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
+};
 use crate::config::SessionConfig;
 use crate::model::{MessageStatus, NewMessage};
 use parser::TelegramChat;
@@ -44,6 +46,7 @@ struct Settings {
 pub struct TelegramExport {
     path: PathBuf,
     timezone: Tz,
+    limits: ExportLimits,
     /// Chats parsed by the last `list_chats`, by chat id: listing has to parse the files, so
     /// the run's `fetch_history` calls reuse the result instead of parsing again. A file that
     /// could not be parsed is held as its error.
@@ -54,12 +57,13 @@ impl TelegramExport {
     /// Builds the source from a session's settings.
     pub fn build(
         config: &SessionConfig,
-        _context: &SourceContext,
+        context: &SourceContext,
     ) -> Result<Arc<dyn Source>, String> {
         let settings: Settings = super::settings(config)?;
         Ok(Arc::new(Self {
             path: settings.path,
             timezone: super::whatsapp::parse_timezone(settings.timezone.as_deref())?,
+            limits: context.export_limits,
             parsed: Mutex::default(),
         }))
     }
@@ -74,11 +78,12 @@ impl Source for TelegramExport {
     async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
         let path = self.path.clone();
         let timezone = self.timezone;
+        let limits = self.limits;
         let files = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
             let mut parsed = Vec::new();
             for file in export_files(&path)? {
-                let chats = std::fs::read(&file)
-                    .map_err(|error| format!("cannot read {}: {error}", super::shown(&file)))
+                let chats = read_file(&file, &limits)
+                    .map_err(|error| error.to_string())
                     .and_then(|bytes| {
                         parser::parse(&bytes, timezone)
                             .map_err(|error| format!("{}: {error}", super::shown(&file)))
@@ -198,6 +203,20 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
         messages,
         unplaced_lines: chat.skipped as u64,
     }
+}
+
+/// Reads one export file within `limits.max_bytes`.
+fn read_file(path: &Path, limits: &ExportLimits) -> Result<Vec<u8>, SourceError> {
+    let shown = super::shown(path);
+    let file = std::fs::File::open(path).map_err(|source| SourceError::Io {
+        context: format!("cannot read {shown}"),
+        source,
+    })?;
+    let declared = file.metadata().ok().map(|metadata| metadata.len());
+    if declared.is_some_and(|len| len > limits.max_bytes) {
+        return Err(super::too_large(&shown, limits));
+    }
+    super::read_bounded(file, &shown, declared, None, limits)
 }
 
 /// The export files under `path`: the file itself, or the `.json` files of the folder and of

@@ -28,7 +28,9 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{ChatHistory, Source, SourceChat, SourceContext, SourceError, keep_most_recent};
+use super::{
+    ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
+};
 use crate::config::SessionConfig;
 use crate::model::{MessageStatus, NewMessage};
 use parser::{DateOrder, ParseOptions};
@@ -51,13 +53,14 @@ pub struct WhatsAppExport {
     folder: PathBuf,
     timezone: Tz,
     options: ParseOptions,
+    limits: ExportLimits,
 }
 
 impl WhatsAppExport {
     /// Builds the source from a session's settings.
     pub fn build(
         config: &SessionConfig,
-        _context: &SourceContext,
+        context: &SourceContext,
     ) -> Result<Arc<dyn Source>, String> {
         let settings: Settings = super::settings(config)?;
         Ok(Arc::new(Self {
@@ -66,6 +69,7 @@ impl WhatsAppExport {
             options: ParseOptions {
                 date_order: settings.date_order,
             },
+            limits: context.export_limits,
         }))
     }
 }
@@ -102,8 +106,9 @@ impl Source for WhatsAppExport {
         let chat_id = chat.chat_id.clone();
         let timezone = self.timezone;
         let options = self.options.clone();
+        let limits = self.limits;
         tokio::task::spawn_blocking(move || {
-            let bytes = read_export(&path)?;
+            let bytes = read_export(&path, &limits)?;
             let parsed = parser::parse(&bytes, &options);
             log_unplaced(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
@@ -324,27 +329,48 @@ pub fn chat_id_for_name(name: &str) -> String {
     }
 }
 
-/// Reads an export: a text file, or the `_chat.txt` (else the only `.txt`) inside a zip.
-fn read_export(path: &Path) -> Result<Vec<u8>, SourceError> {
+/// Reads an export: a text file, or the `_chat.txt` (else the only `.txt`) inside a zip, within
+/// `limits` (see [`read_zip_export`]).
+fn read_export(path: &Path, limits: &ExportLimits) -> Result<Vec<u8>, SourceError> {
+    let shown = super::shown(path);
     let io_error = |source| SourceError::Io {
-        context: format!("cannot read {}", super::shown(path)),
+        context: format!("cannot read {shown}"),
         source,
     };
     let is_zip = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
-    if !is_zip {
-        return std::fs::read(path).map_err(io_error);
-    }
     let file = std::fs::File::open(path).map_err(io_error)?;
+    if is_zip {
+        return read_zip_export(std::io::BufReader::new(file), &shown, limits);
+    }
+    let declared = file.metadata().ok().map(|metadata| metadata.len());
+    if declared.is_some_and(|len| len > limits.max_bytes) {
+        return Err(super::too_large(&shown, limits));
+    }
+    super::read_bounded(file, &shown, declared, None, limits)
+}
+
+/// Reads the chat text of a zipped export: the entry named `_chat.txt` (in any folder), else
+/// the only `.txt` entry. `name` is how errors name the zip.
+///
+/// The entry is inflated as a stream, bounded by `limits`: an entry that declares more than
+/// `max_bytes`, declares a compression ratio above `max_compression_ratio`, or turns out to
+/// inflate beyond either while it is read (declared sizes can lie), is refused with
+/// [`SourceError::Invalid`] naming the limit. Nothing is allocated by the declared size.
+///
+/// Errors: [`SourceError::Invalid`] for a zip that cannot be read, one without a chat text, or
+/// one beyond the limits; [`SourceError::Io`] for a read error.
+pub fn read_zip_export<R: Read + std::io::Seek>(
+    reader: R,
+    name: &str,
+    limits: &ExportLimits,
+) -> Result<Vec<u8>, SourceError> {
     let invalid = |error: zip::result::ZipError| {
-        SourceError::Invalid(format!(
-            "{} is not a readable zip: {error}",
-            super::shown(path)
-        ))
+        SourceError::Invalid(format!("{name} is not a readable zip: {error}"))
     };
-    let mut archive = zip::ZipArchive::new(file).map_err(invalid)?;
+    let mut archive = zip::ZipArchive::new(reader).map_err(invalid)?;
     let names: Vec<String> = archive.file_names().map(str::to_owned).collect();
     let entry = names
         .iter()
@@ -359,13 +385,20 @@ fn read_export(path: &Path) -> Result<Vec<u8>, SourceError> {
         })
         .ok_or_else(|| {
             SourceError::Invalid(format!(
-                "{} holds no _chat.txt (nor a single .txt file)",
-                super::shown(path)
+                "{name} holds no _chat.txt (nor a single .txt file)"
             ))
         })?
         .clone();
-    let mut file = archive.by_name(&entry).map_err(invalid)?;
-    let mut bytes = Vec::with_capacity(file.size() as usize);
-    file.read_to_end(&mut bytes).map_err(io_error)?;
-    Ok(bytes)
+    let file = archive.by_name(&entry).map_err(invalid)?;
+    let declared = file.size();
+    let compressed = file.compressed_size();
+    if declared > limits.max_bytes {
+        return Err(super::too_large(name, limits));
+    }
+    if declared > super::RATIO_CHECK_FLOOR
+        && declared > compressed.saturating_mul(limits.max_compression_ratio)
+    {
+        return Err(super::too_compressed(name, compressed, limits));
+    }
+    super::read_bounded(file, name, Some(declared), Some(compressed), limits)
 }
