@@ -422,3 +422,39 @@ pub fn keep_most_recent<T>(items: &mut Vec<T>, limit: Option<usize>) {
         items.drain(..items.len() - limit);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ExportLimits = ExportLimits {
+        max_bytes: 3 << 20,
+        max_compression_ratio: 10,
+    };
+
+    #[test]
+    fn read_bounded_reads_up_to_the_size_limit_and_refuses_one_byte_more() {
+        let exact = vec![b'a'; LIMITS.max_bytes as usize];
+        let read = read_bounded(&exact[..], "x.txt", Some(u64::MAX), None, &LIMITS).expect("ok");
+        assert_eq!(read.len(), exact.len());
+        let over = vec![b'a'; LIMITS.max_bytes as usize + 1];
+        let error = read_bounded(&over[..], "x.txt", None, None, &LIMITS).expect_err("refused");
+        assert!(error.to_string().contains("max_export_bytes"), "{error}");
+    }
+
+    #[test]
+    fn read_bounded_checks_the_ratio_only_past_the_floor() {
+        let text = vec![b'a'; RATIO_CHECK_FLOOR as usize];
+        // 1 MiB from 1 compressed byte: below the floor, not checked.
+        assert!(read_bounded(&text[..], "x.zip", None, Some(1), &LIMITS).is_ok());
+        let more = vec![b'a'; 2 * RATIO_CHECK_FLOOR as usize];
+        let error = read_bounded(&more[..], "x.zip", None, Some(1_000), &LIMITS)
+            .expect_err("2 MiB from 1,000 bytes");
+        assert!(
+            error.to_string().contains("max_export_compression_ratio"),
+            "{error}"
+        );
+        let fine = RATIO_CHECK_FLOOR * 2 / LIMITS.max_compression_ratio + 1;
+        assert!(read_bounded(&more[..], "x.zip", None, Some(fine), &LIMITS).is_ok());
+    }
+}

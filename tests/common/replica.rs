@@ -64,4 +64,40 @@ impl Replica {
         self.child.start_kill().expect("kill");
         self.child.wait().await.expect("reaped");
     }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
+    /// Sends SIGTERM (a graceful shutdown).
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, failing the test after `guard` (a bound against a hung
+    /// test, not a timing assertion).
+    pub async fn wait_exit(&mut self, guard: std::time::Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(guard, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the server did not exit within {guard:?}"))
+            .expect("wait for the server")
+    }
+
+    /// The process's peak resident set size (`VmHWM` in `/proc/PID/status`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
+    }
 }
