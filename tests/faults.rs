@@ -7,6 +7,7 @@
 //!
 //! The process tests run on SQLite (a file per test): they check what the process does on a
 //! signal, not the backend; the PostgreSQL side of a killed replica is in `tests/cluster.rs`.
+//! The SIGTERM-mid-sync test runs on both (on PostgreSQL the run's lease matters).
 mod common;
 #[path = "common/replica.rs"]
 mod replica;
@@ -27,6 +28,8 @@ use pb::subscribe_messages_response::Event;
 use replica::Replica;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+
+on_both_backends!(a_sync_run_stopped_by_sigterm_is_interrupted_and_the_next_run_finishes_it);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -566,13 +569,25 @@ async fn until_stored(stream: &mut tonic::Streaming<pb::SyncChatsResponse>) -> p
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_run_stopped_by_sigterm_is_interrupted_and_the_next_run_finishes_it() {
+/// On both backends: on PostgreSQL the run's lease must be released at shutdown too, or the
+/// restarted server would see the run RUNNING until the lease expired.
+async fn a_sync_run_stopped_by_sigterm_is_interrupted_and_the_next_run_finishes_it(
+    backend: Backend,
+) {
     const CHATS: usize = 40;
     const EACH: usize = 2_500;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let exports = long_exports(dir.path(), CHATS, EACH);
-    let config = server_config(dir.path(), 0, &whatsapp_table("wa", &exports));
+    let dir = backend.dir.path();
+    let exports = long_exports(dir, CHATS, EACH);
+    let config = dir.join("chatsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\ndatabase_max_connections = 4\n{}",
+            backend.database_url,
+            whatsapp_table("wa", &exports)
+        ),
+    )
+    .expect("write config");
     let mut server = Replica::start(&config).await;
     let mut client = server.client().await;
     let mut stream = start_sync(&mut client, "wa", Some(0)).await;
