@@ -15,7 +15,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
 
 use super::entities::{change, chat, message};
 use super::rows::{ROWS_PER_UNNEST, change_row, messages_insert, messages_unnest};
-use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
+use super::{FileRecord, ROWS_PER_INSERT, Store, WriteTxn, storable};
 use crate::error::Result;
 use crate::model::{MessageStatus, NewMessage, now_ms};
 
@@ -43,11 +43,23 @@ impl Store {
     /// PostgreSQL: one `UNNEST` of column arrays per 10,000 rows), so a batch of many small
     /// chats costs a handful of statements, not a few per chat.
     pub async fn import(&self, session_id: &str, chats: &[ImportChat<'_>]) -> Result<Vec<u64>> {
-        if chats.is_empty() {
+        self.import_with_files(session_id, chats, &[]).await
+    }
+
+    /// [`Store::import`], and in the same transaction the fingerprints of the files these
+    /// chats were read from in full, as `(locator, record)` (see [`super::files`]).
+    pub async fn import_with_files(
+        &self,
+        session_id: &str,
+        chats: &[ImportChat<'_>],
+        files: &[(&str, &FileRecord)],
+    ) -> Result<Vec<u64>> {
+        if chats.is_empty() && files.is_empty() {
             return Ok(Vec::new());
         }
         let mut txn = self.write(session_id).await?;
         let counts = txn.import_chats(chats).await?;
+        txn.record_files(files).await?;
         txn.commit().await?;
         Ok(counts)
     }

@@ -22,10 +22,11 @@
 //!
 //! Layout: [`write`] (the write transaction), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
-//! (bulk import), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
+//! (bulk import), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
 //! change feed), [`rows`] (row conversions).
 pub mod changes;
 pub mod entities;
+pub mod files;
 pub mod heads;
 pub mod import;
 pub mod messages;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::error::{Error, Result};
+pub use files::{FileFingerprint, FileRecord};
 pub use import::ImportChat;
 pub use messages::{MessageEdit, MessageRef};
 pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord, SyncState};

@@ -93,6 +93,10 @@ impl Source for WhatsAppExport {
             .map_err(|error| SourceError::Invalid(format!("listing task failed: {error}")))?
     }
 
+    fn chat_file(&self, chat: &SourceChat) -> Option<PathBuf> {
+        Some(PathBuf::from(&chat.locator))
+    }
+
     async fn fetch_history(
         &self,
         chat: &SourceChat,
@@ -108,6 +112,10 @@ impl Source for WhatsAppExport {
             log_unplaced(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
             keep_most_recent(&mut history.messages, limit);
+            // A plain file's bytes are the file: their hash is the file's (a zip's are not).
+            if !is_zip(&path) {
+                history.content_sha256 = Some(Sha256::digest(&bytes).into());
+            }
             Ok(history)
         })
         .await
@@ -174,6 +182,7 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
     ChatHistory {
         messages,
         unplaced_lines: parsed.unplaced.len() as u64,
+        content_sha256: None,
     }
 }
 
@@ -322,6 +331,13 @@ pub fn chat_id_for_name(name: &str) -> String {
     } else {
         format!("{slug}-{short}")
     }
+}
+
+/// Whether an export path names a zip archive (by its extension).
+fn is_zip(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
 }
 
 /// Reads an export: a text file, or the `_chat.txt` (else the only `.txt`) inside a zip.
