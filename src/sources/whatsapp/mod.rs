@@ -165,7 +165,10 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
             let sender = message.sender.unwrap_or_default();
             let digest = entry_digest(chat_id, &message.timestamp, &sender, &message.text);
             let occurrence = occurrences.entry(digest).or_insert(0);
-            let provider_message_id = format!("{}-{occurrence}", hex(&digest));
+            let mut provider_message_id = hex(&digest);
+            provider_message_id.push('-');
+            let _ =
+                std::fmt::Write::write_fmt(&mut provider_message_id, format_args!("{occurrence}"));
             *occurrence += 1;
             NewMessage {
                 provider_message_id,
@@ -205,13 +208,13 @@ fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &s
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2 + 4);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 /// Reads a wall-clock time in `timezone` as a UTC instant, in Unix milliseconds. A time that
