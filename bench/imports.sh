@@ -164,7 +164,7 @@ parse_bench() { # RUN LABEL FORMAT FILE PY_PARSERS...
     record "$run" "$label.chatsync_messages" "$messages"
     local line="run $run $label: chatsync $messages messages in ${median}s"
     for parser in "$@"; do
-        out="$("$PY" "$ROOT/bench/baselines.py" "$parser" "$file" | grep '^RESULT ')"
+        out="$("$PY" "$ROOT/bench/baselines.py" "$parser" "$file" 2>>"$WORK/python.log" | grep '^RESULT ')"
         local rows seconds
         rows="$(result rows "$out")"; seconds="$(result seconds "$out")"
         record "$run" "$label.$parser.rate" "$(python3 -c "print($rows / $seconds)")"
@@ -187,7 +187,9 @@ done
 instructions() { # FORMAT FILE FUNCTION
     local cg="$WORK/cg.$1.out"
     valgrind --tool=callgrind --callgrind-out-file="$cg" "$PARSE" "$2" --format "$1" --runs 1 >/dev/null 2>&1
-    callgrind_annotate --inclusive=yes "$cg" 2>/dev/null | grep -m1 "$3" | awk '{gsub(",", "", $1); print $1}'
+    # awk reads to the end (no early exit), so callgrind_annotate never meets a closed pipe.
+    { callgrind_annotate --inclusive=yes "$cg" 2>/dev/null || true; } |
+        awk -v pattern="$3" '!found && $0 ~ pattern {gsub(",", "", $1); print $1; found = 1}'
 }
 if command -v valgrind >/dev/null; then
     wa_ir="$(instructions whatsapp "$SINGLE" 'whatsapp::parser::parse$')"

@@ -23,7 +23,7 @@
 //!   skipped if the hash is unchanged. A skipped chat gets its CHAT_SAVED and MESSAGES_SAVED
 //!   (0 messages) frames as usual. A run with a larger limit than the recorded import reads
 //!   the file again.
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +52,15 @@ pub const CHATS_PER_BATCH: usize = 1_000;
 /// How often a running run persists its last frame (followers on other replicas see progress
 /// at this pace).
 const SAVE_EVERY: Duration = Duration::from_millis(500);
+
+/// The most chats whose histories are read ahead of the chat being stored.
+const READ_AHEAD: usize = 32;
+
+/// The most file bytes read ahead (the first chat ahead is read whatever its size).
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+
+/// The size a chat without a known file size counts for in [`READ_AHEAD_BYTES`].
+const UNKNOWN_SIZE: u64 = 1 << 20;
 
 /// A file whose recorded modification time is this close to when it was looked at (or
 /// later) may have changed again within the same clock tick without its time changing, so
@@ -471,11 +480,12 @@ impl Job {
                     .collect();
                 let mut seen: HashSet<String> = HashSet::new();
                 let mut batch: Vec<Pending> = Vec::new();
-                // The next chat's history is read (and parsed) while this one is handled.
+                // Histories are read (and parsed) ahead, in tasks of their own, while earlier
+                // chats are stored: up to READ_AHEAD chats and READ_AHEAD_BYTES of files.
                 let mut reads = to_read.iter().copied().peekable();
-                let mut next = reads
-                    .peek()
-                    .map(|&index| (index, self.prefetch(&chats[index], stats[index])));
+                let mut ahead: VecDeque<(usize, u64, JoinHandle<Fetched>)> = VecDeque::new();
+                let mut ahead_bytes = 0u64;
+                let read_size = |index: usize| stats[index].map_or(UNKNOWN_SIZE, |s| s.size);
                 for (index, chat) in chats.iter().enumerate() {
                     let mut pending = Pending {
                         index: index as u32 + 1,
@@ -494,14 +504,31 @@ impl Job {
                         self.queue(&mut batch, pending).await;
                         continue;
                     }
-                    let history = match next.take() {
-                        Some((queued, handle)) if queued == index => handle,
-                        _ => self.prefetch(chat, stats[index]),
+                    while let Some(&next) = reads.peek() {
+                        let size = read_size(next);
+                        if !ahead.is_empty()
+                            && (ahead.len() >= READ_AHEAD || ahead_bytes + size > READ_AHEAD_BYTES)
+                        {
+                            break;
+                        }
+                        reads.next();
+                        ahead_bytes += size;
+                        ahead.push_back((next, size, self.prefetch(&chats[next], stats[next])));
+                    }
+                    let history = match ahead.pop_front() {
+                        Some((queued, size, handle)) if queued == index => {
+                            ahead_bytes -= size;
+                            handle
+                        }
+                        // Not reached: reads are queued in chat order.
+                        other => {
+                            if let Some((queued, size, handle)) = other {
+                                ahead_bytes -= size;
+                                ahead.push_front((queued, size, handle));
+                            }
+                            self.prefetch(chat, stats[index])
+                        }
                     };
-                    reads.next();
-                    next = reads
-                        .peek()
-                        .map(|&index| (index, self.prefetch(&chats[index], stats[index])));
                     let fetched = match history.await {
                         Ok(fetched) => fetched,
                         Err(error) => History(
