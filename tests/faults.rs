@@ -340,6 +340,7 @@ impl Source for PanickingSource {
         Ok(ChatHistory {
             messages,
             unplaced_lines: 0,
+            content_sha256: None,
         })
     }
 }

@@ -21,6 +21,7 @@ on_both_backends!(
     a_client_that_disconnects_leaves_the_run_to_finish,
     a_second_caller_attaches_to_the_running_run,
     a_resync_adds_nothing_and_a_longer_export_adds_only_the_new_messages,
+    unchanged_files_are_skipped_and_changed_files_imported_again,
     telegram_exports_sync_with_their_own_ids,
     replay_then_ready_then_live_has_no_gap_and_no_duplicate_under_concurrent_writers,
     a_subscriber_resumes_after_a_disconnect_without_gap,
@@ -446,6 +447,112 @@ async fn a_resync_adds_nothing_and_a_longer_export_adds_only_the_new_messages(ba
     assert_eq!(messages.len(), 25);
     assert_eq!(messages.iter().filter(|m| m.text == "same").count(), 3);
     assert_eq!(head(&client).await, head_before + 3);
+}
+
+/// Sets a file's modification time.
+fn set_mtime(path: &std::path::Path, at: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(at))
+        .expect("set the file's modification time");
+}
+
+async fn unchanged_files_are_skipped_and_changed_files_imported_again(backend: Backend) {
+    use std::time::{Duration, SystemTime};
+    let dir = backend.dir.path().join("exports");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let old = SystemTime::now() - Duration::from_secs(3_600);
+    let alpha = write_android_chat(&dir, "Alpha", "a", 20);
+    let beta = write_android_chat(&dir, "Beta", "b", 10);
+    set_mtime(&alpha, old);
+    set_mtime(&beta, old);
+    let app = TestApp::spawn(&backend, vec![whatsapp_session("s", &dir)]).await;
+    let mut client = app.client().await;
+    let total = |frames: &[pb::SyncProgress]| frames.last().map(|f| f.total_messages_synced);
+
+    // A run with a limit records it: a later run for the whole history reads the files again.
+    assert_eq!(
+        total(&sync_frames(&mut client, "s", Some(5)).await),
+        Some(10)
+    );
+    assert_eq!(
+        total(&sync_frames(&mut client, "s", Some(0)).await),
+        Some(20)
+    );
+    let skipped = sync_frames(&mut client, "s", Some(0)).await;
+    assert_eq!(total(&skipped), Some(0));
+    use SyncStage::*;
+    assert_eq!(
+        stages(&skipped),
+        vec![
+            Started,
+            ChatSaved,
+            MessagesSaved,
+            ChatSaved,
+            MessagesSaved,
+            Completed
+        ],
+        "skipped chats keep the frame contract"
+    );
+
+    // Same size and time, an hour old: the file is taken as unchanged and not read at all
+    // (here its bytes were changed behind the fingerprint's back, and stay unread).
+    let original = std::fs::read_to_string(&alpha).expect("read");
+    let forged = original.replacen("a message 1\n", "z message 1\n", 1);
+    assert_eq!(forged.len(), original.len());
+    std::fs::write(&alpha, &forged).expect("write");
+    set_mtime(&alpha, old);
+    assert_eq!(
+        total(&sync_frames(&mut client, "s", Some(0)).await),
+        Some(0)
+    );
+    let texts = |messages: &[pb::Message]| -> HashSet<String> {
+        messages.iter().map(|m| m.text.clone()).collect()
+    };
+    assert!(!texts(&all_messages(&mut client, "s", "").await).contains("z message 1"));
+
+    // A changed file (its size and time differ) is read and its new messages stored.
+    let mut grown = original.clone();
+    grown
+        .push_str("13/01/2023, 09:00 - Ana: a message 21\n13/01/2023, 09:01 - Ben: a message 22\n");
+    std::fs::write(&alpha, &grown).expect("write");
+    set_mtime(&alpha, old + Duration::from_secs(60));
+    assert_eq!(
+        total(&sync_frames(&mut client, "s", Some(0)).await),
+        Some(2)
+    );
+    let head = sync_status(&client, "s").await.head_seq;
+
+    // A touched file (new time, same bytes) is hashed, found unchanged, and stores nothing.
+    set_mtime(&beta, old + Duration::from_secs(120));
+    assert_eq!(
+        total(&sync_frames(&mut client, "s", Some(0)).await),
+        Some(0)
+    );
+    assert_eq!(sync_status(&client, "s").await.head_seq, head);
+
+    // A file modified at (or after) the time it was looked at may change again within the
+    // same clock tick: its size and time prove nothing, so a same-size change with the same
+    // time is still found.
+    let gamma = write_android_chat(&dir, "Gamma", "c", 3);
+    let future = SystemTime::now() + Duration::from_secs(3_600);
+    set_mtime(&gamma, future);
+    assert_eq!(
+        total(&sync_frames(&mut client, "s", Some(0)).await),
+        Some(3)
+    );
+    let text = std::fs::read_to_string(&gamma).expect("read");
+    std::fs::write(&gamma, text.replacen("c message 1\n", "x message 1\n", 1)).expect("write");
+    set_mtime(&gamma, future);
+    assert_eq!(
+        total(&sync_frames(&mut client, "s", Some(0)).await),
+        Some(1)
+    );
+    let stored = texts(&all_messages(&mut client, "s", "").await);
+    assert!(stored.contains("x message 1"));
+    assert!(stored.contains("a message 22"));
+    assert_eq!(stored.len(), 20 + 2 + 10 + 3 + 1);
 }
 
 async fn telegram_exports_sync_with_their_own_ids(backend: Backend) {

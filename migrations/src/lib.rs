@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_initial;
 mod m20261121_000002_source_cursor;
 mod m20261130_000003_leases;
+mod m20261201_000004_source_files;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261121_000002_source_cursor::Migration),
             Box::new(m20261130_000003_leases::Migration),
+            Box::new(m20261201_000004_source_files::Migration),
         ]
     }
 }

@@ -17,9 +17,21 @@
 //! - When the server shuts down, a running run is stopped where it is (an import transaction
 //!   in flight rolls back) and persisted INTERRUPTED, its lease released; the next run
 //!   resumes it, skipping what was stored. [`SyncRuns::stopped`] waits for that.
-use std::collections::{HashMap, HashSet};
+//! - **Unchanged files are skipped.** For a source that reads each chat from a file of its
+//!   own ([`Source::chat_file`]), each full import of a file records its fingerprint (size,
+//!   modification time, SHA-256 of its bytes, the run's limit) in the import's transaction.
+//!   A later run skips a file whose size and time are unchanged, unless the recorded time was
+//!   within [`RACY_MS`] of when it was read (it may have changed again within the file
+//!   system's clock tick): then, as when size or time differ, the file is read and hashed, and
+//!   skipped if the hash is unchanged. A skipped chat gets its CHAT_SAVED and MESSAGES_SAVED
+//!   (0 messages) frames as usual. A run with a larger limit than the recorded import reads
+//!   the file again.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -28,7 +40,9 @@ use tracing::Instrument;
 
 use crate::model::{NewMessage, now_ms};
 use crate::sources::{ChatHistory, Source, SourceChat, SourceError};
-use crate::storage::{ImportChat, LeaseKind, RunClaim, Store, SyncRecord, SyncState};
+use crate::storage::{
+    FileFingerprint, FileRecord, ImportChat, LeaseKind, RunClaim, Store, SyncRecord, SyncState,
+};
 
 /// Messages stored per transaction: a chat larger than this gets one MESSAGES_SAVED frame
 /// per batch; smaller chats share a transaction, up to this many messages in all. A source
@@ -41,6 +55,20 @@ pub const CHATS_PER_BATCH: usize = 1_000;
 /// How often a running run persists its last frame (followers on other replicas see progress
 /// at this pace).
 const SAVE_EVERY: Duration = Duration::from_millis(500);
+
+/// The most chats whose histories are read ahead of the chat being stored.
+const READ_AHEAD: usize = 32;
+
+/// The most file bytes read ahead (the first chat ahead is read whatever its size).
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+
+/// The size a chat without a known file size counts for in [`READ_AHEAD_BYTES`].
+const UNKNOWN_SIZE: u64 = 1 << 20;
+
+/// A file whose recorded modification time is this close to when it was looked at (or
+/// later) may have changed again within the same clock tick without its time changing, so
+/// its size and time alone do not prove it unchanged (the "racy" case of git's index).
+pub const RACY_MS: i64 = 2_000;
 
 /// The limit SyncChats applies when the request gives none.
 pub const DEFAULT_LIMIT_PER_CHAT: u32 = 100;
@@ -232,6 +260,7 @@ impl SyncRuns {
             started_at_ms,
             last_saved: Instant::now(),
             failed_chats: Vec::new(),
+            files: HashMap::new(),
         };
         let span = tracing::info_span!("sync_run", session_id, sync_id);
         let active = Active::new(&self.active);
@@ -449,6 +478,28 @@ struct Pending {
     may_be_stored: bool,
     /// Why the chat's history could not be read; the chat row is still stored.
     failure: Option<String>,
+    /// The chat's file is unchanged since its last full import: nothing to store.
+    unchanged: bool,
+    /// The fingerprint to record with this chat's import (its file was read in full).
+    file: Option<FileRecord>,
+}
+
+/// A chat's file, as a run finds it before reading it.
+#[derive(Debug, Clone, Copy)]
+struct FileStat {
+    size: u64,
+    mtime_ns: i64,
+    /// When the size and time were read (Unix milliseconds).
+    checked_at_ms: i64,
+}
+
+/// What a prefetch task brings back.
+enum Fetched {
+    /// The file's bytes are unchanged though its size or time changed (or were racy); the
+    /// record with its new size and time.
+    Unchanged(FileRecord),
+    /// The history as read, and the fingerprint to record with its import.
+    History(Result<ChatHistory, SourceError>, Option<FileRecord>),
 }
 
 struct Job {
@@ -463,6 +514,8 @@ struct Job {
     started_at_ms: i64,
     last_saved: Instant,
     failed_chats: Vec<String>,
+    /// The recorded fingerprints of the session's files, by locator.
+    files: HashMap<String, FileRecord>,
 }
 
 impl Job {
@@ -480,13 +533,25 @@ impl Job {
                 self.progress.n_chats = chats.len() as u32;
                 self.publish(Stage::Started);
                 let stored_at_start = self.stored_chat_ids().await;
+                let stats = self.stat_files(&chats).await;
+                // Chats whose files are unchanged since their last full import are not read.
+                let unchanged: Vec<Option<u64>> = chats
+                    .iter()
+                    .zip(&stats)
+                    .map(|(chat, stat)| self.unchanged(chat, stat.as_ref()))
+                    .collect();
+                let to_read: Vec<usize> = (0..chats.len())
+                    .filter(|&index| unchanged[index].is_none())
+                    .collect();
                 let mut seen: HashSet<String> = HashSet::new();
                 let mut batch: Vec<Pending> = Vec::new();
-                // The next chat's history is read (and parsed) while this one is handled.
-                let mut next = chats.first().map(|chat| self.prefetch(chat));
+                // Histories are read (and parsed) ahead, in tasks of their own, while earlier
+                // chats are stored: up to READ_AHEAD chats and READ_AHEAD_BYTES of files.
+                let mut reads = to_read.iter().copied().peekable();
+                let mut ahead: VecDeque<(usize, u64, JoinHandle<Fetched>)> = VecDeque::new();
+                let mut ahead_bytes = 0u64;
+                let read_size = |index: usize| stats[index].map_or(UNKNOWN_SIZE, |s| s.size);
                 for (index, chat) in chats.iter().enumerate() {
-                    let history = next.take().unwrap_or_else(|| self.prefetch(chat));
-                    next = chats.get(index + 1).map(|chat| self.prefetch(chat));
                     let mut pending = Pending {
                         index: index as u32 + 1,
                         chat: chat.clone(),
@@ -494,13 +559,60 @@ impl Job {
                         unplaced_lines: 0,
                         may_be_stored: false,
                         failure: None,
+                        unchanged: false,
+                        file: None,
                     };
-                    match history.await {
-                        Err(error) => {
-                            pending.failure = Some(format!("history task failed: {error}"))
+                    if let Some(unplaced_lines) = unchanged[index] {
+                        seen.insert(chat.chat_id.clone());
+                        pending.unchanged = true;
+                        pending.unplaced_lines = unplaced_lines;
+                        self.queue(&mut batch, pending).await;
+                        continue;
+                    }
+                    while let Some(&next) = reads.peek() {
+                        let size = read_size(next);
+                        if !ahead.is_empty()
+                            && (ahead.len() >= READ_AHEAD || ahead_bytes + size > READ_AHEAD_BYTES)
+                        {
+                            break;
                         }
-                        Ok(Err(error)) => pending.failure = Some(error.to_string()),
-                        Ok(Ok(history)) => {
+                        reads.next();
+                        ahead_bytes += size;
+                        ahead.push_back((next, size, self.prefetch(&chats[next], stats[next])));
+                    }
+                    let history = match ahead.pop_front() {
+                        Some((queued, size, handle)) if queued == index => {
+                            ahead_bytes -= size;
+                            handle
+                        }
+                        // Not reached: reads are queued in chat order.
+                        other => {
+                            if let Some((queued, size, handle)) = other {
+                                ahead_bytes -= size;
+                                ahead.push_front((queued, size, handle));
+                            }
+                            self.prefetch(chat, stats[index])
+                        }
+                    };
+                    let fetched = match history.await {
+                        Ok(fetched) => fetched,
+                        Err(error) => History(
+                            Err(SourceError::Invalid(format!(
+                                "history task failed: {error}"
+                            ))),
+                            None,
+                        ),
+                    };
+                    match fetched {
+                        Unchanged(record) => {
+                            seen.insert(chat.chat_id.clone());
+                            pending.unchanged = true;
+                            pending.unplaced_lines = record.unplaced_lines;
+                            pending.file = Some(record);
+                        }
+                        History(Err(error), _) => pending.failure = Some(error.to_string()),
+                        History(Ok(history), file) => {
+                            pending.file = file;
                             pending.unplaced_lines = history.unplaced_lines;
                             let messages = history.messages;
                             // A chat met earlier in this run (the same chat exported twice)
@@ -518,23 +630,7 @@ impl Job {
                             pending.may_be_stored = may_hold_messages;
                         }
                     }
-                    // A large chat is checked and stored on its own, in batches; small ones
-                    // are checked when their batch is stored.
-                    if pending.messages.len() > self.batch {
-                        self.flush(&mut batch).await;
-                        self.import_large(pending).await;
-                    } else {
-                        let queued: usize = batch.iter().map(|p| p.messages.len()).sum();
-                        if queued + pending.messages.len() > self.batch
-                            || batch.len() >= CHATS_PER_BATCH
-                        {
-                            self.flush(&mut batch).await;
-                        }
-                        batch.push(pending);
-                    }
-                    if self.last_saved.elapsed() > SAVE_EVERY {
-                        self.save(SyncState::Running, None, None).await;
-                    }
+                    self.queue(&mut batch, pending).await;
                 }
                 self.flush(&mut batch).await;
                 self.progress.error = if self.failed_chats.is_empty() {
@@ -562,6 +658,73 @@ impl Job {
         }
     }
 
+    /// Queues a chat for the next import transaction (a large one is stored at once, on its
+    /// own, in batches), and persists the progress every [`SAVE_EVERY`].
+    async fn queue(&mut self, batch: &mut Vec<Pending>, pending: Pending) {
+        // A large chat is checked and stored on its own, in batches; small ones are checked
+        // when their batch is stored.
+        if pending.messages.len() > self.batch {
+            self.flush(batch).await;
+            self.import_large(pending).await;
+        } else {
+            let queued: usize = batch.iter().map(|p| p.messages.len()).sum();
+            if queued + pending.messages.len() > self.batch || batch.len() >= CHATS_PER_BATCH {
+                self.flush(batch).await;
+            }
+            batch.push(pending);
+        }
+        if self.last_saved.elapsed() > SAVE_EVERY {
+            self.save(SyncState::Running, None, None).await;
+        }
+    }
+
+    /// Reads the size and time of every chat's file (for sources with [`Source::chat_file`]),
+    /// before any is read, and loads the session's recorded fingerprints into `self.files`.
+    /// A file that cannot be looked at gets `None` (it is read, and its error reported, as
+    /// usual).
+    async fn stat_files(&mut self, chats: &[SourceChat]) -> Vec<Option<FileStat>> {
+        let paths: Vec<Option<PathBuf>> = chats.iter().map(|c| self.source.chat_file(c)).collect();
+        if paths.iter().all(Option::is_none) {
+            return vec![None; chats.len()];
+        }
+        match self.store.source_files(&self.progress.session_id).await {
+            Ok(files) => self.files = files,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read file fingerprints; reading every file")
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|path| path.as_deref().and_then(stat_file))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; chats.len()])
+    }
+
+    /// `Some(unplaced lines)` when the chat's file is proven unchanged by its size and time
+    /// alone since an import that covered this run's limit.
+    fn unchanged(&self, chat: &SourceChat, stat: Option<&FileStat>) -> Option<u64> {
+        let record = self.covering_record(chat)?;
+        let stat = stat?;
+        let same = record.fingerprint.size == stat.size
+            && record.fingerprint.mtime_ns == stat.mtime_ns
+            && !is_racy(record);
+        same.then_some(record.unplaced_lines)
+    }
+
+    /// The chat's recorded fingerprint, when its import covered this run's limit.
+    fn covering_record(&self, chat: &SourceChat) -> Option<&FileRecord> {
+        let record = self.files.get(&chat.locator)?;
+        let covers = match (record.limit_per_chat, self.limit) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(recorded), Some(wanted)) => wanted as u64 <= recorded,
+        };
+        (covers && record.chat_id == chat.chat_id).then_some(record)
+    }
+
     /// Ends the run: persists the final state first, then retires the run (a caller that comes
     /// later starts a new one) and publishes the last frame. A caller that sees
     /// COMPLETED or FAILED therefore already reads the final state from GetSyncStatus.
@@ -573,12 +736,67 @@ impl Job {
         self.run.publish(frame);
     }
 
-    /// Reads a chat's history in a task of its own, so it can run ahead of the writes.
-    fn prefetch(&self, chat: &SourceChat) -> JoinHandle<Result<ChatHistory, SourceError>> {
+    /// Reads a chat's history in a task of its own, so it can run ahead of the writes. A chat
+    /// with a file (`stat` was read before) gets the fingerprint to record; one whose file's
+    /// size or time changed since a covering import is first hashed, and not read further
+    /// when its bytes are unchanged.
+    fn prefetch(&self, chat: &SourceChat, stat: Option<FileStat>) -> JoinHandle<Fetched> {
         let source = self.source.clone();
         let chat = chat.clone();
         let limit = self.limit;
-        tokio::spawn(async move { source.fetch_history(&chat, limit).await }.in_current_span())
+        let known = self.covering_record(&chat).cloned();
+        let path = self.source.chat_file(&chat);
+        let task = async move {
+            let (Some(path), Some(stat)) = (path, stat) else {
+                return History(source.fetch_history(&chat, limit).await, None);
+            };
+            let mut hashed = None;
+            if let Some(known) = known {
+                let file = path.clone();
+                let digest = tokio::task::spawn_blocking(move || hash_file(&file))
+                    .await
+                    .ok()
+                    .flatten();
+                if digest == Some(known.fingerprint.sha256) {
+                    return Unchanged(FileRecord {
+                        fingerprint: FileFingerprint {
+                            size: stat.size,
+                            mtime_ns: stat.mtime_ns,
+                            sha256: known.fingerprint.sha256,
+                        },
+                        checked_at_ms: stat.checked_at_ms,
+                        ..known
+                    });
+                }
+                hashed = digest;
+            }
+            let history = source.fetch_history(&chat, limit).await;
+            let Ok(read) = &history else {
+                return History(history, None);
+            };
+            // The hash of the bytes parsed, when the source knows it; else the file's now
+            // (read after the size and time, so a later change is seen by the next run).
+            let sha256 = match read.content_sha256.or(hashed) {
+                Some(sha256) => Some(sha256),
+                None => tokio::task::spawn_blocking(move || hash_file(&path))
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let record = sha256.map(|sha256| FileRecord {
+                chat_id: chat.chat_id.clone(),
+                fingerprint: FileFingerprint {
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    sha256,
+                },
+                checked_at_ms: stat.checked_at_ms,
+                limit_per_chat: limit.map(|limit| limit as u64),
+                unplaced_lines: read.unplaced_lines,
+            });
+            History(history, record)
+        };
+        tokio::spawn(task.in_current_span())
     }
 
     /// The ids of the chats stored when the run starts, or `None` when they cannot be read
@@ -612,8 +830,10 @@ impl Job {
         if batch.is_empty() {
             return;
         }
+        // Chats whose files are unchanged store nothing (but a refreshed fingerprint).
         let items: Vec<ImportChat<'_>> = batch
             .iter()
+            .filter(|pending| !pending.unchanged)
             .map(|pending| ImportChat {
                 chat_id: &pending.chat.chat_id,
                 name: &pending.chat.name,
@@ -621,20 +841,41 @@ impl Job {
                 may_be_stored: pending.may_be_stored,
             })
             .collect();
-        let result = self.store.import(&self.progress.session_id, &items).await;
+        let files: Vec<(&str, &FileRecord)> = batch
+            .iter()
+            .filter_map(|pending| Some((pending.chat.locator.as_str(), pending.file.as_ref()?)))
+            .collect();
+        let result = if items.is_empty() && files.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store
+                .import_with_files(&self.progress.session_id, &items, &files)
+                .await
+        };
         drop(items);
+        drop(files);
         let result = result.map_err(|error| error.public_text());
-        for (position, pending) in batch.drain(..).enumerate() {
+        let mut position = 0;
+        for pending in batch.drain(..) {
             self.begin_chat(&pending);
+            let stored = if pending.unchanged {
+                0
+            } else {
+                position += 1;
+                result
+                    .as_ref()
+                    .ok()
+                    .and_then(|counts| counts.get(position - 1).copied())
+                    .unwrap_or_default()
+            };
             match (&result, pending.failure) {
                 (Err(error), _) => self.fail_chat(error.clone()),
                 (Ok(_), Some(failure)) => {
                     self.publish(Stage::ChatSaved);
                     self.fail_chat(failure);
                 }
-                (Ok(counts), None) => {
+                (Ok(_), None) => {
                     self.publish(Stage::ChatSaved);
-                    let stored = counts.get(position).copied().unwrap_or_default();
                     self.progress.messages_synced = stored;
                     self.progress.total_messages_synced += stored;
                     self.publish(Stage::MessagesSaved);
@@ -646,6 +887,7 @@ impl Job {
     /// Stores a chat too large for one batch on its own, one MESSAGES_SAVED per batch.
     async fn import_large(&mut self, pending: Pending) {
         self.begin_chat(&pending);
+        let batches = pending.messages.len().div_ceil(self.batch);
         for (number, slice) in pending.messages.chunks(self.batch).enumerate() {
             let item = ImportChat {
                 chat_id: &pending.chat.chat_id,
@@ -653,7 +895,18 @@ impl Job {
                 messages: slice,
                 may_be_stored: pending.may_be_stored,
             };
-            match self.store.import(&self.progress.session_id, &[item]).await {
+            // The file's fingerprint goes with the last batch: only a whole import counts.
+            let file: Vec<(&str, &FileRecord)> = match &pending.file {
+                Some(record) if number + 1 == batches => {
+                    vec![(pending.chat.locator.as_str(), record)]
+                }
+                _ => Vec::new(),
+            };
+            match self
+                .store
+                .import_with_files(&self.progress.session_id, &[item], &file)
+                .await
+            {
                 Ok(counts) => {
                     if number == 0 {
                         self.publish(Stage::ChatSaved);
@@ -734,4 +987,36 @@ impl Job {
             tracing::error!(error = %save_error, "cannot persist sync state");
         }
     }
+}
+
+use Fetched::{History, Unchanged};
+
+/// Whether a recorded size and time cannot prove the file unchanged: the file was modified
+/// within [`RACY_MS`] of when it was looked at.
+fn is_racy(record: &FileRecord) -> bool {
+    record.fingerprint.mtime_ns >= record.checked_at_ms.saturating_sub(RACY_MS) * 1_000_000
+}
+
+/// A file's size and modification time, read now; `None` when it cannot be looked at.
+fn stat_file(path: &Path) -> Option<FileStat> {
+    let checked_at_ms = now_ms();
+    let metadata = std::fs::metadata(path).ok()?;
+    let mtime = metadata.modified().ok()?;
+    let mtime_ns = match mtime.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).ok()?,
+        Err(before) => -i64::try_from(before.duration().as_nanos()).ok()?,
+    };
+    Some(FileStat {
+        size: metadata.len(),
+        mtime_ns,
+        checked_at_ms,
+    })
+}
+
+/// The SHA-256 of a file's bytes; `None` when it cannot be read.
+fn hash_file(path: &Path) -> Option<[u8; 32]> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(hasher.finalize().into())
 }

@@ -54,6 +54,10 @@ pub struct ChatHistory {
     pub messages: Vec<NewMessage>,
     /// Input lines (or records) that could not be placed in any message.
     pub unplaced_lines: u64,
+    /// The SHA-256 of the file bytes the history was parsed from, when it was read whole
+    /// from [`Source::chat_file`] (a sync run records it, see [`crate::storage::files`]).
+    /// `None` otherwise; the run then hashes the file itself.
+    pub content_sha256: Option<[u8; 32]>,
 }
 
 /// What a source accepted for sending.
@@ -115,6 +119,15 @@ pub trait Source: Send + Sync + 'static {
         chat: &SourceChat,
         limit: Option<usize>,
     ) -> Result<ChatHistory, SourceError>;
+
+    /// The file a chat's whole history is read from, for sources that read each chat from a
+    /// file of its own (WhatsApp exports). A sync run then records the file's fingerprint
+    /// with the import and skips the file while it is unchanged (see
+    /// [`crate::service::sync`]). Default `None`: every run reads every chat.
+    fn chat_file(&self, chat: &SourceChat) -> Option<std::path::PathBuf> {
+        let _ = chat;
+        None
+    }
 
     /// Whether SendMessage works on this source at all. Read-only sources keep the default.
     fn can_send(&self) -> bool {

@@ -14,8 +14,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::{change, chat, message};
-use super::rows::{ROWS_PER_UNNEST, change_row, messages_insert, messages_unnest};
-use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
+use super::rows::{ROWS_PER_UNNEST, change_row, messages_insert_sqlite, messages_unnest};
+use super::{FileRecord, ROWS_PER_INSERT, Store, WriteTxn, statement_chunks, storable};
 use crate::error::Result;
 use crate::model::{MessageStatus, NewMessage, now_ms};
 
@@ -43,11 +43,23 @@ impl Store {
     /// PostgreSQL: one `UNNEST` of column arrays per 10,000 rows), so a batch of many small
     /// chats costs a handful of statements, not a few per chat.
     pub async fn import(&self, session_id: &str, chats: &[ImportChat<'_>]) -> Result<Vec<u64>> {
-        if chats.is_empty() {
+        self.import_with_files(session_id, chats, &[]).await
+    }
+
+    /// [`Store::import`], and in the same transaction the fingerprints of the files these
+    /// chats were read from in full, as `(locator, record)` (see [`super::files`]).
+    pub async fn import_with_files(
+        &self,
+        session_id: &str,
+        chats: &[ImportChat<'_>],
+        files: &[(&str, &FileRecord)],
+    ) -> Result<Vec<u64>> {
+        if chats.is_empty() && files.is_empty() {
             return Ok(Vec::new());
         }
         let mut txn = self.write(session_id).await?;
         let counts = txn.import_chats(chats).await?;
+        txn.record_files(files).await?;
         txn.commit().await?;
         Ok(counts)
     }
@@ -62,7 +74,7 @@ impl WriteTxn {
         ids.sort_unstable();
         ids.dedup();
         let mut stored: HashMap<String, String> = HashMap::new();
-        for chunk in ids.chunks(500) {
+        for chunk in statement_chunks(&ids, 512) {
             let rows = chat::Entity::find()
                 .filter(chat::Column::SessionId.eq(session_id))
                 .filter(chat::Column::ChatId.is_in(chunk.iter().copied()))
@@ -147,7 +159,7 @@ impl WriteTxn {
             counts.push(count);
         }
         // 6 and 7 columns: well under the bound-variable limit at ROWS_PER_INSERT rows.
-        for rows in new_chats.chunks(ROWS_PER_INSERT) {
+        for rows in statement_chunks(&new_chats, ROWS_PER_INSERT) {
             chat::Entity::insert_many(rows.to_vec())
                 .exec_without_returning(self.conn())
                 .await?;
@@ -161,7 +173,7 @@ impl WriteTxn {
                 .exec(self.conn())
                 .await?;
         }
-        for rows in change_rows.chunks(ROWS_PER_INSERT) {
+        for rows in statement_chunks(&change_rows, ROWS_PER_INSERT) {
             change::Entity::insert_many(rows.to_vec())
                 .exec_without_returning(self.conn())
                 .await?;
@@ -173,9 +185,9 @@ impl WriteTxn {
                     .await?;
             }
         } else {
-            for rows in message_rows.chunks(ROWS_PER_INSERT) {
+            for rows in statement_chunks(&message_rows, ROWS_PER_INSERT) {
                 self.conn()
-                    .execute(&messages_insert(session_id, rows, now))
+                    .execute_raw(messages_insert_sqlite(session_id, rows, now))
                     .await?;
             }
         }
@@ -185,7 +197,7 @@ impl WriteTxn {
     /// The provider ids stored in these chats, by chat id. One query per 500 chats.
     async fn provider_ids(&self, chat_ids: &[&str]) -> Result<HashMap<String, HashSet<String>>> {
         let mut known: HashMap<String, HashSet<String>> = HashMap::new();
-        for ids in chat_ids.chunks(500) {
+        for ids in statement_chunks(chat_ids, 512) {
             let rows: Vec<(String, String)> = message::Entity::find()
                 .select_only()
                 .column(message::Column::ChatId)

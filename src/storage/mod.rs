@@ -22,10 +22,11 @@
 //!
 //! Layout: [`write`] (the write transaction), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
-//! (bulk import), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
+//! (bulk import), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
 //! change feed), [`rows`] (row conversions).
 pub mod changes;
 pub mod entities;
+pub mod files;
 pub mod heads;
 pub mod import;
 pub mod messages;
@@ -40,14 +41,41 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::error::{Error, Result};
+pub use files::{FileFingerprint, FileRecord};
 pub use import::ImportChat;
 pub use messages::{MessageEdit, MessageRef};
 pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord, SyncState};
 pub use write::WriteTxn;
 
+/// The most page cache one SQLite connection keeps, in KiB (`PRAGMA cache_size`).
+pub const SQLITE_CACHE_KIB: u32 = 32 * 1024;
+
 /// Rows per multi-row INSERT: 12 message columns × 2,000 rows = 24,000 bound variables, under
 /// SQLite's limit of 32,766.
 pub const ROWS_PER_INSERT: usize = 2_000;
+
+/// Splits `items` into runs of `max` items, then the rest into runs whose lengths are
+/// distinct powers of two (largest first). A multi-row statement's SQL depends on its row
+/// count, and each connection caches one prepared statement per SQL text: with these sizes an
+/// import prepares at most about log2(`max`) + 1 statements per table and reuses them, instead
+/// of preparing (and caching, each up to `max` rows of parameters) one more for every batch's
+/// tail.
+pub(crate) fn statement_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let take = if rest.len() >= max {
+            max
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// PostgreSQL connections per process unless configured (`database_max_connections`).
 pub const DEFAULT_POOL_SIZE: u32 = 16;
@@ -77,7 +105,8 @@ impl Store {
     /// Connects to `url` (`sqlite://FILE` or `postgres://...`) and runs the migrations.
     ///
     /// SQLite files are created when missing and opened in WAL mode with
-    /// `synchronous = NORMAL` and a 10 s busy timeout, with a pool of readers; writers are
+    /// `synchronous = NORMAL`, a 10 s busy timeout, up to [`SQLITE_CACHE_KIB`] of page cache
+    /// per connection, statement journals in memory and a WAL checkpoint every 8,192 pages, with a pool of readers; writers are
     /// queued in process. The file is then locked for this process: `FailedPrecondition` when
     /// another process holds it.
     ///
@@ -105,6 +134,17 @@ impl Store {
                         .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                         .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                         .busy_timeout(Duration::from_secs(10))
+                        // A page cache of up to SQLITE_CACHE_KIB per connection (grown only as
+                        // pages are used): the default 2 MB spilled a large import's index
+                        // pages to the WAL and read them back.
+                        .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
+                        // Statement journals (a multi-row INSERT inside a transaction keeps
+                        // one) in memory instead of temporary files.
+                        .pragma("temp_store", "memory")
+                        // Checkpoint the WAL every 8,192 pages (32 MB) instead of 1,000: an
+                        // import's transactions rewrite the same index pages, which are then
+                        // copied back once, not after every batch.
+                        .pragma("wal_autocheckpoint", "8192")
                 });
         } else {
             options.max_connections(pool_size.max(2));
@@ -226,5 +266,30 @@ fn storable(text: &str) -> Cow<'_, str> {
         Cow::Owned(text.replace('\0', "\u{FFFD}"))
     } else {
         Cow::Borrowed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_chunks;
+
+    #[test]
+    fn statement_chunks_cover_everything_in_few_distinct_sizes() {
+        for n in [0usize, 1, 2, 3, 1_999, 2_000, 2_001, 4_095, 10_000, 12_345] {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&items, 2_000).collect();
+            assert_eq!(chunks.concat(), items, "n = {n}");
+            for chunk in &chunks {
+                assert!(chunk.len() == 2_000 || chunk.len().is_power_of_two());
+            }
+            let tails: Vec<usize> = chunks
+                .iter()
+                .map(|c| c.len())
+                .filter(|&l| l < 2_000)
+                .collect();
+            let mut distinct = tails.clone();
+            distinct.dedup();
+            assert_eq!(tails, distinct, "each tail size once, n = {n}");
+        }
     }
 }

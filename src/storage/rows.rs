@@ -1,7 +1,6 @@
 //! Row conversions: entity rows to domain types and back, and the bulk message INSERTs
 //! (multi-row `VALUES` on SQLite, `UNNEST` arrays on PostgreSQL).
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, InsertStatement, Query};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::{change, chat, message};
@@ -69,47 +68,46 @@ pub(super) fn new_message_row(
     }
 }
 
-/// One multi-row INSERT of `messages` (at most [`ROWS_PER_INSERT`] rows), the i-th row taking
-/// seq `first_seq + i`. Built with sea-query directly: the same columns and values as
-/// [`new_message_row`], without going through an `ActiveModel` per row.
-pub(super) fn messages_insert(
+/// SQLite's bulk INSERT of `messages`, the i-th row taking its seq from `rows`: the same columns
+/// and values as [`new_message_row`], as
+/// plain SQL text (`VALUES (?, …), …`, one row of 12 placeholders per message) and one value
+/// per placeholder, without building a sea-query statement (an expression per value) first.
+/// At most [`ROWS_PER_INSERT`] rows.
+pub(super) fn messages_insert_sqlite(
     session_id: &str,
     rows: &[(&str, &NewMessage, u64)],
     now: i64,
-) -> InsertStatement {
+) -> sea_orm::Statement {
+    use sea_orm::sea_query::Value;
     debug_assert!(rows.len() <= ROWS_PER_INSERT);
-    let mut insert = Query::insert();
-    insert.into_table(message::Entity).columns([
-        message::Column::SessionId,
-        message::Column::ChatId,
-        message::Column::ProviderMessageId,
-        message::Column::ClientMessageId,
-        message::Column::Sender,
-        message::Column::Text,
-        message::Column::Kind,
-        message::Column::Status,
-        message::Column::FromMe,
-        message::Column::SentAt,
-        message::Column::Seq,
-        message::Column::UpdatedAt,
-    ]);
-    for (chat_id, new, seq) in rows {
-        insert.values_panic([
-            Expr::value(session_id),
-            Expr::value(*chat_id),
-            Expr::value(new.provider_message_id.as_str()),
-            Expr::value(new.client_message_id.clone()),
-            Expr::value(storable(&new.sender).as_ref()),
-            Expr::value(storable(&new.text).as_ref()),
-            Expr::value(new.kind.as_i16()),
-            Expr::value(new.status.as_i16()),
-            Expr::value(new.from_me),
-            Expr::value(new.sent_at_ms),
-            Expr::value(*seq as i64),
-            Expr::value(now),
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let mut sql = String::with_capacity(200 + rows.len() * (ROW.len() + 2));
+    sql.push_str(
+        "INSERT INTO messages (session_id, chat_id, provider_message_id, client_message_id, \
+         sender, text, kind, status, from_me, sent_at, seq, updated_at) VALUES ",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 12);
+    for (i, (chat_id, new, seq)) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(ROW);
+        values.extend([
+            Value::from(session_id),
+            Value::from(*chat_id),
+            Value::from(new.provider_message_id.as_str()),
+            Value::from(new.client_message_id.clone()),
+            Value::from(storable(&new.sender).into_owned()),
+            Value::from(storable(&new.text).into_owned()),
+            Value::from(new.kind.as_i16()),
+            Value::from(new.status.as_i16()),
+            Value::from(new.from_me),
+            Value::from(new.sent_at_ms),
+            Value::from(*seq as i64),
+            Value::from(now),
         ]);
     }
-    insert
+    sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values)
 }
 
 pub(super) fn message_from_row(row: message::Model) -> Message {
@@ -141,7 +139,8 @@ pub(super) fn chat_from_row(row: chat::Model) -> Chat {
 /// no bound-variable limit; this only bounds one statement's memory.
 pub(super) const ROWS_PER_UNNEST: usize = 10_000;
 
-/// PostgreSQL's bulk INSERT of `messages`: the same columns and values as [`messages_insert`],
+/// PostgreSQL's bulk INSERT of `messages`: the same columns and values as
+/// [`messages_insert_sqlite`],
 /// sent as one array per column and expanded by `UNNEST` on the server, so a batch costs one
 /// short statement and a handful of parameters instead of 12 per row.
 pub(super) fn messages_unnest(

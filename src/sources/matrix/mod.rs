@@ -517,6 +517,7 @@ impl Source for Matrix {
         Ok(ChatHistory {
             messages,
             unplaced_lines: 0,
+            content_sha256: None,
         })
     }
 

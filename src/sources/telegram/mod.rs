@@ -202,6 +202,7 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
     ChatHistory {
         messages,
         unplaced_lines: chat.skipped as u64,
+        content_sha256: None,
     }
 }
 

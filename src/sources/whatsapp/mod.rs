@@ -97,6 +97,10 @@ impl Source for WhatsAppExport {
             .map_err(|error| SourceError::Invalid(format!("listing task failed: {error}")))?
     }
 
+    fn chat_file(&self, chat: &SourceChat) -> Option<PathBuf> {
+        Some(PathBuf::from(&chat.locator))
+    }
+
     async fn fetch_history(
         &self,
         chat: &SourceChat,
@@ -113,6 +117,10 @@ impl Source for WhatsAppExport {
             log_unplaced(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
             keep_most_recent(&mut history.messages, limit);
+            // A plain file's bytes are the file: their hash is the file's (a zip's are not).
+            if !is_zip(&path) {
+                history.content_sha256 = Some(Sha256::digest(&bytes).into());
+            }
             Ok(history)
         })
         .await
@@ -162,7 +170,10 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
             let sender = message.sender.unwrap_or_default();
             let digest = entry_digest(chat_id, &message.timestamp, &sender, &message.text);
             let occurrence = occurrences.entry(digest).or_insert(0);
-            let provider_message_id = format!("{}-{occurrence}", hex(&digest));
+            let mut provider_message_id = hex(&digest);
+            provider_message_id.push('-');
+            let _ =
+                std::fmt::Write::write_fmt(&mut provider_message_id, format_args!("{occurrence}"));
             *occurrence += 1;
             NewMessage {
                 provider_message_id,
@@ -179,6 +190,7 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
     ChatHistory {
         messages,
         unplaced_lines: parsed.unplaced.len() as u64,
+        content_sha256: None,
     }
 }
 
@@ -201,13 +213,13 @@ fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &s
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2 + 4);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 /// Reads a wall-clock time in `timezone` as a UTC instant, in Unix milliseconds. A time that
@@ -329,6 +341,13 @@ pub fn chat_id_for_name(name: &str) -> String {
     }
 }
 
+/// Whether an export path names a zip archive (by its extension).
+fn is_zip(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+}
+
 /// Reads an export: a text file, or the `_chat.txt` (else the only `.txt`) inside a zip, within
 /// `limits` (see [`read_zip_export`]).
 fn read_export(path: &Path, limits: &ExportLimits) -> Result<Vec<u8>, SourceError> {
@@ -337,12 +356,8 @@ fn read_export(path: &Path, limits: &ExportLimits) -> Result<Vec<u8>, SourceErro
         context: format!("cannot read {shown}"),
         source,
     };
-    let is_zip = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
     let file = std::fs::File::open(path).map_err(io_error)?;
-    if is_zip {
+    if is_zip(path) {
         return read_zip_export(std::io::BufReader::new(file), &shown, limits);
     }
     let declared = file.metadata().ok().map(|metadata| metadata.len());

@@ -5,3 +5,4 @@ pub mod chat;
 pub mod lease;
 pub mod message;
 pub mod session;
+pub mod source_file;
