@@ -207,8 +207,8 @@ async fn https_get(app: &TestApp, pki: &Pki, path: &str) -> (u16, String) {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let ca = rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem().as_bytes())
-        .expect("CA DER");
+    let ca =
+        rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).expect("CA DER");
     roots.add(ca).expect("CA root");
     let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -552,10 +552,10 @@ async fn tokens_from_env_and_file_are_accepted_and_unknown_ones_refused() {
 
 /// Lists services through reflection; the status of the first answer.
 async fn reflect(channel: Channel, secret: Option<&str>) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -571,11 +571,7 @@ async fn reflect(channel: Channel, secret: Option<&str>) -> Result<Vec<String>, 
         .server_reflection_info(request)
         .await?
         .into_inner();
-    let answer = answers
-        .next()
-        .await
-        .expect("one answer")?
-        .message_response;
+    let answer = answers.next().await.expect("one answer")?.message_response;
     match answer {
         Some(MessageResponse::ListServicesResponse(list)) => {
             Ok(list.service.into_iter().map(|s| s.name).collect())
@@ -704,9 +700,7 @@ async fn max_subscriptions_cuts_off_with_resource_exhausted_and_frees_slots() {
     // The client closes its first stream: the slot comes back.
     drop(first);
     let _third = subscribe_once_freed(&mut client, None).await;
-    let status = subscribe(&mut client, None)
-        .await
-        .expect_err("full again");
+    let status = subscribe(&mut client, None).await.expect_err("full again");
     assert_eq!(status.code(), Code::ResourceExhausted);
 }
 
@@ -727,7 +721,11 @@ async fn a_token_limit_applies_to_that_token_only() {
         .await
         .expect_err("the token's second");
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("this token"), "{}", status.message());
+    assert!(
+        status.message().contains("this token"),
+        "{}",
+        status.message()
+    );
     let mut others = Vec::new();
     for _ in 0..3 {
         others.push(
@@ -837,7 +835,11 @@ async fn list_messages_pages_of_large_messages_fit_a_default_client() {
             .expect("a backward page fits a default client")
             .into_inner();
         assert!(!page.messages.is_empty());
-        let mut texts: Vec<String> = page.messages.iter().map(|m| m.text[..3].to_owned()).collect();
+        let mut texts: Vec<String> = page
+            .messages
+            .iter()
+            .map(|m| m.text[..3].to_owned())
+            .collect();
         texts.extend(seen);
         seen = texts;
         before_seq = page.next_seq;
@@ -846,4 +848,44 @@ async fn list_messages_pages_of_large_messages_fit_a_default_client() {
         }
     }
     assert_eq!(seen, expected, "every message once, backwards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_a_tls_server_with_its_ca_certificate() {
+    let backend = Backend::sqlite();
+    let pki = Pki::new(backend.dir.path());
+    let app = TestApp::spawn_with(&backend, vec![local_session("notes")], |config| {
+        pki.serve_tls(config);
+        config.tokens = vec![token("cli-tls-token", &["*"])];
+    })
+    .await;
+    let server = format!("https://localhost:{}", app.addr.port());
+    let cli = |ca: Option<&Path>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatsync"));
+        command
+            .args([
+                "send",
+                "notes",
+                "general",
+                "from the CLI over TLS",
+                "--json",
+            ])
+            .args(["--server", &server, "--token", "cli-tls-token"])
+            .env_remove("CHATSYNC_CA_CERT")
+            .kill_on_drop(true);
+        if let Some(ca) = ca {
+            command.arg("--ca-cert").arg(ca);
+        }
+        command.output()
+    };
+    let output = cli(Some(&pki.ca)).await.expect("run the CLI");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("from the CLI over TLS"));
+    // Without the CA, the public roots do not vouch for the test's certificate.
+    let output = cli(None).await.expect("run the CLI");
+    assert!(!output.status.success(), "an unknown CA is not trusted");
 }
