@@ -41,6 +41,9 @@ pub const SESSION_HEALTH_PREFIX: &str = "chatsync.session.";
 /// The longest a shutdown waits for connections to close before the server stops anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// The longest a client may take to complete its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A built, bound server.
 pub struct Application {
     listener: TcpListener,
@@ -228,10 +231,13 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
         std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read {key} {}: {e}", path.display()))
     };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "tls_cert_file")?,
-        read(key, "tls_key_file")?,
-    ));
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read(cert, "tls_cert_file")?,
+            read(key, "tls_key_file")?,
+        ))
+        // A connection that does not finish its handshake does not hold memory for long.
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
     if let Some(ca) = &config.tls_client_ca_file {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "tls_client_ca_file")?));
     }

@@ -409,13 +409,17 @@ fn tokens_on_a_non_loopback_address_need_tls_or_an_explicit_opt_in() {
     tls.tls_key_file = Some("/etc/chatsync/key.pem".into());
     tls.validate().expect("tokens with TLS");
 
-    let mut half = Config::default();
-    half.tls_cert_file = Some("/etc/chatsync/cert.pem".into());
+    let half = Config {
+        tls_cert_file: Some("/etc/chatsync/cert.pem".into()),
+        ..Config::default()
+    };
     let text = half.validate().expect_err("cert without key").to_string();
     assert!(text.contains("tls_key_file"), "{text}");
 
-    let mut mutual = Config::default();
-    mutual.tls_client_ca_file = Some("/etc/chatsync/ca.pem".into());
+    let mutual = Config {
+        tls_client_ca_file: Some("/etc/chatsync/ca.pem".into()),
+        ..Config::default()
+    };
     let text = mutual.validate().expect_err("mTLS without TLS").to_string();
     assert!(text.contains("tls_client_ca_file"), "{text}");
 }
@@ -888,4 +892,35 @@ async fn the_cli_reaches_a_tls_server_with_its_ca_certificate() {
     // Without the CA, the public roots do not vouch for the test's certificate.
     let output = cli(None).await.expect("run the CLI");
     assert!(!output.status.success(), "an unknown CA is not trusted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_or_invalid_tls_files_fail_the_start() {
+    let backend = Backend::sqlite();
+    let pki = Pki::new(backend.dir.path());
+    let junk = backend.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").expect("junk");
+    let build = |cert: PathBuf, key: PathBuf| {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            database_url: backend.database_url.clone(),
+            sessions: vec![local_session("notes")],
+            tls_cert_file: Some(cert),
+            tls_key_file: Some(key),
+            ..Config::default()
+        };
+        async move {
+            match chatsync::server::Application::build(config).await {
+                Ok(_) => panic!("must refuse"),
+                Err(error) => error.to_string(),
+            }
+        }
+    };
+    let missing = build(backend.dir.path().join("nope.pem"), pki.server_key.clone()).await;
+    assert!(missing.contains("cannot read tls_cert_file"), "{missing}");
+    let invalid = build(junk, pki.server_key.clone()).await;
+    assert!(
+        invalid.contains("invalid TLS certificate or key"),
+        "{invalid}"
+    );
 }
