@@ -258,8 +258,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what types cannot: unique session ids, a sane heartbeat, and that a server
-    /// without tokens listens on loopback only.
+    /// Checks what types cannot: unique session ids, a sane heartbeat, readable tokens (each
+    /// from exactly one source), TLS files in pairs, positive limits, that a server without
+    /// tokens listens on loopback only, and that tokens on a non-loopback address have TLS
+    /// (or `allow_insecure_tokens`). Reads `token_env` variables and `token_file` files.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for session in &self.sessions {
@@ -288,6 +290,13 @@ impl Config {
         }
         for token in &self.tokens {
             token.secret()?;
+            if token.max_subscriptions == Some(0) {
+                return Err(ConfigError::Invalid(
+                    "a token's max_subscriptions must be at least 1 (leave it out for no limit \
+                     of its own)"
+                        .into(),
+                ));
+            }
         }
         self.validate_transport()?;
         if self.tokens.is_empty() && !self.listen.ip().is_loopback() {
