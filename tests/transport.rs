@@ -924,3 +924,25 @@ async fn unreadable_or_invalid_tls_files_fail_the_start() {
         "{invalid}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_is_announced_to_clients() {
+    let backend = Backend::sqlite();
+    let app = TestApp::spawn_with(&backend, vec![local_session("notes")], |config| {
+        config.max_concurrent_streams = 3;
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get(format!("http://{}/", app.addr))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    // Once an answer has arrived, the server's SETTINGS frame has been read.
+    assert_eq!(response.await.expect("response").status(), 200);
+    assert_eq!(client.current_max_send_streams(), 3);
+}
