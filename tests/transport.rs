@@ -946,3 +946,60 @@ async fn max_concurrent_streams_is_announced_to_clients() {
     assert_eq!(response.await.expect("response").status(), 200);
     assert_eq!(client.current_max_send_streams(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_calls_have_a_default_deadline_and_streams_do_not() {
+    use sea_orm::sqlx::{self, Connection};
+    let backend = Backend::sqlite();
+    let app = TestApp::spawn_with(&backend, vec![local_session("notes")], |config| {
+        config.unary_timeout_secs = 1;
+        config.heartbeat_secs = 2;
+    })
+    .await;
+    let mut client = app.client().await;
+    let mut stream = subscribe(&mut client, None).await.expect("subscribe");
+
+    // Another connection holds SQLite's write lock: a send waits (up to the server's 10 s busy
+    // timeout), and the 1 s deadline ends it first.
+    let mut blocker = sqlx::SqliteConnection::connect(&backend.database_url)
+        .await
+        .expect("second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("take the write lock");
+    let send = |key: &str| pb::SendMessageRequest {
+        session_id: "notes".into(),
+        chat_id: "general".into(),
+        text: "waits for the lock".into(),
+        client_message_id: key.into(),
+    };
+    let status = client
+        .send_message(send("deadline-1"))
+        .await
+        .expect_err("the deadline ends a blocked unary call");
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    assert!(status.message().contains("Timeout"), "{status:?}");
+
+    // The subscription, open for longer than the deadline, goes on: a heartbeat (every 2 s)
+    // arrives after the 1 s deadline has passed.
+    loop {
+        let event = stream
+            .message()
+            .await
+            .expect("the stream is not cut by the unary deadline")
+            .expect("still open")
+            .event;
+        if let Some(pb::subscribe_messages_response::Event::Heartbeat(_)) = event {
+            break;
+        }
+    }
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("release the lock");
+    client
+        .send_message(send("deadline-2"))
+        .await
+        .expect("served once the lock is free");
+}
