@@ -169,9 +169,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
+            let scheme = if config.tls() { "https" } else { "http" };
             let app = crate::server::Application::build(config).await?;
             // On stdout, for scripts and supervisors that start it on port 0.
-            println!("chatsync listening on http://{}", app.local_addr());
+            println!("chatsync listening on {scheme}://{}", app.local_addr());
             app.run_until_stopped(crate::server::shutdown_signal())
                 .await
         }
