@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::config::Config;
@@ -112,6 +112,10 @@ pub struct ClientArgs {
     /// API token, sent as `authorization: Bearer TOKEN`.
     #[arg(long, env = "CHATSYNC_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an `https://` server: a PEM CA certificate to trust besides the public roots
+    /// (for a server certificate of your own CA).
+    #[arg(long, env = "CHATSYNC_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// One JSON object per line, for scripts.
     #[arg(long)]
     pub json: bool,
@@ -135,8 +139,18 @@ impl tonic::service::Interceptor for Auth {
 }
 
 async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    let channel = Endpoint::from_shared(args.server.clone())?
-        .connect_timeout(Duration::from_secs(5))
+    let mut endpoint =
+        Endpoint::from_shared(args.server.clone())?.connect_timeout(Duration::from_secs(5));
+    if args.server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach chatsync at {}: {e}", args.server))?;
@@ -147,8 +161,7 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
             })?),
             None => None,
         };
-    Ok(ChatSyncServiceClient::with_interceptor(channel, Auth(auth))
-        .max_decoding_message_size(64 << 20))
+    Ok(ChatSyncServiceClient::with_interceptor(channel, Auth(auth)))
 }
 
 /// Runs the command line; returns the process exit code.
@@ -156,9 +169,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
+            let scheme = if config.tls() { "https" } else { "http" };
             let app = crate::server::Application::build(config).await?;
             // On stdout, for scripts and supervisors that start it on port 0.
-            println!("chatsync listening on http://{}", app.local_addr());
+            println!("chatsync listening on {scheme}://{}", app.local_addr());
             app.run_until_stopped(crate::server::shutdown_signal())
                 .await
         }

@@ -7,7 +7,8 @@
 //! 3. `CHATSYNC_LISTEN`, `CHATSYNC_DATABASE_URL`, `CHATSYNC_HEARTBEAT_SECS`,
 //!    `CHATSYNC_LEASE_SECS`.
 //!
-//! Export paths come only from here, never from a request.
+//! Export paths come only from here, never from a request. Secrets (API tokens) can come from
+//! the environment or a file instead of the configuration itself ([`TokenConfig`]).
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -45,8 +46,43 @@ pub struct Config {
     /// checked once an entry is past 1 MiB. An entry beyond it (a zip bomb) is one
     /// CHAT_FAILED. Default 100; plain chat text compresses about 3 to 10 times.
     pub max_export_compression_ratio: u64,
-    /// API tokens. Empty: no auth, and the server listens on loopback only.
+    /// API tokens. Empty: no auth, and the server listens on loopback only. On a non-loopback
+    /// address tokens need TLS (`tls_cert_file`), or `allow_insecure_tokens = true`.
     pub tokens: Vec<TokenConfig>,
+    /// Accept tokens over plain HTTP/2 on a non-loopback address (tokens then cross the network
+    /// in clear text; a warning is logged at start). Default false.
+    pub allow_insecure_tokens: bool,
+    /// Whether gRPC reflection needs a token (any configured token) when tokens are
+    /// configured. Health is always open. Default true.
+    pub reflection_requires_token: bool,
+    /// PEM certificate chain for TLS (rustls). With `tls_key_file`, the listener speaks TLS
+    /// only: gRPC, grpc-web and the console alike. Default none (plain HTTP/2 and HTTP/1.1).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, every client must present a certificate signed by
+    /// one of them (mutual TLS). Needs `tls_cert_file`. Default none.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Open SubscribeMessages streams the server holds at most; one more is
+    /// RESOURCE_EXHAUSTED. A stream's slot is freed when it ends. Default 20,000.
+    pub max_subscriptions: u32,
+    /// Seconds between HTTP/2 PING frames on an idle connection. Default 30.
+    pub http2_keepalive_interval_secs: u64,
+    /// Seconds to wait for a PING's answer before closing the connection. Default 10.
+    pub http2_keepalive_timeout_secs: u64,
+    /// Seconds of idleness before TCP keepalive probes start (`SO_KEEPALIVE`). Default 60.
+    pub tcp_keepalive_secs: u64,
+    /// Concurrent HTTP/2 streams (calls) per connection. Default 1,000.
+    pub max_concurrent_streams: u32,
+    /// Largest request message the server decodes, in bytes; a larger one is refused with
+    /// OUT_OF_RANGE. Default 4 MiB (4,194,304).
+    pub max_request_bytes: usize,
+    /// Largest response message the server encodes, in bytes. Default 4 MiB, what a default
+    /// gRPC client accepts; listings cap their pages to fit it.
+    pub max_response_bytes: usize,
+    /// Default deadline of unary RPCs, in seconds, when the client sets a longer one or none
+    /// (`grpc-timeout`); streaming RPCs have none. Default 30.
+    pub unary_timeout_secs: u64,
     /// The sessions this server serves.
     pub sessions: Vec<SessionConfig>,
 }
@@ -61,20 +97,73 @@ impl Config {
     }
 }
 
-/// One API token, checked from `authorization: Bearer TOKEN`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One API token, checked from `authorization: Bearer TOKEN`. The secret comes from exactly
+/// one of `token`, `token_env` and `token_file`; it is at least 8 characters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The secret itself.
-    pub token: String,
+    /// The secret itself, written in the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The name of an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// A file holding the secret (surrounding whitespace, such as a final newline, is
+    /// ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
     /// Session ids this token may use; `["*"]` means all sessions.
     pub sessions: Vec<String>,
+    /// Open SubscribeMessages streams this token may hold at once; beyond it,
+    /// RESOURCE_EXHAUSTED. Default none: only the server-wide `max_subscriptions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<u32>,
 }
 
 impl TokenConfig {
+    /// A token with an inline secret for `sessions`.
+    pub fn inline(secret: &str, sessions: &[&str]) -> Self {
+        Self {
+            token: Some(secret.into()),
+            sessions: sessions.iter().map(|s| (*s).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
     /// Whether the token may act on `session_id`.
     pub fn allows(&self, session_id: &str) -> bool {
         self.sessions.iter().any(|s| s == "*" || s == session_id)
+    }
+
+    /// Reads the secret from where it is configured. `Invalid` when not exactly one source is
+    /// given, the variable is unset, the file unreadable, or the secret under 8 characters.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        let secret = match (&self.token, &self.token_env, &self.token_file) {
+            (Some(token), None, None) => token.clone(),
+            (None, Some(name), None) => std::env::var(name).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "token_env names {name:?}, which is not set (or not UTF-8)"
+                ))
+            })?,
+            (None, None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("cannot read token_file {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_owned(),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "every [[tokens]] entry needs exactly one of token, token_env and token_file"
+                        .into(),
+                ));
+            }
+        };
+        if secret.chars().count() < 8 {
+            return Err(ConfigError::Invalid(
+                "every token must be at least 8 characters".into(),
+            ));
+        }
+        Ok(secret)
     }
 }
 
@@ -133,6 +222,19 @@ impl Default for Config {
             max_export_compression_ratio: crate::sources::ExportLimits::default()
                 .max_compression_ratio,
             tokens: Vec::new(),
+            allow_insecure_tokens: false,
+            reflection_requires_token: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            max_subscriptions: 20_000,
+            http2_keepalive_interval_secs: 30,
+            http2_keepalive_timeout_secs: 10,
+            tcp_keepalive_secs: 60,
+            max_concurrent_streams: 1_000,
+            max_request_bytes: 4 << 20,
+            max_response_bytes: 4 << 20,
+            unary_timeout_secs: 30,
             sessions: vec![
                 session("demo", "whatsapp-export", Some(samples.join("whatsapp"))),
                 session(
@@ -177,8 +279,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what types cannot: unique session ids, a sane heartbeat, and that a server
-    /// without tokens listens on loopback only.
+    /// Checks what types cannot: unique session ids, a sane heartbeat, readable tokens (each
+    /// from exactly one source), TLS files in pairs, positive limits, that a server without
+    /// tokens listens on loopback only, and that tokens on a non-loopback address have TLS
+    /// (or `allow_insecure_tokens`). Reads `token_env` variables and `token_file` files.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for session in &self.sessions {
@@ -210,11 +314,17 @@ impl Config {
                 "max_export_bytes and max_export_compression_ratio must be at least 1".into(),
             ));
         }
-        if self.tokens.iter().any(|t| t.token.len() < 8) {
-            return Err(ConfigError::Invalid(
-                "every token must be at least 8 characters".into(),
-            ));
+        for token in &self.tokens {
+            token.secret()?;
+            if token.max_subscriptions == Some(0) {
+                return Err(ConfigError::Invalid(
+                    "a token's max_subscriptions must be at least 1 (leave it out for no limit \
+                     of its own)"
+                        .into(),
+                ));
+            }
         }
+        self.validate_transport()?;
         if self.tokens.is_empty() && !self.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without API tokens: anyone on the network could read \
@@ -223,6 +333,71 @@ impl Config {
                 self.listen
             )));
         }
+        if !self.tokens.is_empty()
+            && !self.listen.ip().is_loopback()
+            && !self.tls()
+            && !self.allow_insecure_tokens
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to accept API tokens on {} without TLS: they would cross the network \
+                 in clear text. Set tls_cert_file and tls_key_file, or allow_insecure_tokens = \
+                 true (for a TLS-terminating proxy on a trusted network)",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
+
+    /// TLS files come in pairs; limits are positive.
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert_file and tls_key_file go together".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file".into(),
+            ));
+        }
+        for (key, value) in [
+            ("max_subscriptions", self.max_subscriptions as u64),
+            (
+                "http2_keepalive_interval_secs",
+                self.http2_keepalive_interval_secs,
+            ),
+            (
+                "http2_keepalive_timeout_secs",
+                self.http2_keepalive_timeout_secs,
+            ),
+            ("tcp_keepalive_secs", self.tcp_keepalive_secs),
+            ("max_concurrent_streams", self.max_concurrent_streams as u64),
+            ("max_request_bytes", self.max_request_bytes as u64),
+            ("max_response_bytes", self.max_response_bytes as u64),
+            ("unary_timeout_secs", self.unary_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if self.max_response_bytes < MIN_RESPONSE_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "max_response_bytes must be at least {MIN_RESPONSE_BYTES} (1 MiB): a listing \
+                 page or a message must fit"
+            )));
+        }
         Ok(())
     }
 }
+
+/// The smallest `max_response_bytes` accepted: a listing page holds at least one message of
+/// up to `service::MAX_TEXT_BYTES` and its fields.
+pub const MIN_RESPONSE_BYTES: usize = 1 << 20;

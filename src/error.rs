@@ -23,6 +23,9 @@ pub enum Error {
     /// The source or the server is unavailable (source down, shutting down).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A configured limit is reached (open subscriptions, server-wide or per token).
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// A storage failure.
     #[error("storage error: {0}")]
     Storage(#[from] DbErr),

@@ -1,18 +1,19 @@
 //! The gRPC adapter: the only module that sees prost types.
 //!
-//! Each handler authenticates, converts the request into domain terms, calls
+//! Authentication happens before a handler runs ([`crate::auth::AuthLayer`]); each handler
+//! checks the request's scope against its session, converts the request into domain terms, calls
 //! [`ChatSync`], and converts the result. Domain errors become gRPC statuses in exactly one
 //! place, [`status_from`]. Every handler runs in a tracing span carrying `session_id`.
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::config::TokenConfig;
+use crate::auth::{self, Scope};
 use crate::error::Error;
 use crate::model::{self, MessageStatus};
 use crate::service::{ChatSync, Event, Progress, Stage, SubscribeRequest, SyncStatus};
@@ -40,77 +41,78 @@ pub fn status_from(error: Error) -> Status {
         Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::Unavailable(m) => Status::unavailable(m),
+        Error::ResourceExhausted(m) => Status::resource_exhausted(m),
         // The cause stays in the log: a client sees only an id to quote.
         error @ (Error::Storage(_) | Error::Internal(_)) => Status::internal(error.public_text()),
     }
 }
 
-/// The tonic service.
+/// The tonic service. Mounted behind [`crate::auth::AuthLayer`], which puts each request's
+/// [`Scope`] into its extensions.
 #[derive(Clone)]
 pub struct Api {
     service: ChatSync,
-    tokens: Arc<Vec<TokenConfig>>,
+    /// Server-wide SubscribeMessages slots (`max_subscriptions`).
+    subscriptions: Arc<Semaphore>,
+    max_subscriptions: u32,
 }
 
 impl Api {
-    pub fn new(service: ChatSync, tokens: Vec<TokenConfig>) -> Self {
+    /// The adapter over `service`, holding at most `max_subscriptions` open subscriptions.
+    pub fn new(service: ChatSync, max_subscriptions: u32) -> Self {
         Self {
             service,
-            tokens: Arc::new(tokens),
+            subscriptions: Arc::new(Semaphore::new(max_subscriptions as usize)),
+            max_subscriptions,
         }
     }
 
-    /// Checks `authorization: Bearer TOKEN` against the configured tokens and the token's
-    /// scope. With no tokens configured, everything is allowed (the server then listens on
-    /// loopback only).
-    fn authorize<T>(&self, request: &Request<T>, session_id: &str) -> Result<(), Status> {
-        let Some(token) = self.authenticate(request)? else {
-            return Ok(());
-        };
-        if !token.allows(session_id) {
-            return Err(status_from(Error::PermissionDenied(format!(
-                "this token may not use session {session_id:?}"
-            ))));
-        }
-        Ok(())
+    /// The request's scope, which must cover `session_id`: UNAUTHENTICATED without one,
+    /// PERMISSION_DENIED outside it.
+    fn authorize<T>(&self, request: &Request<T>, session_id: &str) -> Result<Scope, Status> {
+        let scope = auth::scope(request)?;
+        scope.check(session_id).map_err(status_from)?;
+        Ok(scope)
     }
 
-    /// The configured token presented in `authorization: Bearer TOKEN`; `None` when no
-    /// tokens are configured. UNAUTHENTICATED for a missing, malformed or unknown token.
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<&TokenConfig>, Status> {
-        if self.tokens.is_empty() {
-            return Ok(None);
-        }
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Error::Unauthenticated("missing authorization: Bearer token".into()))
-            .map_err(status_from)?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                status_from(Error::Unauthenticated(
-                    "authorization must be `Bearer TOKEN`".into(),
-                ))
+    /// A server-wide slot and, when the token has a limit, one of the token's; both are
+    /// released when the returned permits drop. RESOURCE_EXHAUSTED when either is full.
+    fn subscription_slots(&self, scope: &Scope) -> Result<Vec<OwnedSemaphorePermit>, Status> {
+        let token_slot = scope.subscription_slot().map_err(status_from)?;
+        let server_slot = self
+            .subscriptions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                status_from(Error::ResourceExhausted(format!(
+                    "the server holds its maximum of {} open subscriptions; retry later",
+                    self.max_subscriptions
+                )))
             })?;
-        let token = self
-            .tokens
-            .iter()
-            .find(|token| constant_time_eq(token.token.as_bytes(), presented.as_bytes()))
-            .ok_or_else(|| status_from(Error::Unauthenticated("unknown token".into())))?;
-        Ok(Some(token))
+        Ok(std::iter::once(server_slot).chain(token_slot).collect())
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A stream that holds subscription slots until it ends or is dropped (the client went
+/// away, or the server ended it).
+struct WithSlots<S> {
+    inner: S,
+    slots: Vec<OwnedSemaphorePermit>,
+}
+
+impl<S: Stream + Unpin> Stream for WithSlots<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            self.slots.clear();
+        }
+        next
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -196,7 +198,8 @@ impl ChatSyncService for Api {
         let session_id = request.get_ref().session_id.clone();
         let span = tracing::info_span!("SubscribeMessages", session_id);
         async {
-            self.authorize(&request, &session_id)?;
+            let scope = self.authorize(&request, &session_id)?;
+            let slots = self.subscription_slots(&scope)?;
             let body = request.into_inner();
             let events = self
                 .service
@@ -208,6 +211,10 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             let stream = events.map(|event| event.map(event_to_pb).map_err(status_from));
+            let stream = WithSlots {
+                inner: stream,
+                slots,
+            };
             Ok(Response::new(
                 Box::pin(stream) as Self::SubscribeMessagesStream
             ))
@@ -361,12 +368,12 @@ impl ChatSyncService for Api {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let span = tracing::info_span!("ListSessions");
         async {
-            let token = self.authenticate(&request)?;
+            let scope = auth::scope(&request)?;
             let sessions = self
                 .service
                 .sessions()
                 .into_iter()
-                .filter(|(id, _)| token.is_none_or(|token| token.allows(id)))
+                .filter(|(id, _)| scope.allows(id))
                 .map(|(session_id, source)| pb::SessionSummary { session_id, source })
                 .collect();
             Ok(Response::new(pb::ListSessionsResponse { sessions }))

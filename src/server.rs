@@ -6,6 +6,9 @@
 //! sources and binds the listener, so a test can bind `127.0.0.1:0` and read
 //! [`Application::local_addr`] before [`Application::run_until_stopped`].
 //!
+//! Transport settings (TLS, keepalives, streams per connection, message sizes, the unary
+//! deadline) come from [`Config`] and are applied in one block of `run_until_stopped`.
+//!
 //! Shutdown is graceful: health turns NOT_SERVING, open subscriptions and SyncChats streams
 //! are ended from the server side with UNAVAILABLE, running sync runs are persisted
 //! INTERRUPTED, and the server stops within [`SHUTDOWN_GRACE`] even if a client keeps a
@@ -14,14 +17,17 @@ pub mod console;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::{AuthLayer, Tokens};
 use crate::config::Config;
 use crate::grpc::{Api, pb};
 use crate::service::ChatSync;
@@ -36,11 +42,16 @@ pub const SESSION_HEALTH_PREFIX: &str = "chatsync.session.";
 /// The longest a shutdown waits for connections to close before the server stops anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// The longest a client may take to complete its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A built, bound server.
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     config: Config,
+    tokens: Arc<Tokens>,
+    tls: Option<ServerTlsConfig>,
     service: ChatSync,
     shutdown: watch::Sender<bool>,
 }
@@ -49,6 +60,20 @@ impl Application {
     /// Connects storage, builds the sessions' sources and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
+        let tokens = Arc::new(Tokens::from_config(&config.tokens)?);
+        let tls = tls_config(&config)?;
+        if let Some(tls) = &tls {
+            // Parses the certificate and key now, so a bad file fails the start.
+            Server::builder()
+                .tls_config(tls.clone())
+                .map_err(|e| anyhow::anyhow!("invalid TLS certificate or key: {e}"))?;
+        }
+        if !tokens.is_empty() && tls.is_none() && !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                address = %config.listen,
+                "allow_insecure_tokens: API tokens are accepted without TLS and cross the network in clear text"
+            );
+        }
         let store = Store::connect_with_pool(&config.database_url, config.database_max_connections)
             .await
             .map_err(|e| {
@@ -64,6 +89,8 @@ impl Application {
             listener,
             local_addr,
             config,
+            tokens,
+            tls,
             service,
             shutdown,
         })
@@ -110,10 +137,18 @@ impl Application {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let api = pb::chat_sync_service_server::ChatSyncServiceServer::new(Api::new(
-            self.service.clone(),
-            self.config.tokens.clone(),
-        ));
+        // Authentication is one interceptor in front of the API (and of reflection when
+        // `reflection_requires_token`); health stays open.
+        let auth = AuthLayer::new(self.tokens.clone());
+        let api = InterceptedService::new(
+            pb::chat_sync_service_server::ChatSyncServiceServer::new(Api::new(
+                self.service.clone(),
+                self.config.max_subscriptions,
+            ))
+            .max_decoding_message_size(self.config.max_request_bytes)
+            .max_encoding_message_size(self.config.max_response_bytes),
+            auth.clone(),
+        );
 
         let shutdown = self.shutdown.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -138,18 +173,39 @@ impl Application {
         tracing::info!(address = %self.local_addr, sessions = ?self.service.session_ids(), "chatsync listening");
         // grpc-web wraps the gRPC routes inside `console::routes`, behind the web console's
         // page; CORS stays the outermost layer.
-        let grpc = tonic::service::Routes::new(health_service)
-            .add_service(reflection)
-            .add_service(api);
-        let serve = Server::builder()
+        let mut grpc = tonic::service::Routes::new(health_service).add_service(api);
+        grpc = if self.config.reflection_requires_token {
+            grpc.add_service(InterceptedService::new(reflection, auth))
+        } else {
+            grpc.add_service(reflection)
+        };
+        let config = &self.config;
+        // ---- transport: TLS, keepalives, streams per connection, unary deadline ----
+        // (configuration keys on `Config`; message sizes are set on the API service above)
+        let mut builder = Server::builder()
             .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(
+                config.http2_keepalive_interval_secs,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_secs(
+                config.http2_keepalive_timeout_secs,
+            )))
+            .max_concurrent_streams(config.max_concurrent_streams)
+            // Covers a call until its handler answers: all of a unary RPC, only the start of
+            // a streaming one (its stream then runs without a deadline).
+            .timeout(Duration::from_secs(config.unary_timeout_secs));
+        if let Some(tls) = self.tls.clone() {
+            builder = builder.tls_config(tls)?;
+        }
+        let incoming = tonic::transport::server::TcpIncoming::from(self.listener)
+            // No Nagle delay: small frames (events, unary answers) go out at once.
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(config.tcp_keepalive_secs)));
+        // ---- end of transport ----
+        let serve = builder
             .layer(cors_layer(&self.config.cors_allowed_origins)?)
             .add_routes(console::routes(grpc))
-            .serve_with_incoming_shutdown(
-                // No Nagle delay: small frames (events, unary answers) go out at once.
-                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                grace,
-            );
+            .serve_with_incoming_shutdown(incoming, grace);
         let mut shutdown_seen = self.shutdown.subscribe();
         tokio::pin!(serve);
         tokio::select! {
@@ -171,6 +227,29 @@ impl Application {
         tracing::info!("chatsync stopped");
         Ok(())
     }
+}
+
+/// The TLS settings of `config` (rustls), reading its PEM files; `None` without
+/// `tls_cert_file`. With `tls_client_ca_file`, clients must present a certificate it signed.
+fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {key} {}: {e}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read(cert, "tls_cert_file")?,
+            read(key, "tls_key_file")?,
+        ))
+        // A connection that does not finish its handshake does not hold memory for long.
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    if let Some(ca) = &config.tls_client_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "tls_client_ca_file")?));
+    }
+    Ok(Some(tls))
 }
 
 /// CORS for grpc-web from other origins: only the configured origins, with the gRPC

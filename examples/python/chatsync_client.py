@@ -57,9 +57,13 @@ class ChatSyncClient:
         target: str = DEFAULT_SERVER,
         token: Optional[str] = None,
         tls: bool = False,
+        root_certificates: Optional[bytes] = None,
     ) -> None:
-        if tls:
-            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
+        # TLS: the system's roots, or `root_certificates` (PEM) for a server certificate of
+        # your own CA; passing them implies TLS.
+        if tls or root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = grpc.secure_channel(target, credentials)
         else:
             self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.ChatSyncServiceStub(self.channel)

@@ -41,7 +41,7 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: pathlib.Path, tokens: bool) -> None:
+    def __init__(self, tmp: pathlib.Path, tokens: bool, extra_config: str = "") -> None:
         binary = pathlib.Path(os.environ.get("CHATSYNC_BIN", REPO / "target/debug/chatsync"))
         if not binary.is_absolute():
             binary = REPO / binary
@@ -49,7 +49,7 @@ class Server:
             pytest.fail(f"{binary} is missing: run `cargo build --bin chatsync` in {REPO}")
         self.port = _free_port()
         self.target = f"127.0.0.1:{self.port}"
-        config = f"""
+        config = extra_config + f"""
 listen = "{self.target}"
 database_url = "sqlite://{tmp / 'chatsync.db'}"
 heartbeat_secs = 1

@@ -31,6 +31,12 @@ pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
 /// Page size of ListChats and ListMessages when the request gives none, and the largest.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1_000;
+/// What a default gRPC client accepts in one message (4 MiB): a listing page never exceeds
+/// it, whatever `max_response_bytes` allows.
+pub const DEFAULT_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
+/// Bytes added to a message's strings for its other fields and protobuf framing, in a
+/// page's size estimate (ids, seq, kind, status, timestamp, tags and lengths; generous).
+const MESSAGE_OVERHEAD_BYTES: usize = 96;
 
 /// A page of a listing.
 #[derive(Debug, Clone)]
@@ -66,6 +72,8 @@ struct Inner {
     runs: Arc<sync::SyncRuns>,
     hub: subscriptions::Hub,
     shutdown: watch::Receiver<bool>,
+    /// The estimated encoded size a listing page stays within.
+    page_bytes: usize,
 }
 
 impl ChatSync {
@@ -132,6 +140,7 @@ impl ChatSync {
                     shutdown.clone(),
                 ),
                 shutdown,
+                page_bytes: page_bytes(config.max_response_bytes),
             }),
         })
     }
@@ -430,7 +439,9 @@ impl ChatSync {
         })
     }
 
-    /// A page of chats with `seq > after_seq`.
+    /// A page of chats with `seq > after_seq`: at most `limit`, and fewer when their encoded
+    /// size would pass the page budget (three quarters of the smaller of
+    /// `max_response_bytes` and [`DEFAULT_CLIENT_MESSAGE_BYTES`]); `has_more` then says so.
     pub async fn list_chats(
         &self,
         session_id: &str,
@@ -444,6 +455,8 @@ impl ChatSync {
             .store
             .list_chats(session_id, after_seq, limit + 1)
             .await?;
+        let fitting = fit_oldest(&items, self.inner.page_bytes, chat_bytes);
+        let limit = limit.min(fitting as u64);
         Ok(page(&mut items, limit, after_seq, |chat| chat.seq))
     }
 
@@ -468,6 +481,10 @@ impl ChatSync {
     /// `next_seq` is the last seq returned). With it: the newest with
     /// `after_seq < seq < before_seq` (paging backwards; `next_seq` is the oldest seq returned,
     /// or `before_seq` when none is, and `has_more` says whether older ones exist).
+    ///
+    /// A page holds at most `limit` messages, and fewer when their encoded size would pass the
+    /// page budget (as in [`Self::list_chats`]), so the answer fits a default 4 MiB client;
+    /// a page always holds at least one message when there is one.
     pub async fn list_messages(
         &self,
         session_id: &str,
@@ -490,13 +507,22 @@ impl ChatSync {
             .list_messages(session_id, chat_id, after_seq, before_seq, take, limit + 1)
             .await?;
         let Some(before_seq) = before_seq else {
+            let fitting = fit_oldest(&items, self.inner.page_bytes, message_bytes);
+            let limit = limit.min(fitting as u64);
             return Ok(page(&mut items, limit, after_seq, |message| message.seq));
         };
-        let has_more = items.len() as u64 > limit;
-        if has_more {
-            // The newest `limit + 1`, ascending: the extra row is the oldest, at the front.
-            items.remove(0);
+        // The newest `limit + 1`, ascending: the extra rows are the oldest, at the front.
+        let mut keep = items.len().min(limit as usize);
+        let mut bytes = 0;
+        for (taken, message) in items.iter().rev().take(keep).enumerate() {
+            bytes += message_bytes(message);
+            if bytes > self.inner.page_bytes && taken > 0 {
+                keep = taken;
+                break;
+            }
         }
+        let has_more = items.len() > keep;
+        items.drain(..items.len() - keep);
         let next_seq = items.first().map(|m| m.seq).unwrap_or(before_seq);
         Ok(Page {
             items,
@@ -538,6 +564,41 @@ fn page_size(limit: u32) -> Result<u64> {
         ))),
         n => Ok(n as u64),
     }
+}
+
+/// The page budget for a `max_response_bytes` limit: three quarters of the smaller of it and
+/// a default client's 4 MiB, leaving room for the estimate's error.
+fn page_bytes(max_response_bytes: usize) -> usize {
+    max_response_bytes.min(DEFAULT_CLIENT_MESSAGE_BYTES) / 4 * 3
+}
+
+/// An upper estimate of a message's encoded size, in bytes.
+fn message_bytes(message: &Message) -> usize {
+    message.session_id.len()
+        + message.chat_id.len()
+        + message.provider_message_id.len()
+        + message.client_message_id.as_deref().map_or(0, str::len)
+        + message.sender.len()
+        + message.text.len()
+        + MESSAGE_OVERHEAD_BYTES
+}
+
+/// An upper estimate of a chat's encoded size, in bytes.
+fn chat_bytes(chat: &Chat) -> usize {
+    chat.chat_id.len() + chat.name.len() + 32
+}
+
+/// How many of `items`, from the first, fit in `budget` bytes; at least one, so a page always
+/// moves the cursor.
+fn fit_oldest<T>(items: &[T], budget: usize, size: impl Fn(&T) -> usize) -> usize {
+    let mut bytes = 0;
+    for (index, item) in items.iter().enumerate() {
+        bytes += size(item);
+        if bytes > budget && index > 0 {
+            return index;
+        }
+    }
+    items.len()
 }
 
 /// Cuts a listing fetched with `limit + 1` rows down to a page.

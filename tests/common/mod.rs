@@ -226,10 +226,7 @@ impl Drop for TestApp {
 
 /// A token entry.
 pub fn token(secret: &str, sessions: &[&str]) -> TokenConfig {
-    TokenConfig {
-        token: secret.into(),
-        sessions: sessions.iter().map(|s| s.to_string()).collect(),
-    }
+    TokenConfig::inline(secret, sessions)
 }
 
 /// Starts (or attaches to) a sync run and returns its frame stream.

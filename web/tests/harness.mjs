@@ -148,7 +148,8 @@ export async function cli(setup, args, { token } = {}) {
 
 /** A unary RPC through native gRPC (`buf curl`, schema from reflection). */
 export async function rpc(setup, method, body, { token } = {}) {
-  const headers = token ? ["-H", `authorization: Bearer ${token}`] : [];
+  // Reflection is behind the token too (reflection_requires_token): send it there as well.
+  const headers = token ? ["-H", `authorization: Bearer ${token}`, "--reflect-header", "*"] : [];
   const { stdout } = await run(
     buf,
     ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...headers, "-d", JSON.stringify(body), `${setup.url}/chatsync.v1.ChatSyncService/${method}`],
