@@ -1,6 +1,6 @@
 //! The server: one listener serving native gRPC (h2c), grpc-web over HTTP/1.1 with CORS,
-//! the health service (tonic-health, a status per service), reflection, and the web console's
-//! page ([`console`]).
+//! the health service (tonic-health, a status per service), reflection, the web console's
+//! page ([`console`]) and the Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
 //!
 //! Start-up: [`Application::build`] connects storage (running migrations), builds the
 //! sources and binds the listener, so a test can bind `127.0.0.1:0` and read
@@ -18,6 +18,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::LayerExt;
 use tonic::transport::Server;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -48,6 +49,7 @@ impl Application {
     /// Connects storage, builds the sessions' sources and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
+        crate::samples::prepare(&config)?;
         let store = Store::connect_with_pool(&config.database_url, config.database_max_connections)
             .await
             .map_err(|e| {
@@ -109,10 +111,13 @@ impl Application {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let api = pb::chat_sync_service_server::ChatSyncServiceServer::new(Api::new(
-            self.service.clone(),
-            self.config.tokens.clone(),
-        ));
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(self.service.clone()));
+        let api = metrics.rpc_layer().named_layer(
+            pb::chat_sync_service_server::ChatSyncServiceServer::new(Api::new(
+                self.service.clone(),
+                self.config.tokens.clone(),
+            )),
+        );
 
         let shutdown = self.shutdown.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -143,7 +148,11 @@ impl Application {
         let serve = Server::builder()
             .accept_http1(true)
             .layer(cors_layer(&self.config.cors_allowed_origins)?)
-            .add_routes(console::routes(grpc))
+            .add_routes(crate::metrics::with_endpoint(
+                console::routes(grpc),
+                metrics,
+                self.config.tokens.clone(),
+            ))
             .serve_with_incoming_shutdown(
                 // No Nagle delay: small frames (events, unary answers) go out at once.
                 tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),

@@ -15,6 +15,7 @@
 //!   INTERRUPTED; any replica may start the next one.
 //! - A run that panics ends FAILED, with a FAILED frame, and the session can sync again.
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,9 @@ pub struct SyncRuns {
     holder: String,
     /// How long a lease lasts without renewal; it is renewed every third of that.
     lease: Duration,
+    /// New messages this replica's runs have stored since start (the
+    /// `chatsync_sync_messages_total` counter).
+    messages_stored: AtomicU64,
 }
 
 impl SyncRuns {
@@ -130,7 +134,19 @@ impl SyncRuns {
             starting: tokio::sync::Mutex::default(),
             holder,
             lease,
+            messages_stored: AtomicU64::new(0),
         }
+    }
+
+    /// Sync runs this replica is running now (runs it follows for another replica do not
+    /// count).
+    pub fn active(&self) -> u64 {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
+    }
+
+    /// New messages this replica's runs have stored since the process started.
+    pub fn messages_stored(&self) -> u64 {
+        self.messages_stored.load(Ordering::Relaxed)
     }
 
     /// The last frame of the session's run, if this replica is running one.
@@ -572,6 +588,7 @@ impl Job {
                     let stored = counts.get(position).copied().unwrap_or_default();
                     self.progress.messages_synced = stored;
                     self.progress.total_messages_synced += stored;
+                    self.runs.messages_stored.fetch_add(stored, Ordering::Relaxed);
                     self.publish(Stage::MessagesSaved);
                 }
             }
@@ -596,6 +613,7 @@ impl Job {
                     let stored = counts.first().copied().unwrap_or_default();
                     self.progress.messages_synced += stored;
                     self.progress.total_messages_synced += stored;
+                    self.runs.messages_stored.fetch_add(stored, Ordering::Relaxed);
                     self.publish(Stage::MessagesSaved);
                 }
                 Err(error) => {
