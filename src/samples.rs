@@ -55,7 +55,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
         && database.starts_with(&data_dir)
     {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display())
+            anyhow::anyhow!(
+                "cannot create the data directory {}: {e}",
+                data_dir.display()
+            )
         })?;
     }
     let samples = crate::config::samples_dir();
@@ -68,7 +71,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
     });
     if uses_samples {
         let written = extract(&samples).map_err(|e| {
-            anyhow::anyhow!("cannot write the demo samples to {}: {e}", samples.display())
+            anyhow::anyhow!(
+                "cannot write the demo samples to {}: {e}",
+                samples.display()
+            )
         })?;
         if written > 0 {
             tracing::info!(directory = %samples.display(), files = written, "demo samples written");
@@ -110,7 +116,10 @@ mod tests {
         std::fs::write(dir.path().join("mine.txt"), b"kept").expect("own file");
         assert_eq!(extract(dir.path()).expect("repair"), 1);
         assert_eq!(std::fs::read(dir.path().join(first)).expect("read"), bytes);
-        assert_eq!(std::fs::read(dir.path().join("mine.txt")).expect("read"), b"kept");
+        assert_eq!(
+            std::fs::read(dir.path().join("mine.txt")).expect("read"),
+            b"kept"
+        );
     }
 
     #[test]

@@ -588,7 +588,9 @@ impl Job {
                     let stored = counts.get(position).copied().unwrap_or_default();
                     self.progress.messages_synced = stored;
                     self.progress.total_messages_synced += stored;
-                    self.runs.messages_stored.fetch_add(stored, Ordering::Relaxed);
+                    self.runs
+                        .messages_stored
+                        .fetch_add(stored, Ordering::Relaxed);
                     self.publish(Stage::MessagesSaved);
                 }
             }
@@ -613,7 +615,9 @@ impl Job {
                     let stored = counts.first().copied().unwrap_or_default();
                     self.progress.messages_synced += stored;
                     self.progress.total_messages_synced += stored;
-                    self.runs.messages_stored.fetch_add(stored, Ordering::Relaxed);
+                    self.runs
+                        .messages_stored
+                        .fetch_add(stored, Ordering::Relaxed);
                     self.publish(Stage::MessagesSaved);
                 }
                 Err(error) => {
