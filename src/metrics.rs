@@ -119,7 +119,7 @@ impl Metrics {
     /// no token allowed on every session.
     pub fn respond(&self, headers: &HeaderMap, tokens: &[TokenConfig]) -> Response {
         if let Err(refusal) = scrape_access(headers, tokens) {
-            return refusal;
+            return refusal.into_response();
         }
         (
             [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
@@ -147,21 +147,40 @@ pub fn with_endpoint(
     tonic::service::Routes::from(router)
 }
 
+/// Why a scrape is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// 401: no token, or not a configured one.
+    Unauthorized(&'static str),
+    /// 403: a token limited to some sessions.
+    Forbidden,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized(why) => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+                why,
+            )
+                .into_response(),
+            Refusal::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "the metrics need a token allowed on every session (\"*\")\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// Whether `headers` may read the metrics. The one access check of `/metrics`.
 ///
 /// TODO(auth): when token checks move into one reusable auth function, call it here.
-fn scrape_access(headers: &HeaderMap, tokens: &[TokenConfig]) -> Result<(), Response> {
+fn scrape_access(headers: &HeaderMap, tokens: &[TokenConfig]) -> Result<(), Refusal> {
     if tokens.is_empty() {
         return Ok(());
     }
-    let unauthorized = |why: &'static str| {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
-            why,
-        )
-            .into_response()
-    };
     let Some(presented) = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -172,7 +191,9 @@ fn scrape_access(headers: &HeaderMap, tokens: &[TokenConfig]) -> Result<(), Resp
         })
         .map(str::trim)
     else {
-        return Err(unauthorized("missing authorization: Bearer token\n"));
+        return Err(Refusal::Unauthorized(
+            "missing authorization: Bearer token\n",
+        ));
     };
     // Digests compared, not the secrets: the time taken says nothing about a token's bytes.
     let presented = Sha256::digest(presented.as_bytes());
@@ -180,14 +201,10 @@ fn scrape_access(headers: &HeaderMap, tokens: &[TokenConfig]) -> Result<(), Resp
         .iter()
         .find(|token| Sha256::digest(token.token.as_bytes()) == presented)
     else {
-        return Err(unauthorized("unknown token\n"));
+        return Err(Refusal::Unauthorized("unknown token\n"));
     };
     if !token.sessions.iter().any(|session| session == "*") {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "the metrics need a token allowed on every session (\"*\")\n",
-        )
-            .into_response());
+        return Err(Refusal::Forbidden);
     }
     Ok(())
 }

@@ -77,7 +77,10 @@ fn parse_value(text: &str) -> Result<f64, String> {
 }
 
 /// Splits `name{labels} value [timestamp]` into its parts, unescaping label values.
-fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+/// A sample line's name, labels and value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line
         .find(['{', ' '])
         .ok_or_else(|| format!("no value: {line:?}"))?;
@@ -332,22 +335,27 @@ fn the_text_format_check_refuses_what_the_format_does_not_allow() {
 // Metrics
 // ---------------------------------------------------------------------------------------------
 
+/// Sends `authorization: Bearer SECRET` on every call.
+#[derive(Clone)]
+struct Bearer(&'static str);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.0).parse().expect("header"),
+        );
+        Ok(request)
+    }
+}
+
 fn with_token(
     channel: tonic::transport::Channel,
     secret: &'static str,
 ) -> ChatSyncServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        impl FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Clone,
-    >,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
 > {
-    ChatSyncServiceClient::with_interceptor(channel, move |mut request: Request<()>| {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {secret}").parse().expect("header"),
-        );
-        Ok(request)
-    })
+    ChatSyncServiceClient::with_interceptor(channel, Bearer(secret))
 }
 
 async fn scrape(url: &str, token: Option<&str>) -> reqwest::Response {
