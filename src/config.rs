@@ -46,7 +46,8 @@ pub struct Config {
     /// How log lines on stderr are written: `"text"` (for people; coloured only when stderr
     /// is a terminal) or `"json"` (one object per line with `timestamp`, `level`, `message`,
     /// the event's fields, `target` and the enclosing `spans`). Default `"text"`. `RUST_LOG`
-    /// sets the levels (default `info`).
+    /// sets the levels (default `info`). Read by `chatsync serve`, which installs the
+    /// logger ([`crate::logging`]); a server built in-process logs through its host's.
     pub log_format: LogFormat,
 }
 

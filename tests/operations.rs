@@ -380,9 +380,9 @@ async fn scrape_parsed(url: &str) -> Scrape {
     parse_prometheus_text(&body).unwrap_or_else(|error| panic!("{error}\n{body}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn metrics_count_real_traffic_and_parse_as_prometheus_text() {
-    let backend = Backend::sqlite();
+on_both_backends!(metrics_count_real_traffic_and_parse_as_prometheus_text);
+
+async fn metrics_count_real_traffic_and_parse_as_prometheus_text(backend: Backend) {
     let app = TestApp::spawn_with(
         &backend,
         vec![
