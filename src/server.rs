@@ -139,7 +139,12 @@ impl Application {
             let _ = (&mut stopped).await;
         };
 
-        tracing::info!(address = %self.local_addr, sessions = ?self.service.session_ids(), "chatsync listening");
+        tracing::info!(
+            address = %self.local_addr,
+            database = %redact(&self.config.database_url),
+            sessions = ?self.service.session_ids(),
+            "chatsync listening"
+        );
         // grpc-web wraps the gRPC routes inside `console::routes`, behind the web console's
         // page; CORS stays the outermost layer.
         let grpc = tonic::service::Routes::new(health_service)
