@@ -1,7 +1,10 @@
 //! Compiles `proto/` with protox (pure Rust, so no system `protoc` is needed) and generates
 //! the tonic server and client with tonic-prost-build. The encoded file descriptor set is kept
 //! in OUT_DIR for gRPC reflection.
-use std::path::PathBuf;
+//!
+//! Also lists every file under `samples/` into `OUT_DIR/samples.rs` (`include_bytes!` of
+//! each), so the binary carries the demo exports (see `src/samples.rs`).
+use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -12,5 +15,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure().compile_fds(fds)?;
+    embed_samples(&out_dir)?;
+    Ok(())
+}
+
+/// Writes `samples.rs`: `pub static FILES: &[(&str, &[u8])]`, each file's path relative to
+/// `samples/` (with `/` separators) and its bytes, sorted by path.
+fn embed_samples(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    // A directory: cargo re-runs this script when anything under it changes.
+    println!("cargo:rerun-if-changed=samples");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("samples");
+    let mut files = Vec::new();
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(&root)?
+                    .components()
+                    .map(|part| part.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                files.push((relative, path));
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from("pub static FILES: &[(&str, &[u8])] = &[\n");
+    for (relative, path) in &files {
+        let absolute = path.to_str().ok_or("a sample's path is not UTF-8")?;
+        code.push_str(&format!(
+            "    ({relative:?}, include_bytes!({absolute:?})),\n"
+        ));
+    }
+    code.push_str("];\n");
+    std::fs::write(out_dir.join("samples.rs"), code)?;
     Ok(())
 }

@@ -100,6 +100,14 @@ impl Scope {
         }
     }
 
+    /// Whether the scope covers every session (no tokens configured, or a `"*"` token).
+    pub fn allows_all(&self) -> bool {
+        match self {
+            Self::Open => true,
+            Self::Token(token) => token.sessions.iter().any(|s| s == "*"),
+        }
+    }
+
     /// `PermissionDenied` unless the scope covers `session_id`.
     pub fn check(&self, session_id: &str) -> Result<(), Error> {
         if self.allows(session_id) {

@@ -31,7 +31,9 @@ pub enum Command {
     /// Run the server (gRPC, grpc-web, health and reflection on one port).
     Serve {
         /// Configuration file. Default: ./chatsync.toml if it exists, else the built-in
-        /// default (SQLite file chatsync.db, demo sessions over the shipped samples).
+        /// default (SQLite file chatsync.db and demo sessions over the embedded samples, both
+        /// in the data directory: $CHATSYNC_DATA_DIR, else $XDG_DATA_HOME/chatsync, else
+        /// ~/.local/share/chatsync).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -166,9 +168,13 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
 
 /// Runs the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::logging::init(crate::config::LogFormat::Text);
+    }
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
+            crate::logging::init(config.log_format);
             let scheme = if config.tls() { "https" } else { "http" };
             let app = crate::server::Application::build(config).await?;
             // On stdout, for scripts and supervisors that start it on port 0.

@@ -1,11 +1,12 @@
 //! Configuration: a TOML file (`chatsync.toml`), then environment overrides.
 //!
 //! Layers, later wins (figment):
-//! 1. built-in defaults ([`Config::default`], which includes the `demo` sessions over the
-//!    sample exports shipped in `samples/`, used when no file is found);
+//! 1. built-in defaults ([`Config::default`]: a SQLite file in the [data directory](data_dir)
+//!    and the `demo` sessions over the sample exports embedded in the binary, extracted to
+//!    [`samples_dir`] when the server starts; used when no file is found);
 //! 2. the TOML file: `--config PATH`, else `./chatsync.toml` when it exists;
 //! 3. `CHATSYNC_LISTEN`, `CHATSYNC_DATABASE_URL`, `CHATSYNC_HEARTBEAT_SECS`,
-//!    `CHATSYNC_LEASE_SECS`.
+//!    `CHATSYNC_LEASE_SECS`, `CHATSYNC_LOG_FORMAT`.
 //!
 //! Export paths come only from here, never from a request. Secrets (API tokens) can come from
 //! the environment or a file instead of the configuration itself ([`TokenConfig`]).
@@ -24,7 +25,8 @@ pub struct Config {
     /// `127.0.0.1:50051`. Without tokens only loopback addresses are allowed.
     pub listen: SocketAddr,
     /// `sqlite://FILE` (created when missing) or `postgres://USER@HOST/DB`. Default
-    /// `sqlite://chatsync.db`.
+    /// `sqlite://DATA_DIR/chatsync.db` in the [data directory](data_dir), whatever the
+    /// working directory.
     pub database_url: String,
     /// PostgreSQL connections this process opens at most (plus one listening connection).
     /// Budget them across replicas against the server's `max_connections`. Default 16.
@@ -85,6 +87,21 @@ pub struct Config {
     pub unary_timeout_secs: u64,
     /// The sessions this server serves.
     pub sessions: Vec<SessionConfig>,
+    /// How log lines on stderr are written: `"text"` (for people; coloured only when stderr
+    /// is a terminal) or `"json"` (one object per line with `timestamp`, `level`, `message`,
+    /// the event's fields, `target` and the enclosing `spans`). Default `"text"`. `RUST_LOG`
+    /// sets the levels (default `info`). Read by `chatsync serve`, which installs the
+    /// logger ([`crate::logging`]); a server built in-process logs through its host's.
+    pub log_format: LogFormat,
+}
+
+/// The format of log lines ([`Config::log_format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Config {
@@ -192,9 +209,38 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The directory holding the sample exports the default configuration serves.
+/// The directory for chatsync's own files when the configuration names none (the default
+/// SQLite database and the demo samples): `$CHATSYNC_DATA_DIR`, else
+/// `$XDG_DATA_HOME/chatsync`, else `$HOME/.local/share/chatsync`, else the working directory.
+pub fn data_dir() -> PathBuf {
+    data_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`data_dir`] with the environment given as a lookup.
+pub fn data_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let absolute = |name: &str| {
+        var(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    if let Some(dir) = var("CHATSYNC_DATA_DIR").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // The XDG Base Directory specification: a relative value is invalid and ignored.
+    if let Some(dir) = absolute("XDG_DATA_HOME") {
+        return dir.join("chatsync");
+    }
+    if let Some(home) = absolute("HOME") {
+        return home.join(".local/share/chatsync");
+    }
+    PathBuf::from(".")
+}
+
+/// Where the demo sessions read the sample exports: `DATA_DIR/samples`. The samples are
+/// embedded in the binary and written there when a server that uses them starts
+/// ([`crate::samples`]).
 pub fn samples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+    data_dir().join("samples")
 }
 
 impl Default for Config {
@@ -213,7 +259,7 @@ impl Default for Config {
         };
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            database_url: "sqlite://chatsync.db".into(),
+            database_url: format!("sqlite://{}", data_dir().join("chatsync.db").display()),
             database_max_connections: crate::storage::DEFAULT_POOL_SIZE,
             heartbeat_secs: 15,
             lease_secs: 10,
@@ -235,6 +281,7 @@ impl Default for Config {
             max_request_bytes: 4 << 20,
             max_response_bytes: 4 << 20,
             unary_timeout_secs: 30,
+            log_format: LogFormat::Text,
             sessions: vec![
                 session("demo", "whatsapp-export", Some(samples.join("whatsapp"))),
                 session(
@@ -273,6 +320,7 @@ impl Config {
             "database_url",
             "heartbeat_secs",
             "lease_secs",
+            "log_format",
         ]));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;

@@ -546,3 +546,20 @@ fn event_to_pb(event: Event) -> pb::SubscribeMessagesResponse {
         event: Some(event),
     }
 }
+
+/// The methods of `chatsync.v1.ChatSyncService`, read from the compiled descriptor (so the
+/// list follows the proto). The metrics label RPCs with these names and nothing else.
+pub fn rpc_method_names() -> Vec<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET) else {
+        return Vec::new();
+    };
+    set.file
+        .iter()
+        .filter(|file| file.package() == "chatsync.v1")
+        .flat_map(|file| &file.service)
+        .filter(|service| service.name() == "ChatSyncService")
+        .flat_map(|service| &service.method)
+        .map(|method| method.name().to_owned())
+        .collect()
+}

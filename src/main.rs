@@ -1,16 +1,9 @@
 //! The `chatsync` binary: see [`chatsync::cli`].
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logging starts in `cli::run`: `serve` reads its format from the configuration.
     let cli = chatsync::cli::Cli::parse();
     match chatsync::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! The server: one listener serving native gRPC (h2c), grpc-web over HTTP/1.1 with CORS,
-//! the health service (tonic-health, a status per service), reflection, and the web console's
-//! page ([`console`]).
+//! the health service (tonic-health, a status per service), reflection, the web console's
+//! page ([`console`]) and the Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
 //!
 //! Start-up: [`Application::build`] connects storage (running migrations), builds the
 //! sources and binds the listener, so a test can bind `127.0.0.1:0` and read
@@ -23,6 +23,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::LayerExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -60,6 +61,7 @@ impl Application {
     /// Connects storage, builds the sessions' sources and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
+        crate::samples::prepare(&config)?;
         let tokens = Arc::new(Tokens::from_config(&config.tokens)?);
         let tls = tls_config(&config)?;
         if let Some(tls) = &tls {
@@ -138,9 +140,11 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         // Authentication is one interceptor in front of the API (and of reflection when
-        // `reflection_requires_token`); health stays open.
+        // `reflection_requires_token`); health stays open. The metrics layer counts every
+        // call to the API, refused ones included.
         let auth = AuthLayer::new(self.tokens.clone());
-        let api = InterceptedService::new(
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(self.service.clone()));
+        let api = metrics.rpc_layer().named_layer(InterceptedService::new(
             pb::chat_sync_service_server::ChatSyncServiceServer::new(Api::new(
                 self.service.clone(),
                 self.config.max_subscriptions,
@@ -148,7 +152,7 @@ impl Application {
             .max_decoding_message_size(self.config.max_request_bytes)
             .max_encoding_message_size(self.config.max_response_bytes),
             auth.clone(),
-        );
+        ));
 
         let shutdown = self.shutdown.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -170,7 +174,12 @@ impl Application {
             let _ = (&mut stopped).await;
         };
 
-        tracing::info!(address = %self.local_addr, sessions = ?self.service.session_ids(), "chatsync listening");
+        tracing::info!(
+            address = %self.local_addr,
+            database = %redact(&self.config.database_url),
+            sessions = ?self.service.session_ids(),
+            "chatsync listening"
+        );
         // grpc-web wraps the gRPC routes inside `console::routes`, behind the web console's
         // page; CORS stays the outermost layer.
         let mut grpc = tonic::service::Routes::new(health_service).add_service(api);
@@ -204,7 +213,11 @@ impl Application {
         // ---- end of transport ----
         let serve = builder
             .layer(cors_layer(&self.config.cors_allowed_origins)?)
-            .add_routes(console::routes(grpc))
+            .add_routes(crate::metrics::with_endpoint(
+                console::routes(grpc),
+                metrics,
+                self.tokens.clone(),
+            ))
             .serve_with_incoming_shutdown(incoming, grace);
         let mut shutdown_seen = self.shutdown.subscribe();
         tokio::pin!(serve);

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
 use crate::sources::{self, Source, SourceContext, SourceState};
 use crate::storage::messages::MissingChat;
-use crate::storage::{MessageRef, SessionRecord, Store, SyncState, Take};
+use crate::storage::{MessageRef, PoolUsage, SessionRecord, Store, SyncState, Take};
 pub use subscriptions::{Event, SubscribeRequest};
 pub use sync::{Attachment, Progress, Stage};
 
@@ -58,6 +58,23 @@ pub struct SyncStatus {
     pub message_count: u64,
     /// Whether the session's live source is connected.
     pub source_state: SourceState,
+}
+
+/// A reading of the domain's gauges and counters, for the metrics ([`ChatSync::observe`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Subscriptions open on this replica, replaying or live.
+    pub subscriptions_active: u64,
+    /// Per session with open subscriptions on this replica, sorted by id: the committed head
+    /// seq minus the smallest cursor of those subscriptions (the last seq each has handed to
+    /// its stream's send buffer). 0 when every subscriber is up to date.
+    pub feed_lag: Vec<(String, u64)>,
+    /// Sync runs this replica is running now.
+    pub sync_runs_active: u64,
+    /// New messages stored by this replica's sync runs since the process started.
+    pub sync_messages_stored: u64,
+    /// The database pool's connections.
+    pub db_pool: PoolUsage,
 }
 
 /// The domain facade. Cheap to clone.
@@ -154,6 +171,18 @@ impl ChatSync {
     /// persisted INTERRUPTED.
     pub async fn sync_runs_stopped(&self) {
         self.inner.runs.stopped().await;
+    }
+
+    /// What the metrics report about the domain, read now (cheap: no database query).
+    pub fn observe(&self) -> Observation {
+        let hub = self.inner.hub.observe();
+        Observation {
+            subscriptions_active: hub.active,
+            feed_lag: hub.feed_lag,
+            sync_runs_active: self.inner.runs.active(),
+            sync_messages_stored: self.inner.runs.messages_stored(),
+            db_pool: self.inner.store.pool_usage(),
+        }
     }
 
     /// The configured session ids, sorted.

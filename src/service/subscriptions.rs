@@ -14,7 +14,13 @@
 //! joins the feed before it replays, and skips what its cursor already covers), a slow
 //! subscriber only ever waits for itself (it lags out of the broadcast and catches up from
 //! storage), and a hundred subscribers cost one storage read per change, not a hundred.
+//!
+//! For the metrics, the hub keeps each open subscription's cursor: the last seq its producer
+//! has handed to the stream's buffer (or skipped, when the chat filter leaves it out). A
+//! session's *feed lag* is its committed head seq minus the smallest such cursor
+//! ([`Hub::observe`]).
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +72,17 @@ pub struct Hub {
     feeds: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
+    cursors: Arc<Mutex<Cursors>>,
+}
+
+/// What the hub reports to the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubObservation {
+    /// Subscriptions open on this replica (replaying or live).
+    pub active: u64,
+    /// Per session with at least one open subscription: the committed head seq minus the
+    /// smallest cursor among them, in seqs. Sorted by session id.
+    pub feed_lag: Vec<(String, u64)>,
 }
 
 impl Hub {
@@ -75,6 +92,51 @@ impl Hub {
             feeds: Mutex::default(),
             heartbeat,
             shutdown,
+            cursors: Arc::default(),
+        }
+    }
+
+    /// The open subscriptions and each session's feed lag, right now.
+    pub fn observe(&self) -> HubObservation {
+        let cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut observation = HubObservation::default();
+        for (session_id, session) in &cursors.sessions {
+            observation.active += session.open.len() as u64;
+            let head = *session.heads.borrow();
+            let slowest = session
+                .open
+                .values()
+                .map(|cursor| cursor.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(head);
+            observation
+                .feed_lag
+                .push((session_id.clone(), head.saturating_sub(slowest)));
+        }
+        observation.feed_lag.sort();
+        observation
+    }
+
+    /// Registers a subscription's cursor; it is removed when the returned entry drops.
+    fn track(&self, session_id: &str, heads: &watch::Receiver<u64>, cursor: u64) -> Tracked {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        cursors.next_id += 1;
+        let id = cursors.next_id;
+        let position = Arc::new(AtomicU64::new(cursor));
+        cursors
+            .sessions
+            .entry(session_id.to_owned())
+            .or_insert_with(|| SessionCursors {
+                heads: heads.clone(),
+                open: HashMap::new(),
+            })
+            .open
+            .insert(id, position.clone());
+        Tracked {
+            cursors: self.cursors.clone(),
+            session_id: session_id.to_owned(),
+            id,
+            position,
         }
     }
 
@@ -96,12 +158,18 @@ impl Hub {
         }
         let feed = self.feed(&request.session_id, heads.clone()).subscribe();
         let (sender, receiver) = mpsc::channel(BUFFER);
+        let tracked = self.track(
+            &request.session_id,
+            &heads,
+            request.after_seq.unwrap_or(head),
+        );
         let producer = Producer {
             store: self.store.clone(),
             request,
             sender,
             heads,
             feed,
+            tracked,
         };
         tokio::spawn(producer.run(self.heartbeat, self.shutdown.clone()));
         Ok(ReceiverStream::new(receiver))
@@ -175,12 +243,51 @@ impl Feed {
     }
 }
 
+/// The open subscriptions' cursors, per session.
+#[derive(Default)]
+struct Cursors {
+    next_id: u64,
+    sessions: HashMap<String, SessionCursors>,
+}
+
+struct SessionCursors {
+    heads: watch::Receiver<u64>,
+    open: HashMap<u64, Arc<AtomicU64>>,
+}
+
+/// A subscription's entry in [`Cursors`], removed when its producer ends.
+struct Tracked {
+    cursors: Arc<Mutex<Cursors>>,
+    session_id: String,
+    id: u64,
+    position: Arc<AtomicU64>,
+}
+
+impl Tracked {
+    fn reached(&self, cursor: u64) {
+        self.position.store(cursor, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = cursors.sessions.get_mut(&self.session_id) {
+            session.open.remove(&self.id);
+            if session.open.is_empty() {
+                cursors.sessions.remove(&self.session_id);
+            }
+        }
+    }
+}
+
 struct Producer {
     store: Store,
     request: SubscribeRequest,
     sender: mpsc::Sender<Result<Event>>,
     heads: watch::Receiver<u64>,
     feed: broadcast::Receiver<Arc<Change>>,
+    tracked: Tracked,
 }
 
 /// The client went away; the producer stops.
@@ -210,6 +317,7 @@ impl Producer {
                                 self.send(Ok(Event::Change(Change::clone(&change)))).await?;
                             }
                             cursor = seq;
+                            self.tracked.reached(cursor);
                         }
                         Err(RecvError::Lagged(_)) => {
                             let head = *self.heads.borrow();
@@ -266,6 +374,7 @@ impl Producer {
                         self.send(Ok(Event::Change(change))).await?;
                     }
                     cursor = reached;
+                    self.tracked.reached(cursor);
                 }
                 Err(error) => {
                     tracing::error!(%error, "subscription cannot read changes");

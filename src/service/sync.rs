@@ -28,6 +28,7 @@
 //!   the file again.
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,9 @@ pub struct SyncRuns {
     shutdown: watch::Receiver<bool>,
     /// How many runs this replica is supervising (until each has persisted its outcome).
     active: watch::Sender<usize>,
+    /// New messages this replica's runs have stored since start (the
+    /// `chatsync_sync_messages_total` counter).
+    messages_stored: AtomicU64,
 }
 
 /// Counts a supervised run in [`SyncRuns::active`] while it lives.
@@ -184,6 +188,7 @@ impl SyncRuns {
             lease,
             shutdown,
             active: watch::channel(0).0,
+            messages_stored: AtomicU64::new(0),
         }
     }
 
@@ -192,6 +197,17 @@ impl SyncRuns {
     pub async fn stopped(&self) {
         let mut active = self.active.subscribe();
         let _ = active.wait_for(|n| *n == 0).await;
+    }
+
+    /// Sync runs this replica is running now (runs it follows for another replica do not
+    /// count).
+    pub fn active(&self) -> u64 {
+        *self.active.borrow() as u64
+    }
+
+    /// New messages this replica's runs have stored since the process started.
+    pub fn messages_stored(&self) -> u64 {
+        self.messages_stored.load(Ordering::Relaxed)
     }
 
     /// The last frame of the session's run, if this replica is running one.
@@ -878,6 +894,9 @@ impl Job {
                     self.publish(Stage::ChatSaved);
                     self.progress.messages_synced = stored;
                     self.progress.total_messages_synced += stored;
+                    self.runs
+                        .messages_stored
+                        .fetch_add(stored, Ordering::Relaxed);
                     self.publish(Stage::MessagesSaved);
                 }
             }
@@ -914,6 +933,9 @@ impl Job {
                     let stored = counts.first().copied().unwrap_or_default();
                     self.progress.messages_synced += stored;
                     self.progress.total_messages_synced += stored;
+                    self.runs
+                        .messages_stored
+                        .fetch_add(stored, Ordering::Relaxed);
                     self.publish(Stage::MessagesSaved);
                 }
                 Err(error) => {

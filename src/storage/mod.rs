@@ -87,6 +87,15 @@ pub enum Take {
     Newest,
 }
 
+/// Open connections of the database pool, by what they are doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolUsage {
+    /// Connections lent out to a query or transaction.
+    pub in_use: u32,
+    /// Open connections waiting in the pool.
+    pub idle: u32,
+}
+
 /// The database handle plus the per-session head-seq announcements. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -170,6 +179,27 @@ impl Store {
             writers: write::WriterQueues::new(sqlite),
             _sqlite_lock: sqlite_lock.map(Arc::new),
         })
+    }
+
+    /// The connection pool's use right now (PostgreSQL's listening connection is not
+    /// counted). For the `chatsync_db_pool_connections` gauge.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let (size, idle) = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => (0, 0),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        PoolUsage {
+            in_use: size - idle,
+            idle,
+        }
     }
 
     /// Whether this store is on PostgreSQL (several processes may share it).

@@ -134,9 +134,9 @@ pub fn local_session(id: &str) -> SessionConfig {
     session(id, "local", serde_json::json!({}))
 }
 
-/// The samples shipped with the project.
+/// The samples shipped with the project, in the source tree.
 pub fn samples() -> PathBuf {
-    chatsync::config::samples_dir()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
 }
 
 /// A running server.
