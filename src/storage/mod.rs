@@ -26,6 +26,7 @@
 //! change feed), [`rows`] (row conversions).
 pub mod changes;
 pub mod entities;
+pub mod group;
 pub mod heads;
 pub mod import;
 pub mod messages;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::error::{Error, Result};
+pub use group::GroupCommitStats;
 pub use import::ImportChat;
 pub use messages::{MessageEdit, MessageRef};
 pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord, SyncState};
@@ -69,6 +71,8 @@ pub struct Store {
     /// handler would make them sleep and retry); PostgreSQL one per session, so that writers
     /// waiting for one busy session's row lock never hold every pooled connection.
     writers: write::WriterQueues,
+    /// Group commit of sends and status changes, per session ([`group`]).
+    groups: Arc<group::Groups>,
     /// SQLite only: the open database file, locked so that no second process serves it.
     _sqlite_lock: Option<Arc<std::fs::File>>,
 }
@@ -128,6 +132,7 @@ impl Store {
             db,
             heads,
             writers: write::WriterQueues::new(sqlite),
+            groups: Arc::default(),
             _sqlite_lock: sqlite_lock.map(Arc::new),
         })
     }
