@@ -149,6 +149,7 @@ impl Store {
                 std::mem::take(&mut queue.waiting)
             };
             let (writes, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            let began = std::time::Instant::now();
             let outcomes = match self.run_group(&session_id, turn, &writes).await {
                 Ok(outcomes) => outcomes,
                 Err(error) if writes.len() == 1 => vec![Err(error)],
@@ -176,6 +177,12 @@ impl Store {
                     outcomes
                 }
             };
+            tracing::debug!(
+                session_id,
+                writes = writes.len(),
+                micros = began.elapsed().as_micros() as u64,
+                "group committed"
+            );
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 // The caller may be gone (a client that disconnected): its write stands.
                 let _ = answer.send(outcome);
