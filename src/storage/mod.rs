@@ -20,7 +20,8 @@
 //! - **SQLite is one process.** `FILE.lock` beside the database file is locked (`flock`) for
 //!   the life of the store; a second server on the same file is refused at start.
 //!
-//! Layout: [`write`] (the write transaction), [`heads`] (announcements and the PostgreSQL
+//! Layout: [`write`] (the write transaction), [`group`] (group commit of sends and status
+//! changes), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
 //! (bulk import), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
 //! change feed), [`rows`] (row conversions).
