@@ -185,6 +185,7 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit: every connection
 /// is a file descriptor, and a soft limit of 1,024 (a common default) would cap the server
 /// near 1,000 connections. Returns the limit in force, or `None` if it cannot be read.
+#[cfg(unix)]
 pub fn raise_fd_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -206,11 +207,17 @@ pub fn raise_fd_limit() -> Option<u64> {
                 to = raised.rlim_cur,
                 "raised the open-file limit"
             );
-            return Some(raised.rlim_cur as u64);
+            return Some(raised.rlim_cur);
         }
         tracing::warn!(limit = limit.rlim_cur, "cannot raise the open-file limit");
     }
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
+}
+
+/// Not on this platform.
+#[cfg(not(unix))]
+pub fn raise_fd_limit() -> Option<u64> {
+    None
 }
 
 // ---- Per-connection HTTP/2 settings (the connections/fan-out work owns this spot) ----------

@@ -246,9 +246,8 @@ async fn a_failing_write_among_concurrent_ones_fails_only_its_own_call(backend: 
     let unknown = earlier.iter().max().copied().unwrap_or_default() + 1_000_000;
 
     let mut tasks = Vec::new();
-    for i in 0..16usize {
+    for (i, &id) in earlier.iter().enumerate() {
         let client = client.clone();
-        let id = earlier[i];
         tasks.push(tokio::spawn(async move {
             // A good send, a good receipt, a receipt for a message that does not exist, and
             // an idempotency key reused for another text, all at once.
