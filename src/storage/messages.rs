@@ -6,18 +6,12 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
-};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{change, chat, message};
 use super::group::{Answer, GroupedWrite};
 use super::import::ImportChat;
-use super::rows::{
-    ROWS_PER_UNNEST, change_row, chat_from_row, message_from_row, message_query, messages_unnest,
-    new_message_row,
-};
+use super::rows::{change_row, chat_from_row, message_from_row, message_query, new_message_row};
 use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
 use crate::error::{Error, Result};
 use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
@@ -119,26 +113,8 @@ impl WriteTxn {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let postgres = self.backend() == DbBackend::Postgres;
         let mut stored: HashMap<String, message::Model> = HashMap::new();
-        // PostgreSQL: one array parameter, so the statement's text (and its prepared plan) is
-        // the same for every group size.
-        if postgres && !keys.is_empty() {
-            let rows = message::Entity::find()
-                .from_raw_sql(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT * FROM messages WHERE session_id = $1 \
-                     AND client_message_id = ANY($2::text[])",
-                    [session_id.into(), text_array(&keys)],
-                ))
-                .all(self.conn())
-                .await?;
-            stored.extend(
-                rows.into_iter()
-                    .filter_map(|row| Some((row.client_message_id.clone()?, row))),
-            );
-        }
-        for chunk in keys.chunks(500).filter(|_| !postgres) {
+        for chunk in keys.chunks(500) {
             let rows = message::Entity::find()
                 .filter(message::Column::SessionId.eq(session_id))
                 .filter(message::Column::ClientMessageId.is_in(chunk.iter().copied()))
@@ -153,20 +129,7 @@ impl WriteTxn {
         chat_ids.sort_unstable();
         chat_ids.dedup();
         let mut chats: HashSet<String> = HashSet::new();
-        if postgres {
-            let rows = self
-                .conn()
-                .query_all_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT chat_id FROM chats WHERE session_id = $1 AND chat_id = ANY($2::text[])",
-                    [session_id.into(), text_array(&chat_ids)],
-                ))
-                .await?;
-            for row in rows {
-                chats.insert(row.try_get::<String>("", "chat_id")?);
-            }
-        }
-        for chunk in chat_ids.chunks(500).filter(|_| !postgres) {
+        for chunk in chat_ids.chunks(500) {
             let rows: Vec<String> = chat::Entity::find()
                 .select_only()
                 .column(chat::Column::ChatId)
@@ -229,22 +192,6 @@ impl WriteTxn {
         let first = self.take_seqs(inserts.len() as u64);
         let now = now_ms();
         let mut by_seq: HashMap<i64, message::Model> = HashMap::with_capacity(inserts.len());
-        if postgres && !inserts.is_empty() {
-            let rows: Vec<(&str, &NewMessage, u64)> = inserts
-                .iter()
-                .enumerate()
-                .map(|(i, (chat_id, new))| (*chat_id, *new, first + i as u64))
-                .collect();
-            for chunk in rows.chunks(ROWS_PER_UNNEST) {
-                let mut statement = messages_unnest(session_id, chunk, now);
-                statement.sql.push_str(" RETURNING *");
-                let returned = message::Entity::find()
-                    .from_raw_sql(statement)
-                    .all(self.conn())
-                    .await?;
-                by_seq.extend(returned.into_iter().map(|row| (row.seq, row)));
-            }
-        }
         let rows: Vec<message::ActiveModel> = inserts
             .iter()
             .enumerate()
@@ -252,7 +199,7 @@ impl WriteTxn {
                 new_message_row(session_id, chat_id, new, first + i as u64, now)
             })
             .collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT).filter(|_| !postgres) {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
             // RETURNING gives the rows in no set order: they are matched by seq.
             let returned = message::Entity::insert_many(chunk.to_vec())
                 .exec_with_returning(self.conn())
@@ -493,11 +440,4 @@ impl Store {
         txn.commit().await?;
         Ok(changed)
     }
-}
-
-/// A PostgreSQL `text[]` parameter.
-fn text_array(values: &[&str]) -> sea_orm::Value {
-    use sea_orm::sea_query::{ArrayType, Value};
-    let values = values.iter().map(|v| Value::from(*v)).collect();
-    Value::Array(ArrayType::String, Some(Box::new(values)))
 }

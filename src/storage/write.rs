@@ -125,11 +125,6 @@ impl WriteTxn {
         &self.txn
     }
 
-    /// The database this transaction runs on.
-    pub(super) fn backend(&self) -> DbBackend {
-        self.backend
-    }
-
     /// The session this transaction holds.
     pub fn session_id(&self) -> &str {
         &self.session_id
@@ -154,26 +149,32 @@ impl WriteTxn {
     pub async fn commit(self) -> Result<u64> {
         let head = self.next - 1;
         if head > self.head {
-            let statement = match self.backend {
-                // One round trip: the head and the notification together.
-                DbBackend::Postgres => Statement::from_sql_and_values(
-                    self.backend,
-                    "WITH moved AS (UPDATE sessions SET head_seq = $1 WHERE id = $2) \
-                     SELECT pg_notify($3, $4)",
-                    [
-                        (head as i64).into(),
-                        self.session_id.as_str().into(),
-                        HEADS_CHANNEL.into(),
-                        format!("{} {head}", self.session_id).into(),
-                    ],
+            let (update, notify) = match self.backend {
+                DbBackend::Postgres => (
+                    "UPDATE sessions SET head_seq = $1 WHERE id = $2",
+                    Some("SELECT pg_notify($1, $2)"),
                 ),
-                _ => Statement::from_sql_and_values(
-                    self.backend,
-                    "UPDATE sessions SET head_seq = ? WHERE id = ?",
-                    [(head as i64).into(), self.session_id.as_str().into()],
-                ),
+                _ => ("UPDATE sessions SET head_seq = ? WHERE id = ?", None),
             };
-            self.txn.execute_raw(statement).await?;
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(
+                    self.backend,
+                    update,
+                    [(head as i64).into(), self.session_id.as_str().into()],
+                ))
+                .await?;
+            if let Some(notify) = notify {
+                self.txn
+                    .execute_raw(Statement::from_sql_and_values(
+                        self.backend,
+                        notify,
+                        [
+                            HEADS_CHANNEL.into(),
+                            format!("{} {head}", self.session_id).into(),
+                        ],
+                    ))
+                    .await?;
+            }
         }
         self.txn.commit().await?;
         if head > self.head {
