@@ -83,8 +83,8 @@ impl Application {
             })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let service = ChatSync::new(&config, store, shutdown_rx).await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
+        raise_fd_limit();
+        let listener = listen(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
@@ -191,7 +191,7 @@ impl Application {
         let config = &self.config;
         // ---- transport: TLS, keepalives, streams per connection, unary deadline ----
         // (configuration keys on `Config`; message sizes are set on the API service above)
-        let mut builder = Server::builder()
+        let mut builder = connection_settings(Server::builder())
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(
                 config.http2_keepalive_interval_secs,
@@ -264,6 +264,80 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
     }
     Ok(Some(tls))
 }
+
+/// Pending connections the listen socket queues before the accept loop takes them (the
+/// kernel caps it at `net.core.somaxconn`). tokio's default is 1,024, which a burst of
+/// thousands of clients connecting at once overflows.
+pub const LISTEN_BACKLOG: u32 = 8_192;
+
+/// Binds `address` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (as `TcpListener::bind` does).
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit: every connection
+/// is a file descriptor, and a soft limit of 1,024 (a common default) would cap the server
+/// near 1,000 connections. Returns the limit in force, or `None` if it cannot be read.
+#[cfg(unix)]
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            tracing::debug!(
+                from = limit.rlim_cur,
+                to = raised.rlim_cur,
+                "raised the open-file limit"
+            );
+            return Some(raised.rlim_cur);
+        }
+        tracing::warn!(limit = limit.rlim_cur, "cannot raise the open-file limit");
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Not on this platform.
+#[cfg(not(unix))]
+pub fn raise_fd_limit() -> Option<u64> {
+    None
+}
+
+// ---- Per-connection HTTP/2 settings (the connections/fan-out work owns this spot) ----------
+// Limits that are configuration keys (keepalive, streams per connection, message sizes) live
+// in the config; these are fixed tunings, measured in BENCHMARKS.md ("10,000 subscribers").
+
+/// HTTP/2 flow-control window the server grants each stream for what the client sends, in
+/// bytes. Clients send small requests, so the default 64 KiB is kept.
+pub const STREAM_WINDOW_BYTES: u32 = 65_535;
+/// HTTP/2 flow-control window for a whole connection, in bytes (the protocol default).
+pub const CONNECTION_WINDOW_BYTES: u32 = 65_535;
+
+/// Applies the per-connection tunings above to the server builder.
+fn connection_settings<L>(builder: Server<L>) -> Server<L> {
+    builder
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_adaptive_window(Some(false))
+}
+// ---- end of the per-connection HTTP/2 settings ---------------------------------------------
 
 /// CORS for grpc-web from other origins: only the configured origins, with the gRPC
 /// trailers exposed so browsers can read statuses.

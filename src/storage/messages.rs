@@ -3,11 +3,13 @@
 //! Each write is one [`WriteTxn`]: it reads the message under the session's lock, decides
 //! (a status never goes backwards; an idempotency key is used once), and only then takes a seq.
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{change, chat, message};
+use super::group::{Answer, GroupedWrite};
 use super::import::ImportChat;
 use super::rows::{change_row, chat_from_row, message_from_row, message_query, new_message_row};
 use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
@@ -93,6 +95,167 @@ impl WriteTxn {
     }
 }
 
+impl WriteTxn {
+    /// The sends of a group ([`Store::insert_outgoing`] each), in order. Reads the group's
+    /// idempotency keys and chats in one query each, decides every send, creates the missing
+    /// chats, then inserts the new messages in multi-row statements with consecutive seqs.
+    /// A send whose key is stored, or taken by an earlier send of the group, answers that
+    /// message with `false`. The outer error is the transaction's; the inner ones each send's.
+    pub(super) async fn insert_sends(
+        &mut self,
+        sends: &[(usize, &str, &NewMessage, MissingChat)],
+    ) -> Result<Vec<Answer>> {
+        let session_id = self.session_id().to_owned();
+        let session_id = session_id.as_str();
+        let mut keys: Vec<&str> = sends
+            .iter()
+            .filter_map(|(_, _, new, _)| new.client_message_id.as_deref())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut stored: HashMap<String, message::Model> = HashMap::new();
+        for chunk in keys.chunks(500) {
+            let rows = message::Entity::find()
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(message::Column::ClientMessageId.is_in(chunk.iter().copied()))
+                .all(self.conn())
+                .await?;
+            stored.extend(
+                rows.into_iter()
+                    .filter_map(|row| Some((row.client_message_id.clone()?, row))),
+            );
+        }
+        let mut chat_ids: Vec<&str> = sends.iter().map(|(_, chat_id, ..)| *chat_id).collect();
+        chat_ids.sort_unstable();
+        chat_ids.dedup();
+        let mut chats: HashSet<String> = HashSet::new();
+        for chunk in chat_ids.chunks(500) {
+            let rows: Vec<String> = chat::Entity::find()
+                .select_only()
+                .column(chat::Column::ChatId)
+                .filter(chat::Column::SessionId.eq(session_id))
+                .filter(chat::Column::ChatId.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.conn())
+                .await?;
+            chats.extend(rows);
+        }
+
+        enum Decision {
+            Done(Answer),
+            /// The i-th new row.
+            Insert(usize),
+        }
+        let mut decisions = Vec::with_capacity(sends.len());
+        let mut inserts: Vec<(&str, &NewMessage)> = Vec::new();
+        let mut new_chats: Vec<&str> = Vec::new();
+        let mut keys_in_group: HashMap<&str, usize> = HashMap::new();
+        for (_, chat_id, new, missing_chat) in sends {
+            if let Some(key) = new.client_message_id.as_deref() {
+                if let Some(row) = stored.get(key) {
+                    decisions.push(Decision::Done(Ok((message_from_row(row.clone()), false))));
+                    continue;
+                }
+                if let Some(&first) = keys_in_group.get(key) {
+                    decisions.push(Decision::Insert(first));
+                    continue;
+                }
+            }
+            if !chats.contains(*chat_id) {
+                if *missing_chat == MissingChat::Refuse {
+                    let error = Error::NotFound(format!("chat {chat_id:?}"));
+                    decisions.push(Decision::Done(Err(error)));
+                    continue;
+                }
+                chats.insert((*chat_id).to_owned());
+                new_chats.push(chat_id);
+            }
+            if let Some(key) = new.client_message_id.as_deref() {
+                keys_in_group.insert(key, inserts.len());
+            }
+            decisions.push(Decision::Insert(inserts.len()));
+            inserts.push((chat_id, new));
+        }
+
+        if !new_chats.is_empty() {
+            let chats: Vec<ImportChat> = new_chats
+                .iter()
+                .map(|chat_id| ImportChat {
+                    chat_id,
+                    name: chat_id,
+                    messages: &[],
+                    may_be_stored: false,
+                })
+                .collect();
+            self.import_chats(&chats).await?;
+        }
+        let first = self.take_seqs(inserts.len() as u64);
+        let now = now_ms();
+        let mut by_seq: HashMap<i64, message::Model> = HashMap::with_capacity(inserts.len());
+        let rows: Vec<message::ActiveModel> = inserts
+            .iter()
+            .enumerate()
+            .map(|(i, (chat_id, new))| {
+                new_message_row(session_id, chat_id, new, first + i as u64, now)
+            })
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            // RETURNING gives the rows in no set order: they are matched by seq.
+            let returned = message::Entity::insert_many(chunk.to_vec())
+                .exec_with_returning(self.conn())
+                .await?;
+            by_seq.extend(returned.into_iter().map(|row| (row.seq, row)));
+        }
+        let mut first_answered: HashSet<usize> = HashSet::new();
+        decisions
+            .into_iter()
+            .map(|decision| match decision {
+                Decision::Done(answer) => Ok(answer),
+                Decision::Insert(i) => {
+                    let seq = (first + i as u64) as i64;
+                    let row = by_seq.get(&seq).cloned().ok_or_else(|| {
+                        Error::Internal(format!("the insert of seq {seq} returned no row"))
+                    })?;
+                    // The first send under a key wrote it; a later one in the group is a retry.
+                    let created = first_answered.insert(i);
+                    Ok(Ok((message_from_row(row), created)))
+                }
+            })
+            .collect()
+    }
+
+    /// The status change of [`Store::update_status`], inside this transaction. The outer error
+    /// is the transaction's; the inner one (`NotFound`) this change's, decided before it
+    /// writes anything.
+    pub(super) async fn set_status(
+        &mut self,
+        reference: &MessageRef,
+        status: MessageStatus,
+        provider_message_id: Option<&str>,
+    ) -> Result<Answer> {
+        let query = message_query(self.session_id(), reference);
+        let Some(row) = query.one(self.conn()).await? else {
+            return Ok(Err(Error::NotFound(reference.to_string())));
+        };
+        let current = MessageStatus::from_i16(row.status);
+        if !current.advances_to(status) {
+            return Ok(Ok((message_from_row(row), false)));
+        }
+        let mut columns = vec![(message::Column::Status, Expr::value(status.as_i16()))];
+        if let Some(provider_id) = provider_message_id {
+            columns.push((message::Column::ProviderMessageId, Expr::value(provider_id)));
+        }
+        self.change_message(&row, change::KIND_STATUS, Some(status.as_i16()), columns)
+            .await?;
+        let mut message = message_from_row(row);
+        message.status = status;
+        if let Some(provider_id) = provider_message_id {
+            message.provider_message_id = provider_id.to_owned();
+        }
+        Ok(Ok((message, true)))
+    }
+}
+
 impl Store {
     /// The chat, if stored.
     pub async fn find_chat(&self, session_id: &str, chat_id: &str) -> Result<Option<Chat>> {
@@ -122,10 +285,12 @@ impl Store {
     }
 
     /// Stores one outgoing message under its idempotency key. Under the session's lock: if the
-    /// key is taken (a retry, also one racing its original on another replica), returns the
-    /// stored message and `false`; if the chat is not stored, creates it (`MissingChat::Create`,
-    /// a `chat_updated` change first) or answers `NotFound`. Otherwise stores `new` with the
-    /// next seq and returns it with `true`.
+    /// key is taken (a retry, also one racing its original on another replica or in the same
+    /// group), returns the stored message and `false`; if the chat is not stored, creates it
+    /// (`MissingChat::Create`, a `chat_updated` change first) or answers `NotFound`. Otherwise
+    /// stores `new` with the next seq and returns it with `true`.
+    ///
+    /// Concurrent calls for a session share a transaction ([`group`](super::group)).
     pub async fn insert_outgoing(
         &self,
         session_id: &str,
@@ -133,47 +298,20 @@ impl Store {
         new: &NewMessage,
         missing_chat: MissingChat,
     ) -> Result<(Message, bool)> {
-        let mut txn = self.write(session_id).await?;
-        if let Some(client_id) = &new.client_message_id {
-            let existing = message::Entity::find()
-                .filter(message::Column::SessionId.eq(session_id))
-                .filter(message::Column::ClientMessageId.eq(client_id.as_str()))
-                .one(txn.conn())
-                .await?;
-            if let Some(existing) = existing {
-                return Ok((message_from_row(existing), false));
-            }
-        }
-        let chat_stored = chat::Entity::find()
-            .filter(chat::Column::SessionId.eq(session_id))
-            .filter(chat::Column::ChatId.eq(chat_id))
-            .count(txn.conn())
-            .await?
-            > 0;
-        if !chat_stored {
-            if missing_chat == MissingChat::Refuse {
-                return Err(Error::NotFound(format!("chat {chat_id:?}")));
-            }
-            let chat = ImportChat {
-                chat_id,
-                name: chat_id,
-                messages: &[],
-                may_be_stored: false,
-            };
-            txn.import_chats(&[chat]).await?;
-        }
-        let seq = txn.next_seq();
-        let row = message::Entity::insert(new_message_row(session_id, chat_id, new, seq, now_ms()))
-            .exec_with_returning(txn.conn())
-            .await?;
-        txn.commit().await?;
-        Ok((message_from_row(row), true))
+        let write = GroupedWrite::Send {
+            chat_id: chat_id.to_owned(),
+            new: new.clone(),
+            missing_chat,
+        };
+        self.grouped(session_id, write).await
     }
 
     /// Moves a message's status forward. A status that is not ahead of the stored one
     /// (see [`MessageStatus::advances_to`]) changes nothing and returns `false`. A change
     /// takes a seq and is logged as a `status_updated` event. `provider_message_id`, when
     /// given, replaces the stored one (a source's id assigned at send time).
+    ///
+    /// Concurrent calls for a session share a transaction ([`group`](super::group)).
     ///
     /// Errors: `NotFound` for an unknown message.
     pub async fn update_status(
@@ -183,27 +321,12 @@ impl Store {
         status: MessageStatus,
         provider_message_id: Option<&str>,
     ) -> Result<(Message, bool)> {
-        let mut txn = self.write(session_id).await?;
-        let Some(row) = message_query(session_id, reference).one(txn.conn()).await? else {
-            return Err(Error::NotFound(reference.to_string()));
+        let write = GroupedWrite::Status {
+            reference: reference.clone(),
+            status,
+            provider_message_id: provider_message_id.map(str::to_owned),
         };
-        let current = MessageStatus::from_i16(row.status);
-        if !current.advances_to(status) {
-            return Ok((message_from_row(row), false));
-        }
-        let mut columns = vec![(message::Column::Status, Expr::value(status.as_i16()))];
-        if let Some(provider_id) = provider_message_id {
-            columns.push((message::Column::ProviderMessageId, Expr::value(provider_id)));
-        }
-        txn.change_message(&row, change::KIND_STATUS, Some(status.as_i16()), columns)
-            .await?;
-        txn.commit().await?;
-        let mut message = message_from_row(row);
-        message.status = status;
-        if let Some(provider_id) = provider_message_id {
-            message.provider_message_id = provider_id.to_owned();
-        }
-        Ok((message, true))
+        self.grouped(session_id, write).await
     }
 
     /// Applies an upstream edit or deletion to a stored message: one seq, logged as a

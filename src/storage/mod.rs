@@ -20,13 +20,15 @@
 //! - **SQLite is one process.** `FILE.lock` beside the database file is locked (`flock`) for
 //!   the life of the store; a second server on the same file is refused at start.
 //!
-//! Layout: [`write`] (the write transaction), [`heads`] (announcements and the PostgreSQL
+//! Layout: [`write`] (the write transaction), [`group`] (group commit of sends and status
+//! changes), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
 //! (bulk import), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
 //! change feed), [`rows`] (row conversions).
 pub mod changes;
 pub mod entities;
 pub mod files;
+pub mod group;
 pub mod heads;
 pub mod import;
 pub mod messages;
@@ -42,6 +44,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::error::{Error, Result};
 pub use files::{FileFingerprint, FileRecord};
+pub use group::GroupCommitStats;
 pub use import::ImportChat;
 pub use messages::{MessageEdit, MessageRef};
 pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord, SyncState};
@@ -106,6 +109,8 @@ pub struct Store {
     /// handler would make them sleep and retry); PostgreSQL one per session, so that writers
     /// waiting for one busy session's row lock never hold every pooled connection.
     writers: write::WriterQueues,
+    /// Group commit of sends and status changes, per session ([`group`]).
+    groups: Arc<group::Groups>,
     /// SQLite only: the open database file, locked so that no second process serves it.
     _sqlite_lock: Option<Arc<std::fs::File>>,
 }
@@ -177,6 +182,7 @@ impl Store {
             db,
             heads,
             writers: write::WriterQueues::new(sqlite),
+            groups: Arc::default(),
             _sqlite_lock: sqlite_lock.map(Arc::new),
         })
     }

@@ -42,7 +42,7 @@ impl WriterQueues {
         }
     }
 
-    async fn turn(&self, session_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(super) async fn turn(&self, session_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let queue = match &self.whole_database {
             Some(queue) => queue.clone(),
             None => self
@@ -77,6 +77,15 @@ impl Store {
     /// Errors: `NotFound` when the session has no row; `Storage` on a database failure.
     pub async fn write(&self, session_id: &str) -> Result<WriteTxn> {
         let writer = self.writers.turn(session_id).await;
+        self.write_in_turn(session_id, writer).await
+    }
+
+    /// [`Store::write`] for a writer that already holds its queue's turn.
+    pub(super) async fn write_in_turn(
+        &self,
+        session_id: &str,
+        writer: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<WriteTxn> {
         let txn = self
             .db
             .begin_with_options(TransactionOptions {

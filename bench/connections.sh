@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Many subscriptions on one `chatsync serve` (SQLite), from a load generator in its own process
+# (`examples/load subscribers`):
+#   1. 10,000 SubscribeMessages streams, each on its own connection: time until every one has
+#      seen `ready`, server RSS per subscription above the idle server (VmRSS before and after),
+#      and one message at a time fanned out to all of them (p50/p99 over message × stream);
+#   2. the same 10,000 streams over 100 connections.
+# A fresh server and database for each. Then the fan-out latency at 1,000 messages/s
+# (`examples/fanout --servers`): 100 subscribers (RUNS runs) and 1,000 subscribers.
+#
+# Usage: bench/connections.sh   (RUNS=3 SUBSCRIBERS=10000 MESSAGES=5 FANOUT=1)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${RUNS:-3}"
+SUBSCRIBERS="${SUBSCRIBERS:-10000}"
+MESSAGES="${MESSAGES:-5}"
+FANOUT="${FANOUT:-1}"
+BIN="$ROOT/target/release/chatsync"
+LOAD="$ROOT/target/release/examples/load"
+FAN="$ROOT/target/release/examples/fanout"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatsync-connections.XXXXXX")"
+SERVER_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { printf '%s\n' "$*" >&2; }
+
+log "building chatsync, examples/load and examples/fanout (release)"
+(cd "$ROOT" && cargo build --release --quiet --bin chatsync --example load --example fanout)
+
+start_server() { # NAME: sets URL and SERVER_PID
+    printf 'listen = "127.0.0.1:0"\ndatabase_url = "sqlite://%s/%s.db"\n[[sessions]]\nid = "bench"\nsource = "local"\n' \
+        "$WORK" "$1" >"$WORK/$1.toml"
+    "$BIN" serve --config "$WORK/$1.toml" >"$WORK/$1.out" 2>"$WORK/$1.log" &
+    SERVER_PID=$!
+    for _ in $(seq 1 600); do
+        grep -q "listening on" "$WORK/$1.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    URL="$(sed -n 's/^chatsync listening on //p' "$WORK/$1.out")"
+    [ -n "$URL" ] || { cat "$WORK/$1.log" >&2; exit 1; }
+}
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+for connections in 0 100; do
+    start_server "subs-$connections"
+    "$LOAD" subscribers --server "$URL" --subscribers "$SUBSCRIBERS" --connections "$connections" \
+        --server-pid "$SERVER_PID" --messages "$MESSAGES"
+    stop_server
+done
+
+if [ "$FANOUT" = 1 ]; then
+    for subscribers in 100 1000; do
+        runs="$RUNS"; [ "$subscribers" = 1000 ] && runs=1
+        for run in $(seq 1 "$runs"); do
+            start_server "fan-$subscribers-$run"
+            "$FAN" --servers "$URL" --session bench --messages 5000 --subscribers "$subscribers" \
+                --rate 1000 | grep -E '^(RESULT|  p50)'
+            stop_server
+        done
+    done
+fi
+echo
+echo "command: RUNS=$RUNS SUBSCRIBERS=$SUBSCRIBERS bench/connections.sh   ($(nproc) cores, commit $(cd "$ROOT" && git rev-parse --short HEAD))"

@@ -1,0 +1,247 @@
+//! Group commit: concurrent sends and status changes of one session share a write transaction.
+//!
+//! A [`GroupedWrite`] (SendMessage's insert, UpdateMessageStatus's change) is queued on its
+//! session's [`Groups`] queue. The first caller to find no leader spawns one: a task that takes
+//! the session's writer turn, drains every write queued by then, runs them all in one
+//! [`WriteTxn`] and commits once, then answers each caller and loops while more are queued. So
+//! writes that arrive while a transaction is committing share the next one, and a lone write
+//! costs the same statements as before.
+//!
+//! Every write still gets its own seq (in queue order) and its own answer:
+//! - a write's *own* failure (an unknown chat on a source that refuses it, an unknown message)
+//!   is decided from reads before that write changes anything, so it fails that call only and
+//!   the transaction goes on;
+//! - any other failure (a database error, a failed commit) rolls the whole group back, and its
+//!   writes are then run again one transaction each, so only the write that fails alone fails.
+//!
+//! The leader is a spawned task, not one of the callers: a caller that goes away (a client
+//! that disconnects) never strands the others.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::Store;
+use super::messages::{MessageRef, MissingChat};
+use crate::error::{Error, Result};
+use crate::model::{Message, MessageStatus, NewMessage};
+
+/// One write that may share its transaction with others of its session.
+#[derive(Debug, Clone)]
+pub(super) enum GroupedWrite {
+    /// [`Store::insert_outgoing`].
+    Send {
+        chat_id: String,
+        new: NewMessage,
+        missing_chat: MissingChat,
+    },
+    /// [`Store::update_status`].
+    Status {
+        reference: MessageRef,
+        status: MessageStatus,
+        provider_message_id: Option<String>,
+    },
+}
+
+/// What a grouped write answers: the message and whether it was written (`true`) or found
+/// already stored / already at that status (`false`).
+pub(super) type Answer = Result<(Message, bool)>;
+
+type Waiting = (GroupedWrite, oneshot::Sender<Answer>);
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// Whether a leader task is running for this queue.
+    leading: bool,
+}
+
+/// The per-session group-commit queues of one store, and their counters.
+#[derive(Default)]
+pub(super) struct Groups {
+    queues: Mutex<HashMap<String, Arc<Mutex<Queue>>>>,
+    transactions: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// How many group transactions committed, and how many grouped writes they held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Committed group transactions (a rolled-back group re-run one by one counts each run).
+    pub transactions: u64,
+    /// Grouped writes answered from those transactions.
+    pub writes: u64,
+}
+
+impl Groups {
+    fn queue(&self, session_id: &str) -> Arc<Mutex<Queue>> {
+        lock(&self.queues)
+            .entry(session_id.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Clears a queue's leader flag when its leader task ends without doing so itself (a panic):
+/// the waiting callers are answered with an error (their senders drop) and the next caller
+/// starts a new leader.
+struct LeaderGuard {
+    queue: Arc<Mutex<Queue>>,
+    finished: bool,
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut queue = lock(&self.queue);
+            queue.leading = false;
+            queue.waiting.clear();
+        }
+    }
+}
+
+impl Store {
+    /// Group-commit statistics since the store was opened.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            transactions: self.groups.transactions.load(Ordering::Relaxed),
+            writes: self.groups.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues `write` for the session's next group transaction and waits for its answer.
+    pub(super) async fn grouped(&self, session_id: &str, write: GroupedWrite) -> Answer {
+        let queue = self.groups.queue(session_id);
+        let (answer, answered) = oneshot::channel();
+        let lead = {
+            let mut queue = lock(&queue);
+            queue.waiting.push((write, answer));
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead {
+            tokio::spawn(self.clone().lead(session_id.to_owned(), queue));
+        }
+        answered
+            .await
+            .map_err(|_| Error::Internal("a group commit ended without an answer".into()))?
+    }
+
+    /// The leader: runs groups while writes are waiting.
+    async fn lead(self, session_id: String, queue: Arc<Mutex<Queue>>) {
+        let mut guard = LeaderGuard {
+            queue: queue.clone(),
+            finished: false,
+        };
+        loop {
+            let turn = self.writers.turn(&session_id).await;
+            let group = {
+                let mut queue = lock(&queue);
+                if queue.waiting.is_empty() {
+                    queue.leading = false;
+                    guard.finished = true;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let (writes, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            let began = std::time::Instant::now();
+            let outcomes = match self.run_group(&session_id, turn, &writes).await {
+                Ok(outcomes) => outcomes,
+                Err(error) if writes.len() == 1 => vec![Err(error)],
+                Err(error) => {
+                    tracing::warn!(
+                        session_id,
+                        writes = writes.len(),
+                        %error,
+                        "a group transaction failed; running its writes one by one"
+                    );
+                    let mut outcomes = Vec::with_capacity(writes.len());
+                    for write in &writes {
+                        let turn = self.writers.turn(&session_id).await;
+                        let outcome = self
+                            .run_group(&session_id, turn, std::slice::from_ref(write))
+                            .await
+                            .and_then(|mut one| {
+                                one.pop().ok_or_else(|| {
+                                    Error::Internal("a group of one gave no answer".into())
+                                })
+                            })
+                            .and_then(|answer| answer);
+                        outcomes.push(outcome);
+                    }
+                    outcomes
+                }
+            };
+            tracing::debug!(
+                session_id,
+                writes = writes.len(),
+                micros = began.elapsed().as_micros() as u64,
+                "group committed"
+            );
+            for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                // The caller may be gone (a client that disconnected): its write stands.
+                let _ = answer.send(outcome);
+            }
+        }
+    }
+
+    /// Runs `writes` in one transaction and commits. The outer error is the group's (nothing
+    /// was committed); the inner results are each write's own.
+    async fn run_group(
+        &self,
+        session_id: &str,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+        writes: &[GroupedWrite],
+    ) -> Result<Vec<Answer>> {
+        let mut txn = self.write_in_turn(session_id, turn).await?;
+        let mut outcomes: Vec<Option<Answer>> = writes.iter().map(|_| None).collect();
+        let sends: Vec<(usize, &str, &NewMessage, MissingChat)> = writes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, write)| match write {
+                GroupedWrite::Send {
+                    chat_id,
+                    new,
+                    missing_chat,
+                } => Some((i, chat_id.as_str(), new, *missing_chat)),
+                GroupedWrite::Status { .. } => None,
+            })
+            .collect();
+        if !sends.is_empty() {
+            let answers = txn.insert_sends(&sends).await?;
+            for ((i, ..), answer) in sends.iter().zip(answers) {
+                outcomes[*i] = Some(answer);
+            }
+        }
+        for (i, write) in writes.iter().enumerate() {
+            if let GroupedWrite::Status {
+                reference,
+                status,
+                provider_message_id,
+            } = write
+            {
+                let answer = txn
+                    .set_status(reference, *status, provider_message_id.as_deref())
+                    .await?;
+                outcomes[i] = Some(answer);
+            }
+        }
+        txn.commit().await?;
+        self.groups.transactions.fetch_add(1, Ordering::Relaxed);
+        self.groups
+            .writes
+            .fetch_add(writes.len() as u64, Ordering::Relaxed);
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome
+                    .unwrap_or_else(|| Err(Error::Internal("a grouped write was skipped".into())))
+            })
+            .collect())
+    }
+}
