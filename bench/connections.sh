@@ -20,9 +20,10 @@ BIN="$ROOT/target/release/chatsync"
 LOAD="$ROOT/target/release/examples/load"
 FAN="$ROOT/target/release/examples/fanout"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatsync-connections.XXXXXX")"
-SERVER_PID=""
+# shellcheck source=bench/server.sh
+source "$ROOT/bench/server.sh"
 cleanup() {
-    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    stop_server
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -33,23 +34,6 @@ log() { printf '%s\n' "$*" >&2; }
 log "building chatsync, examples/load and examples/fanout (release)"
 (cd "$ROOT" && cargo build --release --quiet --bin chatsync --example load --example fanout)
 
-start_server() { # NAME: sets URL and SERVER_PID
-    printf 'listen = "127.0.0.1:0"\ndatabase_url = "sqlite://%s/%s.db"\n[[sessions]]\nid = "bench"\nsource = "local"\n' \
-        "$WORK" "$1" >"$WORK/$1.toml"
-    "$BIN" serve --config "$WORK/$1.toml" >"$WORK/$1.out" 2>"$WORK/$1.log" &
-    SERVER_PID=$!
-    for _ in $(seq 1 600); do
-        grep -q "listening on" "$WORK/$1.out" 2>/dev/null && break
-        sleep 0.05
-    done
-    URL="$(sed -n 's/^chatsync listening on //p' "$WORK/$1.out")"
-    [ -n "$URL" ] || { cat "$WORK/$1.log" >&2; exit 1; }
-}
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
 
 for connections in 0 100; do
     start_server "subs-$connections"
