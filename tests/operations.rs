@@ -667,10 +667,11 @@ fn config_file(dir: &Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_are_one_object_a_line_with_level_and_message() {
+/// Runs `chatsync serve` as a process with `extra` configuration lines, syncs `demo` through
+/// the CLI, stops the server with SIGTERM and returns everything it wrote to stderr.
+async fn logs_of_a_demo_sync(extra: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_file(dir.path(), "log_format = \"json\"");
+    let config = config_file(dir.path(), extra);
     let served = serve_process(
         dir.path(),
         &["--config", config.to_str().expect("utf-8")],
@@ -679,7 +680,13 @@ async fn json_logs_are_one_object_a_line_with_level_and_message() {
     .await;
     let synced = cli(&served.url, &["sync", "demo", "--all"]).await;
     assert!(synced.status.success(), "{synced:?}");
-    let stderr = String::from_utf8(served.terminate().await).expect("utf-8 logs");
+    served.terminate().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_level_and_message() {
+    let stderr =
+        String::from_utf8(logs_of_a_demo_sync("log_format = \"json\"").await).expect("utf-8 logs");
 
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 3, "listening, a sync, stopping: {stderr}");
@@ -723,17 +730,7 @@ async fn json_logs_are_one_object_a_line_with_level_and_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_logs_to_a_pipe_carry_no_ansi_escapes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_file(dir.path(), "");
-    let served = serve_process(
-        dir.path(),
-        &["--config", config.to_str().expect("utf-8")],
-        &[("HOME", dir.path())],
-    )
-    .await;
-    let synced = cli(&served.url, &["sync", "demo", "--all"]).await;
-    assert!(synced.status.success(), "{synced:?}");
-    let stderr = served.terminate().await;
+    let stderr = logs_of_a_demo_sync("").await;
     let text = String::from_utf8_lossy(&stderr);
     assert!(text.contains("chatsync listening"), "{text}");
     assert!(text.contains("sync run completed"), "{text}");

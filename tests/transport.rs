@@ -654,12 +654,12 @@ async fn subscribe(
 }
 
 /// Subscribes until the server has released a slot (it notices a closed stream when the
-/// client's reset arrives); fails after 10 s.
+/// client's reset arrives); fails after 60 s.
 async fn subscribe_once_freed(
     client: &mut ChatSyncServiceClient<Channel>,
     secret: Option<&str>,
 ) -> tonic::Streaming<pb::SubscribeMessagesResponse> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match subscribe(client, secret).await {
             Ok(stream) => return stream,
