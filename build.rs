@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("chatsync_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // The generated code encodes with a smaller first buffer than tonic's (see
+    // `chatsync::grpc::codec`): an open subscription holds its buffer for its whole life.
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::SmallBufferCodec")
+        .compile_fds(fds)?;
     embed_samples(&out_dir)?;
     Ok(())
 }

@@ -9,6 +9,8 @@
 # (`examples/fanout --servers`): 100 subscribers (RUNS runs) and 1,000 subscribers.
 #
 # Usage: bench/connections.sh   (RUNS=3 SUBSCRIBERS=10000 MESSAGES=5 FANOUT=1)
+#        BIN=/path/to/other/chatsync FANOUT=0 bench/connections.sh   measures another build of
+#        the server (an older commit's, for an A/B comparison) with the same load generator
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +18,7 @@ RUNS="${RUNS:-3}"
 SUBSCRIBERS="${SUBSCRIBERS:-10000}"
 MESSAGES="${MESSAGES:-5}"
 FANOUT="${FANOUT:-1}"
-BIN="$ROOT/target/release/chatsync"
+BIN="${BIN:-$ROOT/target/release/chatsync}"
 LOAD="$ROOT/target/release/examples/load"
 FAN="$ROOT/target/release/examples/fanout"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatsync-connections.XXXXXX")"

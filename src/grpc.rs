@@ -32,6 +32,55 @@ pub mod pb {
 
 use pb::chat_sync_service_server::ChatSyncService;
 
+/// The codec of the generated client and server (`build.rs` names it): prost, with a smaller
+/// first encode buffer than tonic's 8 KiB.
+pub mod codec {
+    use std::marker::PhantomData;
+
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::ProstCodec;
+
+    /// Bytes a response stream's encode buffer starts with. Every open SubscribeMessages stream
+    /// holds one for its whole life, and most events (a message, a status change, a heartbeat)
+    /// take a few hundred bytes; the buffer grows for larger messages.
+    pub const ENCODE_BUFFER_BYTES: usize = 1024;
+    /// tonic's default: encoded messages are handed to the transport once this many bytes are
+    /// buffered.
+    const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+
+    /// [`ProstCodec`] with an encode buffer of [`ENCODE_BUFFER_BYTES`]; decoding is unchanged.
+    #[derive(Debug, Clone, Copy)]
+    pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for SmallBufferCodec<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for SmallBufferCodec<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+        type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstCodec::<T, U>::raw_encoder(BufferSettings::new(
+                ENCODE_BUFFER_BYTES,
+                YIELD_THRESHOLD_BYTES,
+            ))
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstCodec::<T, U>::default().decoder()
+        }
+    }
+}
+
 /// Maps a domain error to its gRPC status (DESIGN.md, Errors). The only such mapping.
 pub fn status_from(error: Error) -> Status {
     match error {
@@ -514,25 +563,7 @@ fn sync_status_to_pb(status: SyncStatus) -> pb::GetSyncStatusResponse {
 fn event_to_pb(event: Event) -> pb::SubscribeMessagesResponse {
     use pb::subscribe_messages_response::Event as PbEvent;
     let (seq, event) = match event {
-        Event::Change(model::Change::MessageCreated(message)) => {
-            (message.seq, PbEvent::MessageCreated(message_to_pb(message)))
-        }
-        Event::Change(model::Change::StatusUpdated(update)) => (
-            update.seq,
-            PbEvent::StatusUpdated(pb::StatusUpdated {
-                message_id: update.message_id as u64,
-                chat_id: update.chat_id,
-                provider_message_id: update.provider_message_id,
-                status: status_to_pb(update.status) as i32,
-                updated_at: Some(timestamp(update.updated_at_ms)),
-            }),
-        ),
-        Event::Change(model::Change::ChatUpdated(chat)) => {
-            (chat.seq, PbEvent::ChatUpdated(chat_to_pb(chat)))
-        }
-        Event::Change(model::Change::MessageUpdated { seq, message }) => {
-            (seq, PbEvent::MessageUpdated(message_to_pb(message)))
-        }
+        Event::Change(change) => change_to_pb(Arc::unwrap_or_clone(change)),
         Event::Ready { head_seq } => (head_seq, PbEvent::Ready(pb::Ready { head_seq })),
         Event::Heartbeat { seq } => (
             seq,
@@ -544,6 +575,30 @@ fn event_to_pb(event: Event) -> pb::SubscribeMessagesResponse {
     pb::SubscribeMessagesResponse {
         seq,
         event: Some(event),
+    }
+}
+
+/// A change as a subscription event, with its seq.
+fn change_to_pb(change: model::Change) -> (u64, pb::subscribe_messages_response::Event) {
+    use pb::subscribe_messages_response::Event as PbEvent;
+    match change {
+        model::Change::MessageCreated(message) => {
+            (message.seq, PbEvent::MessageCreated(message_to_pb(message)))
+        }
+        model::Change::StatusUpdated(update) => (
+            update.seq,
+            PbEvent::StatusUpdated(pb::StatusUpdated {
+                message_id: update.message_id as u64,
+                chat_id: update.chat_id,
+                provider_message_id: update.provider_message_id,
+                status: status_to_pb(update.status) as i32,
+                updated_at: Some(timestamp(update.updated_at_ms)),
+            }),
+        ),
+        model::Change::ChatUpdated(chat) => (chat.seq, PbEvent::ChatUpdated(chat_to_pb(chat))),
+        model::Change::MessageUpdated { seq, message } => {
+            (seq, PbEvent::MessageUpdated(message_to_pb(message)))
+        }
     }
 }
 

@@ -20,6 +20,8 @@
 //! session's *feed lag* is its committed head seq minus the smallest such cursor
 //! ([`Hub::observe`]).
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,16 +46,13 @@ const FEED_BUFFER: usize = 1_024;
 /// One event of a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Change(Change),
+    /// Shared with the session's feed: one copy of a change serves every live subscriber.
+    Change(Arc<Change>),
     /// The replay is over; `head_seq` is the head it reached. Sent on every subscription,
     /// also without `after_seq`, so a client knows when live delivery has begun.
-    Ready {
-        head_seq: u64,
-    },
+    Ready { head_seq: u64 },
     /// Keep-alive; `seq` is the cursor this stream has reached.
-    Heartbeat {
-        seq: u64,
-    },
+    Heartbeat { seq: u64 },
 }
 
 /// What a subscription asks for.
@@ -314,7 +313,7 @@ impl Producer {
                                 cursor = self.catch_up(cursor, seq - 1).await?;
                             }
                             if self.wants(&change) {
-                                self.send(Ok(Event::Change(Change::clone(&change)))).await?;
+                                self.send(Ok(Event::Change(change))).await?;
                             }
                             cursor = seq;
                             self.tracked.reached(cursor);
@@ -356,37 +355,60 @@ impl Producer {
     }
 
     /// Sends every change in `(cursor, up_to]` from storage; returns the new cursor.
-    async fn catch_up(&mut self, mut cursor: u64, up_to: u64) -> Result<u64, Gone> {
-        while cursor < up_to {
-            match self
-                .store
-                .changes(
-                    &self.request.session_id,
-                    &self.request.chat_ids,
-                    cursor,
-                    up_to,
-                    PAGE,
-                )
-                .await
-            {
-                Ok((changes, reached)) => {
-                    for change in changes {
-                        self.send(Ok(Event::Change(change))).await?;
+    ///
+    /// Boxed: the storage read's future is several KiB, and inline it would be part of every
+    /// producer task for the task's whole life, catching up or not.
+    fn catch_up(
+        &mut self,
+        mut cursor: u64,
+        up_to: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, Gone>> + Send + '_>> {
+        Box::pin(async move {
+            while cursor < up_to {
+                match self
+                    .store
+                    .changes(
+                        &self.request.session_id,
+                        &self.request.chat_ids,
+                        cursor,
+                        up_to,
+                        PAGE,
+                    )
+                    .await
+                {
+                    Ok((changes, reached)) => {
+                        for change in changes {
+                            self.send(Ok(Event::Change(Arc::new(change)))).await?;
+                        }
+                        cursor = reached;
+                        self.tracked.reached(cursor);
                     }
-                    cursor = reached;
-                    self.tracked.reached(cursor);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "subscription cannot read changes");
-                    self.send(Err(error)).await?;
-                    return Err(Gone);
+                    Err(error) => {
+                        tracing::error!(%error, "subscription cannot read changes");
+                        self.send(Err(error)).await?;
+                        return Err(Gone);
+                    }
                 }
             }
-        }
-        Ok(cursor)
+            Ok(cursor)
+        })
     }
 
     async fn send(&self, event: Result<Event>) -> Result<(), Gone> {
         self.sender.send(event).await.map_err(|_| Gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open subscription holds its channel's first block: 32 slots of this item. A
+    /// change is shared behind an `Arc`, so the slot stays small (BENCHMARKS.md, "10,000
+    /// subscribers").
+    #[test]
+    fn a_channel_slot_stays_small() {
+        let slot = std::mem::size_of::<Result<Event>>();
+        assert!(slot <= 64, "a subscription channel slot is {slot} bytes");
     }
 }
