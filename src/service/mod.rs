@@ -341,6 +341,7 @@ impl ChatSync {
             status,
             from_me: true,
             sent_at_ms: now_ms(),
+            attachments: Vec::new(),
         };
         // A native source creates chats on first send; others only send to chats they have.
         let missing_chat = if source.is_native() {

@@ -191,6 +191,12 @@ impl WriteTxn {
                     .await?;
             }
         }
+        let with_files: Vec<(u64, &NewMessage)> = message_rows
+            .iter()
+            .filter(|(_, message, _)| !message.attachments.is_empty())
+            .map(|(_, message, seq)| (*seq, *message))
+            .collect();
+        self.insert_attachments(&with_files).await?;
         Ok(counts)
     }
 

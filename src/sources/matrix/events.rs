@@ -72,6 +72,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 status: MessageStatus::Sent,
                 from_me: event.sender == me,
                 sent_at_ms: i64::from(event.origin_server_ts.get()),
+                attachments: Vec::new(),
             })
         }
         // Redacted before we saw it: a deleted message.
@@ -85,6 +86,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 status: MessageStatus::Sent,
                 from_me: event.sender == me,
                 sent_at_ms: i64::from(event.origin_server_ts.get()),
+                attachments: Vec::new(),
             })
         }
         AnySyncMessageLikeEvent::RoomRedaction(SyncRoomRedactionEvent::Original(event)) => {

@@ -636,6 +636,7 @@ mod tests {
             status: MessageStatus::Sent,
             from_me: false,
             sent_at_ms: 0,
+            attachments: Vec::new(),
         })
     }
 

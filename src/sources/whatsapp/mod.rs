@@ -184,6 +184,7 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
                 status: MessageStatus::Sent,
                 from_me: false,
                 sent_at_ms: to_utc_ms(&message.timestamp, timezone),
+                attachments: Vec::new(),
             }
         })
         .collect();
