@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
@@ -91,6 +92,8 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     /// The estimated encoded size a listing page stays within.
     page_bytes: usize,
+    /// Message media (GetMedia reads it; sources write it).
+    blobs: Arc<dyn BlobStore>,
 }
 
 impl ChatSync {
@@ -113,11 +116,13 @@ impl ChatSync {
         let replica_id = uuid::Uuid::new_v4().to_string();
         let lease = Duration::from_secs(config.lease_secs);
         let mut sessions = HashMap::new();
+        let blobs: Arc<dyn BlobStore> = Arc::new(DirBlobStore::new(&config.blob_dir));
         for session in &config.sessions {
             let context = SourceContext {
                 session_id: session.id.clone(),
                 store: store.clone(),
                 export_limits: config.export_limits(),
+                blobs: blobs.clone(),
             };
             let source = sources::build(session, &context).map_err(anyhow::Error::msg)?;
             store.ensure_session(&session.id, source.kind()).await?;
@@ -158,6 +163,7 @@ impl ChatSync {
                 ),
                 shutdown,
                 page_bytes: page_bytes(config.max_response_bytes),
+                blobs,
             }),
         })
     }
@@ -469,6 +475,45 @@ impl ChatSync {
         })
     }
 
+    /// The bytes of a stored attachment of this session: its MIME type, size and bytes in
+    /// chunks of at most [`crate::blobs::CHUNK_BYTES`]. `sha256` is 64 hex digits (either
+    /// case).
+    ///
+    /// Errors: `InvalidArgument` for a malformed hash; `NotFound` for an unknown session, or
+    /// a hash that no attachment of this session references with its bytes stored (a session
+    /// never reads another session's media), or whose blob is gone from the store.
+    pub async fn get_media(
+        &self,
+        session_id: &str,
+        sha256: &str,
+    ) -> Result<(String, u64, ChunkStream)> {
+        self.source(session_id)?;
+        let sha256 = sha256.to_ascii_lowercase();
+        if !is_sha256(&sha256) {
+            return Err(Error::InvalidArgument(
+                "sha256 must be 64 hexadecimal digits".into(),
+            ));
+        }
+        let not_found = || Error::NotFound(format!("media {sha256} in session {session_id:?}"));
+        let Some(mime_type) = self.inner.store.session_media(session_id, &sha256).await? else {
+            return Err(not_found());
+        };
+        match self.inner.blobs.get(&sha256).await {
+            Ok(Some((size, chunks))) => Ok((mime_type, size, chunks)),
+            Ok(None) => {
+                tracing::warn!(
+                    session_id,
+                    sha256,
+                    "an attachment's blob is missing from the blob store"
+                );
+                Err(not_found())
+            }
+            Err(error) => Err(Error::Internal(format!(
+                "cannot read blob {sha256}: {error}"
+            ))),
+        }
+    }
+
     /// A page of chats with `seq > after_seq`: at most `limit`, and fewer when their encoded
     /// size would pass the page budget (three quarters of the smaller of
     /// `max_response_bytes` and [`DEFAULT_CLIENT_MESSAGE_BYTES`]); `has_more` then says so.
@@ -610,6 +655,11 @@ fn message_bytes(message: &Message) -> usize {
         + message.client_message_id.as_deref().map_or(0, str::len)
         + message.sender.len()
         + message.text.len()
+        + message
+            .attachments
+            .iter()
+            .map(|file| file.file_name.len() + file.mime_type.len() + file.sha256.len() + 24)
+            .sum::<usize>()
         + MESSAGE_OVERHEAD_BYTES
 }
 

@@ -24,6 +24,7 @@
 //! one failed chat, and no allocation follows a size a file merely declares.
 pub mod local;
 pub mod matrix;
+pub mod media;
 pub mod telegram;
 pub mod whatsapp;
 
@@ -258,8 +259,10 @@ pub trait LiveSink: Send + Sync {
 pub struct SourceContext {
     pub session_id: String,
     pub store: Store,
-    /// Bounds on the export files an export source reads.
+    /// Bounds on the export files an export source reads (media files included, each one).
     pub export_limits: ExportLimits,
+    /// Where sources put the bytes of message attachments (`blob_dir`).
+    pub blobs: Arc<dyn crate::blobs::BlobStore>,
 }
 
 /// How much an export source reads from one file (`max_export_bytes` and

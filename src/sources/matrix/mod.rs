@@ -694,6 +694,7 @@ mod tests {
             session_id: "mx".into(),
             store,
             export_limits: Default::default(),
+            blobs: Arc::new(crate::blobs::DirBlobStore::new(dir.path().join("blobs"))),
         };
         (context, dir)
     }
