@@ -38,6 +38,7 @@ use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::state::get_state_events;
 use ruma::api::client::sync::sync_events;
 use ruma::events::room::message::RoomMessageEventContent;
+use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, UInt};
 use serde::Deserialize;
 use serde_json::Value;
@@ -56,6 +57,9 @@ pub const KIND: &str = "matrix";
 /// Events asked for per `/messages` page; also the sync run's batch size for this source, so
 /// a big room gets one MESSAGES_SAVED frame per page.
 pub const PAGE_SIZE: usize = 500;
+/// The largest Matrix file chatsync downloads into the blob store (also bounded by
+/// `max_export_bytes`): 100 MiB. Larger files are attachments with `stored = false`.
+pub const MAX_MEDIA_BYTES: u64 = 100 << 20;
 /// How long the homeserver may hold a `/sync` long-poll open.
 pub const LONG_POLL: Duration = Duration::from_secs(25);
 /// The prefix of the transaction ids chatsync sends with: `chatsync.<client_message_id>`.
@@ -172,6 +176,59 @@ impl Matrix {
         Ok(room_name(&state, self.me.as_str()))
     }
 
+    /// Stores the file of a media message (`m.image`, `m.file`, `m.video`, `m.audio`) that is
+    /// not stored yet: downloads it through the authenticated media endpoint, at most
+    /// [`MAX_MEDIA_BYTES`] (and `max_export_bytes`), into the blob store, and marks the
+    /// message's attachment stored. A file that cannot be had (encrypted, too large, the
+    /// homeserver refusing or down) leaves the attachment unstored: the message is stored
+    /// anyway, and the failure is logged.
+    async fn fetch_media<T>(&self, chat_id: &str, raw: &Raw<T>, item: &mut TimelineItem) {
+        let TimelineItem::Message(message) = item else {
+            return;
+        };
+        if message.kind != MessageKind::Media || message.attachments.is_empty() {
+            return;
+        }
+        let Some(events::MediaFile {
+            uri: Some(uri),
+            declared_size,
+            ..
+        }) = events::media_file(raw)
+        else {
+            return;
+        };
+        let stored = self
+            .context
+            .store
+            .has_message(&self.context.session_id, chat_id, &message.provider_message_id)
+            .await
+            .unwrap_or(false);
+        if stored {
+            return;
+        }
+        let max = MAX_MEDIA_BYTES.min(self.context.export_limits.max_bytes);
+        if declared_size.is_some_and(|size| size > max) {
+            tracing::warn!(%uri, max, "a Matrix file is over the media size limit; not stored");
+            return;
+        }
+        let bytes = match self.client.download(&uri, max).await {
+            Ok((bytes, _)) => bytes,
+            Err(error) => {
+                tracing::warn!(%uri, %error, "cannot download a Matrix file; not stored");
+                return;
+            }
+        };
+        match self.context.blobs.put(bytes).await {
+            Ok(blob) => {
+                let attachment = &mut message.attachments[0];
+                attachment.size_bytes = blob.size;
+                attachment.sha256 = blob.sha256;
+                attachment.stored = true;
+            }
+            Err(error) => tracing::warn!(%uri, %error, "cannot store a Matrix file"),
+        }
+    }
+
     /// One `/messages` page backwards from `from` (the newest events when `None`), retried
     /// with backoff while the homeserver is unavailable.
     async fn page_back(
@@ -248,12 +305,11 @@ impl Matrix {
                 }
             }
         }
-        out.extend(
-            room.timeline
-                .events
-                .iter()
-                .filter_map(|raw| live_event(&chat_id, read_timeline_event(raw, &self.me))),
-        );
+        for raw in &room.timeline.events {
+            let mut item = read_timeline_event(raw, &self.me);
+            self.fetch_media(&chat_id, raw, &mut item).await;
+            out.extend(live_event(&chat_id, item));
+        }
         for raw in &room.ephemeral.events {
             if raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.receipt") {
                 continue;
@@ -307,6 +363,8 @@ impl Matrix {
                         break 'pages;
                     }
                 }
+                let mut item = item;
+                self.fetch_media(&chat_id, raw, &mut item).await;
                 missed.push(item);
             }
             match page.end {
@@ -500,8 +558,9 @@ impl Source for Matrix {
             let want = limit.map_or(PAGE_SIZE, |limit| (limit - messages).min(PAGE_SIZE));
             let page = self.page_back(&room_id, from.as_deref(), want).await?;
             for raw in &page.chunk {
-                let item = read_timeline_event(raw, &self.me);
+                let mut item = read_timeline_event(raw, &self.me);
                 messages += usize::from(matches!(item, TimelineItem::Message(_)));
+                self.fetch_media(&chat.chat_id, raw, &mut item).await;
                 items.push(item);
             }
             if limit.is_some_and(|limit| messages >= limit) {
