@@ -233,13 +233,23 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let body = request.into_inner();
+            let uploads = body
+                .attachments
+                .into_iter()
+                .map(|file| model::AttachmentUpload {
+                    file_name: file.file_name,
+                    mime_type: file.mime_type,
+                    data: file.data,
+                })
+                .collect();
             let (message, duplicate) = self
                 .service
-                .send_message(
+                .send_message_with(
                     &body.session_id,
                     &body.chat_id,
                     &body.text,
                     &body.client_message_id,
+                    uploads,
                 )
                 .await
                 .map_err(status_from)?;

@@ -132,6 +132,15 @@ pub struct Attachment {
     pub stored: bool,
 }
 
+/// A file a client sends with a message (SendMessage).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttachmentUpload {
+    pub file_name: String,
+    /// Empty: guessed from the file name.
+    pub mime_type: String,
+    pub data: Vec<u8>,
+}
+
 impl Attachment {
     /// An attachment whose bytes are not available (a file an export names but does not hold).
     pub fn missing(file_name: &str, mime_type: &str) -> Self {

@@ -16,7 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
+use crate::model::{
+    self, AttachmentUpload, Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms,
+};
 use crate::sources::{self, Source, SourceContext, SourceState};
 use crate::storage::messages::MissingChat;
 use crate::storage::{MessageRef, PoolUsage, SessionRecord, Store, SyncState, Take};
@@ -27,6 +29,8 @@ pub use sync::{Attachment, Progress, Stage};
 pub const MAX_TEXT_BYTES: usize = 65_536;
 /// The longest chat id SendMessage accepts, in bytes.
 pub const MAX_CHAT_ID_BYTES: usize = 256;
+/// The longest file name SendMessage accepts, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// The largest idempotency key, in bytes.
 pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
 /// Page size of ListChats and ListMessages when the request gives none, and the largest.
@@ -283,6 +287,25 @@ impl ChatSync {
         text: &str,
         client_message_id: &str,
     ) -> Result<(Message, bool)> {
+        self.send_message_with(session_id, chat_id, text, client_message_id, Vec::new())
+            .await
+    }
+
+    /// [`Self::send_message`] with files. A message with files is kind `Media` and its text
+    /// may be empty; the files are put in the blob store before the message is stored.
+    ///
+    /// Errors, besides those of [`Self::send_message`]: `InvalidArgument` for a file with an
+    /// empty name or one over [`MAX_FILE_NAME_BYTES`], a MIME type over 255 bytes, no bytes,
+    /// a NUL character, or more files than the source takes in one message;
+    /// `FailedPrecondition` when the source cannot send files at all.
+    pub async fn send_message_with(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+        text: &str,
+        client_message_id: &str,
+        uploads: Vec<AttachmentUpload>,
+    ) -> Result<(Message, bool)> {
         let source = self.source(session_id)?.clone();
         if chat_id.trim().is_empty() {
             return Err(Error::InvalidArgument("chat_id must not be empty".into()));
@@ -305,8 +328,11 @@ impl ChatSync {
                 )));
             }
         }
-        if text.trim().is_empty() {
+        if text.trim().is_empty() && uploads.is_empty() {
             return Err(Error::InvalidArgument("text must not be empty".into()));
+        }
+        for upload in &uploads {
+            validate_upload(upload)?;
         }
         if text.len() > MAX_TEXT_BYTES {
             return Err(Error::InvalidArgument(format!(
@@ -323,6 +349,18 @@ impl ChatSync {
         if !source.can_send() {
             return Err(sources::SourceError::ReadOnly(source.kind()).into());
         }
+        let most_files = source.max_files_per_message();
+        if uploads.len() > most_files {
+            return Err(if most_files == 0 {
+                Error::FailedPrecondition(format!("the {} source cannot send files", source.kind()))
+            } else {
+                Error::InvalidArgument(format!(
+                    "the {} source sends at most {most_files} file(s) per message",
+                    source.kind()
+                ))
+            });
+        }
+        let attachments = self.store_uploads(uploads).await?;
         let store = &self.inner.store;
         let client_message_id = if client_message_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -343,11 +381,15 @@ impl ChatSync {
             client_message_id: Some(client_message_id.clone()),
             sender: String::new(),
             text: text.to_owned(),
-            kind: MessageKind::Text,
+            kind: if attachments.is_empty() {
+                MessageKind::Text
+            } else {
+                MessageKind::Media
+            },
             status,
             from_me: true,
             sent_at_ms: now_ms(),
-            attachments: Vec::new(),
+            attachments,
         };
         // A native source creates chats on first send; others only send to chats they have.
         let missing_chat = if source.is_native() {
@@ -386,7 +428,15 @@ impl ChatSync {
         let store = &self.inner.store;
         let (session_id, chat_id) = (stored.session_id.as_str(), stored.chat_id.as_str());
         let reference = MessageRef::Id(stored.id);
-        match source.send(chat_id, &stored.text, client_message_id).await {
+        let sent = if stored.attachments.is_empty() {
+            source.send(chat_id, &stored.text, client_message_id).await
+        } else {
+            let files = self.read_attachments(&stored.attachments).await?;
+            source
+                .send_files(chat_id, &stored.text, &files, client_message_id)
+                .await
+        };
+        match sent {
             Ok(receipt) => {
                 let (sent, _) = store
                     .update_status(
@@ -406,6 +456,66 @@ impl ChatSync {
                 Err(error.into())
             }
         }
+    }
+
+    /// Puts the bytes of uploaded files in the blob store; their attachments, stored.
+    async fn store_uploads(
+        &self,
+        uploads: Vec<AttachmentUpload>,
+    ) -> Result<Vec<model::Attachment>> {
+        let mut attachments = Vec::with_capacity(uploads.len());
+        for upload in uploads {
+            let mime_type = if upload.mime_type.is_empty() {
+                sources::media::mime_for(&upload.file_name).to_owned()
+            } else {
+                upload.mime_type
+            };
+            let blob = self
+                .inner
+                .blobs
+                .put(upload.data)
+                .await
+                .map_err(|error| Error::Internal(format!("cannot store a file: {error}")))?;
+            attachments.push(model::Attachment {
+                file_name: upload.file_name,
+                mime_type,
+                size_bytes: blob.size,
+                sha256: blob.sha256,
+                stored: true,
+            });
+        }
+        Ok(attachments)
+    }
+
+    /// The bytes of stored attachments, read back from the blob store (to send them).
+    async fn read_attachments(
+        &self,
+        attachments: &[model::Attachment],
+    ) -> Result<Vec<(model::Attachment, Vec<u8>)>> {
+        use tokio_stream::StreamExt;
+        let mut files = Vec::with_capacity(attachments.len());
+        for attachment in attachments {
+            let internal =
+                |error: std::io::Error| Error::Internal(format!("cannot read a file: {error}"));
+            let Some((size, mut chunks)) = self
+                .inner
+                .blobs
+                .get(&attachment.sha256)
+                .await
+                .map_err(internal)?
+            else {
+                return Err(Error::Internal(format!(
+                    "blob {} is missing from the blob store",
+                    attachment.sha256
+                )));
+            };
+            let mut bytes = Vec::with_capacity(size as usize);
+            while let Some(chunk) = chunks.next().await {
+                bytes.extend(chunk.map_err(internal)?);
+            }
+            files.push((attachment.clone(), bytes));
+        }
+        Ok(files)
     }
 
     /// Records a receipt. A status that is not ahead of the stored one changes nothing.
@@ -629,6 +739,33 @@ fn same_request(stored: Message, chat_id: &str, text: &str) -> Result<(Message, 
         )));
     }
     Ok((stored, true))
+}
+
+/// Checks a file to send: a name of 1 to [`MAX_FILE_NAME_BYTES`] bytes, a MIME type of at most
+/// 255, some bytes, and no NUL character.
+fn validate_upload(upload: &AttachmentUpload) -> Result<()> {
+    let name = &upload.file_name;
+    if name.trim().is_empty() || name.len() > MAX_FILE_NAME_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "a file name must be 1 to {MAX_FILE_NAME_BYTES} bytes"
+        )));
+    }
+    if upload.mime_type.len() > 255 {
+        return Err(Error::InvalidArgument(
+            "a MIME type must be at most 255 bytes".into(),
+        ));
+    }
+    if name.contains('\0') || upload.mime_type.contains('\0') {
+        return Err(Error::InvalidArgument(
+            "a file name or MIME type must not contain NUL characters".into(),
+        ));
+    }
+    if upload.data.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "file {name:?} has no bytes"
+        )));
+    }
+    Ok(())
 }
 
 fn page_size(limit: u32) -> Result<u64> {

@@ -157,6 +157,27 @@ pub trait Source: Send + Sync + 'static {
         Err(SourceError::ReadOnly(self.kind()))
     }
 
+    /// How many files one message may carry on this source (SendMessage with attachments):
+    /// 0 (the default) when the source cannot send files.
+    fn max_files_per_message(&self) -> usize {
+        0
+    }
+
+    /// Sends a message with files upstream (never called for native sources, nor with more
+    /// files than [`Source::max_files_per_message`]): each file's description (stored in the
+    /// blob store) and its bytes. `text` may be empty. Idempotent on `idempotency_key` like
+    /// [`Source::send`].
+    async fn send_files(
+        &self,
+        chat_id: &str,
+        text: &str,
+        files: &[(crate::model::Attachment, Vec<u8>)],
+        idempotency_key: &str,
+    ) -> Result<SendReceipt, SourceError> {
+        let _ = (chat_id, text, files, idempotency_key);
+        Err(SourceError::ReadOnly(self.kind()))
+    }
+
     /// Tells the upstream that the session's account has read an incoming message (and
     /// everything before it in the chat): Matrix `m.read`. Called when UpdateMessageStatus
     /// moves an incoming message to READ. Sources without read receipts keep the default.

@@ -99,7 +99,9 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 .and_then(|id| id.as_str().strip_prefix(super::TXN_PREFIX))
                 .map(str::to_owned);
             let attachments = if kind == MessageKind::Media {
-                media_file(raw).map(|file| vec![file.attachment]).unwrap_or_default()
+                media_file(raw)
+                    .map(|file| vec![file.attachment])
+                    .unwrap_or_default()
             } else {
                 Vec::new()
             };

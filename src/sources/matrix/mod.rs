@@ -50,7 +50,7 @@ use super::{
     SourceState, keep_most_recent,
 };
 use crate::config::SessionConfig;
-use crate::model::MessageKind;
+use crate::model::{Attachment, MessageKind};
 
 /// The source kind in the configuration.
 pub const KIND: &str = "matrix";
@@ -200,7 +200,11 @@ impl Matrix {
         let stored = self
             .context
             .store
-            .has_message(&self.context.session_id, chat_id, &message.provider_message_id)
+            .has_message(
+                &self.context.session_id,
+                chat_id,
+                &message.provider_message_id,
+            )
             .await
             .unwrap_or(false);
         if stored {
@@ -593,6 +597,92 @@ impl Source for Matrix {
         let room_id = room_id(chat_id)?;
         let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
         let content = RoomMessageEventContent::text_plain(text);
+        let request = send_message_event::v3::Request::new(room_id, txn_id, &content)
+            .map_err(|error| SourceError::Invalid(error.to_string()))?;
+        let response = self.client.send(request, None).await?;
+        Ok(SendReceipt {
+            provider_message_id: response.event_id.to_string(),
+        })
+    }
+
+    /// One file per message: a Matrix media event carries one file.
+    fn max_files_per_message(&self) -> usize {
+        1
+    }
+
+    /// Uploads the file (`POST /_matrix/media/v3/upload`), then sends an `m.image`,
+    /// `m.video`, `m.audio` or `m.file` event (by MIME type) under the same transaction id as a
+    /// text send, so a retry posts once. The text, when given, is the caption (`body`, with
+    /// `filename` naming the file, spec v1.10); else `body` is the file name.
+    async fn send_files(
+        &self,
+        chat_id: &str,
+        text: &str,
+        files: &[(Attachment, Vec<u8>)],
+        idempotency_key: &str,
+    ) -> Result<SendReceipt, SourceError> {
+        use ruma::api::client::media::create_content;
+        use ruma::events::room::message::{
+            AudioMessageEventContent, FileMessageEventContent, ImageMessageEventContent,
+            MessageType, VideoMessageEventContent,
+        };
+        use ruma::events::room::{ImageInfo, MediaSource};
+        let room_id = room_id(chat_id)?;
+        let [(attachment, bytes)] = files else {
+            return Err(SourceError::Rejected(format!(
+                "a Matrix message carries one file, not {}",
+                files.len()
+            )));
+        };
+        let mut upload = create_content::v3::Request::new(bytes.clone());
+        upload.filename = Some(attachment.file_name.clone());
+        upload.content_type = Some(attachment.mime_type.clone());
+        let uploaded = self.client.send(upload, None).await?;
+        let uri = uploaded.content_uri;
+        let (body, filename) = if text.trim().is_empty() {
+            (attachment.file_name.clone(), None)
+        } else {
+            (text.to_owned(), Some(attachment.file_name.clone()))
+        };
+        let size = UInt::try_from(attachment.size_bytes).ok();
+        let mime = Some(attachment.mime_type.clone());
+        let source = MediaSource::Plain(uri);
+        let msgtype = match attachment.mime_type.split('/').next() {
+            Some("image") => {
+                let mut content = ImageMessageEventContent::new(body, source);
+                let mut info = ImageInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::Image(content)
+            }
+            Some("video") => {
+                let mut content = VideoMessageEventContent::new(body, source);
+                let mut info = ruma::events::room::message::VideoInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::Video(content)
+            }
+            Some("audio") => {
+                let mut content = AudioMessageEventContent::new(body, source);
+                let mut info = ruma::events::room::message::AudioInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::Audio(content)
+            }
+            _ => {
+                let mut content = FileMessageEventContent::new(body, source);
+                let mut info = ruma::events::room::message::FileInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::File(content)
+            }
+        };
+        let content = RoomMessageEventContent::new(msgtype);
+        let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
         let request = send_message_event::v3::Request::new(room_id, txn_id, &content)
             .map_err(|error| SourceError::Invalid(error.to_string()))?;
         let response = self.client.send(request, None).await?;
