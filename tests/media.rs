@@ -16,6 +16,7 @@ on_both_backends!(
     a_whatsapp_zip_with_media_stores_each_file_once_and_get_media_returns_it,
     a_telegram_export_with_a_photo_stores_the_photo,
     a_session_cannot_read_another_sessions_media,
+    files_sent_to_a_local_chat_are_stored_and_read_only_sources_refuse_them,
 );
 
 /// The bytes of the two "photos" in the zip: identical, and larger than one 64 KiB chunk.
@@ -301,5 +302,94 @@ async fn a_session_cannot_read_another_sessions_media(backend: Backend) {
             .await
             .unwrap_err();
         assert_eq!(error.code(), Code::NotFound, "{session_id}: {error:?}");
+    }
+}
+
+async fn files_sent_to_a_local_chat_are_stored_and_read_only_sources_refuse_them(backend: Backend) {
+    let exports = backend.dir.path().join("exports");
+    std::fs::create_dir_all(&exports).expect("mkdir");
+    let app = media_app(
+        &backend,
+        vec![local_session("notes"), whatsapp_session("wa", &exports)],
+    )
+    .await;
+    let mut client = app.client().await;
+    let note = b"%PDF-1.4 minutes".to_vec();
+    let request =
+        |session_id: &str, key: &str, files: Vec<pb::AttachmentUpload>| pb::SendMessageRequest {
+            session_id: session_id.into(),
+            chat_id: "general".into(),
+            text: String::new(),
+            client_message_id: key.into(),
+            attachments: files,
+        };
+    let file = |name: &str, mime: &str, data: &[u8]| pb::AttachmentUpload {
+        file_name: name.into(),
+        mime_type: mime.into(),
+        data: data.to_vec(),
+    };
+    let sent = client
+        .send_message(request(
+            "notes",
+            "f1",
+            vec![
+                file("minutes.pdf", "", &note),
+                file("photo.bin", "image/webp", &photo_bytes()),
+            ],
+        ))
+        .await
+        .expect("SendMessage with files")
+        .into_inner()
+        .message
+        .expect("message");
+    assert_eq!(sent.kind, pb::MessageKind::Media as i32);
+    assert_eq!(sent.status, pb::MessageStatus::Sent as i32);
+    let names: Vec<(&str, &str, bool)> = sent
+        .attachments
+        .iter()
+        .map(|a| (a.file_name.as_str(), a.mime_type.as_str(), a.stored))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("minutes.pdf", "application/pdf", true),
+            ("photo.bin", "image/webp", true)
+        ]
+    );
+    assert_eq!(sent.attachments[0].sha256, hex_sha256(&note));
+    // Listed and streamed back as sent.
+    let listed = all_messages(&mut client, "notes", "general").await;
+    assert_eq!(listed, vec![sent.clone()]);
+    let frames = get_media(&mut client, "notes", &sent.attachments[0].sha256)
+        .await
+        .expect("GetMedia");
+    assert_eq!(frames[0].mime_type, "application/pdf");
+    assert_eq!(frames.concat_data(), note);
+
+    // Invalid files, and a source that cannot send at all.
+    for (files, code) in [
+        (vec![file("", "", b"x")], Code::InvalidArgument),
+        (vec![file("empty.txt", "", b"")], Code::InvalidArgument),
+    ] {
+        let error = client
+            .send_message(request("notes", "bad", files))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), code, "{error:?}");
+    }
+    let error = client
+        .send_message(request("wa", "ro", vec![file("a.pdf", "", &note)]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+}
+
+trait ConcatData {
+    fn concat_data(&self) -> Vec<u8>;
+}
+
+impl ConcatData for Vec<pb::GetMediaResponse> {
+    fn concat_data(&self) -> Vec<u8> {
+        self.iter().flat_map(|frame| frame.data.clone()).collect()
     }
 }
