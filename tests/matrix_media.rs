@@ -137,10 +137,8 @@ async fn start(
 
 async fn wait_up(client: &ChatSyncServiceClient<Channel>) {
     eventually("the matrix source to be UP", || {
-        let mut client = client.clone();
-        async move {
-            sync_status(&mut client, SESSION).await.source_state == pb::SourceState::Up as i32
-        }
+        let client = client.clone();
+        async move { sync_status(&client, SESSION).await.source_state == pb::SourceState::Up as i32 }
     })
     .await;
 }
@@ -178,7 +176,7 @@ async fn files_posted_by_others_are_stored_on_sync_and_live(backend: Backend) {
     let room = bob.create_room(Some("Photos"), &[&me]).await;
     let picture = media_bytes(7, 100_000);
     let mxc = upload(&bob, &picture, "beach.png", "image/png").await;
-    post_content(
+    let beach = post_content(
         &bob,
         &room,
         json!({"msgtype": "m.image", "body": "beach.png", "url": mxc,
@@ -253,6 +251,18 @@ async fn files_posted_by_others_are_stored_on_sync_and_live(backend: Backend) {
         .await
         .expect("GetMedia");
     assert_eq!(bytes, report);
+
+    // A file whose message is redacted upstream is no longer served.
+    let beach_sha256 = hex_sha256(&picture);
+    bob.redact(&room, &beach).await;
+    eventually("the redacted image's media to be gone", || {
+        let mut client = client.clone();
+        let sha256 = beach_sha256.clone();
+        async move {
+            matches!(get_media(&mut client, &sha256).await, Err(status) if status.code() == Code::NotFound)
+        }
+    })
+    .await;
 }
 
 async fn send_message_with_an_image_uploads_it_and_posts_it_once(backend: Backend) {

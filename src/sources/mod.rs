@@ -10,7 +10,11 @@
 //! - Input a source cannot read is counted (`unplaced_lines`) or reported as a chat failure,
 //!   never silently dropped, and never a panic.
 //! - Read-only sources keep the default [`Source::send`], which refuses with
-//!   [`SourceError::ReadOnly`].
+//!   [`SourceError::ReadOnly`]. Sources that send files say how many a message may carry
+//!   ([`Source::max_files_per_message`]) and implement [`Source::send_files`].
+//! - Message files (attachments) go to the blob store ([`SourceContext::blobs`]) before the
+//!   messages are handed over, each described by an [`crate::model::Attachment`]; a file a
+//!   source cannot have is an attachment with `stored = false`, never an error.
 //!
 //! - A live source ([`Source::run_live`], the `matrix` source) keeps a connection open while
 //!   the server runs and hands what happens upstream to a [`LiveSink`] as [`LiveEvent`]s,

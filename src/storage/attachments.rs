@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::entities::attachment;
+use super::entities::{attachment, message};
 use super::{Store, WriteTxn, statement_chunks};
 use crate::error::Result;
 use crate::model::{Attachment, Message, MessageKind, NewMessage};
@@ -107,16 +107,38 @@ fn attachment_from_row(row: attachment::Model) -> Attachment {
 }
 
 impl Store {
-    /// The MIME type of a stored blob that some attachment of this session references, or
-    /// `None` when none does (a session never reads another session's blobs through it).
+    /// The MIME type of a stored blob that an attachment of a message of this session
+    /// references, or `None` when none does (a session never reads another session's blobs
+    /// through it). Attachments of messages deleted upstream do not count.
     pub async fn session_media(&self, session_id: &str, sha256: &str) -> Result<Option<String>> {
-        Ok(attachment::Entity::find()
+        let rows: Vec<(i64, String)> = attachment::Entity::find()
+            .select_only()
+            .column(attachment::Column::MessageSeq)
+            .column(attachment::Column::MimeType)
             .filter(attachment::Column::SessionId.eq(session_id))
             .filter(attachment::Column::Sha256.eq(sha256))
             .filter(attachment::Column::Stored.eq(true))
+            .limit(100)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let shown: Option<i64> = message::Entity::find()
+            .select_only()
+            .column(message::Column::Seq)
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::Seq.is_in(rows.iter().map(|(seq, _)| *seq)))
+            .filter(message::Column::Kind.ne(MessageKind::Deleted.as_i16()))
+            .into_tuple()
             .one(&self.db)
-            .await?
-            .map(|row| row.mime_type))
+            .await?;
+        Ok(shown.and_then(|seq| {
+            rows.into_iter()
+                .find(|(row_seq, _)| *row_seq == seq)
+                .map(|(_, mime_type)| mime_type)
+        }))
     }
 
     /// [`fill`] on this store's connection: the attachments of the `Media` messages.

@@ -14,6 +14,10 @@
 //! - SendMessage is `PUT /rooms/{roomId}/send/m.room.message/{txnId}` with txnId
 //!   `chatsync.<client_message_id>`, so a retry is deduplicated by the homeserver, and the echo
 //!   through `/sync` (its `unsigned.transaction_id`) is matched to the stored message.
+//! - Files: `m.image`, `m.file`, `m.video` and `m.audio` carry one attachment; bytes not
+//!   stored yet are downloaded through the authenticated media endpoint (bounded by
+//!   [`MAX_MEDIA_BYTES`]) into the blob store. SendMessage with one file uploads it, then posts
+//!   the matching media event under the same transaction id rule.
 //! - Read receipts (`m.receipt`, `m.read`) from other members mark our messages READ, and
 //!   UpdateMessageStatus READ on an incoming message posts our `m.read` upstream.
 //!
