@@ -38,7 +38,7 @@ use super::{
     ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
     media,
 };
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, hex};
 use crate::config::SessionConfig;
 use crate::model::{Attachment, MessageKind, MessageStatus, NewMessage};
 use parser::{DateOrder, ParseOptions};
@@ -224,16 +224,6 @@ fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &s
     let mut digest = [0u8; 16];
     digest.copy_from_slice(&full[..16]);
     digest
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2 + 4);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
 }
 
 /// Reads a wall-clock time in `timezone` as a UTC instant, in Unix milliseconds. A time that
