@@ -35,10 +35,20 @@ fn hex_sha256(bytes: &[u8]) -> String {
 /// line, an Android `(file attached)` line (both files present, with identical bytes), a
 /// line naming a file the zip does not hold, and a text line.
 fn write_media_zip(dir: &Path) -> PathBuf {
-    let chat = "[02/01/2024, 10:11:12] Ana: \u{200e}<attached: 00000012-PHOTO-2024-01-02-10-11-12.jpg>\n\
+    write_media_zip_with(dir, &[])
+}
+
+/// [`write_media_zip`], with more lines at the end and the files they name.
+fn write_media_zip_with(dir: &Path, more: &[(&str, &str, &[u8])]) -> PathBuf {
+    let mut chat = "[02/01/2024, 10:11:12] Ana: \u{200e}<attached: 00000012-PHOTO-2024-01-02-10-11-12.jpg>\n\
                 [02/01/2024, 10:12:00] Ben: IMG-20240102-WA0001.jpg (file attached)\n\
                 [02/01/2024, 10:13:00] Ana: \u{200e}<attached: 00000013-PHOTO-2024-01-02-10-13-00.jpg>\n\
-                [02/01/2024, 10:14:00] Ben: nice photos\n";
+                [02/01/2024, 10:14:00] Ben: nice photos\n"
+        .to_owned();
+    for (line, _, _) in more {
+        chat.push_str(line);
+        chat.push('\n');
+    }
     let path = dir.join("WhatsApp Chat - Media Test.zip");
     let file = std::fs::File::create(&path).expect("create zip");
     let mut zip = zip::ZipWriter::new(file);
@@ -52,6 +62,10 @@ fn write_media_zip(dir: &Path) -> PathBuf {
     ] {
         zip.start_file(name, options).expect("entry");
         zip.write_all(&photo_bytes()).expect("write");
+    }
+    for (_, name, bytes) in more {
+        zip.start_file(*name, options).expect("entry");
+        zip.write_all(bytes).expect("write");
     }
     zip.finish().expect("finish zip");
     path
@@ -194,6 +208,27 @@ async fn a_whatsapp_zip_with_media_stores_each_file_once_and_get_media_returns_i
     let again = sync_frames(&mut client, "wa", Some(0)).await;
     assert_eq!(again.last().map(|f| f.total_messages_synced), Some(0));
     assert_eq!(blob_files(&backend.dir.path().join("blobs")).len(), 1);
+
+    // A later export of the chat with one more photo: only the new message's file is read
+    // (the stored messages' files are not read again: the blob removed here stays gone).
+    std::fs::remove_file(&blobs[0]).expect("remove blob");
+    let video = b"a short video".to_vec();
+    write_media_zip_with(
+        &exports,
+        &[(
+            "[02/01/2024, 10:15:00] Ana: \u{200e}<attached: 00000016-VIDEO-2024-01-02-10-15-00.mp4>",
+            "00000016-VIDEO-2024-01-02-10-15-00.mp4",
+            &video,
+        )],
+    );
+    let later = sync_frames(&mut client, "wa", Some(0)).await;
+    assert_eq!(later.last().map(|f| f.total_messages_synced), Some(1));
+    let messages = all_messages(&mut client, "wa", "").await;
+    let newest = only(&messages[4]);
+    assert_eq!(newest.mime_type, "video/mp4");
+    assert_eq!(newest.sha256, hex_sha256(&video));
+    let blobs = blob_files(&backend.dir.path().join("blobs"));
+    assert_eq!(blobs.len(), 1, "only the new file was read: {blobs:?}");
 }
 
 async fn a_telegram_export_with_a_photo_stores_the_photo(backend: Backend) {

@@ -7,7 +7,9 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-use super::{ExportLimits, read_bounded};
+use std::collections::HashSet;
+
+use super::{ExportLimits, SourceContext, read_bounded};
 use crate::blobs::BlobStore;
 use crate::model::Attachment;
 
@@ -68,6 +70,21 @@ pub fn mime_for(file_name: &str) -> &'static str {
         .iter()
         .find(|(known, _)| *known == extension)
         .map_or("application/octet-stream", |(_, mime)| mime)
+}
+
+/// The provider ids of a chat's stored messages, read from a blocking task. A source skips the
+/// files of those messages: storage skips the messages, so their files need not be read again.
+/// Empty on a storage error (every file is then read, which is only slower).
+pub fn stored_ids_blocking(context: &SourceContext, chat_id: &str) -> HashSet<String> {
+    let read = context
+        .store
+        .stored_provider_ids(&context.session_id, chat_id);
+    tokio::runtime::Handle::current()
+        .block_on(read)
+        .unwrap_or_else(|error| {
+            tracing::warn!(chat_id, %error, "cannot read the stored messages; reading every file");
+            HashSet::new()
+        })
 }
 
 /// Puts `bytes` in the blob store and describes them as an attachment named `file_name`.

@@ -34,7 +34,6 @@ use super::{
     ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
     media,
 };
-use crate::blobs::BlobStore;
 use crate::config::SessionConfig;
 use crate::model::{MessageKind, MessageStatus, NewMessage};
 use parser::TelegramChat;
@@ -59,8 +58,8 @@ pub struct TelegramExport {
     /// the run's `fetch_history` calls reuse the result instead of parsing again. A file that
     /// could not be parsed is held as its error.
     parsed: Mutex<HashMap<String, Result<Arc<TelegramChat>, String>>>,
-    /// Where the `photo` and `file` bytes go.
-    blobs: Arc<dyn BlobStore>,
+    /// The blob store (where the `photo` and `file` bytes go) and the store.
+    context: SourceContext,
 }
 
 impl TelegramExport {
@@ -75,7 +74,7 @@ impl TelegramExport {
             timezone: super::whatsapp::parse_timezone(settings.timezone.as_deref())?,
             limits: context.export_limits,
             parsed: Mutex::default(),
-            blobs: context.blobs.clone(),
+            context: context.clone(),
         }))
     }
 }
@@ -178,14 +177,24 @@ impl Source for TelegramExport {
             .parent()
             .map(Path::to_owned)
             .unwrap_or_default();
-        let (blobs, limits) = (self.blobs.clone(), self.limits);
+        let (context, limits) = (self.context.clone(), self.limits);
+        let chat_id = chat.chat_id.clone();
         tokio::task::spawn_blocking(move || {
             let skipped = parsed.messages.len() - history.messages.len();
-            for (message, raw) in history.messages.iter_mut().zip(&parsed.messages[skipped..]) {
+            let kept = &parsed.messages[skipped..];
+            if kept.iter().all(|raw| raw.media_files.is_empty()) {
+                return history;
+            }
+            // Stored messages are skipped by storage: their files are not read again.
+            let stored = media::stored_ids_blocking(&context, &chat_id);
+            for (message, raw) in history.messages.iter_mut().zip(kept) {
+                if stored.contains(&message.provider_message_id) {
+                    continue;
+                }
                 for file in &raw.media_files {
                     let mime = raw.mime_type.as_deref();
                     message.attachments.push(media::store_file_blocking(
-                        blobs.as_ref(),
+                        context.blobs.as_ref(),
                         &folder,
                         file,
                         mime,

@@ -62,8 +62,8 @@ pub struct WhatsAppExport {
     timezone: Tz,
     options: ParseOptions,
     limits: ExportLimits,
-    /// Where media files found in the exports go.
-    blobs: Arc<dyn BlobStore>,
+    /// The blob store (where media files found in the exports go) and the store.
+    context: SourceContext,
 }
 
 impl WhatsAppExport {
@@ -80,7 +80,7 @@ impl WhatsAppExport {
                 date_order: settings.date_order,
             },
             limits: context.export_limits,
-            blobs: context.blobs.clone(),
+            context: context.clone(),
         }))
     }
 }
@@ -122,14 +122,20 @@ impl Source for WhatsAppExport {
         let timezone = self.timezone;
         let options = self.options.clone();
         let limits = self.limits;
-        let blobs = self.blobs.clone();
+        let context = self.context.clone();
         tokio::task::spawn_blocking(move || {
             let bytes = read_export(&path, &limits)?;
             let parsed = parser::parse(&bytes, &options);
             log_unplaced(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
             keep_most_recent(&mut history.messages, limit);
-            attach_media(&path, &mut history.messages, blobs.as_ref(), &limits);
+            attach_media(
+                &path,
+                &mut history.messages,
+                &context.blobs,
+                &limits,
+                || media::stored_ids_blocking(&context, &chat_id),
+            );
             // A plain file's bytes are the file: their hash is the file's (a zip's are not).
             if !is_zip(&path) {
                 history.content_sha256 = Some(Sha256::digest(&bytes).into());
@@ -349,19 +355,28 @@ pub fn chat_id_for_name(name: &str) -> String {
 /// same zip (an entry of that name in any folder of it), or, for an unzipped `_chat.txt`,
 /// from its folder. Each file is read within `limits` and stored in `blobs`. A file that is
 /// not there (a `.txt` export has none), cannot be read, or is over a limit gives an
-/// attachment with `stored = false`; the message is imported either way.
+/// attachment with `stored = false`; the message is imported either way. Messages whose
+/// provider id is among `stored_ids()` (called once, only when some message names a file) are
+/// stored already and skipped: their files are not read again.
 fn attach_media(
     path: &Path,
     messages: &mut [NewMessage],
-    blobs: &dyn BlobStore,
+    blobs: &Arc<dyn BlobStore>,
     limits: &ExportLimits,
+    stored_ids: impl FnOnce() -> std::collections::HashSet<String>,
 ) {
-    let named: Vec<(usize, String)> = messages
+    let blobs = blobs.as_ref();
+    let mut named: Vec<(usize, String)> = messages
         .iter()
         .enumerate()
         .filter(|(_, message)| message.kind == MessageKind::Media)
         .filter_map(|(i, message)| Some((i, parser::attachment_name(&message.text)?)))
         .collect();
+    if named.is_empty() {
+        return;
+    }
+    let stored = stored_ids();
+    named.retain(|(i, _)| !stored.contains(&messages[*i].provider_message_id));
     if named.is_empty() {
         return;
     }
