@@ -141,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             chat_id: CHAT_ID.into(),
             text: "warm-up".into(),
             client_message_id: "warm-up".into(),
+            attachments: Vec::new(),
         })
         .await?;
 
@@ -250,6 +251,7 @@ async fn main() -> anyhow::Result<()> {
                     chat_id: CHAT_ID.into(),
                     text: format!("fan-out message {index}"),
                     client_message_id: format!("fan-{index}"),
+                    attachments: Vec::new(),
                 })
                 .await;
             drop(permit);

@@ -227,6 +227,7 @@ async fn sends(
             chat_id: format!("load-{}", client % chats),
             text: format!("load message {i} from client {client}"),
             client_message_id: format!("{run}-{client}-{i}"),
+            attachments: Vec::new(),
         };
         async move {
             rpc.send_message(request).await?;
@@ -320,6 +321,7 @@ async fn run_subscribers(setup: SubscribersSetup) -> anyhow::Result<()> {
             chat_id: chat.into(),
             text: "warm-up".into(),
             client_message_id: uuid::Uuid::new_v4().to_string(),
+            attachments: Vec::new(),
         })
         .await?;
     let idle_kib = setup.server_pid.map(rss_kib).transpose()?;
@@ -450,6 +452,7 @@ async fn run_subscribers(setup: SubscribersSetup) -> anyhow::Result<()> {
                 chat_id: chat.into(),
                 text: format!("fan-out message {index}"),
                 client_message_id: format!("fan-{run}-{index}"),
+                attachments: Vec::new(),
             })
             .await?;
         let mut seen = 0;

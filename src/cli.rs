@@ -225,6 +225,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     chat_id: chat,
                     text,
                     client_message_id: client_message_id.unwrap_or_default(),
+                    attachments: Vec::new(),
                 })
                 .await?
                 .into_inner();

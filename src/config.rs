@@ -85,6 +85,10 @@ pub struct Config {
     /// Default deadline of unary RPCs, in seconds, when the client sets a longer one or none
     /// (`grpc-timeout`); streaming RPCs have none. Default 30.
     pub unary_timeout_secs: u64,
+    /// The directory of the blob store: the bytes of message attachments (export media,
+    /// Matrix files), one file per SHA-256 as `ab/cdef…`, each stored once. Default
+    /// `DATA_DIR/blobs` in the [data directory](data_dir), whatever the database.
+    pub blob_dir: PathBuf,
     /// The sessions this server serves.
     pub sessions: Vec<SessionConfig>,
     /// How log lines on stderr are written: `"text"` (for people; coloured only when stderr
@@ -282,6 +286,7 @@ impl Default for Config {
             max_response_bytes: 4 << 20,
             unary_timeout_secs: 30,
             log_format: LogFormat::Text,
+            blob_dir: data_dir().join("blobs"),
             sessions: vec![
                 session("demo", "whatsapp-export", Some(samples.join("whatsapp"))),
                 session(

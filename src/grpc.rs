@@ -170,6 +170,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 impl ChatSyncService for Api {
     type SyncChatsStream = BoxStream<pb::SyncChatsResponse>;
     type SubscribeMessagesStream = BoxStream<pb::SubscribeMessagesResponse>;
+    type GetMediaStream = BoxStream<pb::GetMediaResponse>;
 
     async fn sync_chats(
         &self,
@@ -281,13 +282,23 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let body = request.into_inner();
+            let uploads = body
+                .attachments
+                .into_iter()
+                .map(|file| model::AttachmentUpload {
+                    file_name: file.file_name,
+                    mime_type: file.mime_type,
+                    data: file.data,
+                })
+                .collect();
             let (message, duplicate) = self
                 .service
-                .send_message(
+                .send_message_with(
                     &body.session_id,
                     &body.chat_id,
                     &body.text,
                     &body.client_message_id,
+                    uploads,
                 )
                 .await
                 .map_err(status_from)?;
@@ -430,6 +441,47 @@ impl ChatSyncService for Api {
         .instrument(span)
         .await
     }
+
+    async fn get_media(
+        &self,
+        request: Request<pb::GetMediaRequest>,
+    ) -> Result<Response<Self::GetMediaStream>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("GetMedia", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let (mime_type, size, chunks) = self
+                .service
+                .get_media(&body.session_id, &body.sha256)
+                .await
+                .map_err(status_from)?;
+            // The first frame carries the MIME type and size; an empty blob is that frame alone.
+            let empty = (size == 0).then(|| {
+                Ok(pb::GetMediaResponse {
+                    data: Vec::new(),
+                    mime_type: mime_type.clone(),
+                    total_size_bytes: 0,
+                })
+            });
+            let mut first = Some((mime_type, size));
+            let frames = chunks.map(move |chunk| {
+                let data = chunk.map_err(|error| {
+                    status_from(Error::Internal(format!("cannot read a blob: {error}")))
+                })?;
+                let (mime_type, total_size_bytes) = first.take().unwrap_or_default();
+                Ok(pb::GetMediaResponse {
+                    data,
+                    mime_type,
+                    total_size_bytes,
+                })
+            });
+            let stream: Self::GetMediaStream = Box::pin(tokio_stream::iter(empty).chain(frames));
+            Ok(Response::new(stream))
+        }
+        .instrument(span)
+        .await
+    }
 }
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {
@@ -485,6 +537,17 @@ fn message_to_pb(message: model::Message) -> pb::Message {
         sent_at: Some(timestamp(message.sent_at_ms)),
         seq: message.seq,
         from_me: message.from_me,
+        attachments: message
+            .attachments
+            .into_iter()
+            .map(|file| pb::Attachment {
+                file_name: file.file_name,
+                mime_type: file.mime_type,
+                size_bytes: file.size_bytes,
+                sha256: file.sha256,
+                stored: file.stored,
+            })
+            .collect(),
     }
 }
 

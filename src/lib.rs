@@ -1,6 +1,7 @@
 //! chatsync: a gRPC service that mirrors chat accounts into a SQL database and keeps clients
 //! in step. See `ARCHITECTURE.md` for the code map and its invariants.
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -113,6 +113,43 @@ pub struct Message {
     pub sent_at_ms: i64,
     /// The seq at which the message was created.
     pub seq: u64,
+    /// The message's files, in order. Only `Media` messages have any.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file of a message (a photo, a document, a voice note, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attachment {
+    pub file_name: String,
+    /// E.g. `image/jpeg`; `application/octet-stream` when unknown.
+    pub mime_type: String,
+    /// Bytes; 0 when not stored.
+    pub size_bytes: u64,
+    /// 64 lowercase hex digits of the bytes (their name in the blob store); empty when not
+    /// stored.
+    pub sha256: String,
+    /// Whether the bytes are in the blob store (GetMedia serves them).
+    pub stored: bool,
+}
+
+/// A file a client sends with a message (SendMessage).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttachmentUpload {
+    pub file_name: String,
+    /// Empty: guessed from the file name.
+    pub mime_type: String,
+    pub data: Vec<u8>,
+}
+
+impl Attachment {
+    /// An attachment whose bytes are not available (a file an export names but does not hold).
+    pub fn missing(file_name: &str, mime_type: &str) -> Self {
+        Self {
+            file_name: file_name.to_owned(),
+            mime_type: mime_type.to_owned(),
+            ..Self::default()
+        }
+    }
 }
 
 /// A message to store. The storage layer assigns `id` and `seq`.
@@ -127,6 +164,9 @@ pub struct NewMessage {
     pub from_me: bool,
     /// Unix milliseconds (UTC).
     pub sent_at_ms: i64,
+    /// The message's files, in order; a message with any is kind `Media`. Their bytes are in
+    /// the blob store already when `stored`.
+    pub attachments: Vec<Attachment>,
 }
 
 /// A stored chat.

@@ -335,6 +335,7 @@ impl Source for PanickingSource {
                 status: MessageStatus::Sent,
                 from_me: false,
                 sent_at_ms: 1_700_000_000_000 + i,
+                attachments: Vec::new(),
             })
             .collect();
         Ok(ChatHistory {

@@ -461,6 +461,7 @@ async fn metrics_count_real_traffic_and_parse_as_prometheus_text(backend: Backen
             chat_id: "general".into(),
             text: "counted".into(),
             client_message_id: "metrics-1".into(),
+            attachments: Vec::new(),
         })
         .await
         .expect("send")

@@ -1191,6 +1191,7 @@ async fn tokens_are_checked_on_every_rpc(backend: Backend) {
                         chat_id: "c".into(),
                         text: "t".into(),
                         client_message_id: String::new(),
+                        attachments: Vec::new(),
                     })
                     .await
                     .map(|_| ()),

@@ -165,6 +165,7 @@ async fn tls_serves_grpc_and_refuses_plain_connections() {
                 chat_id: "general".into(),
                 text: "over TLS".into(),
                 client_message_id: "tls-1".into(),
+                attachments: Vec::new(),
             },
             "tls-token-secret",
         ))
@@ -755,6 +756,7 @@ async fn an_oversized_request_is_refused_with_a_clear_status() {
         chat_id: "general".into(),
         text,
         client_message_id: String::new(),
+        attachments: Vec::new(),
     };
     let status = client
         .send_message(send("x".repeat(20 * 1024)))
@@ -791,6 +793,7 @@ async fn list_messages_pages_of_large_messages_fit_a_default_client() {
                 chat_id: "big".into(),
                 text: format!("{i:03}{}", "m".repeat(60 * 1024)),
                 client_message_id: format!("big-{i}"),
+                attachments: Vec::new(),
             })
             .await
             .expect("send");
@@ -973,6 +976,7 @@ async fn unary_calls_have_a_default_deadline_and_streams_do_not() {
         chat_id: "general".into(),
         text: "waits for the lock".into(),
         client_message_id: key.into(),
+        attachments: Vec::new(),
     };
     let status = client
         .send_message(send("deadline-1"))

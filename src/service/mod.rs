@@ -13,9 +13,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
+use crate::model::{
+    self, AttachmentUpload, Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms,
+};
 use crate::sources::{self, Source, SourceContext, SourceState};
 use crate::storage::messages::MissingChat;
 use crate::storage::{MessageRef, PoolUsage, SessionRecord, Store, SyncState, Take};
@@ -26,6 +29,8 @@ pub use sync::{Attachment, Progress, Stage};
 pub const MAX_TEXT_BYTES: usize = 65_536;
 /// The longest chat id SendMessage accepts, in bytes.
 pub const MAX_CHAT_ID_BYTES: usize = 256;
+/// The longest file name SendMessage accepts, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// The largest idempotency key, in bytes.
 pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
 /// Page size of ListChats and ListMessages when the request gives none, and the largest.
@@ -91,6 +96,8 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     /// The estimated encoded size a listing page stays within.
     page_bytes: usize,
+    /// Message media (GetMedia reads it; sources write it).
+    blobs: Arc<dyn BlobStore>,
 }
 
 impl ChatSync {
@@ -113,11 +120,13 @@ impl ChatSync {
         let replica_id = uuid::Uuid::new_v4().to_string();
         let lease = Duration::from_secs(config.lease_secs);
         let mut sessions = HashMap::new();
+        let blobs: Arc<dyn BlobStore> = Arc::new(DirBlobStore::new(&config.blob_dir));
         for session in &config.sessions {
             let context = SourceContext {
                 session_id: session.id.clone(),
                 store: store.clone(),
                 export_limits: config.export_limits(),
+                blobs: blobs.clone(),
             };
             let source = sources::build(session, &context).map_err(anyhow::Error::msg)?;
             store.ensure_session(&session.id, source.kind()).await?;
@@ -158,6 +167,7 @@ impl ChatSync {
                 ),
                 shutdown,
                 page_bytes: page_bytes(config.max_response_bytes),
+                blobs,
             }),
         })
     }
@@ -277,6 +287,25 @@ impl ChatSync {
         text: &str,
         client_message_id: &str,
     ) -> Result<(Message, bool)> {
+        self.send_message_with(session_id, chat_id, text, client_message_id, Vec::new())
+            .await
+    }
+
+    /// [`Self::send_message`] with files. A message with files is kind `Media` and its text
+    /// may be empty; the files are put in the blob store before the message is stored.
+    ///
+    /// Errors, besides those of [`Self::send_message`]: `InvalidArgument` for a file with an
+    /// empty name or one over [`MAX_FILE_NAME_BYTES`], a MIME type over 255 bytes, no bytes,
+    /// a NUL character, or more files than the source takes in one message;
+    /// `FailedPrecondition` when the source cannot send files at all.
+    pub async fn send_message_with(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+        text: &str,
+        client_message_id: &str,
+        uploads: Vec<AttachmentUpload>,
+    ) -> Result<(Message, bool)> {
         let source = self.source(session_id)?.clone();
         if chat_id.trim().is_empty() {
             return Err(Error::InvalidArgument("chat_id must not be empty".into()));
@@ -299,8 +328,11 @@ impl ChatSync {
                 )));
             }
         }
-        if text.trim().is_empty() {
+        if text.trim().is_empty() && uploads.is_empty() {
             return Err(Error::InvalidArgument("text must not be empty".into()));
+        }
+        for upload in &uploads {
+            validate_upload(upload)?;
         }
         if text.len() > MAX_TEXT_BYTES {
             return Err(Error::InvalidArgument(format!(
@@ -317,6 +349,18 @@ impl ChatSync {
         if !source.can_send() {
             return Err(sources::SourceError::ReadOnly(source.kind()).into());
         }
+        let most_files = source.max_files_per_message();
+        if uploads.len() > most_files {
+            return Err(if most_files == 0 {
+                Error::FailedPrecondition(format!("the {} source cannot send files", source.kind()))
+            } else {
+                Error::InvalidArgument(format!(
+                    "the {} source sends at most {most_files} file(s) per message",
+                    source.kind()
+                ))
+            });
+        }
+        let attachments = self.store_uploads(uploads).await?;
         let store = &self.inner.store;
         let client_message_id = if client_message_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -337,10 +381,15 @@ impl ChatSync {
             client_message_id: Some(client_message_id.clone()),
             sender: String::new(),
             text: text.to_owned(),
-            kind: MessageKind::Text,
+            kind: if attachments.is_empty() {
+                MessageKind::Text
+            } else {
+                MessageKind::Media
+            },
             status,
             from_me: true,
             sent_at_ms: now_ms(),
+            attachments,
         };
         // A native source creates chats on first send; others only send to chats they have.
         let missing_chat = if source.is_native() {
@@ -379,7 +428,15 @@ impl ChatSync {
         let store = &self.inner.store;
         let (session_id, chat_id) = (stored.session_id.as_str(), stored.chat_id.as_str());
         let reference = MessageRef::Id(stored.id);
-        match source.send(chat_id, &stored.text, client_message_id).await {
+        let sent = if stored.attachments.is_empty() {
+            source.send(chat_id, &stored.text, client_message_id).await
+        } else {
+            let files = self.read_attachments(&stored.attachments).await?;
+            source
+                .send_files(chat_id, &stored.text, &files, client_message_id)
+                .await
+        };
+        match sent {
             Ok(receipt) => {
                 let (sent, _) = store
                     .update_status(
@@ -399,6 +456,66 @@ impl ChatSync {
                 Err(error.into())
             }
         }
+    }
+
+    /// Puts the bytes of uploaded files in the blob store; their attachments, stored.
+    async fn store_uploads(
+        &self,
+        uploads: Vec<AttachmentUpload>,
+    ) -> Result<Vec<model::Attachment>> {
+        let mut attachments = Vec::with_capacity(uploads.len());
+        for upload in uploads {
+            let mime_type = if upload.mime_type.is_empty() {
+                sources::media::mime_for(&upload.file_name).to_owned()
+            } else {
+                upload.mime_type
+            };
+            let blob = self
+                .inner
+                .blobs
+                .put(upload.data)
+                .await
+                .map_err(|error| Error::Internal(format!("cannot store a file: {error}")))?;
+            attachments.push(model::Attachment {
+                file_name: upload.file_name,
+                mime_type,
+                size_bytes: blob.size,
+                sha256: blob.sha256,
+                stored: true,
+            });
+        }
+        Ok(attachments)
+    }
+
+    /// The bytes of stored attachments, read back from the blob store (to send them).
+    async fn read_attachments(
+        &self,
+        attachments: &[model::Attachment],
+    ) -> Result<Vec<(model::Attachment, Vec<u8>)>> {
+        use tokio_stream::StreamExt;
+        let mut files = Vec::with_capacity(attachments.len());
+        for attachment in attachments {
+            let internal =
+                |error: std::io::Error| Error::Internal(format!("cannot read a file: {error}"));
+            let Some((size, mut chunks)) = self
+                .inner
+                .blobs
+                .get(&attachment.sha256)
+                .await
+                .map_err(internal)?
+            else {
+                return Err(Error::Internal(format!(
+                    "blob {} is missing from the blob store",
+                    attachment.sha256
+                )));
+            };
+            let mut bytes = Vec::with_capacity(size as usize);
+            while let Some(chunk) = chunks.next().await {
+                bytes.extend(chunk.map_err(internal)?);
+            }
+            files.push((attachment.clone(), bytes));
+        }
+        Ok(files)
     }
 
     /// Records a receipt. A status that is not ahead of the stored one changes nothing.
@@ -466,6 +583,45 @@ impl ChatSync {
             message_count,
             source_state,
         })
+    }
+
+    /// The bytes of a stored attachment of this session: its MIME type, size and bytes in
+    /// chunks of at most [`crate::blobs::CHUNK_BYTES`]. `sha256` is 64 hex digits (either
+    /// case).
+    ///
+    /// Errors: `InvalidArgument` for a malformed hash; `NotFound` for an unknown session, or
+    /// a hash that no attachment of this session references with its bytes stored (a session
+    /// never reads another session's media), or whose blob is gone from the store.
+    pub async fn get_media(
+        &self,
+        session_id: &str,
+        sha256: &str,
+    ) -> Result<(String, u64, ChunkStream)> {
+        self.source(session_id)?;
+        let sha256 = sha256.to_ascii_lowercase();
+        if !is_sha256(&sha256) {
+            return Err(Error::InvalidArgument(
+                "sha256 must be 64 hexadecimal digits".into(),
+            ));
+        }
+        let not_found = || Error::NotFound(format!("media {sha256} in session {session_id:?}"));
+        let Some(mime_type) = self.inner.store.session_media(session_id, &sha256).await? else {
+            return Err(not_found());
+        };
+        match self.inner.blobs.get(&sha256).await {
+            Ok(Some((size, chunks))) => Ok((mime_type, size, chunks)),
+            Ok(None) => {
+                tracing::warn!(
+                    session_id,
+                    sha256,
+                    "an attachment's blob is missing from the blob store"
+                );
+                Err(not_found())
+            }
+            Err(error) => Err(Error::Internal(format!(
+                "cannot read blob {sha256}: {error}"
+            ))),
+        }
     }
 
     /// A page of chats with `seq > after_seq`: at most `limit`, and fewer when their encoded
@@ -585,6 +741,33 @@ fn same_request(stored: Message, chat_id: &str, text: &str) -> Result<(Message, 
     Ok((stored, true))
 }
 
+/// Checks a file to send: a name of 1 to [`MAX_FILE_NAME_BYTES`] bytes, a MIME type of at most
+/// 255, some bytes, and no NUL character.
+fn validate_upload(upload: &AttachmentUpload) -> Result<()> {
+    let name = &upload.file_name;
+    if name.trim().is_empty() || name.len() > MAX_FILE_NAME_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "a file name must be 1 to {MAX_FILE_NAME_BYTES} bytes"
+        )));
+    }
+    if upload.mime_type.len() > 255 {
+        return Err(Error::InvalidArgument(
+            "a MIME type must be at most 255 bytes".into(),
+        ));
+    }
+    if name.contains('\0') || upload.mime_type.contains('\0') {
+        return Err(Error::InvalidArgument(
+            "a file name or MIME type must not contain NUL characters".into(),
+        ));
+    }
+    if upload.data.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "file {name:?} has no bytes"
+        )));
+    }
+    Ok(())
+}
+
 fn page_size(limit: u32) -> Result<u64> {
     match limit {
         0 => Ok(DEFAULT_PAGE as u64),
@@ -609,6 +792,11 @@ fn message_bytes(message: &Message) -> usize {
         + message.client_message_id.as_deref().map_or(0, str::len)
         + message.sender.len()
         + message.text.len()
+        + message
+            .attachments
+            .iter()
+            .map(|file| file.file_name.len() + file.mime_type.len() + file.sha256.len() + 24)
+            .sum::<usize>()
         + MESSAGE_OVERHEAD_BYTES
 }
 

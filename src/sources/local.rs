@@ -77,4 +77,9 @@ impl Source for Local {
     fn is_native(&self) -> bool {
         true
     }
+
+    /// Messages keep any number of files (in the blob store).
+    fn max_files_per_message(&self) -> usize {
+        usize::MAX
+    }
 }

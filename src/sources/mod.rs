@@ -10,7 +10,11 @@
 //! - Input a source cannot read is counted (`unplaced_lines`) or reported as a chat failure,
 //!   never silently dropped, and never a panic.
 //! - Read-only sources keep the default [`Source::send`], which refuses with
-//!   [`SourceError::ReadOnly`].
+//!   [`SourceError::ReadOnly`]. Sources that send files say how many a message may carry
+//!   ([`Source::max_files_per_message`]) and implement [`Source::send_files`].
+//! - Message files (attachments) go to the blob store ([`SourceContext::blobs`]) before the
+//!   messages are handed over, each described by an [`crate::model::Attachment`]; a file a
+//!   source cannot have is an attachment with `stored = false`, never an error.
 //!
 //! - A live source ([`Source::run_live`], the `matrix` source) keeps a connection open while
 //!   the server runs and hands what happens upstream to a [`LiveSink`] as [`LiveEvent`]s,
@@ -24,6 +28,7 @@
 //! one failed chat, and no allocation follows a size a file merely declares.
 pub mod local;
 pub mod matrix;
+pub mod media;
 pub mod telegram;
 pub mod whatsapp;
 
@@ -156,6 +161,27 @@ pub trait Source: Send + Sync + 'static {
         Err(SourceError::ReadOnly(self.kind()))
     }
 
+    /// How many files one message may carry on this source (SendMessage with attachments):
+    /// 0 (the default) when the source cannot send files.
+    fn max_files_per_message(&self) -> usize {
+        0
+    }
+
+    /// Sends a message with files upstream (never called for native sources, nor with more
+    /// files than [`Source::max_files_per_message`]): each file's description (stored in the
+    /// blob store) and its bytes. `text` may be empty. Idempotent on `idempotency_key` like
+    /// [`Source::send`].
+    async fn send_files(
+        &self,
+        chat_id: &str,
+        text: &str,
+        files: &[(crate::model::Attachment, Vec<u8>)],
+        idempotency_key: &str,
+    ) -> Result<SendReceipt, SourceError> {
+        let _ = (chat_id, text, files, idempotency_key);
+        Err(SourceError::ReadOnly(self.kind()))
+    }
+
     /// Tells the upstream that the session's account has read an incoming message (and
     /// everything before it in the chat): Matrix `m.read`. Called when UpdateMessageStatus
     /// moves an incoming message to READ. Sources without read receipts keep the default.
@@ -258,8 +284,10 @@ pub trait LiveSink: Send + Sync {
 pub struct SourceContext {
     pub session_id: String,
     pub store: Store,
-    /// Bounds on the export files an export source reads.
+    /// Bounds on the export files an export source reads (media files included, each one).
     pub export_limits: ExportLimits,
+    /// Where sources put the bytes of message attachments (`blob_dir`).
+    pub blobs: Arc<dyn crate::blobs::BlobStore>,
 }
 
 /// How much an export source reads from one file (`max_export_bytes` and

@@ -67,6 +67,7 @@ impl Store {
         if take == Take::Newest {
             messages.reverse();
         }
+        self.fill_attachments(&mut messages).await?;
         Ok(messages)
     }
 
@@ -212,6 +213,13 @@ impl Store {
             changes.push(change);
         }
         changes.sort_by_key(Change::seq);
+        self.fill_attachments(changes.iter_mut().filter_map(|change| match change {
+            Change::MessageCreated(message) | Change::MessageUpdated { message, .. } => {
+                Some(message)
+            }
+            _ => None,
+        }))
+        .await?;
         Ok((changes, reached))
     }
 }

@@ -191,30 +191,18 @@ impl WriteTxn {
                     .await?;
             }
         }
+        let with_files: Vec<(u64, &NewMessage)> = message_rows
+            .iter()
+            .filter(|(_, message, _)| !message.attachments.is_empty())
+            .map(|(_, message, seq)| (*seq, *message))
+            .collect();
+        self.insert_attachments(&with_files).await?;
         Ok(counts)
     }
 
     /// The provider ids stored in these chats, by chat id. One query per 500 chats.
     async fn provider_ids(&self, chat_ids: &[&str]) -> Result<HashMap<String, HashSet<String>>> {
-        let mut known: HashMap<String, HashSet<String>> = HashMap::new();
-        for ids in statement_chunks(chat_ids, 512) {
-            let rows: Vec<(String, String)> = message::Entity::find()
-                .select_only()
-                .column(message::Column::ChatId)
-                .column(message::Column::ProviderMessageId)
-                .filter(message::Column::SessionId.eq(self.session_id()))
-                .filter(message::Column::ChatId.is_in(ids.iter().copied()))
-                .into_tuple()
-                .all(self.conn())
-                .await?;
-            for (chat_id, provider_message_id) in rows {
-                known
-                    .entry(chat_id)
-                    .or_default()
-                    .insert(provider_message_id);
-            }
-        }
-        Ok(known)
+        provider_ids(self.conn(), self.session_id(), chat_ids).await
     }
 
     /// Settles the messages chatsync sent that these upstream messages echo: an incoming
@@ -264,5 +252,47 @@ impl WriteTxn {
             }
         }
         Ok(found)
+    }
+}
+
+/// The provider ids stored in these chats of a session, by chat id. One query per 500 chats.
+async fn provider_ids(
+    db: &impl ConnectionTrait,
+    session_id: &str,
+    chat_ids: &[&str],
+) -> Result<HashMap<String, HashSet<String>>> {
+    let mut known: HashMap<String, HashSet<String>> = HashMap::new();
+    for ids in statement_chunks(chat_ids, 512) {
+        let rows: Vec<(String, String)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::ChatId)
+            .column(message::Column::ProviderMessageId)
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::ChatId.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (chat_id, provider_message_id) in rows {
+            known
+                .entry(chat_id)
+                .or_default()
+                .insert(provider_message_id);
+        }
+    }
+    Ok(known)
+}
+
+impl Store {
+    /// The provider ids stored in one chat (read without a lock: what a source may skip
+    /// work for, such as reading the files of messages that are stored already).
+    pub async fn stored_provider_ids(
+        &self,
+        session_id: &str,
+        chat_id: &str,
+    ) -> Result<HashSet<String>> {
+        Ok(provider_ids(&self.db, session_id, &[chat_id])
+            .await?
+            .remove(chat_id)
+            .unwrap_or_default())
     }
 }

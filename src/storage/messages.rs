@@ -206,6 +206,13 @@ impl WriteTxn {
                 .await?;
             by_seq.extend(returned.into_iter().map(|row| (row.seq, row)));
         }
+        let with_files: Vec<(u64, &NewMessage)> = inserts
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, new))| !new.attachments.is_empty())
+            .map(|(i, (_, new))| (first + i as u64, *new))
+            .collect();
+        self.insert_attachments(&with_files).await?;
         let mut first_answered: HashSet<usize> = HashSet::new();
         decisions
             .into_iter()
@@ -303,7 +310,9 @@ impl Store {
             new: new.clone(),
             missing_chat,
         };
-        self.grouped(session_id, write).await
+        let (mut message, created) = self.grouped(session_id, write).await?;
+        self.fill_attachments([&mut message]).await?;
+        Ok((message, created))
     }
 
     /// Moves a message's status forward. A status that is not ahead of the stored one
@@ -326,7 +335,9 @@ impl Store {
             status,
             provider_message_id: provider_message_id.map(str::to_owned),
         };
-        self.grouped(session_id, write).await
+        let (mut message, changed) = self.grouped(session_id, write).await?;
+        self.fill_attachments([&mut message]).await?;
+        Ok((message, changed))
     }
 
     /// Applies an upstream edit or deletion to a stored message: one seq, logged as a
@@ -362,6 +373,7 @@ impl Store {
         let mut message = message_from_row(row);
         message.text = text.into_owned();
         message.kind = kind;
+        self.fill_attachments([&mut message]).await?;
         Ok(Some(message))
     }
 

@@ -24,7 +24,9 @@
 //! changes), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
 //! (bulk import), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
-//! change feed), [`rows`] (row conversions).
+//! change feed), [`attachments`] (message files: written with their message, read per page),
+//! [`rows`] (row conversions).
+pub mod attachments;
 pub mod changes;
 pub mod entities;
 pub mod files;

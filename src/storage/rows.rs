@@ -124,6 +124,8 @@ pub(super) fn message_from_row(row: message::Model) -> Message {
         from_me: row.from_me,
         sent_at_ms: row.sent_at,
         seq: row.seq as u64,
+        // Filled in per page by `attachments::fill`.
+        attachments: Vec::new(),
     }
 }
 

@@ -344,6 +344,7 @@ pub async fn send(
             chat_id: chat_id.into(),
             text: text.into(),
             client_message_id: client_message_id.into(),
+            attachments: Vec::new(),
         })
         .await
         .map(|r| r.into_inner())

@@ -121,6 +121,77 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Downloads a media file through the authenticated media endpoint (spec v1.11,
+    /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`), reading the body as a
+    /// stream and stopping past `max_bytes` (then [`MatrixError::Rejected`] with status 413, so
+    /// memory stays bounded whatever the file's size). Returns the bytes and the
+    /// `Content-Type` the homeserver gave.
+    pub async fn download(
+        &self,
+        uri: &ruma::MxcUri,
+        max_bytes: u64,
+    ) -> Result<(Vec<u8>, Option<String>), MatrixError> {
+        use ruma::api::client::authenticated_media::get_content;
+        let request = get_content::v1::Request::from_uri(uri)
+            .map_err(|error| MatrixError::Protocol(format!("{uri}: {error}")))?;
+        let versions = SupportedVersions {
+            versions: BTreeSet::from([MatrixVersion::V1_11]),
+            features: BTreeSet::new(),
+        };
+        let request = request
+            .try_into_http_request::<Vec<u8>>(
+                &self.homeserver,
+                SendAccessToken::Always(&self.access_token),
+                Cow::Borrowed(&versions),
+            )
+            .map_err(|error| MatrixError::Protocol(error.to_string()))?;
+        let (parts, body) = request.into_parts();
+        let mut response = self
+            .http
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .timeout(MEDIA_TIMEOUT)
+            .send()
+            .await
+            .map_err(|error| MatrixError::Unavailable(describe(&error)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(error_from(status.as_u16(), &bytes));
+        }
+        let too_large = || MatrixError::Rejected {
+            status: 413,
+            errcode: "M_TOO_LARGE".into(),
+            message: format!("{uri} is larger than {max_bytes} bytes"),
+        };
+        if response.content_length().is_some_and(|len| len > max_bytes) {
+            return Err(too_large());
+        }
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| MatrixError::Unavailable(describe(&error)))?
+        {
+            if bytes.len() as u64 + chunk.len() as u64 > max_bytes {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, content_type))
+    }
+}
+
+/// How long one media download may take, in total.
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A reqwest error with its causes, which hold the useful part ("connection refused").
 fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();

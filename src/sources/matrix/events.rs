@@ -9,7 +9,7 @@ use ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent, SyncMessageLik
 use ruma::serde::Raw;
 use serde_json::Value;
 
-use crate::model::{MessageKind, MessageStatus, NewMessage};
+use crate::model::{Attachment, MessageKind, MessageStatus, NewMessage};
 
 /// One timeline event, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,41 @@ pub enum TimelineItem {
     Redaction { target: String },
     /// Anything else (state, reactions, calls, ...): not a message.
     Other,
+}
+
+/// The file of an `m.image`, `m.file`, `m.video` or `m.audio` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFile {
+    /// The attachment as the event describes it, its bytes not stored yet: the name is
+    /// `content.filename`, else `content.body`; the MIME type `content.info.mimetype`, else
+    /// guessed from the name.
+    pub attachment: Attachment,
+    /// Where the bytes are (`content.url`); `None` for an encrypted file (`content.file`),
+    /// which chatsync cannot decrypt.
+    pub uri: Option<ruma::OwnedMxcUri>,
+    /// The size `content.info.size` declares, in bytes.
+    pub declared_size: Option<u64>,
+}
+
+/// The file a media message event carries, read from its raw `content`; `None` when the event
+/// has no content object.
+pub fn media_file<T>(raw: &Raw<T>) -> Option<MediaFile> {
+    let content = raw.get_field::<Value>("content").ok().flatten()?;
+    let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let file_name = text(&content["filename"])
+        .or_else(|| text(&content["body"]))
+        .unwrap_or_else(|| "file".to_owned());
+    let mime_type = text(&content["info"]["mimetype"])
+        .unwrap_or_else(|| crate::sources::media::mime_for(&file_name).to_owned());
+    let uri = content["url"]
+        .as_str()
+        .map(ruma::OwnedMxcUri::from)
+        .filter(|uri| uri.is_valid());
+    Some(MediaFile {
+        attachment: Attachment::missing(&file_name, &mime_type),
+        uri,
+        declared_size: content["info"]["size"].as_u64(),
+    })
 }
 
 /// Reads a timeline event from `/sync` or `/messages` (the room id, present in the latter,
@@ -63,6 +98,13 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 .as_ref()
                 .and_then(|id| id.as_str().strip_prefix(super::TXN_PREFIX))
                 .map(str::to_owned);
+            let attachments = if kind == MessageKind::Media {
+                media_file(raw)
+                    .map(|file| vec![file.attachment])
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             TimelineItem::Message(NewMessage {
                 provider_message_id: event.event_id.to_string(),
                 client_message_id: echo_of,
@@ -72,6 +114,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 status: MessageStatus::Sent,
                 from_me: event.sender == me,
                 sent_at_ms: i64::from(event.origin_server_ts.get()),
+                attachments,
             })
         }
         // Redacted before we saw it: a deleted message.
@@ -85,6 +128,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 status: MessageStatus::Sent,
                 from_me: event.sender == me,
                 sent_at_ms: i64::from(event.origin_server_ts.get()),
+                attachments: Vec::new(),
             })
         }
         AnySyncMessageLikeEvent::RoomRedaction(SyncRoomRedactionEvent::Original(event)) => {

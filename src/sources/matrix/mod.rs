@@ -14,6 +14,10 @@
 //! - SendMessage is `PUT /rooms/{roomId}/send/m.room.message/{txnId}` with txnId
 //!   `chatsync.<client_message_id>`, so a retry is deduplicated by the homeserver, and the echo
 //!   through `/sync` (its `unsigned.transaction_id`) is matched to the stored message.
+//! - Files: `m.image`, `m.file`, `m.video` and `m.audio` carry one attachment; bytes not
+//!   stored yet are downloaded through the authenticated media endpoint (bounded by
+//!   [`MAX_MEDIA_BYTES`]) into the blob store. SendMessage with one file uploads it, then posts
+//!   the matching media event under the same transaction id rule.
 //! - Read receipts (`m.receipt`, `m.read`) from other members mark our messages READ, and
 //!   UpdateMessageStatus READ on an incoming message posts our `m.read` upstream.
 //!
@@ -38,6 +42,7 @@ use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::state::get_state_events;
 use ruma::api::client::sync::sync_events;
 use ruma::events::room::message::RoomMessageEventContent;
+use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, UInt};
 use serde::Deserialize;
 use serde_json::Value;
@@ -49,13 +54,16 @@ use super::{
     SourceState, keep_most_recent,
 };
 use crate::config::SessionConfig;
-use crate::model::MessageKind;
+use crate::model::{Attachment, MessageKind};
 
 /// The source kind in the configuration.
 pub const KIND: &str = "matrix";
 /// Events asked for per `/messages` page; also the sync run's batch size for this source, so
 /// a big room gets one MESSAGES_SAVED frame per page.
 pub const PAGE_SIZE: usize = 500;
+/// The largest Matrix file chatsync downloads into the blob store (also bounded by
+/// `max_export_bytes`): 100 MiB. Larger files are attachments with `stored = false`.
+pub const MAX_MEDIA_BYTES: u64 = 100 << 20;
 /// How long the homeserver may hold a `/sync` long-poll open.
 pub const LONG_POLL: Duration = Duration::from_secs(25);
 /// The prefix of the transaction ids chatsync sends with: `chatsync.<client_message_id>`.
@@ -172,6 +180,63 @@ impl Matrix {
         Ok(room_name(&state, self.me.as_str()))
     }
 
+    /// Stores the file of a media message (`m.image`, `m.file`, `m.video`, `m.audio`) that is
+    /// not stored yet: downloads it through the authenticated media endpoint, at most
+    /// [`MAX_MEDIA_BYTES`] (and `max_export_bytes`), into the blob store, and marks the
+    /// message's attachment stored. A file that cannot be had (encrypted, too large, the
+    /// homeserver refusing or down) leaves the attachment unstored: the message is stored
+    /// anyway, and the failure is logged.
+    async fn fetch_media<T>(&self, chat_id: &str, raw: &Raw<T>, item: &mut TimelineItem) {
+        let TimelineItem::Message(message) = item else {
+            return;
+        };
+        if message.kind != MessageKind::Media || message.attachments.is_empty() {
+            return;
+        }
+        let Some(events::MediaFile {
+            uri: Some(uri),
+            declared_size,
+            ..
+        }) = events::media_file(raw)
+        else {
+            return;
+        };
+        let stored = self
+            .context
+            .store
+            .has_message(
+                &self.context.session_id,
+                chat_id,
+                &message.provider_message_id,
+            )
+            .await
+            .unwrap_or(false);
+        if stored {
+            return;
+        }
+        let max = MAX_MEDIA_BYTES.min(self.context.export_limits.max_bytes);
+        if declared_size.is_some_and(|size| size > max) {
+            tracing::warn!(%uri, max, "a Matrix file is over the media size limit; not stored");
+            return;
+        }
+        let bytes = match self.client.download(&uri, max).await {
+            Ok((bytes, _)) => bytes,
+            Err(error) => {
+                tracing::warn!(%uri, %error, "cannot download a Matrix file; not stored");
+                return;
+            }
+        };
+        match self.context.blobs.put(bytes).await {
+            Ok(blob) => {
+                let attachment = &mut message.attachments[0];
+                attachment.size_bytes = blob.size;
+                attachment.sha256 = blob.sha256;
+                attachment.stored = true;
+            }
+            Err(error) => tracing::warn!(%uri, %error, "cannot store a Matrix file"),
+        }
+    }
+
     /// One `/messages` page backwards from `from` (the newest events when `None`), retried
     /// with backoff while the homeserver is unavailable.
     async fn page_back(
@@ -248,12 +313,11 @@ impl Matrix {
                 }
             }
         }
-        out.extend(
-            room.timeline
-                .events
-                .iter()
-                .filter_map(|raw| live_event(&chat_id, read_timeline_event(raw, &self.me))),
-        );
+        for raw in &room.timeline.events {
+            let mut item = read_timeline_event(raw, &self.me);
+            self.fetch_media(&chat_id, raw, &mut item).await;
+            out.extend(live_event(&chat_id, item));
+        }
         for raw in &room.ephemeral.events {
             if raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.receipt") {
                 continue;
@@ -307,6 +371,8 @@ impl Matrix {
                         break 'pages;
                     }
                 }
+                let mut item = item;
+                self.fetch_media(&chat_id, raw, &mut item).await;
                 missed.push(item);
             }
             match page.end {
@@ -500,8 +566,9 @@ impl Source for Matrix {
             let want = limit.map_or(PAGE_SIZE, |limit| (limit - messages).min(PAGE_SIZE));
             let page = self.page_back(&room_id, from.as_deref(), want).await?;
             for raw in &page.chunk {
-                let item = read_timeline_event(raw, &self.me);
+                let mut item = read_timeline_event(raw, &self.me);
                 messages += usize::from(matches!(item, TimelineItem::Message(_)));
+                self.fetch_media(&chat.chat_id, raw, &mut item).await;
                 items.push(item);
             }
             if limit.is_some_and(|limit| messages >= limit) {
@@ -534,6 +601,92 @@ impl Source for Matrix {
         let room_id = room_id(chat_id)?;
         let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
         let content = RoomMessageEventContent::text_plain(text);
+        let request = send_message_event::v3::Request::new(room_id, txn_id, &content)
+            .map_err(|error| SourceError::Invalid(error.to_string()))?;
+        let response = self.client.send(request, None).await?;
+        Ok(SendReceipt {
+            provider_message_id: response.event_id.to_string(),
+        })
+    }
+
+    /// One file per message: a Matrix media event carries one file.
+    fn max_files_per_message(&self) -> usize {
+        1
+    }
+
+    /// Uploads the file (`POST /_matrix/media/v3/upload`), then sends an `m.image`,
+    /// `m.video`, `m.audio` or `m.file` event (by MIME type) under the same transaction id as a
+    /// text send, so a retry posts once. The text, when given, is the caption (`body`, with
+    /// `filename` naming the file, spec v1.10); else `body` is the file name.
+    async fn send_files(
+        &self,
+        chat_id: &str,
+        text: &str,
+        files: &[(Attachment, Vec<u8>)],
+        idempotency_key: &str,
+    ) -> Result<SendReceipt, SourceError> {
+        use ruma::api::client::media::create_content;
+        use ruma::events::room::message::{
+            AudioMessageEventContent, FileMessageEventContent, ImageMessageEventContent,
+            MessageType, VideoMessageEventContent,
+        };
+        use ruma::events::room::{ImageInfo, MediaSource};
+        let room_id = room_id(chat_id)?;
+        let [(attachment, bytes)] = files else {
+            return Err(SourceError::Rejected(format!(
+                "a Matrix message carries one file, not {}",
+                files.len()
+            )));
+        };
+        let mut upload = create_content::v3::Request::new(bytes.clone());
+        upload.filename = Some(attachment.file_name.clone());
+        upload.content_type = Some(attachment.mime_type.clone());
+        let uploaded = self.client.send(upload, None).await?;
+        let uri = uploaded.content_uri;
+        let (body, filename) = if text.trim().is_empty() {
+            (attachment.file_name.clone(), None)
+        } else {
+            (text.to_owned(), Some(attachment.file_name.clone()))
+        };
+        let size = UInt::try_from(attachment.size_bytes).ok();
+        let mime = Some(attachment.mime_type.clone());
+        let source = MediaSource::Plain(uri);
+        let msgtype = match attachment.mime_type.split('/').next() {
+            Some("image") => {
+                let mut content = ImageMessageEventContent::new(body, source);
+                let mut info = ImageInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::Image(content)
+            }
+            Some("video") => {
+                let mut content = VideoMessageEventContent::new(body, source);
+                let mut info = ruma::events::room::message::VideoInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::Video(content)
+            }
+            Some("audio") => {
+                let mut content = AudioMessageEventContent::new(body, source);
+                let mut info = ruma::events::room::message::AudioInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::Audio(content)
+            }
+            _ => {
+                let mut content = FileMessageEventContent::new(body, source);
+                let mut info = ruma::events::room::message::FileInfo::new();
+                (info.mimetype, info.size) = (mime, size);
+                content.info = Some(Box::new(info));
+                content.filename = filename;
+                MessageType::File(content)
+            }
+        };
+        let content = RoomMessageEventContent::new(msgtype);
+        let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
         let request = send_message_event::v3::Request::new(room_id, txn_id, &content)
             .map_err(|error| SourceError::Invalid(error.to_string()))?;
         let response = self.client.send(request, None).await?;
@@ -636,6 +789,7 @@ mod tests {
             status: MessageStatus::Sent,
             from_me: false,
             sent_at_ms: 0,
+            attachments: Vec::new(),
         })
     }
 
@@ -693,6 +847,7 @@ mod tests {
             session_id: "mx".into(),
             store,
             export_limits: Default::default(),
+            blobs: Arc::new(crate::blobs::DirBlobStore::new(dir.path().join("blobs"))),
         };
         (context, dir)
     }

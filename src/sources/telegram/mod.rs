@@ -13,6 +13,12 @@
 //! A file that cannot be read or parsed does not fail the sync run: it is listed as one chat
 //! (`tg-file-{hash of the path}`, named after the file) whose history fails, so the run reports
 //! it as CHAT_FAILED with the parser's error and goes on with the other files.
+//!
+//! Media: a message's `photo` and `file` are paths relative to the export file's folder; the
+//! files found there (read within the export limits) go to the blob store and become the
+//! message's attachments (the message is then kind MEDIA, its text the caption). A file not
+//! exported (Telegram's "File not included" note, or a missing path) is an attachment with
+//! `stored = false`.
 pub mod parser;
 
 use std::collections::HashMap;
@@ -26,9 +32,10 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
+    media,
 };
 use crate::config::SessionConfig;
-use crate::model::{MessageStatus, NewMessage};
+use crate::model::{MessageKind, MessageStatus, NewMessage};
 use parser::TelegramChat;
 
 /// The source kind in the configuration.
@@ -51,6 +58,8 @@ pub struct TelegramExport {
     /// the run's `fetch_history` calls reuse the result instead of parsing again. A file that
     /// could not be parsed is held as its error.
     parsed: Mutex<HashMap<String, Result<Arc<TelegramChat>, String>>>,
+    /// The blob store (where the `photo` and `file` bytes go) and the store.
+    context: SourceContext,
 }
 
 impl TelegramExport {
@@ -65,6 +74,7 @@ impl TelegramExport {
             timezone: super::whatsapp::parse_timezone(settings.timezone.as_deref())?,
             limits: context.export_limits,
             parsed: Mutex::default(),
+            context: context.clone(),
         }))
     }
 }
@@ -161,7 +171,44 @@ impl Source for TelegramExport {
             .map_err(SourceError::Invalid)?;
         let mut history = history_from_chat(&chat.chat_id, &parsed);
         keep_most_recent(&mut history.messages, limit);
-        Ok(history)
+        // The kept messages are the last ones of the chat: attach their files, read from the
+        // folder of the export file (paths in it are relative to it).
+        let folder = Path::new(&chat.locator)
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        let (context, limits) = (self.context.clone(), self.limits);
+        let chat_id = chat.chat_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let skipped = parsed.messages.len() - history.messages.len();
+            let kept = &parsed.messages[skipped..];
+            if kept.iter().all(|raw| raw.media_files.is_empty()) {
+                return history;
+            }
+            // Stored messages are skipped by storage: their files are not read again.
+            let stored = media::stored_ids_blocking(&context, &chat_id);
+            for (message, raw) in history.messages.iter_mut().zip(kept) {
+                if stored.contains(&message.provider_message_id) {
+                    continue;
+                }
+                for file in &raw.media_files {
+                    let mime = raw.mime_type.as_deref();
+                    message.attachments.push(media::store_file_blocking(
+                        context.blobs.as_ref(),
+                        &folder,
+                        file,
+                        mime,
+                        &limits,
+                    ));
+                }
+                if !message.attachments.is_empty() {
+                    message.kind = MessageKind::Media;
+                }
+            }
+            history
+        })
+        .await
+        .map_err(|error| SourceError::Invalid(format!("media task failed: {error}")))
     }
 }
 
@@ -196,6 +243,7 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
                 status: MessageStatus::Sent,
                 from_me: false,
                 sent_at_ms: message.sent_at_unix.saturating_mul(1000),
+                attachments: Vec::new(),
             }
         })
         .collect();

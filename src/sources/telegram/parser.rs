@@ -96,6 +96,11 @@ pub struct TelegramMessage {
     /// file, sticker, media type, contact, location, poll, game, invoice) and no text; `Text`
     /// otherwise. Never `Deleted`: Telegram does not export deleted messages.
     pub kind: MessageKind,
+    /// The `photo` and `file` values of a message, as written: paths relative to the export
+    /// folder, or Telegram's note that the file was not exported.
+    pub media_files: Vec<String>,
+    /// The `mime_type` Telegram gives a `file`, when it does.
+    pub mime_type: Option<String>,
     /// Whether `sent_at_unix` / `edited_at_unix` were read from a wall-clock `date` /
     /// `edited` as if in UTC, and still need the export's time zone ([`parse`] applies it).
     wall_clock: (bool, bool),
@@ -603,6 +608,11 @@ enum MessageKey {
     Action,
     Text,
     TextEntities,
+    /// `photo` or `file`: a path relative to the export folder (or Telegram's "not included"
+    /// note).
+    MediaFile,
+    /// `mime_type` of a `file`.
+    MimeType,
     Media,
     Extra(&'static str),
     Other,
@@ -622,6 +632,8 @@ impl FieldKey for MessageKey {
             "action" => Self::Action,
             "text" => Self::Text,
             "text_entities" => Self::TextEntities,
+            "photo" | "file" => Self::MediaFile,
+            "mime_type" => Self::MimeType,
             _ if MEDIA_KEYS.contains(&key) => Self::Media,
             _ => match EXTRA_KEYS.iter().find(|extra| **extra == key) {
                 Some(extra) => Self::Extra(extra),
@@ -646,6 +658,8 @@ struct RawMessage {
     text: String,
     entities_text: String,
     has_media: bool,
+    media_files: Vec<String>,
+    mime_type: Option<String>,
     extras: Vec<(&'static str, Value)>,
 }
 
@@ -688,6 +702,19 @@ impl<'de> Deserialize<'de> for MessageSlot {
                         MessageKey::TextEntities => {
                             let FlatText(text) = map.next_value()?;
                             raw.entities_text = text;
+                        }
+                        MessageKey::MediaFile => {
+                            let value: Value = map.next_value()?;
+                            if !is_blank(&value) {
+                                raw.has_media = true;
+                                if let Some(path) = str_of(&value) {
+                                    raw.media_files.push(path.to_owned());
+                                }
+                            }
+                        }
+                        MessageKey::MimeType => {
+                            let value: Value = map.next_value()?;
+                            raw.mime_type = str_of(&value).map(str::to_owned);
                         }
                         MessageKey::Media => {
                             let value: Value = map.next_value()?;
@@ -745,6 +772,12 @@ impl RawMessage {
             sender: sender.map(str::to_owned),
             text,
             kind,
+            media_files: if is_service {
+                Vec::new()
+            } else {
+                self.media_files
+            },
+            mime_type: self.mime_type,
             wall_clock: (sent_wall_clock, edited.is_some_and(|(_, wall)| wall)),
         })
     }
@@ -1151,6 +1184,8 @@ mod tests {
                 sender: Some("Alice".to_owned()),
                 text: "hello\nworld".to_owned(),
                 kind: MessageKind::Text,
+                media_files: Vec::new(),
+                mime_type: None,
                 wall_clock: (false, false),
             }]
         );

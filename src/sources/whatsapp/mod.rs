@@ -13,6 +13,12 @@
 //! Exports carry no message ids, so `provider_message_id` is a hash of the chat id, the
 //! timestamp, the sender, the text and the position among identical entries: re-importing the
 //! same file, or a later export holding more messages, adds only the new ones.
+//!
+//! Media: a line `<attached: NAME>` (iOS) or `NAME (file attached)` (Android, in the phone
+//! languages the parser knows) is matched to the file NAME in the same zip (or beside an
+//! unzipped `_chat.txt`); its bytes go to the blob store, read within the export limits, and
+//! become the message's attachment. A file that is not there gives an attachment with
+//! `stored = false`, never an error.
 pub mod day_periods;
 mod normalise;
 pub mod parser;
@@ -30,9 +36,11 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
+    media,
 };
+use crate::blobs::{BlobStore, hex};
 use crate::config::SessionConfig;
-use crate::model::{MessageStatus, NewMessage};
+use crate::model::{Attachment, MessageKind, MessageStatus, NewMessage};
 use parser::{DateOrder, ParseOptions};
 
 /// The source kind in the configuration.
@@ -54,6 +62,8 @@ pub struct WhatsAppExport {
     timezone: Tz,
     options: ParseOptions,
     limits: ExportLimits,
+    /// The blob store (where media files found in the exports go) and the store.
+    context: SourceContext,
 }
 
 impl WhatsAppExport {
@@ -70,6 +80,7 @@ impl WhatsAppExport {
                 date_order: settings.date_order,
             },
             limits: context.export_limits,
+            context: context.clone(),
         }))
     }
 }
@@ -111,12 +122,20 @@ impl Source for WhatsAppExport {
         let timezone = self.timezone;
         let options = self.options.clone();
         let limits = self.limits;
+        let context = self.context.clone();
         tokio::task::spawn_blocking(move || {
             let bytes = read_export(&path, &limits)?;
             let parsed = parser::parse(&bytes, &options);
             log_unplaced(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
             keep_most_recent(&mut history.messages, limit);
+            attach_media(
+                &path,
+                &mut history.messages,
+                &context.blobs,
+                &limits,
+                || media::stored_ids_blocking(&context, &chat_id),
+            );
             // A plain file's bytes are the file: their hash is the file's (a zip's are not).
             if !is_zip(&path) {
                 history.content_sha256 = Some(Sha256::digest(&bytes).into());
@@ -184,6 +203,7 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
                 status: MessageStatus::Sent,
                 from_me: false,
                 sent_at_ms: to_utc_ms(&message.timestamp, timezone),
+                attachments: Vec::new(),
             }
         })
         .collect();
@@ -210,16 +230,6 @@ fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &s
     let mut digest = [0u8; 16];
     digest.copy_from_slice(&full[..16]);
     digest
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2 + 4);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
 }
 
 /// Reads a wall-clock time in `timezone` as a UTC instant, in Unix milliseconds. A time that
@@ -338,6 +348,91 @@ pub fn chat_id_for_name(name: &str) -> String {
         format!("chat-{short}")
     } else {
         format!("{slug}-{short}")
+    }
+}
+
+/// Attaches to each media message the file it names ([`parser::attachment_name`]): from the
+/// same zip (an entry of that name in any folder of it), or, for an unzipped `_chat.txt`,
+/// from its folder. Each file is read within `limits` and stored in `blobs`. A file that is
+/// not there (a `.txt` export has none), cannot be read, or is over a limit gives an
+/// attachment with `stored = false`; the message is imported either way. Messages whose
+/// provider id is among `stored_ids()` (called once, only when some message names a file) are
+/// stored already and skipped: their files are not read again.
+fn attach_media(
+    path: &Path,
+    messages: &mut [NewMessage],
+    blobs: &Arc<dyn BlobStore>,
+    limits: &ExportLimits,
+    stored_ids: impl FnOnce() -> std::collections::HashSet<String>,
+) {
+    let blobs = blobs.as_ref();
+    let mut named: Vec<(usize, String)> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, message)| message.kind == MessageKind::Media)
+        .filter_map(|(i, message)| Some((i, parser::attachment_name(&message.text)?)))
+        .collect();
+    if named.is_empty() {
+        return;
+    }
+    let stored = stored_ids();
+    named.retain(|(i, _)| !stored.contains(&messages[*i].provider_message_id));
+    if named.is_empty() {
+        return;
+    }
+    let mut archive = if is_zip(path) {
+        std::fs::File::open(path)
+            .ok()
+            .and_then(|file| zip::ZipArchive::new(std::io::BufReader::new(file)).ok())
+    } else {
+        None
+    };
+    // Entries by file name (the first of a name wins).
+    let mut entries: HashMap<String, usize> = HashMap::new();
+    if let Some(archive) = &archive {
+        for index in 0..archive.len() {
+            if let Some(name) = archive.name_for_index(index) {
+                let base = name.rsplit('/').next().unwrap_or(name);
+                entries.entry(base.to_owned()).or_insert(index);
+            }
+        }
+    }
+    let folder = path
+        .file_name()
+        .is_some_and(|name| name == "_chat.txt")
+        .then(|| path.parent())
+        .flatten();
+    for (i, name) in named {
+        let mime = media::mime_for(&name);
+        let attachment = match (&mut archive, entries.get(&name), folder) {
+            (Some(archive), Some(&index), _) => match archive.by_index(index) {
+                Ok(file) if file.size() <= limits.max_bytes => {
+                    let (declared, compressed) = (file.size(), file.compressed_size());
+                    media::read_and_store(
+                        blobs,
+                        file,
+                        &name,
+                        mime,
+                        Some(declared),
+                        Some(compressed),
+                        limits,
+                    )
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        file_name = name,
+                        "a zipped attachment is over max_export_bytes; not stored"
+                    );
+                    Attachment::missing(&name, mime)
+                }
+                Err(_) => Attachment::missing(&name, mime),
+            },
+            (None, _, Some(folder)) => {
+                media::store_file_blocking(blobs, folder, &name, None, limits)
+            }
+            _ => Attachment::missing(&name, mime),
+        };
+        messages[i].attachments.push(attachment);
     }
 }
 

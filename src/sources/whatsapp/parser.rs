@@ -1058,6 +1058,34 @@ const SYSTEM_PHRASES: &[&str] = &[
 
 const SYSTEM_ENDINGS: &[&str] = &[" left", " left the group"];
 
+/// The file a media message names, when it names one: `<attached: NAME>` (iOS exports with
+/// media) or `NAME (file attached)` and its translations ([`ATTACHED_ENDINGS`], Android), on
+/// the message's first line, with format characters removed. `None` for placeholders that
+/// name no file (`<Media omitted>`, `image omitted`) and for other text.
+pub fn attachment_name(text: &str) -> Option<String> {
+    let first = text.lines().next()?;
+    let clean: String = mark_free_pieces(first).collect();
+    let clean = clean.trim();
+    const IOS: &str = "<attached: ";
+    let name = if let Some(start) = clean
+        .as_bytes()
+        .windows(IOS.len())
+        .position(|w| w.eq_ignore_ascii_case(IOS.as_bytes()))
+    {
+        let rest = &clean[start + IOS.len()..];
+        &rest[..rest.find('>')?]
+    } else {
+        let ending = ATTACHED_ENDINGS
+            .iter()
+            .find(|ending| ends_with_ci(clean, ending))?;
+        &clean[..clean.len() - ending.len()]
+    };
+    let name = name.trim();
+    // A name is a file in the export, never a path.
+    let name = name.rsplit(['/', '\\']).next().unwrap_or(name).trim();
+    (!name.is_empty() && name != "." && name != "..").then(|| name.to_owned())
+}
+
 fn eq_ci(a: &str, b: &str) -> bool {
     a.as_bytes().eq_ignore_ascii_case(b.as_bytes())
 }
@@ -1160,6 +1188,39 @@ mod tests {
 
     fn ts(s: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn attachment_names_come_from_ios_and_android_lines() {
+        let name = |text: &str| attachment_name(text);
+        assert_eq!(
+            name("\u{200e}<attached: 00000012-PHOTO-2022-03-27-21-41-55.jpg>").as_deref(),
+            Some("00000012-PHOTO-2022-03-27-21-41-55.jpg")
+        );
+        assert_eq!(
+            name("Some file.txt \u{200e}<attached: 00000046-Some file.txt>").as_deref(),
+            Some("00000046-Some file.txt")
+        );
+        assert_eq!(
+            name("\u{200e}\u{200e}PTT-20180129-WA0025.opus (file attached)\ncaption").as_deref(),
+            Some("PTT-20180129-WA0025.opus")
+        );
+        assert_eq!(
+            name("IMG-20240102-WA0001.jpg (Datei angehängt)").as_deref(),
+            Some("IMG-20240102-WA0001.jpg")
+        );
+        assert_eq!(
+            name("IMG-1.jpg (fichier joint)").as_deref(),
+            Some("IMG-1.jpg")
+        );
+        assert_eq!(
+            name("<attached: ../../etc/passwd>").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(name("<Media omitted>"), None);
+        assert_eq!(name("image omitted"), None);
+        assert_eq!(name("hello"), None);
+        assert_eq!(name(" (file attached)"), None);
     }
 
     fn one(input: &str) -> ParsedMessage {

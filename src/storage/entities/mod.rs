@@ -1,5 +1,6 @@
 //! SeaORM entities, one per table created by the `migrations` crate. Times are Unix
 //! milliseconds; `kind` and `status` hold [`crate::model`] discriminants.
+pub mod attachment;
 pub mod change;
 pub mod chat;
 pub mod lease;
