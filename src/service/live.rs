@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::stopped;
 use crate::error::Result;
-use crate::model::NewMessage;
+use crate::model::{NO_PEOPLE, NewMessage};
 use crate::sources::{LiveEvent, LiveSink, Source, SourceState};
 use crate::storage::{ImportChat, LeaseKind, MessageEdit, MessageRef, Store};
 
@@ -170,6 +170,7 @@ impl LiveStore {
                 name: &names[*chat_id],
                 messages,
                 may_be_stored: true,
+                people: &NO_PEOPLE,
             })
             .collect();
         self.store.import(&self.session_id, &items).await?;
@@ -209,6 +210,7 @@ impl LiveSink for LiveStore {
                         name: &name,
                         messages: &[],
                         may_be_stored: true,
+                        people: &NO_PEOPLE,
                     };
                     self.store.import(session_id, &[chat]).await?;
                     names.insert(chat_id, name);

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::model::NewMessage;
+use crate::model::{NewMessage, People};
 use crate::storage::Store;
 
 /// A chat as a source lists it.
@@ -52,6 +52,10 @@ pub struct SourceChat {
 #[derive(Debug, Clone, Default)]
 pub struct ChatHistory {
     pub messages: Vec<NewMessage>,
+    /// The contacts the chat names (its senders, members added or removed) and its
+    /// membership events (joins and leaves), in order. Read from the whole history, also when
+    /// `messages` is limited.
+    pub people: People,
     /// Input lines (or records) that could not be placed in any message.
     pub unplaced_lines: u64,
     /// The SHA-256 of the file bytes the history was parsed from, when it was read whole

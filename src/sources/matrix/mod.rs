@@ -516,6 +516,7 @@ impl Source for Matrix {
         keep_most_recent(&mut messages, limit);
         Ok(ChatHistory {
             messages,
+            people: Default::default(),
             unplaced_lines: 0,
             content_sha256: None,
         })

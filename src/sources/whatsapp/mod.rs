@@ -14,6 +14,7 @@
 //! timestamp, the sender, the text and the position among identical entries: re-importing the
 //! same file, or a later export holding more messages, adds only the new ones.
 pub mod day_periods;
+mod members;
 mod normalise;
 pub mod parser;
 
@@ -186,8 +187,9 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
                 sent_at_ms: to_utc_ms(&message.timestamp, timezone),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
     ChatHistory {
+        people: members::people(&messages),
         messages,
         unplaced_lines: parsed.unplaced.len() as u64,
         content_sha256: None,

@@ -2,7 +2,9 @@
 //! milliseconds; `kind` and `status` hold [`crate::model`] discriminants.
 pub mod change;
 pub mod chat;
+pub mod contact;
 pub mod lease;
 pub mod message;
+pub mod participant;
 pub mod session;
 pub mod source_file;
