@@ -156,10 +156,7 @@ pub enum Change {
     ContactUpdated { seq: u64, contact: Contact },
     /// A participant of a chat was first seen, joined or left; it carries the participant as
     /// stored now.
-    ParticipantsChanged {
-        seq: u64,
-        participant: Participant,
-    },
+    ParticipantsChanged { seq: u64, participant: Participant },
 }
 
 impl Change {

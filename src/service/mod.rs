@@ -604,7 +604,9 @@ impl ChatSync {
             .await?;
         let fitting = fit_oldest(&items, self.inner.page_bytes, participant_bytes);
         let limit = limit.min(fitting as u64);
-        Ok(page(&mut items, limit, after_seq, |participant| participant.seq))
+        Ok(page(&mut items, limit, after_seq, |participant| {
+            participant.seq
+        }))
     }
 }
 

@@ -2,7 +2,7 @@
 //! delivery read (`seq > cursor`). Reads take no lock: committed seqs form a prefix.
 use std::collections::HashMap;
 
-use sea_orm::{Condition, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{change, chat, message};
 use super::rows::{chat_from_row, message_from_row};

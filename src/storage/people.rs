@@ -241,7 +241,14 @@ impl WriteTxn {
         for id in order {
             let fields = &merged[id];
             let seq = self.next_seq();
-            change_rows.push(people_change(&session_id, seq, change::KIND_CONTACT, "", id, now));
+            change_rows.push(people_change(
+                &session_id,
+                seq,
+                change::KIND_CONTACT,
+                "",
+                id,
+                now,
+            ));
             if stored.contains_key(id) {
                 contact::Entity::update_many()
                     .col_expr(

@@ -809,9 +809,10 @@ impl RawMessage {
         let (membership, names) = match str_of(&self.action)? {
             "invite_members" | "create_group" => (Membership::Joined, listed()),
             "remove_members" => (Membership::Left, listed()),
-            "join_group_by_link" | "join_group_by_request" => {
-                (Membership::Joined, actor.into_iter().map(str::to_owned).collect())
-            }
+            "join_group_by_link" | "join_group_by_request" => (
+                Membership::Joined,
+                actor.into_iter().map(str::to_owned).collect(),
+            ),
             _ => return None,
         };
         (!names.is_empty()).then_some(MembershipChange { membership, names })

@@ -17,7 +17,10 @@ use crate::model::{MemberEvent, Membership, MessageKind, NewContact, NewMessage,
 /// A notice whose subject (the text before the phrase) joined or left.
 const SUBJECT_PHRASES: &[(&str, Membership)] = &[
     (" joined using this group's invite link", Membership::Joined),
-    (" joined using this community's invite link", Membership::Joined),
+    (
+        " joined using this community's invite link",
+        Membership::Joined,
+    ),
     (" joined", Membership::Joined),
     (" were added", Membership::Joined),
     (" was added", Membership::Joined),
@@ -187,7 +190,11 @@ fn names(list: &str) -> Vec<&str> {
             None => names.push(last),
         }
     }
-    names.into_iter().map(str::trim).filter(|n| !n.is_empty()).collect()
+    names
+        .into_iter()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// The contact a name (as the export shows it) stands for.
@@ -243,15 +250,35 @@ mod tests {
         use Membership::{Joined, Left};
         let cases: &[(&str, Option<&str>, &[&str], Membership)] = &[
             ("Ann added Bob", Some("Ann"), &["Bob"], Joined),
-            ("Ann added Bob, Cy and Dee", Some("Ann"), &["Bob", "Cy", "Dee"], Joined),
+            (
+                "Ann added Bob, Cy and Dee",
+                Some("Ann"),
+                &["Bob", "Cy", "Dee"],
+                Joined,
+            ),
             ("You removed Mallory", Some("You"), &["Mallory"], Left),
-            ("+1 555 0100 joined using this group's invite link", None, &["+1 555 0100"], Joined),
+            (
+                "+1 555 0100 joined using this group's invite link",
+                None,
+                &["+1 555 0100"],
+                Joined,
+            ),
             ("Priya left", None, &["Priya"], Left),
             ("Tony Stark was added", None, &["Tony Stark"], Joined),
-            ("Anna hat Bernd hinzugefügt", Some("Anna"), &["Bernd"], Joined),
+            (
+                "Anna hat Bernd hinzugefügt",
+                Some("Anna"),
+                &["Bernd"],
+                Joined,
+            ),
             ("Anna hat Bernd entfernt", Some("Anna"), &["Bernd"], Left),
             ("Bernd hat die Gruppe verlassen", None, &["Bernd"], Left),
-            ("Lucía añadió a Pedro y Ana", Some("Lucía"), &["Pedro", "Ana"], Joined),
+            (
+                "Lucía añadió a Pedro y Ana",
+                Some("Lucía"),
+                &["Pedro", "Ana"],
+                Joined,
+            ),
             ("Pedro salió del grupo", None, &["Pedro"], Left),
             ("Marie a ajouté Luc", Some("Marie"), &["Luc"], Joined),
             ("Luc est parti", None, &["Luc"], Left),
