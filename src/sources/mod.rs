@@ -236,6 +236,9 @@ pub enum LiveEvent {
         provider_message_id: String,
         read_at_ms: Option<i64>,
     },
+    /// Contacts and membership events of a chat (Matrix `m.room.member`): merged into the
+    /// stored contacts and participants; what changes nothing takes no seq.
+    People { chat_id: String, people: People },
 }
 
 /// Where a live source delivers what it sees. Implemented by the domain layer, which stores

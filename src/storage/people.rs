@@ -333,11 +333,13 @@ impl WriteTxn {
     }
 }
 
-/// A contact's fields after `new`: a non-empty name replaces the stored one; a phone or
-/// Matrix id the source does not give keeps its stored value.
+/// A contact's fields after `new`: a non-empty name replaces the stored one (a new contact
+/// without a name is named by its id); a phone or Matrix id the source does not give keeps
+/// its stored value.
 fn merge_contact(current: Option<&ContactFields>, new: &NewContact) -> ContactFields {
     let display_name = match current {
         Some(current) if new.display_name.is_empty() => current.display_name.clone(),
+        None if new.display_name.is_empty() => new.contact_id.clone(),
         _ => new.display_name.clone(),
     };
     ContactFields {
