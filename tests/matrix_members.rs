@@ -8,7 +8,7 @@ mod synapse;
 use std::time::Duration;
 
 use chatsync::grpc::pb;
-use common::{Backend, TestApp, session, sync_frames, sync_status};
+use common::{Backend, TestApp, eventually, session, sync_frames, sync_status};
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
 use synapse::{Homeserver, MatrixUser};
@@ -151,6 +151,16 @@ async fn a_member_joining_and_leaving_live_is_a_participants_change(backend: Bac
     let carol = hs.register("carol").await;
     let room = me.create_room(Some("Live members"), &[]).await;
     let (_app, mut client) = start(&backend, &hs, &me).await;
+    // Live from here on (the first connection only takes a token); the backfill stores the
+    // room and its members so far.
+    eventually("the matrix source to be UP", || {
+        let client = client.clone();
+        async move {
+            sync_status(&client, SESSION).await.source_state == pb::SourceState::Up as i32
+        }
+    })
+    .await;
+    sync_frames(&mut client, SESSION, Some(0)).await;
     let mut stream = client
         .subscribe_messages(pb::SubscribeMessagesRequest {
             session_id: SESSION.into(),
