@@ -339,6 +339,7 @@ impl Source for PanickingSource {
             .collect();
         Ok(ChatHistory {
             messages,
+            people: Default::default(),
             unplaced_lines: 0,
             content_sha256: None,
         })
