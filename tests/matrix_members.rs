@@ -88,8 +88,8 @@ async fn backfill_lists_members_who_joined_and_left(backend: Backend) {
     }
     let gone = find(&listed, &carol);
     let (joined, left) = (
-        gone.joined_at.clone().expect("carol joined"),
-        gone.left_at.clone().expect("carol left"),
+        gone.joined_at.expect("carol joined"),
+        gone.left_at.expect("carol left"),
     );
     assert!(
         (left.seconds, left.nanos) >= (joined.seconds, joined.nanos),
