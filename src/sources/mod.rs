@@ -6,7 +6,9 @@
 //! - [`Source::fetch_history`] returns a chat's messages oldest first (in the order they are
 //!   to take seqs), at most `limit` of the most recent when a limit is given. Every message
 //!   carries a `provider_message_id` that is stable across re-syncs, so storage can skip what
-//!   it already has. Exports carry no ids, so their sources derive one.
+//!   it already has. Exports carry no ids, so their sources derive one. With them it returns
+//!   the chat's people ([`ChatHistory::people`]): the contacts it names and its membership
+//!   events, with contact ids as stable as the message ids (storage merges them idempotently).
 //! - Input a source cannot read is counted (`unplaced_lines`) or reported as a chat failure,
 //!   never silently dropped, and never a panic.
 //! - Read-only sources keep the default [`Source::send`], which refuses with

@@ -208,12 +208,8 @@ pub(super) fn contact(name: &str) -> NewContact {
         },
         None => {
             let digest = Sha256::digest(name.as_bytes());
-            let mut contact_id = String::from("wa:name:");
-            for byte in &digest[..8] {
-                contact_id.push_str(&format!("{byte:02x}"));
-            }
             NewContact {
-                contact_id,
+                contact_id: format!("wa:name:{}", super::hex(&digest[..8])),
                 display_name: name.to_owned(),
                 phone: None,
                 matrix_id: None,
