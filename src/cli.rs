@@ -497,6 +497,44 @@ fn print_event(event: &pb::SubscribeMessagesResponse, as_json: bool) {
                 );
             }
         }
+        Some(Event::ContactUpdated(update)) => {
+            let contact = update.contact.clone().unwrap_or_default();
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"seq": event.seq, "contact_updated": {
+                    "contact_id": contact.contact_id, "display_name": contact.display_name,
+                    "phone": contact.phone, "matrix_id": contact.matrix_id}})
+                );
+            } else {
+                println!(
+                    "#{:<6} contact {} is {:?}",
+                    event.seq, contact.contact_id, contact.display_name
+                );
+            }
+        }
+        Some(Event::ParticipantsChanged(change)) => {
+            for participant in &change.participants {
+                if as_json {
+                    println!(
+                        "{}",
+                        json!({"seq": event.seq, "participants_changed": {
+                        "chat_id": participant.chat_id, "contact_id": participant.contact_id,
+                        "joined_at": participant.joined_at.as_ref().map(|t| time_string(Some(t))),
+                        "left_at": participant.left_at.as_ref().map(|t| time_string(Some(t)))}})
+                    );
+                } else {
+                    println!(
+                        "#{:<6} {} in {}: joined {}, left {}",
+                        event.seq,
+                        participant.contact_id,
+                        participant.chat_id,
+                        time_string(participant.joined_at.as_ref()),
+                        time_string(participant.left_at.as_ref())
+                    );
+                }
+            }
+        }
         Some(Event::ChatUpdated(chat)) => {
             if as_json {
                 println!(

@@ -482,6 +482,55 @@ impl ChatSyncService for Api {
         .instrument(span)
         .await
     }
+
+    async fn list_contacts(
+        &self,
+        request: Request<pb::ListContactsRequest>,
+    ) -> Result<Response<pb::ListContactsResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("ListContacts", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let page = self
+                .service
+                .list_contacts(&body.session_id, body.after_seq, body.limit)
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::ListContactsResponse {
+                contacts: page.items.into_iter().map(contact_to_pb).collect(),
+                next_seq: page.next_seq,
+                has_more: page.has_more,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_participants(
+        &self,
+        request: Request<pb::ListParticipantsRequest>,
+    ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("ListParticipants", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let chat_id = Some(body.chat_id.as_str()).filter(|c| !c.is_empty());
+            let page = self
+                .service
+                .list_participants(&body.session_id, chat_id, body.after_seq, body.limit)
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::ListParticipantsResponse {
+                participants: page.items.into_iter().map(participant_to_pb).collect(),
+                next_seq: page.next_seq,
+                has_more: page.has_more,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
 }
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {
@@ -556,6 +605,26 @@ fn chat_to_pb(chat: model::Chat) -> pb::Chat {
         chat_id: chat.chat_id,
         name: chat.name,
         seq: chat.seq,
+    }
+}
+
+fn contact_to_pb(contact: model::Contact) -> pb::Contact {
+    pb::Contact {
+        contact_id: contact.contact_id,
+        display_name: contact.display_name,
+        phone: contact.phone.unwrap_or_default(),
+        matrix_id: contact.matrix_id.unwrap_or_default(),
+        seq: contact.seq,
+    }
+}
+
+fn participant_to_pb(participant: model::Participant) -> pb::Participant {
+    pb::Participant {
+        chat_id: participant.chat_id,
+        contact_id: participant.contact_id,
+        joined_at: participant.joined_at_ms.map(timestamp),
+        left_at: participant.left_at_ms.map(timestamp),
+        seq: participant.seq,
     }
 }
 
@@ -662,6 +731,19 @@ fn change_to_pb(change: model::Change) -> (u64, pb::subscribe_messages_response:
         model::Change::MessageUpdated { seq, message } => {
             (seq, PbEvent::MessageUpdated(message_to_pb(message)))
         }
+        model::Change::ContactUpdated { seq, contact } => (
+            seq,
+            PbEvent::ContactUpdated(pb::ContactUpdated {
+                contact: Some(contact_to_pb(contact)),
+            }),
+        ),
+        model::Change::ParticipantsChanged { seq, participant } => (
+            seq,
+            PbEvent::ParticipantsChanged(pb::ParticipantsChanged {
+                chat_id: participant.chat_id.clone(),
+                participants: vec![participant_to_pb(participant)],
+            }),
+        ),
     }
 }
 

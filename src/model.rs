@@ -191,6 +191,12 @@ pub enum Change {
     /// A message was edited or deleted upstream; it carries the message as stored now (its
     /// `seq` is the creation seq; the change's own seq is `seq` here).
     MessageUpdated { seq: u64, message: Message },
+    /// A contact was added or changed; it carries the contact as stored now (`contact.seq` is
+    /// its latest change; `seq` is this change's).
+    ContactUpdated { seq: u64, contact: Contact },
+    /// A participant of a chat was first seen, joined or left; it carries the participant as
+    /// stored now.
+    ParticipantsChanged { seq: u64, participant: Participant },
 }
 
 impl Change {
@@ -201,17 +207,30 @@ impl Change {
             Self::StatusUpdated(update) => update.seq,
             Self::ChatUpdated(chat) => chat.seq,
             Self::MessageUpdated { seq, .. } => *seq,
+            Self::ContactUpdated { seq, .. } => *seq,
+            Self::ParticipantsChanged { seq, .. } => *seq,
         }
     }
 
-    /// The chat this change belongs to.
+    /// The chat this change belongs to; empty for a session-wide change (a contact).
     pub fn chat_id(&self) -> &str {
         match self {
             Self::MessageCreated(message) => &message.chat_id,
             Self::StatusUpdated(update) => &update.chat_id,
             Self::ChatUpdated(chat) => &chat.chat_id,
             Self::MessageUpdated { message, .. } => &message.chat_id,
+            Self::ContactUpdated { .. } => "",
+            Self::ParticipantsChanged { participant, .. } => &participant.chat_id,
         }
+    }
+
+    /// Whether a subscription filtered to `chat_ids` (empty: all chats) carries this change.
+    /// Contacts belong to no chat and pass every filter: a client showing some chats needs
+    /// their senders' names.
+    pub fn passes(&self, chat_ids: &[String]) -> bool {
+        matches!(self, Self::ContactUpdated { .. })
+            || chat_ids.is_empty()
+            || chat_ids.iter().any(|id| id == self.chat_id())
     }
 }
 
@@ -226,6 +245,89 @@ pub struct StatusUpdate {
     /// Unix milliseconds (UTC).
     pub updated_at_ms: i64,
 }
+
+/// A stored contact: a person a session's source knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// Stable id within the session (see [`NewContact::contact_id`]).
+    pub contact_id: String,
+    pub display_name: String,
+    /// The phone number, when the source shows one (`+1 555 0100`, as written).
+    pub phone: Option<String>,
+    /// The Matrix user id (`@alice:example.org`), on Matrix.
+    pub matrix_id: Option<String>,
+    /// The seq of the contact's last change.
+    pub seq: u64,
+}
+
+/// A contact as a source gives it. Storing it again unchanged takes no seq; a field the source
+/// leaves `None` keeps its stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewContact {
+    /// Stable across re-syncs: the source's user id (Telegram `user123`, the Matrix user id),
+    /// or, for WhatsApp exports, derived from the phone number or the name.
+    pub contact_id: String,
+    pub display_name: String,
+    pub phone: Option<String>,
+    pub matrix_id: Option<String>,
+}
+
+/// A stored participant of a chat: a contact, with its latest known join and leave.
+/// It is a member when `left_at` is `None`, or `joined_at` is later than `left_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub chat_id: String,
+    pub contact_id: String,
+    /// The latest known join (Unix ms); `None` when none is known (a sender, an invitee).
+    pub joined_at_ms: Option<i64>,
+    /// The latest known leave or removal (Unix ms); `None` when none is known.
+    pub left_at_ms: Option<i64>,
+    /// The seq of the row's last change.
+    pub seq: u64,
+}
+
+/// What a membership event says about a contact in a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Seen in the chat (a sender, an invitee): a participant, no join time known.
+    Seen,
+    /// Joined or was added.
+    Joined,
+    /// Left, was removed or banned.
+    Left,
+}
+
+/// One membership event of a chat, as a source reads it. Events are merged into the stored
+/// participant by their times (the latest join and the latest leave win), so storing the same
+/// events again changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEvent {
+    pub contact_id: String,
+    pub membership: Membership,
+    /// When it happened (Unix ms).
+    pub at_ms: i64,
+}
+
+/// The people of one chat's history: the contacts it names and its membership events, in
+/// order. Sources fill it with the chat's messages ([`crate::sources::ChatHistory`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct People {
+    pub contacts: Vec<NewContact>,
+    pub members: Vec<MemberEvent>,
+}
+
+impl People {
+    /// Whether there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty() && self.members.is_empty()
+    }
+}
+
+/// No people: for imports that carry none.
+pub static NO_PEOPLE: People = People {
+    contacts: Vec::new(),
+    members: Vec::new(),
+};
 
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {

@@ -340,6 +340,7 @@ impl Source for PanickingSource {
             .collect();
         Ok(ChatHistory {
             messages,
+            people: Default::default(),
             unplaced_lines: 0,
             content_sha256: None,
         })
@@ -693,8 +694,13 @@ async fn kill_9_at_ten_random_points_of_a_long_sync_then_every_message_once() {
     assert_eq!(status.state, pb::SyncState::Succeeded as i32);
     assert_eq!(status.message_count, (CHATS * EACH) as u64, "every message");
     assert_eq!(status.chat_count, CHATS as u64);
-    // Every seq was taken once: one per chat created, one per message.
-    assert_eq!(status.head_seq, (CHATS * EACH + CHATS) as u64, "{status:?}");
+    // Every seq was taken once: one per chat created, one per message, one per contact (the
+    // senders Ana and Ben) and one per participant (both, in every chat).
+    assert_eq!(
+        status.head_seq,
+        (CHATS * EACH + CHATS + 2 + 2 * CHATS) as u64,
+        "{status:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1307,7 +1307,10 @@ async fn sync_status_reports_state_counts_and_head_seq(backend: Backend) {
     let after = sync_status(&client, "demo").await;
     assert_eq!(after.state, pb::SyncState::Succeeded as i32);
     assert_eq!((after.chat_count, after.message_count), (3, 30));
-    assert_eq!(after.head_seq, 33, "3 chats and 30 messages");
+    assert_eq!(
+        after.head_seq, 45,
+        "3 chats, 30 messages, 6 contacts and 6 participants"
+    );
     assert!(after.started_at.is_some() && after.finished_at.is_some());
     let progress = after.progress.expect("last run's progress");
     assert_eq!(stage(&progress), SyncStage::Completed);
@@ -1323,7 +1326,7 @@ async fn sync_status_reports_state_counts_and_head_seq(backend: Backend) {
 
     // Events stream collects to the same head.
     let mut stream = subscribe(&mut client, "demo", &[], Some(0)).await;
-    let events = read_until(&mut stream, 33).await;
+    let events = read_until(&mut stream, 45).await;
     assert_eq!(
         events
             .iter()

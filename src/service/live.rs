@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::stopped;
 use crate::error::Result;
-use crate::model::NewMessage;
+use crate::model::{NO_PEOPLE, NewMessage};
 use crate::sources::{LiveEvent, LiveSink, Source, SourceState};
 use crate::storage::{ImportChat, LeaseKind, MessageEdit, MessageRef, Store};
 
@@ -136,6 +136,18 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
 }
 
 impl LiveStore {
+    /// Puts the chat's stored name (its id when it is not stored) into `names`, unless there.
+    async fn known_name(&self, chat_id: &str, names: &mut HashMap<String, String>) -> Result<()> {
+        if !names.contains_key(chat_id) {
+            let name = match self.store.find_chat(&self.session_id, chat_id).await? {
+                Some(chat) => chat.name,
+                None => chat_id.to_owned(),
+            };
+            names.insert(chat_id.to_owned(), name);
+        }
+        Ok(())
+    }
+
     /// Stores a run of new messages in one transaction: storage skips those already stored,
     /// and settles the stored messages that those echoing a message chatsync sent stand for.
     async fn store_messages(
@@ -147,13 +159,7 @@ impl LiveStore {
             return Ok(());
         }
         for (chat_id, _) in run.iter() {
-            if !names.contains_key(chat_id) {
-                let name = match self.store.find_chat(&self.session_id, chat_id).await? {
-                    Some(chat) => chat.name,
-                    None => chat_id.clone(),
-                };
-                names.insert(chat_id.clone(), name);
-            }
+            self.known_name(chat_id, names).await?;
         }
         // Consecutive messages of one chat go together.
         let mut groups: Vec<(&str, Vec<NewMessage>)> = Vec::new();
@@ -170,6 +176,7 @@ impl LiveStore {
                 name: &names[*chat_id],
                 messages,
                 may_be_stored: true,
+                people: &NO_PEOPLE,
             })
             .collect();
         self.store.import(&self.session_id, &items).await?;
@@ -209,6 +216,7 @@ impl LiveSink for LiveStore {
                         name: &name,
                         messages: &[],
                         may_be_stored: true,
+                        people: &NO_PEOPLE,
                     };
                     self.store.import(session_id, &[chat]).await?;
                     names.insert(chat_id, name);
@@ -244,6 +252,17 @@ impl LiveSink for LiveStore {
                     self.store
                         .mark_read_up_to(session_id, &target, read_at_ms)
                         .await?;
+                }
+                LiveEvent::People { chat_id, people } => {
+                    self.known_name(&chat_id, &mut names).await?;
+                    let chat = ImportChat {
+                        chat_id: &chat_id,
+                        name: &names[&chat_id],
+                        messages: &[],
+                        may_be_stored: true,
+                        people: &people,
+                    };
+                    self.store.import(session_id, &[chat]).await?;
                 }
                 LiveEvent::Message { .. } => unreachable!("handled above"),
             }

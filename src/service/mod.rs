@@ -17,7 +17,8 @@ use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{
-    self, AttachmentUpload, Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms,
+    self, AttachmentUpload, Chat, Contact, Message, MessageKind, MessageStatus, NewMessage,
+    Participant, now_ms,
 };
 use crate::sources::{self, Source, SourceContext, SourceState};
 use crate::storage::messages::MissingChat;
@@ -33,7 +34,8 @@ pub const MAX_CHAT_ID_BYTES: usize = 256;
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// The largest idempotency key, in bytes.
 pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
-/// Page size of ListChats and ListMessages when the request gives none, and the largest.
+/// Page size of the listings (ListChats, ListMessages, ListContacts, ListParticipants) when
+/// the request gives none, and the largest.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1_000;
 /// What a default gRPC client accepts in one message (4 MiB): a listing page never exceeds
@@ -715,6 +717,66 @@ impl ChatSync {
             has_more,
         })
     }
+}
+
+impl ChatSync {
+    /// A page of contacts with `seq > after_seq`, in seq order, sized as in
+    /// [`Self::list_chats`].
+    pub async fn list_contacts(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Page<Contact>> {
+        self.source(session_id)?;
+        let limit = page_size(limit)?;
+        let mut items = self
+            .inner
+            .store
+            .list_contacts(session_id, after_seq, limit + 1)
+            .await?;
+        let fitting = fit_oldest(&items, self.inner.page_bytes, contact_bytes);
+        let limit = limit.min(fitting as u64);
+        Ok(page(&mut items, limit, after_seq, |contact| contact.seq))
+    }
+
+    /// A page of participants with `seq > after_seq` (of one chat, when named: `NotFound`
+    /// unless it is stored), in seq order, sized as in [`Self::list_chats`].
+    pub async fn list_participants(
+        &self,
+        session_id: &str,
+        chat_id: Option<&str>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Page<Participant>> {
+        self.source(session_id)?;
+        let limit = page_size(limit)?;
+        self.ensure_chat(session_id, chat_id).await?;
+        let mut items = self
+            .inner
+            .store
+            .list_participants(session_id, chat_id, after_seq, limit + 1)
+            .await?;
+        let fitting = fit_oldest(&items, self.inner.page_bytes, participant_bytes);
+        let limit = limit.min(fitting as u64);
+        Ok(page(&mut items, limit, after_seq, |participant| {
+            participant.seq
+        }))
+    }
+}
+
+/// An upper estimate of a contact's encoded size, in bytes.
+fn contact_bytes(contact: &Contact) -> usize {
+    contact.contact_id.len()
+        + contact.display_name.len()
+        + contact.phone.as_deref().map_or(0, str::len)
+        + contact.matrix_id.as_deref().map_or(0, str::len)
+        + 32
+}
+
+/// An upper estimate of a participant's encoded size, in bytes.
+fn participant_bytes(participant: &Participant) -> usize {
+    participant.chat_id.len() + participant.contact_id.len() + 64
 }
 
 /// A configured session: its source and the live source's connection state.

@@ -346,12 +346,7 @@ impl Producer {
     }
 
     fn wants(&self, change: &Change) -> bool {
-        self.request.chat_ids.is_empty()
-            || self
-                .request
-                .chat_ids
-                .iter()
-                .any(|id| id == change.chat_id())
+        change.passes(&self.request.chat_ids)
     }
 
     /// Sends every change in `(cursor, up_to]` from storage; returns the new cursor.

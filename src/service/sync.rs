@@ -39,7 +39,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::model::{NewMessage, now_ms};
+use crate::model::{NO_PEOPLE, NewMessage, People, now_ms};
 use crate::sources::{ChatHistory, Source, SourceChat, SourceError};
 use crate::storage::{
     FileFingerprint, FileRecord, ImportChat, LeaseKind, RunClaim, Store, SyncRecord, SyncState,
@@ -489,6 +489,8 @@ struct Pending {
     chat: SourceChat,
     /// Messages not stored yet.
     messages: Vec<NewMessage>,
+    /// The contacts and membership events the history names.
+    people: People,
     unplaced_lines: u64,
     /// Whether `messages` may include some already stored (storage checks them).
     may_be_stored: bool,
@@ -572,6 +574,7 @@ impl Job {
                         index: index as u32 + 1,
                         chat: chat.clone(),
                         messages: Vec::new(),
+                        people: People::default(),
                         unplaced_lines: 0,
                         may_be_stored: false,
                         failure: None,
@@ -643,6 +646,7 @@ impl Job {
                                     .as_ref()
                                     .is_none_or(|ids| ids.contains(&chat.chat_id));
                             pending.messages = messages;
+                            pending.people = history.people;
                             pending.may_be_stored = may_hold_messages;
                         }
                     }
@@ -855,6 +859,7 @@ impl Job {
                 name: &pending.chat.name,
                 messages: &pending.messages,
                 may_be_stored: pending.may_be_stored,
+                people: &pending.people,
             })
             .collect();
         let files: Vec<(&str, &FileRecord)> = batch
@@ -908,11 +913,18 @@ impl Job {
         self.begin_chat(&pending);
         let batches = pending.messages.len().div_ceil(self.batch);
         for (number, slice) in pending.messages.chunks(self.batch).enumerate() {
+            // The chat's people go with the last batch, after its messages.
+            let people = if number + 1 == batches {
+                &pending.people
+            } else {
+                &NO_PEOPLE
+            };
             let item = ImportChat {
                 chat_id: &pending.chat.chat_id,
                 name: &pending.chat.name,
                 messages: slice,
                 may_be_stored: pending.may_be_stored,
+                people,
             };
             // The file's fingerprint goes with the last batch: only a whole import counts.
             let file: Vec<(&str, &FileRecord)> = match &pending.file {

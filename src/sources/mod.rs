@@ -6,7 +6,9 @@
 //! - [`Source::fetch_history`] returns a chat's messages oldest first (in the order they are
 //!   to take seqs), at most `limit` of the most recent when a limit is given. Every message
 //!   carries a `provider_message_id` that is stable across re-syncs, so storage can skip what
-//!   it already has. Exports carry no ids, so their sources derive one.
+//!   it already has. Exports carry no ids, so their sources derive one. With them it returns
+//!   the chat's people ([`ChatHistory::people`]): the contacts it names and its membership
+//!   events, with contact ids as stable as the message ids (storage merges them idempotently).
 //! - Input a source cannot read is counted (`unplaced_lines`) or reported as a chat failure,
 //!   never silently dropped, and never a panic.
 //! - Read-only sources keep the default [`Source::send`], which refuses with
@@ -39,7 +41,7 @@ use async_trait::async_trait;
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::model::NewMessage;
+use crate::model::{NewMessage, People};
 use crate::storage::Store;
 
 /// A chat as a source lists it.
@@ -57,6 +59,10 @@ pub struct SourceChat {
 #[derive(Debug, Clone, Default)]
 pub struct ChatHistory {
     pub messages: Vec<NewMessage>,
+    /// The contacts the chat names (its senders, members added or removed) and its
+    /// membership events (joins and leaves), in order. Read from the whole history, also when
+    /// `messages` is limited.
+    pub people: People,
     /// Input lines (or records) that could not be placed in any message.
     pub unplaced_lines: u64,
     /// The SHA-256 of the file bytes the history was parsed from, when it was read whole
@@ -258,6 +264,9 @@ pub enum LiveEvent {
         provider_message_id: String,
         read_at_ms: Option<i64>,
     },
+    /// Contacts and membership events of a chat (Matrix `m.room.member`): merged into the
+    /// stored contacts and participants; what changes nothing takes no seq.
+    People { chat_id: String, people: People },
 }
 
 /// Where a live source delivers what it sees. Implemented by the domain layer, which stores

@@ -2,7 +2,7 @@
 //! delivery read (`seq > cursor`). Reads take no lock: committed seqs form a prefix.
 use std::collections::HashMap;
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{change, chat, message};
 use super::rows::{chat_from_row, message_from_row};
@@ -96,7 +96,12 @@ impl Store {
             .filter(change::Column::Seq.lte(up_to as i64));
         if !chat_ids.is_empty() {
             created = created.filter(message::Column::ChatId.is_in(chat_ids.iter().cloned()));
-            logged = logged.filter(change::Column::ChatId.is_in(chat_ids.iter().cloned()));
+            // Contacts belong to no chat: they pass every filter (`Change::passes`).
+            logged = logged.filter(
+                Condition::any()
+                    .add(change::Column::ChatId.is_in(chat_ids.iter().cloned()))
+                    .add(change::Column::Kind.eq(change::KIND_CONTACT)),
+            );
         }
         let created = created
             .order_by_asc(message::Column::Seq)
@@ -176,6 +181,29 @@ impl Store {
                 .collect()
         };
 
+        // Contacts and participants, as stored now.
+        let contact_ids: Vec<String> = logged
+            .iter()
+            .filter(|row| row.kind == change::KIND_CONTACT)
+            .filter_map(|row| row.contact_id.clone())
+            .collect();
+        let contacts = if contact_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.contacts_by_id(session_id, &contact_ids).await?
+        };
+        let participant_keys: Vec<(String, String)> = logged
+            .iter()
+            .filter(|row| row.kind == change::KIND_PARTICIPANT)
+            .filter_map(|row| Some((row.chat_id.clone(), row.contact_id.clone()?)))
+            .collect();
+        let participants = if participant_keys.is_empty() {
+            HashMap::new()
+        } else {
+            self.participants_by_key(session_id, &participant_keys)
+                .await?
+        };
+
         let mut changes: Vec<Change> = created
             .into_iter()
             .filter(|row| row.seq as u64 <= reached)
@@ -202,6 +230,27 @@ impl Store {
                     Change::MessageUpdated {
                         seq,
                         message: message.clone(),
+                    }
+                }
+                change::KIND_CONTACT => {
+                    let Some(contact) = row.contact_id.and_then(|id| contacts.get(&id)) else {
+                        continue;
+                    };
+                    Change::ContactUpdated {
+                        seq,
+                        contact: contact.clone(),
+                    }
+                }
+                change::KIND_PARTICIPANT => {
+                    let Some(participant) = row
+                        .contact_id
+                        .and_then(|id| participants.get(&(row.chat_id.clone(), id)))
+                    else {
+                        continue;
+                    };
+                    Change::ParticipantsChanged {
+                        seq,
+                        participant: participant.clone(),
                     }
                 }
                 _ => Change::ChatUpdated(Chat {

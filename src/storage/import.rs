@@ -17,7 +17,7 @@ use super::entities::{change, chat, message};
 use super::rows::{ROWS_PER_UNNEST, change_row, messages_insert_sqlite, messages_unnest};
 use super::{FileRecord, ROWS_PER_INSERT, Store, WriteTxn, statement_chunks, storable};
 use crate::error::Result;
-use crate::model::{MessageStatus, NewMessage, now_ms};
+use crate::model::{MessageStatus, NewMessage, People, now_ms};
 
 /// One chat of an import batch ([`Store::import`]).
 #[derive(Debug, Clone, Copy)]
@@ -31,13 +31,16 @@ pub struct ImportChat<'a> {
     /// of sent messages settled). `false` only when the caller knows the chat held no
     /// messages before this run, which saves reading its provider ids.
     pub may_be_stored: bool,
+    /// The contacts and membership events the chat's history names (see
+    /// [`super::people`]); [`crate::model::NO_PEOPLE`] when there are none.
+    pub people: &'a People,
 }
 
 impl Store {
     /// Stores a batch of chats and their new messages in one write transaction, in order:
     /// each chat that is new or renamed takes a seq (a `chat_updated` change), then its
-    /// messages not yet stored take consecutive seqs. Returns, per chat, the number of
-    /// messages stored.
+    /// messages not yet stored take consecutive seqs. Then the contacts and participants that
+    /// are new or changed take a seq each. Returns, per chat, the number of messages stored.
     ///
     /// Rows go in multi-row INSERTs (SQLite: at most [`ROWS_PER_INSERT`] rows each;
     /// PostgreSQL: one `UNNEST` of column arrays per 10,000 rows), so a batch of many small
@@ -197,6 +200,8 @@ impl WriteTxn {
             .map(|(_, message, seq)| (*seq, *message))
             .collect();
         self.insert_attachments(&with_files).await?;
+        let people: Vec<(&str, &People)> = chats.iter().map(|c| (c.chat_id, c.people)).collect();
+        self.store_people(&people).await?;
         Ok(counts)
     }
 

@@ -185,6 +185,7 @@ impl WriteTxn {
                     name: chat_id,
                     messages: &[],
                     may_be_stored: false,
+                    people: &crate::model::NO_PEOPLE,
                 })
                 .collect();
             self.import_chats(&chats).await?;

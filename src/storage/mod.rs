@@ -23,7 +23,7 @@
 //! Layout: [`write`] (the write transaction), [`group`] (group commit of sends and status
 //! changes), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
-//! (bulk import), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
+//! (bulk import), [`people`] (contacts and participants), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
 //! change feed), [`attachments`] (message files: written with their message, read per page),
 //! [`rows`] (row conversions).
 pub mod attachments;
@@ -34,6 +34,7 @@ pub mod group;
 pub mod heads;
 pub mod import;
 pub mod messages;
+pub mod people;
 mod rows;
 pub mod sessions;
 pub mod write;

@@ -25,6 +25,7 @@ pub(super) fn change_row(
         message_id: Set(message_id),
         status: Set(status),
         at: Set(at),
+        contact_id: Set(None),
     }
 }
 

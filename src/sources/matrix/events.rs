@@ -1,4 +1,4 @@
-//! What Matrix events mean to chatsync: messages, edits, redactions and room names.
+//! What Matrix events mean to chatsync: messages, edits, redactions, room names and members.
 //!
 //! Followed: the client-server spec, "m.room.message" msgtypes, "Event replacements"
 //! (`m.replace`), "Redactions", and "Calculating the display name for a room".
@@ -9,7 +9,9 @@ use ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent, SyncMessageLik
 use ruma::serde::Raw;
 use serde_json::Value;
 
-use crate::model::{Attachment, MessageKind, MessageStatus, NewMessage};
+use crate::model::{
+    Attachment, MemberEvent, Membership, MessageKind, MessageStatus, NewContact, NewMessage, People,
+};
 
 /// One timeline event, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +191,57 @@ pub fn room_name(state: &[Value], me: &str) -> String {
     }
 }
 
+/// The people of `m.room.member` events (JSON objects; other events are passed over), in
+/// `origin_server_ts` order: each member is a contact (id and `matrix_id`: the user id; name:
+/// `displayname`, else the user id). `join` is a join, unless the previous content (in
+/// `unsigned.prev_content`) was a join too (a profile change: seen); `leave` and `ban` are a
+/// leave (keeping the name: from `prev_content`, else unchanged); `invite` and `knock` make a
+/// participant with no times.
+pub fn member_people<'a>(events: impl IntoIterator<Item = &'a Value>) -> People {
+    let mut members: Vec<&Value> = events
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .collect();
+    members.sort_by_key(|e| e["origin_server_ts"].as_i64().unwrap_or(0));
+    let mut people = People::default();
+    for event in members {
+        let Some(user) = event["state_key"].as_str().filter(|u| u.starts_with('@')) else {
+            continue;
+        };
+        let at = event["origin_server_ts"].as_i64();
+        let was_member = event["unsigned"]["prev_content"]["membership"] == "join";
+        let membership = match (event["content"]["membership"].as_str(), at) {
+            (Some("join"), Some(_)) if !was_member => Membership::Joined,
+            (Some("leave" | "ban"), Some(_)) => Membership::Left,
+            (Some("join" | "leave" | "ban" | "invite" | "knock"), _) => Membership::Seen,
+            _ => continue,
+        };
+        // A leave carries no name: it keeps the stored one (an empty name changes nothing).
+        let name = [&event["content"], &event["unsigned"]["prev_content"]]
+            .into_iter()
+            .find_map(|content| content["displayname"].as_str())
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(if membership == Membership::Left {
+                ""
+            } else {
+                user
+            });
+        people.contacts.push(NewContact {
+            contact_id: user.to_owned(),
+            display_name: name.to_owned(),
+            phone: None,
+            matrix_id: Some(user.to_owned()),
+        });
+        people.members.push(MemberEvent {
+            contact_id: user.to_owned(),
+            membership,
+            at_ms: at.unwrap_or(0),
+        });
+    }
+    people
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +342,58 @@ mod tests {
         assert_eq!(
             read_timeline_event(&raw(json!({"nonsense": true})), &me()),
             TimelineItem::Other
+        );
+    }
+
+    #[test]
+    fn member_events_become_contacts_and_joins_and_leaves() {
+        let events = [
+            json!({"type": "m.room.member", "state_key": "@bob:localhost", "origin_server_ts": 20,
+                "content": {"membership": "leave"},
+                "unsigned": {"prev_content": {"membership": "join", "displayname": "Bobby"}}}),
+            json!({"type": "m.room.member", "state_key": "@bob:localhost", "origin_server_ts": 10,
+                "content": {"membership": "join", "displayname": "Bob"}}),
+            json!({"type": "m.room.member", "state_key": "@bob:localhost", "origin_server_ts": 15,
+                "content": {"membership": "join", "displayname": "Bobby"},
+                "unsigned": {"prev_content": {"membership": "join"}}}),
+            json!({"type": "m.room.member", "state_key": "@eve:localhost", "origin_server_ts": 30,
+                "content": {"membership": "invite"}}),
+            json!({"type": "m.room.topic", "state_key": "", "origin_server_ts": 5, "content": {}}),
+        ];
+        let people = member_people(&events);
+        let names: Vec<(&str, &str)> = people
+            .contacts
+            .iter()
+            .map(|c| (c.contact_id.as_str(), c.display_name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("@bob:localhost", "Bob"),
+                ("@bob:localhost", "Bobby"),
+                ("@bob:localhost", "Bobby"),
+                ("@eve:localhost", "@eve:localhost")
+            ]
+        );
+        assert!(
+            people
+                .contacts
+                .iter()
+                .all(|c| c.matrix_id.as_deref() == Some(c.contact_id.as_str()))
+        );
+        let members: Vec<(Membership, i64)> = people
+            .members
+            .iter()
+            .map(|m| (m.membership, m.at_ms))
+            .collect();
+        assert_eq!(
+            members,
+            [
+                (Membership::Joined, 10),
+                (Membership::Seen, 15),
+                (Membership::Left, 20),
+                (Membership::Seen, 30)
+            ]
         );
     }
 

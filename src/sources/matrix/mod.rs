@@ -48,7 +48,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::client::{Client, MatrixError};
-use self::events::{TimelineItem, read_timeline_event, room_name};
+use self::events::{TimelineItem, member_people, read_timeline_event, room_name};
 use super::{
     ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext, SourceError,
     SourceState, keep_most_recent,
@@ -168,16 +168,23 @@ impl Matrix {
 
     /// The room's display name from its current state.
     async fn room_name(&self, room_id: &OwnedRoomId) -> Result<String, MatrixError> {
+        Ok(room_name(
+            &self.room_state(room_id).await?,
+            self.me.as_str(),
+        ))
+    }
+
+    /// The room's current state events, as JSON.
+    async fn room_state(&self, room_id: &OwnedRoomId) -> Result<Vec<Value>, MatrixError> {
         let state = self
             .client
             .send(get_state_events::v3::Request::new(room_id.clone()), None)
             .await?;
-        let state: Vec<Value> = state
+        Ok(state
             .room_state
             .iter()
             .filter_map(|raw| raw.deserialize_as_unchecked::<Value>().ok())
-            .collect();
-        Ok(room_name(&state, self.me.as_str()))
+            .collect())
     }
 
     /// Stores the file of a media message (`m.image`, `m.file`, `m.video`, `m.audio`) that is
@@ -317,6 +324,29 @@ impl Matrix {
             let mut item = read_timeline_event(raw, &self.me);
             self.fetch_media(&chat_id, raw, &mut item).await;
             out.extend(live_event(&chat_id, item));
+        }
+        // Members: the state section (before or after the timeline) and the timeline's
+        // member events; storage keeps the latest join and leave whatever the order.
+        let no_state = Vec::new();
+        let state = match &room.state {
+            sync_events::v3::State::Before(state) | sync_events::v3::State::After(state) => {
+                &state.events
+            }
+            _ => &no_state,
+        };
+        let members: Vec<Value> = state
+            .iter()
+            .map(|raw| raw.json())
+            .chain(room.timeline.events.iter().map(|raw| raw.json()))
+            .filter(|json| json.get().contains("m.room.member"))
+            .filter_map(|json| serde_json::from_str::<Value>(json.get()).ok())
+            .collect();
+        let people = member_people(&members);
+        if !people.is_empty() {
+            out.push(LiveEvent::People {
+                chat_id: chat_id.clone(),
+                people,
+            });
         }
         for raw in &room.ephemeral.events {
             if raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.receipt") {
@@ -562,10 +592,18 @@ impl Source for Matrix {
         let mut items = Vec::new();
         let mut messages = 0usize;
         let mut from: Option<String> = None;
+        // Member events: those of the window read, and the room's current state.
+        let mut members: Vec<Value> = self.room_state(&room_id).await?;
+        members.retain(|event| event["type"] == "m.room.member");
         loop {
             let want = limit.map_or(PAGE_SIZE, |limit| (limit - messages).min(PAGE_SIZE));
             let page = self.page_back(&room_id, from.as_deref(), want).await?;
             for raw in &page.chunk {
+                if raw.json().get().contains("m.room.member")
+                    && let Ok(event) = raw.deserialize_as_unchecked::<Value>()
+                {
+                    members.push(event);
+                }
                 let mut item = read_timeline_event(raw, &self.me);
                 messages += usize::from(matches!(item, TimelineItem::Message(_)));
                 self.fetch_media(&chat.chat_id, raw, &mut item).await;
@@ -583,6 +621,7 @@ impl Source for Matrix {
         keep_most_recent(&mut messages, limit);
         Ok(ChatHistory {
             messages,
+            people: member_people(&members),
             unplaced_lines: 0,
             content_sha256: None,
         })

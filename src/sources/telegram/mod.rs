@@ -35,7 +35,9 @@ use super::{
     media,
 };
 use crate::config::SessionConfig;
-use crate::model::{MessageKind, MessageStatus, NewMessage};
+use crate::model::{
+    MemberEvent, Membership, MessageKind, MessageStatus, NewContact, NewMessage, People,
+};
 use parser::TelegramChat;
 
 /// The source kind in the configuration.
@@ -249,9 +251,70 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
         .collect();
     ChatHistory {
         messages,
+        people: people(chat),
         unplaced_lines: chat.skipped as u64,
         content_sha256: None,
     }
+}
+
+/// The people of a chat: every sender (`from_id` / `actor_id`, named by `from` / `actor`) is a
+/// contact and a participant; the members a service message adds or removes join or leave.
+/// `members` lists names only: a name resolves to the id it is sent under in the chat, else
+/// to `tg:name:` and the first 16 hex digits of its SHA-256.
+fn people(chat: &TelegramChat) -> People {
+    let mut ids: HashMap<&str, &str> = HashMap::new();
+    for message in &chat.messages {
+        if let (Some(name), Some(id)) = (&message.sender, &message.sender_id) {
+            ids.entry(name).or_insert(id);
+        }
+    }
+    let contact_of = |name: &str| -> NewContact {
+        let contact_id = match ids.get(name) {
+            Some(id) => (*id).to_owned(),
+            None => {
+                let digest = Sha256::digest(name.as_bytes());
+                let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("tg:name:{hex}")
+            }
+        };
+        NewContact {
+            contact_id,
+            display_name: name.to_owned(),
+            phone: None,
+            matrix_id: None,
+        }
+    };
+    let mut people = People::default();
+    let mut add = |contact: NewContact, membership: Membership, at_ms: i64| {
+        people.members.push(MemberEvent {
+            contact_id: contact.contact_id.clone(),
+            membership,
+            at_ms,
+        });
+        people.contacts.push(contact);
+    };
+    for message in &chat.messages {
+        let at_ms = message.sent_at_unix.saturating_mul(1000);
+        let sender = match (&message.sender_id, &message.sender) {
+            (Some(id), name) => Some(NewContact {
+                contact_id: id.clone(),
+                display_name: name.clone().unwrap_or_default(),
+                phone: None,
+                matrix_id: None,
+            }),
+            (None, Some(name)) => Some(contact_of(name)),
+            (None, None) => None,
+        };
+        if let Some(sender) = sender {
+            add(sender, Membership::Seen, at_ms);
+        }
+        if let Some(change) = &message.membership {
+            for name in &change.names {
+                add(contact_of(name), change.membership, at_ms);
+            }
+        }
+    }
+    people
 }
 
 /// Reads one export file within `limits.max_bytes`.

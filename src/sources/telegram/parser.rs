@@ -42,7 +42,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::model::MessageKind;
+use crate::model::{Membership, MessageKind};
 
 /// Why a file could not be read as a Telegram export.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,15 @@ pub struct TelegramChat {
     pub skipped: usize,
 }
 
+/// Who joined or left a group, by a service message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub membership: Membership,
+    /// The names as written in `members` (null names, deleted accounts, left out), or the
+    /// actor's name for a join by link or request.
+    pub names: Vec<String>,
+}
+
 /// One message, reduced to what the importer stores.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelegramMessage {
@@ -89,6 +98,12 @@ pub struct TelegramMessage {
     /// `from` for ordinary messages, `actor` for service messages (each falls back to the
     /// other); `None` when absent, null or empty (Telegram writes null for deleted accounts).
     pub sender: Option<String>,
+    /// The sender's user id: `from_id` for ordinary messages, `actor_id` for service messages
+    /// (each falls back to the other), as written (`user123`); `None` when absent.
+    pub sender_id: Option<String>,
+    /// The membership change a service message records (`invite_members`, `remove_members`,
+    /// `create_group`, `join_group_by_link`, `join_group_by_request`); `None` otherwise.
+    pub membership: Option<MembershipChange>,
     /// The plain text (entities flattened); for service messages a readable line built from
     /// the action; empty for a media message without caption.
     pub text: String,
@@ -576,8 +591,10 @@ const MEDIA_KEYS: [&str; 11] = [
 ];
 
 /// Fields that service messages use to describe their action.
-const EXTRA_KEYS: [&str; 17] = [
+const EXTRA_KEYS: [&str; 19] = [
     "title",
+    "from_id",
+    "actor_id",
     "new_title",
     "members",
     "inviter",
@@ -765,11 +782,24 @@ impl RawMessage {
             };
             (from.or(actor), text, kind)
         };
+        let (from_id, actor_id) = (self.extra_str("from_id"), self.extra_str("actor_id"));
+        let sender_id = if is_service {
+            actor_id.or(from_id)
+        } else {
+            from_id.or(actor_id)
+        };
+        let membership = if is_service {
+            self.membership(sender)
+        } else {
+            None
+        };
         Some(TelegramMessage {
             id: int_of(&self.id),
             sent_at_unix,
             edited_at_unix: edited.map(|(at, _)| at),
             sender: sender.map(str::to_owned),
+            sender_id: sender_id.map(str::to_owned),
+            membership,
             text,
             kind,
             media_files: if is_service {
@@ -795,6 +825,30 @@ impl RawMessage {
 
     fn extra_int(&self, name: &str) -> Option<i64> {
         self.extra(name).and_then(int_of)
+    }
+
+    /// The membership change of a service message sent by `actor`.
+    fn membership(&self, actor: Option<&str>) -> Option<MembershipChange> {
+        let listed = || -> Vec<String> {
+            match self.extra("members") {
+                Some(Value::Array(members)) => members
+                    .iter()
+                    .filter_map(str_of)
+                    .map(str::to_owned)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let (membership, names) = match str_of(&self.action)? {
+            "invite_members" | "create_group" => (Membership::Joined, listed()),
+            "remove_members" => (Membership::Left, listed()),
+            "join_group_by_link" | "join_group_by_request" => (
+                Membership::Joined,
+                actor.into_iter().map(str::to_owned).collect(),
+            ),
+            _ => return None,
+        };
+        (!names.is_empty()).then_some(MembershipChange { membership, names })
     }
 
     /// The names in `members` (null names read as "Deleted Account"), joined by ", ".
@@ -1182,6 +1236,8 @@ mod tests {
                 sent_at_unix: 1_615_811_696,
                 edited_at_unix: None,
                 sender: Some("Alice".to_owned()),
+                sender_id: Some("user42".to_owned()),
+                membership: None,
                 text: "hello\nworld".to_owned(),
                 kind: MessageKind::Text,
                 media_files: Vec::new(),

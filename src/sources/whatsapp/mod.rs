@@ -20,6 +20,7 @@
 //! become the message's attachment. A file that is not there gives an attachment with
 //! `stored = false`, never an error.
 pub mod day_periods;
+mod members;
 mod normalise;
 pub mod parser;
 
@@ -206,8 +207,9 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
                 attachments: Vec::new(),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
     ChatHistory {
+        people: members::people(&messages),
         messages,
         unplaced_lines: parsed.unplaced.len() as u64,
         content_sha256: None,

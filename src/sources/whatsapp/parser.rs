@@ -451,7 +451,7 @@ fn without_marks(s: &str) -> Cow<'_, str> {
 }
 
 /// A sender as stored: format characters dropped, U+00A0 and U+202F read as spaces, trimmed.
-fn clean_sender(name: &str) -> String {
+pub(super) fn clean_sender(name: &str) -> String {
     let clean = without_marks(name);
     let trimmed = clean.trim();
     if trimmed.bytes().any(|b| b == 0xC2 || b == 0xE2) && trimmed.contains(['\u{a0}', '\u{202f}']) {

@@ -1,5 +1,6 @@
 //! `changes`: the change log for everything that is not a message creation (those are
-//! `messages.seq`): status updates, chat updates and message updates. Primary key (session_id, seq).
+//! `messages.seq`): status updates, chat updates, message updates, contact
+//! updates and participant changes. Primary key (session_id, seq).
 use sea_orm::entity::prelude::*;
 
 /// `kind` value of a status update.
@@ -8,6 +9,11 @@ pub const KIND_STATUS: i16 = 1;
 pub const KIND_CHAT: i16 = 2;
 /// `kind` value of a message edited or deleted upstream (`message_id` names it).
 pub const KIND_MESSAGE: i16 = 3;
+/// `kind` value of a contact added or changed (`contact_id` names it; `chat_id` is empty).
+pub const KIND_CONTACT: i16 = 4;
+/// `kind` value of a participant of `chat_id` joined, left or first seen (`contact_id`
+/// names it).
+pub const KIND_PARTICIPANT: i16 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "changes")]
@@ -21,6 +27,8 @@ pub struct Model {
     pub message_id: Option<i64>,
     pub status: Option<i16>,
     pub at: i64,
+    /// The contact of a `KIND_CONTACT` or `KIND_PARTICIPANT` change; `None` otherwise.
+    pub contact_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,7 +3,9 @@
 pub mod attachment;
 pub mod change;
 pub mod chat;
+pub mod contact;
 pub mod lease;
 pub mod message;
+pub mod participant;
 pub mod session;
 pub mod source_file;
