@@ -42,6 +42,11 @@ pub const SESSION_HEALTH_PREFIX: &str = "chatsync.session.";
 
 /// The longest a shutdown waits for connections to close before the server stops anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long shutdown waits, after the connections, for running sync runs to persist their
+/// INTERRUPTED state. Normally milliseconds: the aborted import's transaction rolls back and
+/// one row is written. It is longer than [`SHUTDOWN_GRACE`] because a run that misses it is
+/// only marked INTERRUPTED at the next start, without its progress.
+pub const SYNC_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The longest a client may take to complete its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -231,7 +236,7 @@ impl Application {
             }
         }
         // Sync runs are persisted INTERRUPTED (resumable) before the process exits.
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.service.sync_runs_stopped())
+        if tokio::time::timeout(SYNC_STOP_GRACE, self.service.sync_runs_stopped())
             .await
             .is_err()
         {
