@@ -24,7 +24,7 @@
 //! changes), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
 //! (bulk import), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
-//! change feed), [`rows`] (row conversions).
+//! change feed), [`snapshot`] (GetSnapshot's one consistent read), [`rows`] (row conversions).
 pub mod changes;
 pub mod entities;
 pub mod files;
@@ -34,6 +34,7 @@ pub mod import;
 pub mod messages;
 mod rows;
 pub mod sessions;
+pub mod snapshot;
 pub mod write;
 
 use std::borrow::Cow;
@@ -48,6 +49,7 @@ pub use group::GroupCommitStats;
 pub use import::ImportChat;
 pub use messages::{MessageEdit, MessageRef};
 pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord, SyncState};
+pub use snapshot::{Snapshot, SnapshotChat};
 pub use write::WriteTxn;
 
 /// The most page cache one SQLite connection keeps, in KiB (`PRAGMA cache_size`).
