@@ -132,7 +132,12 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let limit = request.get_ref().limit_per_chat;
-            let mut attachment = self.service.sync_chats(&session_id, limit).await.map_err(status_from)?;
+            let since_ms = request.get_ref().since.as_ref().map(timestamp_ms).transpose().map_err(status_from)?;
+            let mut attachment = self
+                .service
+                .sync_chats_since(&session_id, limit, since_ms)
+                .await
+                .map_err(status_from)?;
             let (sender, receiver) = mpsc::channel(64);
             let mut shutdown = self.service.shutdown();
             // Forwards frames until the run ends, the client goes or the server shuts down;

@@ -260,6 +260,18 @@ impl ChatSync {
         session_id: &str,
         limit_per_chat: Option<u32>,
     ) -> Result<Attachment> {
+        self.sync_chats_since(session_id, limit_per_chat, None)
+            .await
+    }
+
+    /// [`Self::sync_chats`], importing only messages sent at or after `since_ms` (Unix
+    /// milliseconds) when given; the limit then counts only those.
+    pub async fn sync_chats_since(
+        &self,
+        session_id: &str,
+        limit_per_chat: Option<u32>,
+        since_ms: Option<i64>,
+    ) -> Result<Attachment> {
         let session = self.session(session_id)?;
         let limit = match limit_per_chat.unwrap_or(sync::DEFAULT_LIMIT_PER_CHAT) {
             0 => None,
@@ -267,20 +279,14 @@ impl ChatSync {
         };
         self.inner
             .runs
-            .start_or_attach(&self.inner.store, session_id, session.source.clone(), limit)
+            .start_or_attach(
+                &self.inner.store,
+                session_id,
+                session.source.clone(),
+                limit,
+                since_ms,
+            )
             .await
-    }
-
-    /// Starts a sync run like [`Self::sync_chats`], importing only messages sent at or after
-    /// `since_ms` (Unix milliseconds) when given.
-    pub async fn sync_chats_since(
-        &self,
-        session_id: &str,
-        limit_per_chat: Option<u32>,
-        since_ms: Option<i64>,
-    ) -> Result<Attachment> {
-        let _ = since_ms;
-        self.sync_chats(session_id, limit_per_chat).await
     }
 
     /// A consistent snapshot of the session (GetSnapshot): one frame per chat, newest chat
