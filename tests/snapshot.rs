@@ -1,6 +1,8 @@
 //! GetSnapshot (one consistent read, then SubscribeMessages from its head seq) and SyncChats
 //! `since`, through the public gRPC surface, on SQLite and PostgreSQL.
 mod common;
+#[path = "common/synapse.rs"]
+mod synapse;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,6 +20,7 @@ on_both_backends!(
     a_snapshot_honours_since_limit_and_the_chat_filter,
     a_snapshot_then_subscribe_misses_nothing_and_repeats_nothing_under_four_writers,
     sync_chats_since_imports_only_the_window_and_a_later_full_run_is_not_skipped,
+    matrix_sync_since_backfills_only_the_window,
 );
 
 type Client = ChatSyncServiceClient<Channel>;
@@ -447,4 +450,85 @@ async fn sync_chats_since_imports_only_the_window_and_a_later_full_run_is_not_sk
     assert_eq!(run_sync(&mut client, sync_with("wa", Some(0), Some(at(2)))).await, 0);
     assert_eq!(run_sync(&mut client, sync_with("wa", Some(0), None)).await, 0);
     assert_eq!(stored(&mut client).await.len(), 20);
+}
+
+/// Matrix against the real Synapse (skipped without one, as in tests/matrix.rs): backfill with
+/// `since` stores only the events the homeserver dates at or after it.
+async fn matrix_sync_since_backfills_only_the_window(backend: Backend) {
+    let Some(hs) = synapse::Homeserver::shared() else {
+        return;
+    };
+    let me = hs.register("me").await;
+    let bob = hs.register("bob").await;
+    let room = me.create_room(Some("Window"), &[&bob]).await;
+    for i in 1..=5 {
+        bob.post(&room, &format!("old {i}")).await;
+    }
+    for i in 1..=5 {
+        bob.post(&room, &format!("new {i}")).await;
+    }
+    // The homeserver's own dates decide the window.
+    let events = me.messages(&room).await;
+    let dated: Vec<(String, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["content"]["body"].as_str().unwrap_or_default().to_owned(),
+                e["origin_server_ts"].as_i64().expect("origin_server_ts"),
+            )
+        })
+        .collect();
+    let since_ms = dated
+        .iter()
+        .find(|(text, _)| text == "new 1")
+        .expect("new 1")
+        .1;
+    let in_window: Vec<String> = dated
+        .iter()
+        .filter(|(_, ts)| *ts >= since_ms)
+        .map(|(text, _)| text.clone())
+        .collect();
+    assert!(in_window.len() < dated.len(), "old 1 is older than new 1");
+    let since = prost_types::Timestamp {
+        seconds: since_ms.div_euclid(1000),
+        nanos: (since_ms.rem_euclid(1000) * 1_000_000) as i32,
+    };
+
+    let token_file = backend.dir.path().join("mx.token");
+    std::fs::write(&token_file, format!("{}\n", me.token)).expect("token file");
+    let config = session(
+        "mx",
+        "matrix",
+        serde_json::json!({
+            "homeserver": hs.url, "user_id": me.user_id, "access_token_file": token_file,
+        }),
+    );
+    let app = TestApp::spawn(&backend, vec![config]).await;
+    let mut client = app.client().await;
+    let texts = |client: &Client| {
+        let mut client = client.clone();
+        async move {
+            all_messages(&mut client, "mx", "")
+                .await
+                .into_iter()
+                .map(|m| m.text)
+                .collect::<Vec<String>>()
+        }
+    };
+
+    // With a limit too: the newest 2 of the window.
+    assert_eq!(run_sync(&mut client, sync_with("mx", Some(2), Some(since))).await, 2);
+    assert_eq!(texts(&client).await, ["new 4", "new 5"]);
+    // The whole window.
+    run_sync(&mut client, sync_with("mx", Some(0), Some(since))).await;
+    let mut stored = texts(&client).await;
+    stored.sort();
+    let mut want = in_window.clone();
+    want.sort();
+    assert_eq!(stored, want);
+    // Without a window: everything.
+    run_sync(&mut client, sync_with("mx", Some(0), None)).await;
+    let stored: HashSet<String> = texts(&client).await.into_iter().collect();
+    let all: HashSet<String> = dated.into_iter().map(|(text, _)| text).collect();
+    assert_eq!(stored, all);
 }

@@ -111,6 +111,9 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     /// The estimated encoded size a listing page stays within.
     page_bytes: usize,
+    /// Slots for snapshots in progress: each holds a pooled database connection (and, on
+    /// SQLite, holds back WAL checkpoints) until its last frame is sent.
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ChatSync {
@@ -178,6 +181,10 @@ impl ChatSync {
                 ),
                 shutdown,
                 page_bytes: page_bytes(config.max_response_bytes),
+                snapshots: Arc::new(tokio::sync::Semaphore::new(snapshot_slots(
+                    &config.database_url,
+                    config.database_max_connections,
+                ))),
             }),
         })
     }
@@ -297,8 +304,12 @@ impl ChatSync {
     /// open until the last one); a frame's messages stop at the page budget (as listings do),
     /// keeping the newest. The stream ends UNAVAILABLE when the server shuts down.
     ///
+    /// At most [`snapshot_slots`] snapshots are in progress at once, since each holds a
+    /// database connection while its client reads.
+    ///
     /// Errors (before the stream starts): `InvalidArgument` for a limit over [`MAX_PAGE`];
-    /// `NotFound` for an unknown session or chat.
+    /// `NotFound` for an unknown session or chat; `ResourceExhausted` when every snapshot slot
+    /// is taken.
     pub async fn snapshot(
         &self,
         session_id: &str,
@@ -313,6 +324,11 @@ impl ChatSync {
                 "limit_per_chat {limit} is over the maximum of {MAX_PAGE}"
             )));
         }
+        let slot = self.inner.snapshots.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(
+                "the server is serving its maximum of concurrent snapshots; retry later".into(),
+            )
+        })?;
         let mut snapshot = self
             .inner
             .store
@@ -333,6 +349,7 @@ impl ChatSync {
         };
         tokio::spawn(
             async move {
+                let _slot = slot;
                 if n_chats == 0 {
                     let _ = sender.send(Ok(frame(None))).await;
                     let _ = snapshot.close().await;
@@ -722,6 +739,17 @@ fn page_size(limit: u32) -> Result<u64> {
         ))),
         n => Ok(n as u64),
     }
+}
+
+/// How many snapshots may be in progress at once: half the database connections (SQLite
+/// keeps 8 readers), at least 2.
+pub fn snapshot_slots(database_url: &str, database_max_connections: u32) -> usize {
+    let connections = if database_url.starts_with("sqlite:") {
+        8
+    } else {
+        database_max_connections
+    };
+    (connections as usize / 2).max(2)
 }
 
 /// The page budget for a `max_response_bytes` limit: three quarters of the smaller of it and
