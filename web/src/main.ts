@@ -539,7 +539,10 @@ async function loadSnapshot(cur: Current): Promise<void> {
       const last = frame.messages[frame.messages.length - 1];
       // The stream may have set a newer preview meanwhile.
       const seen = view.preview as Message | null;
-      if (last && (!seen || last.seq > seen.seq)) setPreview(view, last);
+      if (last && (!seen || last.seq > seen.seq)) {
+        setPreview(view, last);
+        renderChat(cur, view);
+      }
       queueRenderChats(cur);
     }
   } catch (error) {
