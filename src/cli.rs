@@ -481,7 +481,11 @@ async fn snapshot(
             );
             continue;
         }
-        let more = if frame.has_more { ", older messages exist" } else { "" };
+        let more = if frame.has_more {
+            ", older messages exist"
+        } else {
+            ""
+        };
         println!(
             "== {} [{}] · {} unread · {} messages{more}",
             chat.name,

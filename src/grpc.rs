@@ -397,10 +397,20 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let body = request.into_inner();
-            let since_ms = body.since.as_ref().map(timestamp_ms).transpose().map_err(status_from)?;
+            let since_ms = body
+                .since
+                .as_ref()
+                .map(timestamp_ms)
+                .transpose()
+                .map_err(status_from)?;
             let frames = self
                 .service
-                .snapshot(&body.session_id, &body.chat_ids, body.limit_per_chat, since_ms)
+                .snapshot(
+                    &body.session_id,
+                    &body.chat_ids,
+                    body.limit_per_chat,
+                    since_ms,
+                )
                 .await
                 .map_err(status_from)?;
             let stream = frames.map(|frame| {

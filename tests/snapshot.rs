@@ -126,7 +126,11 @@ async fn a_snapshot_has_exact_frames_newest_chat_first_with_unread_counts(backen
         assert_eq!(frame.unread_count, unread, "{name}");
         // The messages are the stored ones, whole.
         let stored = all_messages(&mut client, "wa", &chat.chat_id).await;
-        assert_eq!(frame.messages, stored[stored.len() - want.len()..], "{name}");
+        assert_eq!(
+            frame.messages,
+            stored[stored.len() - want.len()..],
+            "{name}"
+        );
     }
 }
 
@@ -134,10 +138,7 @@ async fn a_snapshot_honours_since_limit_and_the_chat_filter(backend: Backend) {
     let dir = tempfile::tempdir().expect("dir");
     let app = TestApp::spawn(
         &backend,
-        vec![
-            whatsapp_session("wa", dir.path()),
-            local_session("empty"),
-        ],
+        vec![whatsapp_session("wa", dir.path()), local_session("empty")],
     )
     .await;
     let mut client = app.client().await;
@@ -291,9 +292,15 @@ async fn a_snapshot_then_subscribe_misses_nothing_and_repeats_nothing_under_four
     let app = TestApp::spawn(&backend, vec![local_session("n")]).await;
     let mut client = app.client().await;
     for i in 0..20 {
-        send(&mut client, "n", "room", &format!("before {i}"), &format!("b{i}"))
-            .await
-            .expect("send");
+        send(
+            &mut client,
+            "n",
+            "room",
+            &format!("before {i}"),
+            &format!("b{i}"),
+        )
+        .await
+        .expect("send");
     }
     const PER_WRITER: usize = 60;
     let mut writers = Vec::new();
@@ -302,9 +309,15 @@ async fn a_snapshot_then_subscribe_misses_nothing_and_repeats_nothing_under_four
         writers.push(tokio::spawn(async move {
             for i in 0..PER_WRITER {
                 let chat = format!("room{w}");
-                send(&mut client, "n", &chat, &format!("w{w} {i}"), &format!("w{w}-{i}"))
-                    .await
-                    .expect("send");
+                send(
+                    &mut client,
+                    "n",
+                    &chat,
+                    &format!("w{w} {i}"),
+                    &format!("w{w}-{i}"),
+                )
+                .await
+                .expect("send");
             }
         }));
     }
@@ -350,7 +363,11 @@ async fn a_snapshot_then_subscribe_misses_nothing_and_repeats_nothing_under_four
             .into_iter()
             .filter(|m| m.seq <= head)
             .collect();
-        assert_eq!(frame.messages, stored, "chat {} at seq {head}", chat.chat_id);
+        assert_eq!(
+            frame.messages, stored,
+            "chat {} at seq {head}",
+            chat.chat_id
+        );
         assert!(!frame.has_more);
         for message in &frame.messages {
             assert!(in_snapshot.insert(message.client_message_id.clone()));
@@ -393,7 +410,11 @@ fn sync_with(
 
 /// Runs SyncChats to its end; returns the new messages of the COMPLETED frame.
 async fn run_sync(client: &mut Client, request: pb::SyncChatsRequest) -> u64 {
-    let mut stream = client.sync_chats(request).await.expect("SyncChats").into_inner();
+    let mut stream = client
+        .sync_chats(request)
+        .await
+        .expect("SyncChats")
+        .into_inner();
     let mut last = None;
     while let Some(frame) = stream.message().await.expect("frame") {
         last = frame.progress;
@@ -429,26 +450,41 @@ async fn sync_chats_since_imports_only_the_window_and_a_later_full_run_is_not_sk
     };
 
     // since 08:05 with a limit of 3: the 3 newest of the window.
-    assert_eq!(run_sync(&mut client, sync_with("wa", Some(3), Some(at(5)))).await, 6);
+    assert_eq!(
+        run_sync(&mut client, sync_with("wa", Some(3), Some(at(5)))).await,
+        6
+    );
     let mut want: Vec<String> = [numbered("ana", 8..=10), numbered("ben", 8..=10)].concat();
     want.sort();
     assert_eq!(stored(&mut client).await, want);
 
     // since alone (the whole window): the rest of 08:05 on.
-    assert_eq!(run_sync(&mut client, sync_with("wa", Some(0), Some(at(5)))).await, 4);
+    assert_eq!(
+        run_sync(&mut client, sync_with("wa", Some(0), Some(at(5)))).await,
+        4
+    );
     let mut want: Vec<String> = [numbered("ana", 6..=10), numbered("ben", 6..=10)].concat();
     want.sort();
     assert_eq!(stored(&mut client).await, want);
 
     // A full run afterwards is not skipped as if the files had been imported whole.
-    assert_eq!(run_sync(&mut client, sync_with("wa", Some(0), None)).await, 10);
+    assert_eq!(
+        run_sync(&mut client, sync_with("wa", Some(0), None)).await,
+        10
+    );
     let mut want: Vec<String> = [numbered("ana", 1..=10), numbered("ben", 1..=10)].concat();
     want.sort();
     assert_eq!(stored(&mut client).await, want);
 
     // Now the files are recorded as imported whole: a windowed run adds nothing.
-    assert_eq!(run_sync(&mut client, sync_with("wa", Some(0), Some(at(2)))).await, 0);
-    assert_eq!(run_sync(&mut client, sync_with("wa", Some(0), None)).await, 0);
+    assert_eq!(
+        run_sync(&mut client, sync_with("wa", Some(0), Some(at(2)))).await,
+        0
+    );
+    assert_eq!(
+        run_sync(&mut client, sync_with("wa", Some(0), None)).await,
+        0
+    );
     assert_eq!(stored(&mut client).await.len(), 20);
 }
 
@@ -517,7 +553,10 @@ async fn matrix_sync_since_backfills_only_the_window(backend: Backend) {
     };
 
     // With a limit too: the newest 2 of the window.
-    assert_eq!(run_sync(&mut client, sync_with("mx", Some(2), Some(since))).await, 2);
+    assert_eq!(
+        run_sync(&mut client, sync_with("mx", Some(2), Some(since))).await,
+        2
+    );
     assert_eq!(texts(&client).await, ["new 4", "new 5"]);
     // The whole window.
     run_sync(&mut client, sync_with("mx", Some(0), Some(since))).await;

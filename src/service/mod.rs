@@ -324,11 +324,16 @@ impl ChatSync {
                 "limit_per_chat {limit} is over the maximum of {MAX_PAGE}"
             )));
         }
-        let slot = self.inner.snapshots.clone().try_acquire_owned().map_err(|_| {
-            Error::ResourceExhausted(
-                "the server is serving its maximum of concurrent snapshots; retry later".into(),
-            )
-        })?;
+        let slot = self
+            .inner
+            .snapshots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Error::ResourceExhausted(
+                    "the server is serving its maximum of concurrent snapshots; retry later".into(),
+                )
+            })?;
         let mut snapshot = self
             .inner
             .store
