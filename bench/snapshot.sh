@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GetSnapshot of the chitchat corpus session (issue 11): 7,168 chats, 50 messages per chat.
 # One command:  bench/snapshot.sh   (RUNS=3 by default; PG= the PostgreSQL server URL, default
-# postgres://postgres@127.0.0.1:5432; BACKENDS="sqlite postgres" by default)
+# postgres://postgres@127.0.0.1:5432; BACKENDS="sqlite postgres" by default; BIN= another
+# chatsync binary, default target/release/chatsync)
 #
 # Per backend: a fresh database, `chatsync serve` (release build), `chatsync sync bench --all`
 # over bench/out/corpus (rendered when missing, see bench/README.md). Then per run: a fresh
@@ -16,7 +17,7 @@ CORPUS="$ROOT/bench/out/corpus"
 RUNS="${RUNS:-3}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
-BIN="$ROOT/target/release/chatsync"
+BIN="${BIN:-$ROOT/target/release/chatsync}"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatsync-snapshot.XXXXXX")"
 SERVER_PID=""
