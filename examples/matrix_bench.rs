@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             .sync_chats(pb::SyncChatsRequest {
                 session_id: SESSION.into(),
                 limit_per_chat: Some(0),
+                since: None,
             })
             .await?
             .into_inner();

@@ -47,6 +47,24 @@ pub enum Command {
         #[arg(long)]
         all: bool,
         #[command(flatten)]
+        window: Window,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a consistent snapshot of a session: each chat, newest first, with its last
+    /// messages and unread count, and the head seq to subscribe after
+    /// (`chatsync subscribe SESSION --after-seq HEAD`).
+    Snapshot {
+        session: String,
+        /// The most recent messages per chat (default 50, at most 1,000; 0: none).
+        #[arg(long)]
+        limit_per_chat: Option<u32>,
+        /// Only these chats (repeatable).
+        #[arg(long = "chat")]
+        chats: Vec<String>,
+        #[command(flatten)]
+        window: Window,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// Print a session's changes as they happen.
@@ -123,6 +141,34 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// A time window: only messages sent at or after an instant.
+#[derive(Debug, Args)]
+pub struct Window {
+    /// Only messages sent at or after this instant (RFC 3339, e.g. 2026-11-24T00:00:00Z).
+    #[arg(long, conflicts_with = "days")]
+    pub since: Option<String>,
+    /// Only messages sent in the last N days (N × 24 hours before now).
+    #[arg(long)]
+    pub days: Option<u32>,
+}
+
+impl Window {
+    /// The window's start as a protobuf timestamp, if one was given.
+    fn since(&self) -> anyhow::Result<Option<prost_types::Timestamp>> {
+        let instant = match (&self.since, self.days) {
+            (Some(text), _) => chrono::DateTime::parse_from_rfc3339(text)
+                .map_err(|e| anyhow::anyhow!("--since {text:?} is not an RFC 3339 instant: {e}"))?
+                .to_utc(),
+            (None, Some(days)) => chrono::Utc::now() - chrono::Duration::days(i64::from(days)),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(prost_types::Timestamp {
+            seconds: instant.timestamp(),
+            nanos: instant.timestamp_subsec_nanos() as i32,
+        }))
+    }
+}
+
 type Client = ChatSyncServiceClient<InterceptedService<Channel, Auth>>;
 
 /// Adds the bearer token to every call.
@@ -186,10 +232,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             session,
             limit_per_chat,
             all,
+            window,
             client,
         } => {
             let limit = if all { Some(0) } else { limit_per_chat };
-            sync(&client, session, limit).await
+            sync(&client, session, limit, window.since()?).await
+        }
+        Command::Snapshot {
+            session,
+            limit_per_chat,
+            chats,
+            window,
+            client,
+        } => {
+            let since = window.since()?;
+            snapshot(&client, session, chats, limit_per_chat, since).await
         }
         Command::Subscribe {
             session,
@@ -328,12 +385,14 @@ async fn sync(
     client: &ClientArgs,
     session: String,
     limit_per_chat: Option<u32>,
+    since: Option<prost_types::Timestamp>,
 ) -> anyhow::Result<()> {
     let mut api = connect(client).await?;
     let mut stream = api
         .sync_chats(pb::SyncChatsRequest {
             session_id: session.clone(),
             limit_per_chat,
+            since,
         })
         .await?
         .into_inner();
@@ -379,6 +438,74 @@ async fn sync(
             last.total_messages_synced,
             last.total_unplaced_lines,
             failures.len()
+        );
+    }
+    Ok(())
+}
+
+async fn snapshot(
+    client: &ClientArgs,
+    session: String,
+    chat_ids: Vec<String>,
+    limit_per_chat: Option<u32>,
+    since: Option<prost_types::Timestamp>,
+) -> anyhow::Result<()> {
+    let mut api = connect(client).await?;
+    let mut stream = api
+        .get_snapshot(pb::GetSnapshotRequest {
+            session_id: session.clone(),
+            chat_ids,
+            limit_per_chat,
+            since,
+        })
+        .await?
+        .into_inner();
+    let mut head_seq = 0;
+    let mut chats = 0u64;
+    let mut messages = 0u64;
+    while let Some(frame) = stream.message().await? {
+        head_seq = frame.head_seq;
+        let Some(chat) = &frame.chat else {
+            continue;
+        };
+        chats += 1;
+        messages += frame.messages.len() as u64;
+        if client.json {
+            println!(
+                "{}",
+                json!({
+                    "head_seq": frame.head_seq, "n_chats": frame.n_chats,
+                    "chat": {"chat_id": chat.chat_id, "name": chat.name, "seq": chat.seq},
+                    "unread_count": frame.unread_count, "has_more": frame.has_more,
+                    "messages": frame.messages.iter().map(message_json).collect::<Vec<_>>(),
+                })
+            );
+            continue;
+        }
+        let more = if frame.has_more {
+            ", older messages exist"
+        } else {
+            ""
+        };
+        println!(
+            "== {} [{}] · {} unread · {} messages{more}",
+            chat.name,
+            chat.chat_id,
+            frame.unread_count,
+            frame.messages.len()
+        );
+        for message in &frame.messages {
+            print_message(message, false);
+        }
+    }
+    if client.json {
+        if chats == 0 {
+            println!("{}", json!({"head_seq": head_seq, "n_chats": 0}));
+        }
+    } else {
+        println!(
+            "snapshot of {session} at seq {head_seq}: {chats} chats, {messages} messages \
+             (continue with: chatsync subscribe {session} --after-seq {head_seq})"
         );
     }
     Ok(())

@@ -171,6 +171,7 @@ impl ChatSyncService for Api {
     type SyncChatsStream = BoxStream<pb::SyncChatsResponse>;
     type SubscribeMessagesStream = BoxStream<pb::SubscribeMessagesResponse>;
     type GetMediaStream = BoxStream<pb::GetMediaResponse>;
+    type GetSnapshotStream = BoxStream<pb::GetSnapshotResponse>;
 
     async fn sync_chats(
         &self,
@@ -181,7 +182,12 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let limit = request.get_ref().limit_per_chat;
-            let mut attachment = self.service.sync_chats(&session_id, limit).await.map_err(status_from)?;
+            let since_ms = request.get_ref().since.as_ref().map(timestamp_ms).transpose().map_err(status_from)?;
+            let mut attachment = self
+                .service
+                .sync_chats_since(&session_id, limit, since_ms)
+                .await
+                .map_err(status_from)?;
             let (sender, receiver) = mpsc::channel(64);
             let mut shutdown = self.service.shutdown();
             // Forwards frames until the run ends, the client goes or the server shuts down;
@@ -483,6 +489,49 @@ impl ChatSyncService for Api {
         .await
     }
 
+    async fn get_snapshot(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("GetSnapshot", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let since_ms = body
+                .since
+                .as_ref()
+                .map(timestamp_ms)
+                .transpose()
+                .map_err(status_from)?;
+            let frames = self
+                .service
+                .snapshot(
+                    &body.session_id,
+                    &body.chat_ids,
+                    body.limit_per_chat,
+                    since_ms,
+                )
+                .await
+                .map_err(status_from)?;
+            let stream = frames.map(|frame| {
+                frame
+                    .map(|frame| pb::GetSnapshotResponse {
+                        head_seq: frame.head_seq,
+                        chat: frame.chat.map(chat_to_pb),
+                        messages: frame.messages.into_iter().map(message_to_pb).collect(),
+                        unread_count: frame.unread_count,
+                        has_more: frame.has_more,
+                        n_chats: frame.n_chats,
+                    })
+                    .map_err(status_from)
+            });
+            Ok(Response::new(Box::pin(stream) as Self::GetSnapshotStream))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn list_contacts(
         &self,
         request: Request<pb::ListContactsRequest>,
@@ -531,6 +580,24 @@ impl ChatSyncService for Api {
         .instrument(span)
         .await
     }
+}
+
+/// A request's timestamp as Unix milliseconds (sub-millisecond parts round down).
+/// `InvalidArgument` for one outside the range of a valid timestamp (years 1 to 9999) or with
+/// nanos outside 0..1e9.
+fn timestamp_ms(value: &prost_types::Timestamp) -> Result<i64, Error> {
+    // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, as protobuf's Timestamp defines its range.
+    const MIN_SECONDS: i64 = -62_135_596_800;
+    const MAX_SECONDS: i64 = 253_402_300_799;
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&value.seconds)
+        || !(0..1_000_000_000).contains(&value.nanos)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "timestamp {}s {}ns is not a valid instant",
+            value.seconds, value.nanos
+        )));
+    }
+    Ok(value.seconds * 1_000 + i64::from(value.nanos / 1_000_000))
 }
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {

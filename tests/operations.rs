@@ -428,6 +428,7 @@ async fn metrics_count_real_traffic_and_parse_as_prometheus_text(backend: Backen
         .sync_chats(pb::SyncChatsRequest {
             session_id: "demo".into(),
             limit_per_chat: Some(0),
+            since: None,
         })
         .await
         .expect("SyncChats")

@@ -205,6 +205,7 @@ async fn a_run_cut_off_by_a_crash_is_interrupted_at_the_next_start() {
         .sync_chats(pb::SyncChatsRequest {
             session_id: "s".into(),
             limit_per_chat: Some(0),
+            since: None,
         })
         .await
         .expect("sync")

@@ -1168,6 +1168,7 @@ async fn tokens_are_checked_on_every_rpc(backend: Backend) {
                     .sync_chats(pb::SyncChatsRequest {
                         session_id: s.clone(),
                         limit_per_chat: None,
+                        since: None,
                     })
                     .await
                     .map(|_| ()),

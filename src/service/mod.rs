@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
 
 use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
@@ -38,6 +39,9 @@ pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
 /// the request gives none, and the largest.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1_000;
+/// Messages per chat GetSnapshot takes when the request gives no limit; the largest limit is
+/// [`MAX_PAGE`].
+pub const DEFAULT_SNAPSHOT_LIMIT: u32 = 50;
 /// What a default gRPC client accepts in one message (4 MiB): a listing page never exceeds
 /// it, whatever `max_response_bytes` allows.
 pub const DEFAULT_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
@@ -51,6 +55,22 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// The cursor for the next page.
     pub next_seq: u64,
+    pub has_more: bool,
+}
+
+/// One frame of a snapshot (GetSnapshot): one chat, or none in the single frame of a session
+/// without chats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFrame {
+    /// The seq the whole snapshot is consistent at.
+    pub head_seq: u64,
+    /// How many frames the snapshot has (at least 1).
+    pub n_chats: u32,
+    pub chat: Option<Chat>,
+    /// The chat's newest messages within the window, oldest first.
+    pub messages: Vec<Message>,
+    pub unread_count: u64,
+    /// Older messages within the window exist beyond `messages`.
     pub has_more: bool,
 }
 
@@ -100,6 +120,9 @@ struct Inner {
     page_bytes: usize,
     /// Message media (GetMedia reads it; sources write it).
     blobs: Arc<dyn BlobStore>,
+    /// Slots for snapshots in progress: each holds a pooled database connection (and, on
+    /// SQLite, holds back WAL checkpoints) until its last frame is sent.
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ChatSync {
@@ -170,6 +193,10 @@ impl ChatSync {
                 shutdown,
                 page_bytes: page_bytes(config.max_response_bytes),
                 blobs,
+                snapshots: Arc::new(tokio::sync::Semaphore::new(snapshot_slots(
+                    &config.database_url,
+                    config.database_max_connections,
+                ))),
             }),
         })
     }
@@ -252,6 +279,18 @@ impl ChatSync {
         session_id: &str,
         limit_per_chat: Option<u32>,
     ) -> Result<Attachment> {
+        self.sync_chats_since(session_id, limit_per_chat, None)
+            .await
+    }
+
+    /// [`Self::sync_chats`], importing only messages sent at or after `since_ms` (Unix
+    /// milliseconds) when given; the limit then counts only those.
+    pub async fn sync_chats_since(
+        &self,
+        session_id: &str,
+        limit_per_chat: Option<u32>,
+        since_ms: Option<i64>,
+    ) -> Result<Attachment> {
         let session = self.session(session_id)?;
         let limit = match limit_per_chat.unwrap_or(sync::DEFAULT_LIMIT_PER_CHAT) {
             0 => None,
@@ -259,8 +298,123 @@ impl ChatSync {
         };
         self.inner
             .runs
-            .start_or_attach(&self.inner.store, session_id, session.source.clone(), limit)
+            .start_or_attach(
+                &self.inner.store,
+                session_id,
+                session.source.clone(),
+                limit,
+                since_ms,
+            )
             .await
+    }
+
+    /// A consistent snapshot of the session (GetSnapshot): one frame per chat, newest chat
+    /// first, each with its newest `limit_per_chat` messages (`None`: [`DEFAULT_SNAPSHOT_LIMIT`];
+    /// 0: none) sent at or after `since_ms`, and its unread count, all read in one read
+    /// transaction at the head seq every frame carries. A session without chats gives one
+    /// frame without a chat. Frames are read as the stream is consumed (the transaction stays
+    /// open until the last one); a frame's messages stop at the page budget (as listings do),
+    /// keeping the newest. The stream ends UNAVAILABLE when the server shuts down.
+    ///
+    /// At most [`snapshot_slots`] snapshots are in progress at once, since each holds a
+    /// database connection while its client reads.
+    ///
+    /// Errors (before the stream starts): `InvalidArgument` for a limit over [`MAX_PAGE`];
+    /// `NotFound` for an unknown session or chat; `ResourceExhausted` when every snapshot slot
+    /// is taken.
+    pub async fn snapshot(
+        &self,
+        session_id: &str,
+        chat_ids: &[String],
+        limit_per_chat: Option<u32>,
+        since_ms: Option<i64>,
+    ) -> Result<ReceiverStream<Result<SnapshotFrame>>> {
+        self.source(session_id)?;
+        let limit = limit_per_chat.unwrap_or(DEFAULT_SNAPSHOT_LIMIT);
+        if limit > MAX_PAGE {
+            return Err(Error::InvalidArgument(format!(
+                "limit_per_chat {limit} is over the maximum of {MAX_PAGE}"
+            )));
+        }
+        let slot = self
+            .inner
+            .snapshots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Error::ResourceExhausted(
+                    "the server is serving its maximum of concurrent snapshots; retry later".into(),
+                )
+            })?;
+        let mut snapshot = self
+            .inner
+            .store
+            .snapshot(session_id, chat_ids, since_ms)
+            .await?;
+        let head_seq = snapshot.head_seq();
+        let n_chats = u32::try_from(snapshot.n_chats()).unwrap_or(u32::MAX);
+        let budget = self.inner.page_bytes;
+        let mut shutdown = self.shutdown();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let frame = move |chat: Option<Chat>| SnapshotFrame {
+            head_seq,
+            n_chats: n_chats.max(1),
+            chat,
+            messages: Vec::new(),
+            unread_count: 0,
+            has_more: false,
+        };
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                if n_chats == 0 {
+                    let _ = sender.send(Ok(frame(None))).await;
+                    let _ = snapshot.close().await;
+                    return;
+                }
+                loop {
+                    let next = tokio::select! {
+                        next = snapshot.next_chat(u64::from(limit)) => next,
+                        _ = stopped(&mut shutdown) => {
+                            let _ = sender.try_send(Err(Error::Unavailable("the server is shutting down".into())));
+                            return;
+                        }
+                        _ = sender.closed() => return,
+                    };
+                    let item = match next {
+                        Ok(None) => break,
+                        Ok(Some(mut chat)) => {
+                            let keep = fit_newest(&chat.messages, budget, message_bytes);
+                            let cut = chat.messages.len() - keep;
+                            if cut > 0 {
+                                chat.messages.drain(..cut);
+                                chat.has_more = true;
+                            }
+                            Ok(SnapshotFrame {
+                                messages: chat.messages,
+                                unread_count: chat.unread,
+                                has_more: chat.has_more,
+                                ..frame(Some(chat.chat))
+                            })
+                        }
+                        Err(error) => Err(error),
+                    };
+                    let failed = item.is_err();
+                    tokio::select! {
+                        sent = sender.send(item) => if sent.is_err() || failed { return },
+                        _ = stopped(&mut shutdown) => {
+                            let _ = sender.try_send(Err(Error::Unavailable("the server is shutting down".into())));
+                            return;
+                        }
+                    }
+                }
+                if let Err(error) = snapshot.close().await {
+                    tracing::debug!(%error, "cannot end the snapshot's read transaction");
+                }
+            }
+            .in_current_span(),
+        );
+        Ok(ReceiverStream::new(receiver))
     }
 
     /// Opens a subscription; see [`subscriptions`].
@@ -699,15 +853,12 @@ impl ChatSync {
             return Ok(page(&mut items, limit, after_seq, |message| message.seq));
         };
         // The newest `limit + 1`, ascending: the extra rows are the oldest, at the front.
-        let mut keep = items.len().min(limit as usize);
-        let mut bytes = 0;
-        for (taken, message) in items.iter().rev().take(keep).enumerate() {
-            bytes += message_bytes(message);
-            if bytes > self.inner.page_bytes && taken > 0 {
-                keep = taken;
-                break;
-            }
-        }
+        let newest = items.len().min(limit as usize);
+        let keep = fit_newest(
+            &items[items.len() - newest..],
+            self.inner.page_bytes,
+            message_bytes,
+        );
         let has_more = items.len() > keep;
         items.drain(..items.len() - keep);
         let next_seq = items.first().map(|m| m.seq).unwrap_or(before_seq);
@@ -840,6 +991,17 @@ fn page_size(limit: u32) -> Result<u64> {
     }
 }
 
+/// How many snapshots may be in progress at once: half the database connections (SQLite
+/// keeps 8 readers), at least 2.
+pub fn snapshot_slots(database_url: &str, database_max_connections: u32) -> usize {
+    let connections = if database_url.starts_with("sqlite:") {
+        8
+    } else {
+        database_max_connections
+    };
+    (connections as usize / 2).max(2)
+}
+
 /// The page budget for a `max_response_bytes` limit: three quarters of the smaller of it and
 /// a default client's 4 MiB, leaving room for the estimate's error.
 fn page_bytes(max_response_bytes: usize) -> usize {
@@ -875,6 +1037,18 @@ fn fit_oldest<T>(items: &[T], budget: usize, size: impl Fn(&T) -> usize) -> usiz
         bytes += size(item);
         if bytes > budget && index > 0 {
             return index;
+        }
+    }
+    items.len()
+}
+
+/// How many of `items`, from the last, fit in `budget` bytes; at least one when there is one.
+fn fit_newest<T>(items: &[T], budget: usize, size: impl Fn(&T) -> usize) -> usize {
+    let mut bytes = 0;
+    for (taken, item) in items.iter().rev().enumerate() {
+        bytes += size(item);
+        if bytes > budget && taken > 0 {
+            return taken;
         }
     }
     items.len()

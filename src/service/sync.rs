@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::model::{NO_PEOPLE, NewMessage, People, now_ms};
-use crate::sources::{ChatHistory, Source, SourceChat, SourceError};
+use crate::sources::{ChatHistory, Source, SourceChat, SourceError, apply_window};
 use crate::storage::{
     FileFingerprint, FileRecord, ImportChat, LeaseKind, RunClaim, Store, SyncRecord, SyncState,
 };
@@ -218,13 +218,15 @@ impl SyncRuns {
     }
 
     /// Attaches to the session's running run, on this replica or another, or starts one
-    /// with `limit` messages per chat (`None`: the whole history).
+    /// with `limit` messages per chat (`None`: the whole history), only messages sent at or
+    /// after `since_ms` when given (a run attached to keeps its own limit and window).
     pub async fn start_or_attach(
         self: &Arc<Self>,
         store: &Store,
         session_id: &str,
         source: Arc<dyn Source>,
         limit: Option<usize>,
+        since_ms: Option<i64>,
     ) -> crate::error::Result<Attachment> {
         let _starting = self.starting.lock().await;
         if let Some(run) = self.local(session_id) {
@@ -272,6 +274,7 @@ impl SyncRuns {
             batch: source.batch_size().clamp(1, MESSAGES_PER_BATCH),
             source,
             limit,
+            since_ms,
             progress,
             started_at_ms,
             last_saved: Instant::now(),
@@ -528,6 +531,9 @@ struct Job {
     /// Messages per import transaction.
     batch: usize,
     limit: Option<usize>,
+    /// Only messages sent at or after this (Unix milliseconds). A run with a window records
+    /// no file fingerprints: it is not a full import of any file.
+    since_ms: Option<i64>,
     progress: Progress,
     started_at_ms: i64,
     last_saved: Instant,
@@ -764,11 +770,21 @@ impl Job {
         let source = self.source.clone();
         let chat = chat.clone();
         let limit = self.limit;
+        let since_ms = self.since_ms;
         let known = self.covering_record(&chat).cloned();
         let path = self.source.chat_file(&chat);
+        // Every source's history is cut to the window and the limit here, whatever the
+        // source did with them.
+        let fetch = move |source: Arc<dyn Source>, chat: SourceChat| async move {
+            let mut history = source.fetch_history_since(&chat, limit, since_ms).await;
+            if let Ok(read) = &mut history {
+                apply_window(&mut read.messages, limit, since_ms);
+            }
+            history
+        };
         let task = async move {
             let (Some(path), Some(stat)) = (path, stat) else {
-                return History(source.fetch_history(&chat, limit).await, None);
+                return History(fetch(source, chat).await, None);
             };
             let mut hashed = None;
             if let Some(known) = known {
@@ -790,10 +806,15 @@ impl Job {
                 }
                 hashed = digest;
             }
-            let history = source.fetch_history(&chat, limit).await;
+            let history = fetch(source, chat.clone()).await;
             let Ok(read) = &history else {
                 return History(history, None);
             };
+            // A windowed read is not a full import of the file: nothing to record (a record
+            // left by an earlier full import stays, and still describes what is stored).
+            if since_ms.is_some() {
+                return History(history, None);
+            }
             // The hash of the bytes parsed, when the source knows it; else the file's now
             // (read after the size and time, so a later change is seen by the next run).
             let sha256 = match read.content_sha256.or(hashed) {

@@ -131,6 +131,26 @@ pub trait Source: Send + Sync + 'static {
         limit: Option<usize>,
     ) -> Result<ChatHistory, SourceError>;
 
+    /// A chat's messages sent at or after `since_ms` (Unix milliseconds; `None`: all),
+    /// oldest first; at most the `limit` most recent of those when given. The sync run
+    /// applies the window and the limit again to what this returns, so a source need only
+    /// override it to read less: Matrix stops paging back once it passes `since_ms`. The
+    /// default reads the history (whole, when a window is given, so the limit counts only
+    /// messages inside it) and filters it.
+    async fn fetch_history_since(
+        &self,
+        chat: &SourceChat,
+        limit: Option<usize>,
+        since_ms: Option<i64>,
+    ) -> Result<ChatHistory, SourceError> {
+        let Some(since) = since_ms else {
+            return self.fetch_history(chat, limit).await;
+        };
+        let mut history = self.fetch_history(chat, None).await?;
+        apply_window(&mut history.messages, limit, Some(since));
+        Ok(history)
+    }
+
     /// The file a chat's whole history is read from, for sources that read each chat from a
     /// file of its own (WhatsApp exports). A sync run then records the file's fingerprint
     /// with the import and skips the file while it is unchanged (see
@@ -462,6 +482,15 @@ pub fn shown(path: &std::path::Path) -> String {
     path.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| "the export".to_owned())
+}
+
+/// Keeps the messages sent at or after `since_ms` (when given), then the last `limit` of those
+/// (when given). Messages are oldest first.
+pub fn apply_window(messages: &mut Vec<NewMessage>, limit: Option<usize>, since_ms: Option<i64>) {
+    if let Some(since) = since_ms {
+        messages.retain(|message| message.sent_at_ms >= since);
+    }
+    keep_most_recent(messages, limit);
 }
 
 /// Keeps the last `limit` items of `items` when a limit is given.

@@ -24,8 +24,8 @@
 //! changes), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
 //! (bulk import), [`people`] (contacts and participants), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
-//! change feed), [`attachments`] (message files: written with their message, read per page),
-//! [`rows`] (row conversions).
+//! change feed), [`snapshot`] (GetSnapshot's one consistent read), [`attachments`] (message
+//! files: written with their message, read per page), [`rows`] (row conversions).
 pub mod attachments;
 pub mod changes;
 pub mod entities;
@@ -37,6 +37,7 @@ pub mod messages;
 pub mod people;
 mod rows;
 pub mod sessions;
+pub mod snapshot;
 pub mod write;
 
 use std::borrow::Cow;
@@ -51,6 +52,7 @@ pub use group::GroupCommitStats;
 pub use import::ImportChat;
 pub use messages::{MessageEdit, MessageRef};
 pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord, SyncState};
+pub use snapshot::{Snapshot, SnapshotChat};
 pub use write::WriteTxn;
 
 /// The most page cache one SQLite connection keeps, in KiB (`PRAGMA cache_size`).

@@ -239,6 +239,7 @@ pub async fn start_sync(
         .sync_chats(pb::SyncChatsRequest {
             session_id: session_id.into(),
             limit_per_chat,
+            since: None,
         })
         .await
         .expect("SyncChats starts")

@@ -7,7 +7,6 @@ import {
   MessageStatus,
   SyncStage,
   SyncState,
-  type Chat,
   type GetSyncStatusResponse,
   type Message,
   type SubscribeMessagesResponse,
@@ -414,7 +413,7 @@ async function runSync(s: SessionView): Promise<void> {
   sync.running = false;
   renderSession(s);
   await refreshStatus(s);
-  if (current?.session === s) await loadChats(current);
+  if (current?.session === s) await loadSnapshot(current);
 }
 
 async function loadSessions(): Promise<void> {
@@ -493,72 +492,65 @@ async function selectSession(s: SessionView, chatId: string | null): Promise<voi
   renderConversation(cur);
   writeRoute();
 
-  let head: bigint;
   try {
     const status = await client.getSyncStatus({ sessionId: s.id });
     s.status = status;
     renderSession(s);
-    head = status.headSeq;
   } catch (error) {
     if (isAuthError(error)) authFailure(error);
     else showBanner(describeError(error));
     return;
   }
   if (current !== cur) return;
-  // Everything after `head` comes from the stream; the listings below reflect at least `head`.
-  cur.live = new LiveStream(s.id, head, {
-    event: (event) => onEvent(cur, event),
-    state: (state, detail) => {
-      if (current === cur) setConn(state, detail);
-    },
-    fatal: (error) => authFailure(error),
-  });
-  cur.live.start();
-  await loadChats(cur);
+  await loadSnapshot(cur);
   if (current !== cur) return;
   if (chatId) await openChat(cur, chatId);
 }
 
-async function loadChats(cur: Current): Promise<void> {
+/** Messages per chat the first load asks for: the newest, for the chat list's preview. */
+const SNAPSHOT_MESSAGES_PER_CHAT = 1;
+
+/** The first load of a session: one GetSnapshot (the chats, newest first, each with its newest
+ * message, consistent at one seq), then the live stream from exactly that seq, so nothing is
+ * missed and nothing is shown twice. Called again after a sync, it refreshes the chat list
+ * and previews; the stream already running goes on. */
+async function loadSnapshot(cur: Current): Promise<void> {
   const s = cur.session;
-  const chats: Chat[] = [];
+  let head: bigint | null = null;
   try {
-    let afterSeq = 0n;
-    for (;;) {
-      const page = await client.listChats({ sessionId: s.id, afterSeq, limit: 1000 });
-      chats.push(...page.chats);
-      afterSeq = page.nextSeq;
-      if (!page.hasMore) break;
+    const frames = client.getSnapshot({ sessionId: s.id, limitPerChat: SNAPSHOT_MESSAGES_PER_CHAT });
+    for await (const frame of frames) {
+      if (current !== cur) return;
+      if (head === null && cur.live === null) {
+        head = frame.headSeq;
+        // Everything after the snapshot's head comes from the stream.
+        cur.live = new LiveStream(s.id, head, {
+          event: (event) => onEvent(cur, event),
+          state: (state, detail) => {
+            if (current === cur) setConn(state, detail);
+          },
+          fatal: (error) => authFailure(error),
+        });
+        cur.live.start();
+      }
+      const chat = frame.chat;
+      if (!chat) continue;
+      const view = upsertChat(cur, chat.chatId, chat.name, chat.seq);
+      const last = frame.messages[frame.messages.length - 1];
+      // The stream may have set a newer preview meanwhile.
+      const seen = view.preview as Message | null;
+      if (last && (!seen || last.seq > seen.seq)) {
+        setPreview(view, last);
+        renderChat(cur, view);
+      }
+      queueRenderChats(cur);
     }
   } catch (error) {
-    if (current === cur) els.chats.replaceChildren(h("li", { class: "placeholder error", text: describeError(error) }));
+    if (current !== cur) return;
+    if (isAuthError(error)) authFailure(error);
+    els.chats.replaceChildren(h("li", { class: "placeholder error", text: describeError(error) }));
     return;
   }
-  if (current !== cur) return;
-  for (const chat of chats) upsertChat(cur, chat.chatId, chat.name, chat.seq);
-  renderChats(cur);
-  void loadPreviews(cur, chats.map((c) => c.chatId));
-}
-
-async function loadPreviews(cur: Current, chatIds: string[]): Promise<void> {
-  const queue = chatIds.slice(0, 300);
-  const worker = async () => {
-    for (let chatId = queue.shift(); chatId !== undefined; chatId = queue.shift()) {
-      if (current !== cur) return;
-      const view = cur.chats.get(chatId);
-      if (!view || view.preview) continue;
-      try {
-        const page = await client.listMessages({ sessionId: cur.session.id, chatId, beforeSeq: MAX_SEQ, limit: 1 });
-        const last = page.messages[page.messages.length - 1];
-        // The stream may have set a newer preview meanwhile.
-        const seen = view.preview as Message | null;
-        if (last && (!seen || last.seq > seen.seq)) setPreview(view, last);
-      } catch {
-        // A preview is a nicety; the chat itself is listed.
-      }
-    }
-  };
-  await Promise.all([worker(), worker(), worker()]);
   if (current === cur) renderChats(cur);
 }
 

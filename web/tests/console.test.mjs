@@ -190,6 +190,30 @@ describe("the web console", () => {
     const ids = await page.$$eval("#messages .msg", (els) => els.map((e) => e.dataset.id));
     assert.equal(new Set(ids).size, ids.length);
   });
+
+  it("loads a session from one GetSnapshot, then goes live from its head", async () => {
+    await cli(setup, ["send", "notes", "snap-a", "first of the snapshot"]);
+    await cli(setup, ["send", "notes", "snap-b", "newest of the snapshot"]);
+    const fresh = await browser.context.newPage();
+    fresh.on("pageerror", (error) => pageErrors.push(String(error)));
+    const calls = [];
+    fresh.on("request", (request) => calls.push(new URL(request.url()).pathname));
+    try {
+      await fresh.goto(`${setup.url}/#session=notes`);
+      // The chat list and each chat's newest message come from the snapshot, newest chat first.
+      await fresh.waitForSelector('#chats [data-chat="snap-a"] .chat-preview:text-is("You: first of the snapshot")');
+      await fresh.waitForSelector('#chats [data-chat="snap-b"] .chat-preview:text-is("You: newest of the snapshot")');
+      const order = await fresh.$$eval("#chats .chat", (els) => els.map((e) => e.dataset.chat));
+      assert.deepEqual(order.slice(0, 2), ["snap-b", "snap-a"], "newest chat first");
+      assert.equal(calls.filter((p) => p.endsWith("/GetSnapshot")).length, 1, `one snapshot: ${calls}`);
+      assert.equal(calls.filter((p) => p.endsWith("/ListChats") || p.endsWith("/ListMessages")).length, 0, "no listing for the first load");
+      await waitLive(fresh);
+      await cli(setup, ["send", "notes", "snap-a", "after the snapshot"]);
+      await fresh.waitForSelector('#chats [data-chat="snap-a"] .chat-preview:text-is("You: after the snapshot")', { timeout: 2000 });
+    } finally {
+      await fresh.close();
+    }
+  });
 });
 
 describe("the web console during a long sync", () => {

@@ -51,7 +51,7 @@ use self::client::{Client, MatrixError};
 use self::events::{TimelineItem, member_people, read_timeline_event, room_name};
 use super::{
     ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext, SourceError,
-    SourceState, keep_most_recent,
+    SourceState, apply_window,
 };
 use crate::config::SessionConfig;
 use crate::model::{Attachment, MessageKind};
@@ -242,6 +242,64 @@ impl Matrix {
             }
             Err(error) => tracing::warn!(%uri, %error, "cannot store a Matrix file"),
         }
+    }
+
+    /// A room's history from `/messages`, paging backwards from the newest event until
+    /// `limit` messages are read, the room's start, or (with `since_ms`) a page that reaches
+    /// a message sent before `since_ms`: older pages are not read. Returns the messages at or
+    /// after `since_ms`, oldest first, at most the `limit` most recent.
+    async fn backfill(
+        &self,
+        chat: &SourceChat,
+        limit: Option<usize>,
+        since_ms: Option<i64>,
+    ) -> Result<ChatHistory, SourceError> {
+        let room_id = room_id(&chat.chat_id)?;
+        let mut items = Vec::new();
+        let mut messages = 0usize;
+        let mut from: Option<String> = None;
+        // Member events: those of the window read, and the room's current state.
+        let mut members: Vec<Value> = self.room_state(&room_id).await?;
+        members.retain(|event| event["type"] == "m.room.member");
+        loop {
+            let want = limit.map_or(PAGE_SIZE, |limit| (limit - messages).min(PAGE_SIZE));
+            let page = self.page_back(&room_id, from.as_deref(), want).await?;
+            let mut passed_since = false;
+            for raw in &page.chunk {
+                if raw.json().get().contains("m.room.member")
+                    && let Ok(event) = raw.deserialize_as_unchecked::<Value>()
+                {
+                    members.push(event);
+                }
+                let mut item = read_timeline_event(raw, &self.me);
+                if let TimelineItem::Message(message) = &item {
+                    if since_ms.is_some_and(|since| message.sent_at_ms < since) {
+                        // Before the window: cut by `apply_window`, so its file is not fetched.
+                        passed_since = true;
+                        items.push(item);
+                        continue;
+                    }
+                    messages += 1;
+                }
+                self.fetch_media(&chat.chat_id, raw, &mut item).await;
+                items.push(item);
+            }
+            if passed_since || limit.is_some_and(|limit| messages >= limit) {
+                break;
+            }
+            match page.end {
+                Some(end) if !page.chunk.is_empty() => from = Some(end),
+                _ => break,
+            }
+        }
+        let mut messages = fold_history(items);
+        apply_window(&mut messages, limit, since_ms);
+        Ok(ChatHistory {
+            messages,
+            people: member_people(&members),
+            unplaced_lines: 0,
+            content_sha256: None,
+        })
     }
 
     /// One `/messages` page backwards from `from` (the newest events when `None`), retried
@@ -588,43 +646,16 @@ impl Source for Matrix {
         chat: &SourceChat,
         limit: Option<usize>,
     ) -> Result<ChatHistory, SourceError> {
-        let room_id = room_id(&chat.chat_id)?;
-        let mut items = Vec::new();
-        let mut messages = 0usize;
-        let mut from: Option<String> = None;
-        // Member events: those of the window read, and the room's current state.
-        let mut members: Vec<Value> = self.room_state(&room_id).await?;
-        members.retain(|event| event["type"] == "m.room.member");
-        loop {
-            let want = limit.map_or(PAGE_SIZE, |limit| (limit - messages).min(PAGE_SIZE));
-            let page = self.page_back(&room_id, from.as_deref(), want).await?;
-            for raw in &page.chunk {
-                if raw.json().get().contains("m.room.member")
-                    && let Ok(event) = raw.deserialize_as_unchecked::<Value>()
-                {
-                    members.push(event);
-                }
-                let mut item = read_timeline_event(raw, &self.me);
-                messages += usize::from(matches!(item, TimelineItem::Message(_)));
-                self.fetch_media(&chat.chat_id, raw, &mut item).await;
-                items.push(item);
-            }
-            if limit.is_some_and(|limit| messages >= limit) {
-                break;
-            }
-            match page.end {
-                Some(end) if !page.chunk.is_empty() => from = Some(end),
-                _ => break,
-            }
-        }
-        let mut messages = fold_history(items);
-        keep_most_recent(&mut messages, limit);
-        Ok(ChatHistory {
-            messages,
-            people: member_people(&members),
-            unplaced_lines: 0,
-            content_sha256: None,
-        })
+        self.backfill(chat, limit, None).await
+    }
+
+    async fn fetch_history_since(
+        &self,
+        chat: &SourceChat,
+        limit: Option<usize>,
+        since_ms: Option<i64>,
+    ) -> Result<ChatHistory, SourceError> {
+        self.backfill(chat, limit, since_ms).await
     }
 
     fn can_send(&self) -> bool {
