@@ -16,7 +16,9 @@ use tracing::Instrument;
 use crate::auth::{self, Scope};
 use crate::error::Error;
 use crate::model::{self, MessageStatus};
-use crate::service::{ChatSync, Event, Progress, Stage, SubscribeRequest, SyncStatus};
+use crate::service::{
+    ChatSync, Event, Progress, SearchRequest, Stage, SubscribeRequest, SyncStatus,
+};
 use crate::sources::SourceState;
 use crate::storage::{MessageRef, SyncState};
 
@@ -381,6 +383,63 @@ impl ChatSyncService for Api {
         .instrument(span)
         .await
     }
+
+    async fn search_messages(
+        &self,
+        request: Request<pb::SearchMessagesRequest>,
+    ) -> Result<Response<pb::SearchMessagesResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("SearchMessages", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let sent_after_ms = body.sent_after.map(timestamp_ms).transpose().map_err(status_from)?;
+            let sent_before_ms = body.sent_before.map(timestamp_ms).transpose().map_err(status_from)?;
+            let page = self
+                .service
+                .search_messages(SearchRequest {
+                    session_id: body.session_id,
+                    query: body.query,
+                    chat_ids: body.chat_ids,
+                    sent_after_ms,
+                    sent_before_ms,
+                    limit: body.limit,
+                    page_token: body.page_token,
+                })
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::SearchMessagesResponse {
+                hits: page
+                    .hits
+                    .into_iter()
+                    .map(|hit| pb::SearchHit {
+                        message: Some(message_to_pb(hit.message)),
+                        snippet: hit.snippet,
+                        score: hit.score,
+                    })
+                    .collect(),
+                next_page_token: page.next_page_token,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A request's timestamp as Unix milliseconds (sub-millisecond parts dropped).
+/// `InvalidArgument` when its nanos are out of range or it is beyond what milliseconds hold.
+fn timestamp_ms(value: prost_types::Timestamp) -> Result<i64, Error> {
+    if !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(Error::InvalidArgument(format!(
+            "timestamp nanos {} out of range",
+            value.nanos
+        )));
+    }
+    value
+        .seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(value.nanos / 1_000_000)))
+        .ok_or_else(|| Error::InvalidArgument(format!("timestamp {}s out of range", value.seconds)))
 }
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {

@@ -8,6 +8,7 @@ mod m20261121_000001_initial;
 mod m20261121_000002_source_cursor;
 mod m20261130_000003_leases;
 mod m20261201_000004_source_files;
+mod m20261201_000006_search;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_source_cursor::Migration),
             Box::new(m20261130_000003_leases::Migration),
             Box::new(m20261201_000004_source_files::Migration),
+            Box::new(m20261201_000006_search::Migration),
         ]
     }
 }

@@ -32,6 +32,7 @@ pub mod group;
 pub mod heads;
 pub mod import;
 pub mod messages;
+pub mod search;
 mod rows;
 pub mod sessions;
 pub mod write;
