@@ -520,7 +520,11 @@ fn print_hit(hit: &pb::SearchHit, as_json: bool) {
         .replace('\u{2}', start)
         .replace('\u{3}', end)
         .replace('\n', " ");
-    let sender = if message.sender.is_empty() { "·" } else { &message.sender };
+    let sender = if message.sender.is_empty() {
+        "·"
+    } else {
+        &message.sender
+    };
     println!(
         "#{:<6} {} [{}] {}: {}",
         message.seq,

@@ -393,8 +393,16 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let body = request.into_inner();
-            let sent_after_ms = body.sent_after.map(timestamp_ms).transpose().map_err(status_from)?;
-            let sent_before_ms = body.sent_before.map(timestamp_ms).transpose().map_err(status_from)?;
+            let sent_after_ms = body
+                .sent_after
+                .map(timestamp_ms)
+                .transpose()
+                .map_err(status_from)?;
+            let sent_before_ms = body
+                .sent_before
+                .map(timestamp_ms)
+                .transpose()
+                .map_err(status_from)?;
             let page = self
                 .service
                 .search_messages(SearchRequest {

@@ -247,7 +247,10 @@ mod tests {
         let q = SearchQuery::parse("  café, au-lait! ").unwrap();
         assert_eq!(q.terms, ["café", "au", "lait"]);
         assert_eq!(q.mode, SearchMode::Words);
-        assert_eq!(SearchQuery::parse("東京タワー").unwrap().mode, SearchMode::Substrings);
+        assert_eq!(
+            SearchQuery::parse("東京タワー").unwrap().mode,
+            SearchMode::Substrings
+        );
         assert!(SearchQuery::parse("").is_err());
         assert!(SearchQuery::parse(" ?! ").is_err());
         assert!(SearchQuery::parse(&"a".repeat(MAX_QUERY_BYTES + 1)).is_err());
@@ -257,7 +260,10 @@ mod tests {
     #[test]
     fn snippets_mark_folded_words_in_the_original_text() {
         let q = SearchQuery::parse("cafe").unwrap();
-        assert_eq!(marked(&q.snippet("Un Café, un cafe et un cafetier")), "Un [Café], un [cafe] et un cafetier");
+        assert_eq!(
+            marked(&q.snippet("Un Café, un cafe et un cafetier")),
+            "Un [Café], un [cafe] et un cafetier"
+        );
         let q = SearchQuery::parse("привет").unwrap();
         assert_eq!(marked(&q.snippet("Привет, мир")), "[Привет], мир");
     }
@@ -265,10 +271,16 @@ mod tests {
     #[test]
     fn snippets_mark_substrings_and_cut_long_texts() {
         let q = SearchQuery::parse("東京").unwrap();
-        assert_eq!(marked(&q.snippet("私は東京に住んでいます")), "私は[東京]に住んでいます");
+        assert_eq!(
+            marked(&q.snippet("私は東京に住んでいます")),
+            "私は[東京]に住んでいます"
+        );
         let long = format!("{} needle {}", "x ".repeat(200), "y ".repeat(200));
         let s = marked(&SearchQuery::parse("needle").unwrap().snippet(&long));
-        assert!(s.starts_with('…') && s.ends_with('…') && s.contains("[needle]"), "{s}");
+        assert!(
+            s.starts_with('…') && s.ends_with('…') && s.contains("[needle]"),
+            "{s}"
+        );
         assert!(s.chars().count() <= SNIPPET_CHARS + 4);
     }
 }

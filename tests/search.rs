@@ -152,19 +152,23 @@ impl Scripted {
                 name: chat.into(),
             })
             .collect();
-        events.extend(messages.iter().map(|(chat, id, text, at)| LiveEvent::Message {
-            chat_id: (*chat).into(),
-            message: NewMessage {
-                provider_message_id: (*id).into(),
-                client_message_id: None,
-                sender: "Ana".into(),
-                text: (*text).into(),
-                kind: MessageKind::Text,
-                status: MessageStatus::Sent,
-                from_me: false,
-                sent_at_ms: *at,
-            },
-        }));
+        events.extend(
+            messages
+                .iter()
+                .map(|(chat, id, text, at)| LiveEvent::Message {
+                    chat_id: (*chat).into(),
+                    message: NewMessage {
+                        provider_message_id: (*id).into(),
+                        client_message_id: None,
+                        sender: "Ana".into(),
+                        text: (*text).into(),
+                        kind: MessageKind::Text,
+                        status: MessageStatus::Sent,
+                        from_me: false,
+                        sent_at_ms: *at,
+                    },
+                }),
+        );
         self.apply(events).await;
     }
 }
@@ -185,7 +189,10 @@ async fn search(
     client: &mut ChatSyncServiceClient<Channel>,
     request: pb::SearchMessagesRequest,
 ) -> Result<pb::SearchMessagesResponse, tonic::Status> {
-    client.search_messages(request).await.map(|r| r.into_inner())
+    client
+        .search_messages(request)
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// The provider ids of a response's hits, in order.
@@ -193,7 +200,13 @@ fn ids(response: &pb::SearchMessagesResponse) -> Vec<String> {
     response
         .hits
         .iter()
-        .map(|hit| hit.message.as_ref().expect("message").provider_message_id.clone())
+        .map(|hit| {
+            hit.message
+                .as_ref()
+                .expect("message")
+                .provider_message_id
+                .clone()
+        })
         .collect()
 }
 
@@ -248,18 +261,31 @@ async fn words_are_found_in_several_scripts_with_diacritics_folded(backend: Back
         ("東京", texts_sent[3], "[東京]"),
     ];
     for (query, expected, mark) in cases {
-        let found = search(&mut client, request("l", query)).await.expect("search");
+        let found = search(&mut client, request("l", query))
+            .await
+            .expect("search");
         assert_eq!(texts(&found), [expected], "query {query:?}");
         let snippet = marked(&found.hits[0].snippet);
-        assert!(snippet.contains(mark), "query {query:?}: snippet {snippet:?}");
+        assert!(
+            snippet.contains(mark),
+            "query {query:?}: snippet {snippet:?}"
+        );
         assert!(found.next_page_token.is_empty());
     }
     // Whole words, not prefixes; every term must match.
     for query in ["caf", "cafe tokyo", "дела привет мир"] {
-        let found = search(&mut client, request("l", query)).await.expect("search");
-        assert!(found.hits.is_empty(), "query {query:?} found {:?}", texts(&found));
+        let found = search(&mut client, request("l", query))
+            .await
+            .expect("search");
+        assert!(
+            found.hits.is_empty(),
+            "query {query:?} found {:?}",
+            texts(&found)
+        );
     }
-    let nothing = search(&mut client, request("l", "nothing")).await.expect("search");
+    let nothing = search(&mut client, request("l", "nothing"))
+        .await
+        .expect("search");
     assert_eq!(texts(&nothing), [texts_sent[4]]);
 }
 
@@ -283,7 +309,10 @@ async fn more_occurrences_rank_higher_and_filters_apply(backend: Backend) {
     assert!(rank("twice") < rank("once"), "{found:?}");
     let scores: Vec<f64> = all.hits.iter().map(|h| h.score).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
-    assert_eq!(marked(&all.hits[rank("twice")].snippet), "[harbour] then [harbour] again");
+    assert_eq!(
+        marked(&all.hits[rank("twice")].snippet),
+        "[harbour] then [harbour] again"
+    );
 
     let mut in_a = request(&s.session_id, "harbour");
     in_a.chat_ids = vec!["a".into()];
@@ -301,14 +330,22 @@ async fn more_occurrences_rank_higher_and_filters_apply(backend: Backend) {
     let mut both = request(&s.session_id, "harbour");
     both.chat_ids = vec!["b".into()];
     both.sent_after = Some(at(T0 + 3 * MINUTE));
-    assert_eq!(ids(&search(&mut client, both).await.expect("search")), ["late"]);
+    assert_eq!(
+        ids(&search(&mut client, both).await.expect("search")),
+        ["late"]
+    );
 }
 
 async fn paging_returns_every_hit_exactly_once(backend: Backend) {
     let s = Scripted::spawn(&backend).await;
     let mut client = s.app.client().await;
     let messages: Vec<(String, String)> = (1..=5)
-        .map(|i| (format!("m{i}"), format!("{} lantern number {i}", "lantern ".repeat(i % 3))))
+        .map(|i| {
+            (
+                format!("m{i}"),
+                format!("{} lantern number {i}", "lantern ".repeat(i % 3)),
+            )
+        })
         .chain((1..=3).map(|i| (format!("x{i}"), format!("no match {i}"))))
         .collect();
     let rows: Vec<(&str, &str, &str, i64)> = messages
@@ -341,7 +378,11 @@ async fn paging_returns_every_hit_exactly_once(backend: Backend) {
     assert_eq!(pages, 3);
     let mut sorted = seen.clone();
     sorted.sort();
-    assert_eq!(sorted, ["m1", "m2", "m3", "m4", "m5"], "pages gave {seen:?}");
+    assert_eq!(
+        sorted,
+        ["m1", "m2", "m3", "m4", "m5"],
+        "pages gave {seen:?}"
+    );
     // A fresh first page sees the newer message, first.
     let fresh = search(&mut client, request(&s.session_id, "lantern"))
         .await
@@ -361,8 +402,14 @@ async fn edits_and_deletions_are_reflected_at_once(backend: Backend) {
     .await;
     let q = |text: &str| request(&s.session_id, text);
     assert_eq!(ids(&search(&mut client, q("bridge")).await.unwrap()), ["e"]);
-    assert_eq!(ids(&search(&mut client, q("swordfish")).await.unwrap()), ["d"]);
-    assert_eq!(ids(&search(&mut client, q("東京で会い")).await.unwrap()), ["k"]);
+    assert_eq!(
+        ids(&search(&mut client, q("swordfish")).await.unwrap()),
+        ["d"]
+    );
+    assert_eq!(
+        ids(&search(&mut client, q("東京で会い")).await.unwrap()),
+        ["k"]
+    );
 
     s.apply(vec![
         LiveEvent::Edited {
@@ -383,7 +430,11 @@ async fn edits_and_deletions_are_reflected_at_once(backend: Backend) {
     .await;
     for gone in ["bridge", "swordfish", "東京で会い", "東京"] {
         let found = search(&mut client, q(gone)).await.unwrap();
-        assert!(found.hits.is_empty(), "{gone:?} still finds {:?}", ids(&found));
+        assert!(
+            found.hits.is_empty(),
+            "{gone:?} still finds {:?}",
+            ids(&found)
+        );
     }
     let edited = search(&mut client, q("station")).await.unwrap();
     assert_eq!(ids(&edited), ["e"]);
@@ -396,11 +447,17 @@ async fn edits_and_deletions_are_reflected_at_once(backend: Backend) {
 async fn bad_requests_are_invalid_arguments(backend: Backend) {
     let app = TestApp::spawn(&backend, vec![local_session("l")]).await;
     let mut client = app.client().await;
-    send(&mut client, "l", "c", "hello there", "k").await.expect("send");
+    send(&mut client, "l", "c", "hello there", "k")
+        .await
+        .expect("send");
     let long = "a".repeat(257);
     for query in ["", "   ", "?!…", long.as_str()] {
         let status = search(&mut client, request("l", query)).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "query {query:?}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "query {query:?}: {status:?}"
+        );
     }
     let mut bad_token = request("l", "hello");
     bad_token.page_token = "not-a-token".into();
@@ -423,9 +480,13 @@ async fn bad_requests_are_invalid_arguments(backend: Backend) {
         let status = search(&mut client, bad).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
     }
-    let status = search(&mut client, request("nope", "hello")).await.unwrap_err();
+    let status = search(&mut client, request("nope", "hello"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     // The valid request works.
-    let found = search(&mut client, request("l", "HELLO")).await.expect("search");
+    let found = search(&mut client, request("l", "HELLO"))
+        .await
+        .expect("search");
     assert_eq!(texts(&found), ["hello there"]);
 }

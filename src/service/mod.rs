@@ -17,9 +17,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
 use crate::search::SearchQuery;
-use crate::storage::search::SearchFilter;
 use crate::sources::{self, Source, SourceContext, SourceState};
 use crate::storage::messages::MissingChat;
+use crate::storage::search::SearchFilter;
 use crate::storage::{MessageRef, PoolUsage, SessionRecord, Store, SyncState, Take};
 pub use subscriptions::{Event, SubscribeRequest};
 pub use sync::{Attachment, Progress, Stage};
@@ -610,10 +610,17 @@ struct PageToken {
 
 impl PageToken {
     fn parse(token: &str) -> Result<Self> {
-        let invalid = || Error::InvalidArgument(format!("page_token {token:?} is not one this server made"));
+        let invalid =
+            || Error::InvalidArgument(format!("page_token {token:?} is not one this server made"));
         let mut parts = token.strip_prefix("s1.").ok_or_else(invalid)?.split('.');
-        let offset = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
-        let max_id = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
+        let offset = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(invalid)?;
+        let max_id = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(invalid)?;
         if parts.next().is_some() || max_id < 0 {
             return Err(invalid());
         }
@@ -659,7 +666,13 @@ impl ChatSync {
             max_id: start.max_id,
         };
         let found = store
-            .search(&request.session_id, &query, &filter, start.offset, limit + 1)
+            .search(
+                &request.session_id,
+                &query,
+                &filter,
+                start.offset,
+                limit + 1,
+            )
             .await?;
         let mut hits: Vec<SearchHit> = found
             .into_iter()
@@ -778,7 +791,10 @@ mod search_tests {
 
     #[test]
     fn page_tokens_round_trip_and_refuse_what_the_server_did_not_make() {
-        let token = PageToken { offset: 40, max_id: 7 };
+        let token = PageToken {
+            offset: 40,
+            max_id: 7,
+        };
         assert_eq!(PageToken::parse(&token.encode()).unwrap(), token);
         for bad in ["40", "s1.", "s1.x.1", "s1.1.-2", "s1.1.2.3", "s2.1.2"] {
             assert!(PageToken::parse(bad).is_err(), "{bad}");

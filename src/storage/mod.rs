@@ -32,8 +32,8 @@ pub mod group;
 pub mod heads;
 pub mod import;
 pub mod messages;
-pub mod search;
 mod rows;
+pub mod search;
 pub mod sessions;
 pub mod write;
 

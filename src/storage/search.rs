@@ -154,7 +154,8 @@ impl Store {
             }
         }
         sql.push(" AND m.session_id = ").bind(session_id);
-        sql.push(" AND m.kind <> ").bind(MessageKind::Deleted.as_i16());
+        sql.push(" AND m.kind <> ")
+            .bind(MessageKind::Deleted.as_i16());
         sql.push(" AND m.id <= ").bind(filter.max_id);
         if !filter.chat_ids.is_empty() {
             sql.push(" AND m.chat_id IN (");
@@ -179,7 +180,9 @@ impl Store {
             .bind(clamp(offset));
         let rows = self
             .db
-            .query_all_raw(Statement::from_sql_and_values(backend, sql.text, sql.values))
+            .query_all_raw(Statement::from_sql_and_values(
+                backend, sql.text, sql.values,
+            ))
             .await?;
         rows.into_iter()
             .map(|row| {
