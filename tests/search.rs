@@ -471,7 +471,10 @@ async fn bad_requests_are_invalid_arguments(backend: Backend) {
         seconds: 1,
         nanos: -1,
     });
+    let mut bad_chats = request("l", "hello");
+    bad_chats.chat_ids = (0..1_001).map(|i| format!("c{i}")).collect();
     for (what, bad) in [
+        ("chats", bad_chats),
         ("token", bad_token),
         ("limit", bad_limit),
         ("range", bad_range),

@@ -563,6 +563,9 @@ impl ChatSync {
     }
 }
 
+/// The most chats a SearchMessages chat filter may name.
+pub const MAX_SEARCH_CHATS: usize = 1_000;
+
 /// What SearchMessages asks for (see [`ChatSync::search_messages`]).
 #[derive(Debug, Clone, Default)]
 pub struct SearchRequest {
@@ -635,7 +638,8 @@ impl PageToken {
 impl ChatSync {
     /// A page of the session's messages matching a query, best first, with snippets.
     ///
-    /// `InvalidArgument` for a bad query ([`SearchQuery::parse`]), limit, time range
+    /// `InvalidArgument` for a bad query ([`SearchQuery::parse`]), limit, chat filter (more
+    /// than [`MAX_SEARCH_CHATS`]), time range
     /// (`sent_after` not before `sent_before`) or page token; `NotFound` for an unknown
     /// session. A page holds at most `limit` hits, and fewer when their encoded size would pass
     /// the page budget (as in [`Self::list_chats`]).
@@ -643,6 +647,12 @@ impl ChatSync {
         self.source(&request.session_id)?;
         let query = SearchQuery::parse(&request.query)?;
         let limit = page_size(request.limit)?;
+        if request.chat_ids.len() > MAX_SEARCH_CHATS {
+            return Err(Error::InvalidArgument(format!(
+                "{} chat_ids, over the maximum of {MAX_SEARCH_CHATS}",
+                request.chat_ids.len()
+            )));
+        }
         if let (Some(after), Some(before)) = (request.sent_after_ms, request.sent_before_ms)
             && after >= before
         {
