@@ -6,7 +6,7 @@
 //! - [`SearchMode::Words`]: a term matches a whole word, case and diacritics folded ("cafe"
 //!   finds "Café"). SQLite's FTS5 `unicode61 remove_diacritics 2` index and PostgreSQL's
 //!   `simple` tsvector (over `unaccent`ed text) serve it.
-//! - [`SearchMode::Substrings`]: when the query holds a CJK character (Han, kana, Hangul),
+//! - [`SearchMode::Substrings`]: when a term holds a CJK character (Han, kana, Hangul),
 //!   which has no spaces between words, a term matches anywhere in the text, case-insensitively.
 //!   SQLite's FTS5 `trigram` index serves terms of 3+ characters (shorter ones are matched
 //!   with `LIKE`); PostgreSQL uses `ILIKE` (with a `pg_trgm` GIN index when available).
@@ -72,7 +72,9 @@ impl SearchQuery {
                 terms.len()
             )));
         }
-        let mode = if query.chars().any(is_cjk) {
+        // A term with a CJK character: every match holds that character, so every match is in
+        // the trigram indexes, which hold only such texts.
+        let mode = if terms.iter().any(|term| term.chars().any(is_cjk)) {
             SearchMode::Substrings
         } else {
             SearchMode::Words
@@ -171,20 +173,12 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// Whether `c` belongs to a script written without spaces between words (or, for Hangul,
-/// with particles joined to words): Han, Hiragana, Katakana, Hangul.
+/// with particles joined to words): Han, Hiragana, Katakana, Hangul. The ranges are the search
+/// migration's ([`migrations::CJK_RANGES`]), which decide the rows the trigram indexes hold.
 pub fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x1100..=0x11FF          // Hangul Jamo
-        | 0x2E80..=0x2FDF        // CJK and Kangxi radicals
-        | 0x3040..=0x30FF        // Hiragana, Katakana
-        | 0x3130..=0x318F        // Hangul compatibility Jamo
-        | 0x31F0..=0x31FF        // Katakana phonetic extensions
-        | 0x3400..=0x4DBF        // CJK extension A
-        | 0x4E00..=0x9FFF        // CJK unified ideographs
-        | 0xAC00..=0xD7AF        // Hangul syllables
-        | 0xF900..=0xFAFF        // CJK compatibility ideographs
-        | 0xFF66..=0xFF9F        // half-width Katakana
-        | 0x20000..=0x3FFFF) // CJK extensions B and later
+    migrations::CJK_RANGES
+        .iter()
+        .any(|(from, to)| (*from..=*to).contains(&c))
 }
 
 /// A text folded for matching (canonical decomposition, combining marks dropped, lower case),

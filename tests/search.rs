@@ -246,6 +246,7 @@ async fn words_are_found_in_several_scripts_with_diacritics_folded(backend: Back
         "Привет, как дела?",
         "私は東京タワーに行きました",
         "Nothing to see here",
+        "Meeting at 東京駅 today",
     ];
     for (i, text) in texts_sent.iter().enumerate() {
         send(&mut client, "l", "chat", text, &format!("k{i}"))
@@ -258,7 +259,8 @@ async fn words_are_found_in_several_scripts_with_diacritics_folded(backend: Back
         ("بالعالم", texts_sent[1], "[بالعالم]"),
         ("привет", texts_sent[2], "[Привет]"),
         ("東京タワー", texts_sent[3], "[東京タワー]"),
-        ("東京", texts_sent[3], "[東京]"),
+        ("東京駅 MEETING", texts_sent[5], "[Meeting] at [東京駅]"),
+        ("meeting", texts_sent[5], "[Meeting]"),
     ];
     for (query, expected, mark) in cases {
         let found = search(&mut client, request("l", query))
@@ -273,7 +275,13 @@ async fn words_are_found_in_several_scripts_with_diacritics_folded(backend: Back
         assert!(found.next_page_token.is_empty());
     }
     // Whole words, not prefixes; every term must match.
-    for query in ["caf", "cafe tokyo", "дела привет мир"] {
+    let tokyo = search(&mut client, request("l", "東京"))
+        .await
+        .expect("search");
+    let mut found = texts(&tokyo);
+    found.sort();
+    assert_eq!(found, [texts_sent[5], texts_sent[3]]);
+    for query in ["caf", "cafe tokyo", "дела привет мир", "東京 nothing"] {
         let found = search(&mut client, request("l", query))
             .await
             .expect("search");

@@ -10,6 +10,8 @@ mod m20261130_000003_leases;
 mod m20261201_000004_source_files;
 mod m20261201_000006_search;
 
+pub use m20261201_000006_search::CJK_RANGES;
+
 /// Every migration, in order.
 pub struct Migrator;
 
