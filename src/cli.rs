@@ -117,6 +117,20 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Search a session's messages, best matches first, with the matches highlighted
+    /// (reverse video on a terminal, `[` `]` otherwise).
+    Search {
+        session: String,
+        query: String,
+        /// Only these chats (repeatable).
+        #[arg(long = "chat")]
+        chats: Vec<String>,
+        /// At most this many hits (default 20).
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Options every client command takes.
@@ -378,6 +392,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Search {
+            session,
+            query,
+            chats,
+            limit,
+            client,
+        } => {
+            let mut api = connect(&client).await?;
+            let mut page_token = String::new();
+            let mut left = limit;
+            while left > 0 {
+                let page = api
+                    .search_messages(pb::SearchMessagesRequest {
+                        session_id: session.clone(),
+                        query: query.clone(),
+                        chat_ids: chats.clone(),
+                        limit: left.min(1000) as u32,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                for hit in &page.hits {
+                    print_hit(hit, client.json);
+                }
+                left = left.saturating_sub(page.hits.len() as u64);
+                page_token = page.next_page_token;
+                if page_token.is_empty() {
+                    break;
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -579,6 +626,41 @@ fn print_message(message: &pb::Message, as_json: bool) {
             status_name(message.status)
         );
     }
+}
+
+fn print_hit(hit: &pb::SearchHit, as_json: bool) {
+    let Some(message) = &hit.message else { return };
+    if as_json {
+        println!(
+            "{}",
+            json!({"message": message_json(message), "snippet": hit.snippet, "score": hit.score})
+        );
+        return;
+    }
+    use std::io::IsTerminal;
+    let (start, end) = if std::io::stdout().is_terminal() {
+        ("\x1b[7m", "\x1b[0m")
+    } else {
+        ("[", "]")
+    };
+    let snippet = hit
+        .snippet
+        .replace('\u{2}', start)
+        .replace('\u{3}', end)
+        .replace('\n', " ");
+    let sender = if message.sender.is_empty() {
+        "·"
+    } else {
+        &message.sender
+    };
+    println!(
+        "#{:<6} {} [{}] {}: {}",
+        message.seq,
+        time_string(message.sent_at.as_ref()),
+        message.chat_id,
+        sender,
+        snippet
+    );
 }
 
 fn print_event(event: &pb::SubscribeMessagesResponse, as_json: bool) {

@@ -16,7 +16,9 @@ use tracing::Instrument;
 use crate::auth::{self, Scope};
 use crate::error::Error;
 use crate::model::{self, MessageStatus};
-use crate::service::{ChatSync, Event, Progress, Stage, SubscribeRequest, SyncStatus};
+use crate::service::{
+    ChatSync, Event, Progress, SearchRequest, Stage, SubscribeRequest, SyncStatus,
+};
 use crate::sources::SourceState;
 use crate::storage::{MessageRef, SyncState};
 
@@ -575,6 +577,57 @@ impl ChatSyncService for Api {
                 participants: page.items.into_iter().map(participant_to_pb).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn search_messages(
+        &self,
+        request: Request<pb::SearchMessagesRequest>,
+    ) -> Result<Response<pb::SearchMessagesResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let span = tracing::info_span!("SearchMessages", session_id);
+        async {
+            self.authorize(&request, &session_id)?;
+            let body = request.into_inner();
+            let sent_after_ms = body
+                .sent_after
+                .as_ref()
+                .map(timestamp_ms)
+                .transpose()
+                .map_err(status_from)?;
+            let sent_before_ms = body
+                .sent_before
+                .as_ref()
+                .map(timestamp_ms)
+                .transpose()
+                .map_err(status_from)?;
+            let page = self
+                .service
+                .search_messages(SearchRequest {
+                    session_id: body.session_id,
+                    query: body.query,
+                    chat_ids: body.chat_ids,
+                    sent_after_ms,
+                    sent_before_ms,
+                    limit: body.limit,
+                    page_token: body.page_token,
+                })
+                .await
+                .map_err(status_from)?;
+            Ok(Response::new(pb::SearchMessagesResponse {
+                hits: page
+                    .hits
+                    .into_iter()
+                    .map(|hit| pb::SearchHit {
+                        message: Some(message_to_pb(hit.message)),
+                        snippet: hit.snippet,
+                        score: hit.score,
+                    })
+                    .collect(),
+                next_page_token: page.next_page_token,
             }))
         }
         .instrument(span)

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod samples;
+pub mod search;
 pub mod server;
 pub mod service;
 pub mod sources;

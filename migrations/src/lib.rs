@@ -9,8 +9,11 @@ mod m20261121_000002_source_cursor;
 mod m20261130_000003_leases;
 mod m20261201_000004_source_files;
 mod m20261201_000005_snapshot;
+mod m20261201_000006_search;
 mod m20261201_000007_contacts;
 mod m20261201_000008_attachments;
+
+pub use m20261201_000006_search::CJK_RANGES;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -24,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_leases::Migration),
             Box::new(m20261201_000004_source_files::Migration),
             Box::new(m20261201_000005_snapshot::Migration),
+            Box::new(m20261201_000006_search::Migration),
             Box::new(m20261201_000007_contacts::Migration),
             Box::new(m20261201_000008_attachments::Migration),
         ]

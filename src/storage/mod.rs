@@ -36,6 +36,7 @@ pub mod import;
 pub mod messages;
 pub mod people;
 mod rows;
+pub mod search;
 pub mod sessions;
 pub mod snapshot;
 pub mod write;

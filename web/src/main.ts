@@ -24,6 +24,7 @@ import {
   storedToken,
 } from "./api";
 import { LiveStream, type LiveState } from "./live";
+import { initSearch } from "./search";
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
@@ -66,6 +67,9 @@ const els = {
   composer: $("composer") as HTMLFormElement,
   text: $("composer-text") as HTMLTextAreaElement,
   send: $("send") as HTMLButtonElement,
+  search: $("search") as HTMLFormElement,
+  searchQuery: $("search-query") as HTMLInputElement,
+  searchResults: $("search-results"),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -230,6 +234,13 @@ interface Current {
 const sessions = new Map<string, SessionView>();
 let current: Current | null = null;
 let authBlocked = false;
+
+const search = initSearch(els.search, els.searchQuery, els.searchResults, els.chats, {
+  session: () => current?.session.id ?? null,
+  open: (chatId) => {
+    if (current) void openChat(current, chatId);
+  },
+});
 
 // ---------------------------------------------------------------------------------------------
 // Banner and connection indicator
@@ -485,6 +496,7 @@ async function selectSession(s: SessionView, chatId: string | null): Promise<voi
   current?.live?.stop();
   const cur: Current = { session: s, live: null, chats: new Map(), statuses: new Map(), open: null };
   current = cur;
+  search.reset();
   for (const other of sessions.values()) other.el.setAttribute("aria-selected", String(other === s));
   els.chatsTitle.textContent = `Chats · ${s.id}`;
   els.chats.replaceChildren(h("li", { class: "placeholder", text: "Loading chats…" }));
