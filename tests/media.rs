@@ -190,6 +190,38 @@ async fn a_whatsapp_zip_with_media_stores_each_file_once_and_get_media_returns_i
     }
     assert_eq!(replayed, messages);
 
+    // So do a snapshot and search hits.
+    let mut snapshot = client
+        .get_snapshot(pb::GetSnapshotRequest {
+            session_id: "wa".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetSnapshot")
+        .into_inner();
+    let frame = snapshot
+        .message()
+        .await
+        .expect("frame")
+        .expect("one frame");
+    assert_eq!(frame.messages, messages);
+    let hits = client
+        .search_messages(pb::SearchMessagesRequest {
+            session_id: "wa".into(),
+            query: "attached".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("SearchMessages")
+        .into_inner()
+        .hits;
+    assert!(!hits.is_empty());
+    for hit in hits {
+        let found = hit.message.expect("a hit's message");
+        let listed = messages.iter().find(|m| m.id == found.id).expect("listed");
+        assert_eq!(&found, listed);
+    }
+
     // Errors: a malformed hash, an unknown one.
     let error = get_media(&mut client, "wa", "not-a-hash")
         .await

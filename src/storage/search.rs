@@ -186,7 +186,8 @@ impl Store {
                 backend, sql.text, sql.values,
             ))
             .await?;
-        rows.into_iter()
+        let mut hits = rows
+            .into_iter()
             .map(|row| {
                 let score = row.try_get::<f64>("", "score")?;
                 let model = message::Model::from_query_result(&row, "")?;
@@ -195,6 +196,9 @@ impl Store {
                     score,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        self.fill_attachments(hits.iter_mut().map(|hit| &mut hit.message))
+            .await?;
+        Ok(hits)
     }
 }
