@@ -173,7 +173,9 @@ impl Window {
             (Some(text), _) => chrono::DateTime::parse_from_rfc3339(text)
                 .map_err(|e| anyhow::anyhow!("--since {text:?} is not an RFC 3339 instant: {e}"))?
                 .to_utc(),
-            (None, Some(days)) => chrono::Utc::now() - chrono::Duration::days(i64::from(days)),
+            (None, Some(days)) => chrono::Duration::try_days(i64::from(days))
+                .and_then(|window| chrono::Utc::now().checked_sub_signed(window))
+                .ok_or_else(|| anyhow::anyhow!("--days {days} reaches before the earliest date"))?,
             (None, None) => return Ok(None),
         };
         Ok(Some(prost_types::Timestamp {
@@ -819,4 +821,25 @@ fn print_status(status: &pb::GetSyncStatusResponse, as_json: bool) {
         status.chat_count, status.message_count
     );
     println!("head seq  {}", status.head_seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_reaching_past_the_earliest_date_is_an_error_not_a_panic() {
+        let far = Window {
+            since: None,
+            days: Some(100_000_000),
+        };
+        assert!(far.since().is_err());
+        let week = Window {
+            since: None,
+            days: Some(7),
+        };
+        let start = week.since().expect("a week").expect("a start");
+        let ago = chrono::Utc::now().timestamp() - start.seconds;
+        assert!((7 * 86_400..7 * 86_400 + 60).contains(&ago), "{ago} s ago");
+    }
 }

@@ -19,6 +19,7 @@ on_both_backends!(
     a_resync_changes_nothing_and_new_notices_arrive_live,
     changes_replay_in_seq_order_with_the_chat_filter,
     listings_page_by_seq_with_limit_one,
+    a_nul_in_a_source_id_is_stored_as_a_replacement_character,
 );
 
 /// An English group chat (Android layout): an add of two, a sender, a join by link (a phone
@@ -536,4 +537,40 @@ async fn listings_page_by_seq_with_limit_one(backend: Backend) {
         .await
         .expect_err("limit over the maximum");
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+/// PostgreSQL text cannot hold NUL: a Telegram id with one is stored with U+FFFD on both
+/// backends, and the chat's messages are stored with it (nothing fails).
+async fn a_nul_in_a_source_id_is_stored_as_a_replacement_character(backend: Backend) {
+    let dir = backend.dir.path().join("tg");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let export = r#"{"name": "Nul", "type": "private_group", "id": 78, "messages": [
+ {"id": 1, "type": "message", "date_unixtime": "1100", "from": "Bo\u0000b", "from_id": "user\u00002", "text": "hi"}
+]}"#;
+    std::fs::write(dir.join("result.json"), export).expect("write");
+    let app = TestApp::spawn(
+        &backend,
+        vec![session(
+            "tg",
+            "telegram-export",
+            serde_json::json!({"path": dir}),
+        )],
+    )
+    .await;
+    let mut client = app.client().await;
+    let frames = sync_frames(&mut client, "tg", Some(0)).await;
+    assert_eq!(frames.last().map(stage), Some(SyncStage::Completed));
+    assert_eq!(frames.last().map(|f| f.total_messages_synced), Some(1));
+    let contacts = contacts_page(&mut client, "tg", 0, 100).await.contacts;
+    let listed: Vec<(&str, &str)> = contacts
+        .iter()
+        .map(|c| (c.contact_id.as_str(), c.display_name.as_str()))
+        .collect();
+    assert_eq!(listed, vec![("user\u{FFFD}2", "Bo\u{FFFD}b")]);
+    let participants = participants_page(&mut client, "tg", "tg-78", 0, 100)
+        .await
+        .expect("ListParticipants")
+        .participants;
+    assert_eq!(participants.len(), 1);
+    assert_eq!(participants[0].contact_id, "user\u{FFFD}2");
 }

@@ -199,11 +199,7 @@ async fn a_whatsapp_zip_with_media_stores_each_file_once_and_get_media_returns_i
         .await
         .expect("GetSnapshot")
         .into_inner();
-    let frame = snapshot
-        .message()
-        .await
-        .expect("frame")
-        .expect("one frame");
+    let frame = snapshot.message().await.expect("frame").expect("one frame");
     assert_eq!(frame.messages, messages);
     let hits = client
         .search_messages(pb::SearchMessagesRequest {

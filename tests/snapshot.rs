@@ -476,6 +476,29 @@ async fn sync_chats_since_imports_only_the_window_and_a_later_full_run_is_not_sk
     want.sort();
     assert_eq!(stored(&mut client).await, want);
 
+    // Messages 1 to 5 were stored last (higher seqs than 6 to 10): a snapshot still gives each
+    // chat's newest messages by when they were sent.
+    let frames = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            limit_per_chat: Some(3),
+            ..request("wa")
+        },
+    )
+    .await
+    .expect("GetSnapshot");
+    assert_eq!(frames.len(), 2);
+    for frame in &frames {
+        let name = frame.chat.as_ref().expect("chat").name.to_lowercase();
+        let label = if name.contains("ana") { "ana" } else { "ben" };
+        assert_eq!(
+            texts(&frame.messages),
+            numbered(label, 8..=10),
+            "{name}: the newest three by sent_at, oldest first"
+        );
+        assert!(frame.has_more);
+    }
+
     // Now the files are recorded as imported whole: a windowed run adds nothing.
     assert_eq!(
         run_sync(&mut client, sync_with("wa", Some(0), Some(at(2)))).await,

@@ -1,6 +1,8 @@
-//! Adds the index `messages_session_chat_seq` on `messages(session_id, chat_id, seq)`: a
-//! chat's newest messages (GetSnapshot reads them for every chat) and a chat's messages by seq
-//! cursor (ListMessages with a chat) are then an index range, not a scan of the session.
+//! Adds the index `messages_session_chat_seq` on `messages(session_id, chat_id, seq)`, so a
+//! chat's messages by seq cursor (ListMessages with a chat) are an index range, not a scan of
+//! the session; and `messages_session_chat_sent_at` on `messages(session_id, chat_id,
+//! sent_at)`, so a chat's newest messages by send time (GetSnapshot reads them for every chat)
+//! are one too.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -20,10 +22,30 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("messages_session_chat_sent_at")
+                    .table(Messages::Table)
+                    .col(Messages::SessionId)
+                    .col(Messages::ChatId)
+                    .col(Messages::SentAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("messages_session_chat_sent_at")
+                    .table(Messages::Table)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .drop_index(
                 Index::drop()
@@ -41,4 +63,5 @@ enum Messages {
     SessionId,
     ChatId,
     Seq,
+    SentAt,
 }

@@ -9,6 +9,9 @@
 //!   (session_id, chat_id, contact_id).
 //! - `changes.contact_id` (NULL for older kinds): the contact a `contact_updated` (kind 4) or
 //!   `participants_changed` (kind 5) change names.
+//!
+//! It also empties `source_files`, so that the next sync reads every export again and stores
+//! the people (and files) of chats imported before.
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
@@ -85,7 +88,15 @@ impl MigrationTrait for Migration {
                     .add_column(string_null(Changes::ContactId))
                     .to_owned(),
             )
-            .await
+            .await?;
+        // Export files imported before this migration were read without their people (and
+        // their files): forget their fingerprints so the next sync reads each once more.
+        // Imports are idempotent, so that stores only what is new.
+        manager
+            .get_connection()
+            .execute_unprepared("DELETE FROM source_files")
+            .await?;
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -112,8 +112,8 @@ pub fn store_blocking(
 }
 
 /// Reads the file `relative` names inside `folder` (an export's own folder), bounded by
-/// `limits`, and stores it. A path that is absolute or climbs out of the folder (`..`) is
-/// never read. Missing or unreadable files, and files over the limits, give `stored = false`.
+/// `limits`, and stores it. A path that is absolute, climbs out of the folder (`..`), or
+/// leads out of it through a symbolic link is never read, nor anything but a regular file. Missing or unreadable files, and files over the limits, give `stored = false`.
 pub fn store_file_blocking(
     blobs: &dyn BlobStore,
     folder: &Path,
@@ -133,7 +133,19 @@ pub fn store_file_blocking(
     if !inside {
         return Attachment::missing(file_name, mime_type);
     }
-    let path = folder.join(relative_path);
+    // Symbolic links are resolved first: one may point anywhere (an unzipped export keeps
+    // them), and only regular files are read (a FIFO would block the read for ever, a device
+    // never ends).
+    let (Ok(root), Ok(path)) = (
+        folder.canonicalize(),
+        folder.join(relative_path).canonicalize(),
+    ) else {
+        return Attachment::missing(file_name, mime_type);
+    };
+    if !path.starts_with(&root) || !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        tracing::warn!(path = %super::shown(&path), "an attachment is not a regular file inside its export; not stored");
+        return Attachment::missing(file_name, mime_type);
+    }
     let Ok(file) = std::fs::File::open(&path) else {
         return Attachment::missing(file_name, mime_type);
     };
@@ -186,22 +198,39 @@ mod tests {
         std::fs::write(folder.join("photos/p.jpg"), b"jpeg bytes").expect("write");
         let blobs = crate::blobs::DirBlobStore::new(dir.path().join("blobs"));
         let limits = ExportLimits::default();
+        // A link out of the folder, a link inside it, and a FIFO (which would block a read).
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), folder.join("photos/l.jpg"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(folder.join("photos/p.jpg"), folder.join("photos/m.jpg"))
+            .expect("symlink");
+        let fifo = std::ffi::CString::new(folder.join("photos/f.jpg").display().to_string())
+            .expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
         let folder2 = folder.clone();
-        let (inside, outside, absolute) = tokio::task::spawn_blocking(move || {
-            (
-                store_file_blocking(&blobs, &folder2, "photos/p.jpg", None, &limits),
-                store_file_blocking(&blobs, &folder2, "../secret.txt", None, &limits),
-                store_file_blocking(
-                    &blobs,
-                    &folder2,
-                    &dir.path().join("secret.txt").display().to_string(),
-                    None,
-                    &limits,
-                ),
-            )
-        })
-        .await
-        .expect("task");
+        let (inside, outside, absolute, linked_out, linked_in, pipe) =
+            tokio::task::spawn_blocking(move || {
+                (
+                    store_file_blocking(&blobs, &folder2, "photos/p.jpg", None, &limits),
+                    store_file_blocking(&blobs, &folder2, "../secret.txt", None, &limits),
+                    store_file_blocking(
+                        &blobs,
+                        &folder2,
+                        &dir.path().join("secret.txt").display().to_string(),
+                        None,
+                        &limits,
+                    ),
+                    store_file_blocking(&blobs, &folder2, "photos/l.jpg", None, &limits),
+                    store_file_blocking(&blobs, &folder2, "photos/m.jpg", None, &limits),
+                    store_file_blocking(&blobs, &folder2, "photos/f.jpg", None, &limits),
+                )
+            })
+            .await
+            .expect("task");
+        assert!(!linked_out.stored, "a symbolic link out of the export");
+        assert!(linked_in.stored, "a symbolic link within the export");
+        assert_eq!(linked_in.sha256, inside.sha256);
+        assert!(!pipe.stored, "a FIFO");
         assert!(inside.stored);
         assert_eq!(inside.size_bytes, 10);
         assert_eq!(inside.mime_type, "image/jpeg");

@@ -7,6 +7,7 @@
 //! merges what the source says into what is stored (a contact's missing fields keep their
 //! stored values; a participant keeps the latest join and the latest leave), so storing the
 //! same export again changes nothing and takes no seq.
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::ActiveValue::Set;
@@ -16,7 +17,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use super::entities::{change, contact, participant};
 use super::{ROWS_PER_INSERT, Store, WriteTxn, statement_chunks, storable};
 use crate::error::Result;
-use crate::model::{Contact, Membership, NewContact, Participant, People, now_ms};
+use crate::model::{Contact, MemberEvent, Membership, NewContact, Participant, People, now_ms};
 
 /// Rows per key-list query (`IN (…)`).
 const KEYS_PER_QUERY: usize = 512;
@@ -136,6 +137,15 @@ impl WriteTxn {
         if chats.iter().all(|(_, people)| people.is_empty()) {
             return Ok(());
         }
+        // PostgreSQL text cannot hold NUL: every text a source gave is made storable first.
+        let cleaned: Vec<(&str, Cow<'_, People>)> = chats
+            .iter()
+            .map(|(chat_id, people)| (*chat_id, storable_people(people)))
+            .collect();
+        let chats: Vec<(&str, &People)> = cleaned
+            .iter()
+            .map(|(chat_id, people)| (*chat_id, people.as_ref()))
+            .collect();
         let session_id = self.session_id().to_owned();
         let now = now_ms();
 
@@ -208,7 +218,7 @@ impl WriteTxn {
         }
         let mut members: HashMap<(&str, &str), MemberTimes> = HashMap::new();
         let mut member_order: Vec<(&str, &str)> = Vec::new();
-        for (chat_id, people) in chats {
+        for (chat_id, people) in &chats {
             for event in &people.members {
                 let key = (*chat_id, event.contact_id.as_str());
                 let current = match members.get(&key) {
@@ -253,7 +263,7 @@ impl WriteTxn {
                 contact::Entity::update_many()
                     .col_expr(
                         contact::Column::DisplayName,
-                        Expr::value(storable(&fields.display_name).into_owned()),
+                        Expr::value(fields.display_name.clone()),
                     )
                     .col_expr(contact::Column::Phone, Expr::value(fields.phone.clone()))
                     .col_expr(
@@ -270,7 +280,7 @@ impl WriteTxn {
                 new_contacts.push(contact::ActiveModel {
                     session_id: Set(session_id.clone()),
                     contact_id: Set(id.to_owned()),
-                    display_name: Set(storable(&fields.display_name).into_owned()),
+                    display_name: Set(fields.display_name.clone()),
                     phone: Set(fields.phone.clone()),
                     matrix_id: Set(fields.matrix_id.clone()),
                     seq: Set(seq as i64),
@@ -336,6 +346,45 @@ impl WriteTxn {
 /// A contact's fields after `new`: a non-empty name replaces the stored one (a new contact
 /// without a name is named by its id); a phone or Matrix id the source does not give keeps
 /// its stored value.
+/// `people` with every NUL in its texts replaced as [`storable`] does; borrowed when there is
+/// none (the usual case).
+fn storable_people(people: &People) -> Cow<'_, People> {
+    let has_nul = |text: &str| text.contains('\0');
+    let dirty = people.contacts.iter().any(|contact| {
+        has_nul(&contact.contact_id)
+            || has_nul(&contact.display_name)
+            || contact.phone.as_deref().is_some_and(has_nul)
+            || contact.matrix_id.as_deref().is_some_and(has_nul)
+    }) || people
+        .members
+        .iter()
+        .any(|member| has_nul(&member.contact_id));
+    if !dirty {
+        return Cow::Borrowed(people);
+    }
+    let fix = |text: &str| storable(text).into_owned();
+    Cow::Owned(People {
+        contacts: people
+            .contacts
+            .iter()
+            .map(|contact| NewContact {
+                contact_id: fix(&contact.contact_id),
+                display_name: fix(&contact.display_name),
+                phone: contact.phone.as_deref().map(fix),
+                matrix_id: contact.matrix_id.as_deref().map(fix),
+            })
+            .collect(),
+        members: people
+            .members
+            .iter()
+            .map(|member| MemberEvent {
+                contact_id: fix(&member.contact_id),
+                ..member.clone()
+            })
+            .collect(),
+    })
+}
+
 fn merge_contact(current: Option<&ContactFields>, new: &NewContact) -> ContactFields {
     let display_name = match current {
         Some(current) if new.display_name.is_empty() => current.display_name.clone(),

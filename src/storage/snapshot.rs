@@ -175,7 +175,10 @@ impl Snapshot {
             if let Some(since_ms) = self.since_ms {
                 query = query.filter(message::Column::SentAt.gte(since_ms));
             }
+            // Newest by when they were sent, as the chats are ordered: seq is the order of
+            // storing, and history backfilled after live messages takes higher seqs.
             let mut messages: Vec<Message> = query
+                .order_by_desc(message::Column::SentAt)
                 .order_by_desc(message::Column::Seq)
                 .limit(limit + 1)
                 .all(&self.txn)

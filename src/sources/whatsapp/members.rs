@@ -140,11 +140,17 @@ fn notice(text: &str) -> Option<Notice<'_>> {
         return None;
     }
     let text = text.trim_end_matches('.');
-    let lower = text.to_lowercase();
-    if lower.len() != text.len() {
-        // Lower-casing changed byte offsets: match on the text as written only.
+    // Offsets found in the lower-cased text index the text as written only when every
+    // character lower-cases to one character of the same UTF-8 length (the total length alone
+    // can match while single characters shrink and grow: `Ω` U+2126 and `İ`).
+    let same_offsets = text.chars().all(|c| {
+        let mut lower = c.to_lowercase();
+        matches!((lower.next(), lower.next()), (Some(l), None) if l.len_utf8() == c.len_utf8())
+    });
+    if !same_offsets {
         return None;
     }
+    let lower = text.to_lowercase();
     for (infix, suffix, membership) in OBJECT_PHRASES {
         let Some(body) = lower.strip_suffix(suffix) else {
             continue;
@@ -239,6 +245,19 @@ mod tests {
 
     fn read(text: &str) -> Option<(Option<&str>, Vec<&str>, Membership)> {
         notice(text).map(|n| (n.actor, n.subjects, n.membership))
+    }
+
+    #[test]
+    fn characters_that_change_length_when_lower_cased_do_not_panic() {
+        // `Ω` (U+2126, 3 bytes) lower-cases to `ω` (2 bytes) and `İ` (2 bytes) to `i̇` (3):
+        // the total length is unchanged, the offsets are not.
+        assert_eq!(read("\u{2126} added Bob\u{130}"), None);
+        assert_eq!(read("\u{130}\u{2126} left"), None);
+        // Scripts whose lower case keeps the offsets are read.
+        assert_eq!(
+            read("Σοφία added Νίκος"),
+            Some((Some("Σοφία"), vec!["Νίκος"], Membership::Joined))
+        );
     }
 
     #[test]
