@@ -17,6 +17,7 @@ on_both_backends!(
     a_telegram_export_with_a_photo_stores_the_photo,
     a_session_cannot_read_another_sessions_media,
     files_sent_to_a_local_chat_are_stored_and_read_only_sources_refuse_them,
+    a_windowed_sync_reads_only_the_files_of_the_window,
 );
 
 /// The bytes of the two "photos" in the zip: identical, and larger than one 64 KiB chunk.
@@ -38,7 +39,8 @@ fn write_media_zip(dir: &Path) -> PathBuf {
     write_media_zip_with(dir, &[])
 }
 
-/// [`write_media_zip`], with more lines at the end and the files they name.
+/// [`write_media_zip`], with more lines at the end and the files they name (none for an
+/// empty name).
 fn write_media_zip_with(dir: &Path, more: &[(&str, &str, &[u8])]) -> PathBuf {
     let mut chat = "[02/01/2024, 10:11:12] Ana: \u{200e}<attached: 00000012-PHOTO-2024-01-02-10-11-12.jpg>\n\
                 [02/01/2024, 10:12:00] Ben: IMG-20240102-WA0001.jpg (file attached)\n\
@@ -63,7 +65,8 @@ fn write_media_zip_with(dir: &Path, more: &[(&str, &str, &[u8])]) -> PathBuf {
         zip.start_file(name, options).expect("entry");
         zip.write_all(&photo_bytes()).expect("write");
     }
-    for (_, name, bytes) in more {
+    // A line may name a file another line brought (an empty name adds no entry).
+    for (_, name, bytes) in more.iter().filter(|(_, name, _)| !name.is_empty()) {
         zip.start_file(*name, options).expect("entry");
         zip.write_all(bytes).expect("write");
     }
@@ -455,4 +458,59 @@ impl ConcatData for Vec<pb::GetMediaResponse> {
     fn concat_data(&self) -> Vec<u8> {
         self.iter().flat_map(|frame| frame.data.clone()).collect()
     }
+}
+
+/// SyncChats with `since` reads the files of the messages in the window only; a file named
+/// twice is stored once.
+async fn a_windowed_sync_reads_only_the_files_of_the_window(backend: Backend) {
+    let exports = backend.dir.path().join("exports");
+    std::fs::create_dir_all(&exports).expect("mkdir");
+    let late: &[u8] = b"a later photo";
+    write_media_zip_with(
+        &exports,
+        &[
+            (
+                "[03/01/2024, 09:00:00] Ben: \u{200e}<attached: 00000020-PHOTO-2024-01-03-09-00-00.jpg>",
+                "00000020-PHOTO-2024-01-03-09-00-00.jpg",
+                late,
+            ),
+            (
+                "[03/01/2024, 09:01:00] Ana: \u{200e}<attached: 00000020-PHOTO-2024-01-03-09-00-00.jpg>",
+                "",
+                b"",
+            ),
+        ],
+    );
+    let app = media_app(&backend, vec![whatsapp_session("wa", &exports)]).await;
+    let mut client = app.client().await;
+    let mut stream = client
+        .sync_chats(pb::SyncChatsRequest {
+            session_id: "wa".into(),
+            limit_per_chat: Some(0),
+            // 2024-01-03T00:00:00Z: the two last lines only.
+            since: Some(prost_types::Timestamp {
+                seconds: 1_704_240_000,
+                nanos: 0,
+            }),
+        })
+        .await
+        .expect("SyncChats")
+        .into_inner();
+    let mut last = None;
+    while let Some(frame) = stream.message().await.expect("frame") {
+        last = frame.progress;
+    }
+    let last = last.expect("frames");
+    assert_eq!(stage(&last), SyncStage::Completed);
+    assert_eq!(last.total_messages_synced, 2);
+    let messages = all_messages(&mut client, "wa", "").await;
+    assert_eq!(messages.len(), 2);
+    for message in &messages {
+        assert_eq!(message.attachments.len(), 1, "{message:?}");
+        assert!(message.attachments[0].stored);
+        assert_eq!(message.attachments[0].sha256, hex_sha256(late));
+    }
+    // Only the window's file was read into the blob store (the earlier photos were not).
+    let blobs = blob_files(&backend.dir.path().join("blobs"));
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
 }

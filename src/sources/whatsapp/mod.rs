@@ -36,8 +36,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
-    media,
+    ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, apply_window, media,
 };
 use crate::blobs::{BlobStore, hex};
 use crate::config::SessionConfig;
@@ -118,6 +117,17 @@ impl Source for WhatsAppExport {
         chat: &SourceChat,
         limit: Option<usize>,
     ) -> Result<ChatHistory, SourceError> {
+        self.fetch_history_since(chat, limit, None).await
+    }
+
+    /// The window is applied before the messages' files are read: a windowed sync reads only
+    /// the files of the messages it keeps.
+    async fn fetch_history_since(
+        &self,
+        chat: &SourceChat,
+        limit: Option<usize>,
+        since_ms: Option<i64>,
+    ) -> Result<ChatHistory, SourceError> {
         let path = PathBuf::from(&chat.locator);
         let chat_id = chat.chat_id.clone();
         let timezone = self.timezone;
@@ -129,7 +139,7 @@ impl Source for WhatsAppExport {
             let parsed = parser::parse(&bytes, &options);
             log_unplaced(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
-            keep_most_recent(&mut history.messages, limit);
+            apply_window(&mut history.messages, limit, since_ms);
             attach_media(
                 &path,
                 &mut history.messages,
@@ -404,7 +414,13 @@ fn attach_media(
         .is_some_and(|name| name == "_chat.txt")
         .then(|| path.parent())
         .flatten();
+    // Each file is read once, however many lines name it.
+    let mut read: HashMap<String, Attachment> = HashMap::new();
     for (i, name) in named {
+        if let Some(attachment) = read.get(&name) {
+            messages[i].attachments.push(attachment.clone());
+            continue;
+        }
         let mime = media::mime_for(&name);
         let attachment = match (&mut archive, entries.get(&name), folder) {
             (Some(archive), Some(&index), _) => match archive.by_index(index) {
@@ -434,7 +450,8 @@ fn attach_media(
             }
             _ => Attachment::missing(&name, mime),
         };
-        messages[i].attachments.push(attachment);
+        messages[i].attachments.push(attachment.clone());
+        read.insert(name, attachment);
     }
 }
 
