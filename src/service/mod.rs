@@ -408,6 +408,23 @@ impl ChatSync {
                             let _ = sender.try_send(Err(Error::Unavailable("the server is shutting down".into())));
                             return;
                         }
+                        _ = tokio::time::sleep(SNAPSHOT_STALL) => {
+                            // A client that stops reading would hold the read transaction (and
+                            // its pooled connection, and on SQLite the WAL's checkpoints) for as
+                            // long as it likes: both are let go, then the client is told.
+                            let _ = snapshot.close().await;
+                            drop(_slot);
+                            let error = Error::Unavailable(format!(
+                                "the client read no snapshot frame for {} s; take the snapshot again",
+                                SNAPSHOT_STALL.as_secs()
+                            ));
+                            tokio::select! {
+                                _ = sender.send(Err(error)) => {}
+                                _ = sender.closed() => {}
+                                _ = stopped(&mut shutdown) => {}
+                            }
+                            return;
+                        }
                     }
                 }
                 if let Err(error) = snapshot.close().await {
@@ -1143,6 +1160,10 @@ fn page_size(limit: u32) -> Result<u64> {
         n => Ok(n as u64),
     }
 }
+
+/// How long a snapshot waits for its client to take the next frame before it ends the read
+/// transaction and the stream (UNAVAILABLE).
+pub const SNAPSHOT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How many snapshots may be in progress at once: half the database connections (SQLite
 /// keeps 8 readers), at least 2.
