@@ -255,7 +255,8 @@ def test_sync_again_is_idempotent_and_status_reports_it(client, first_sync):
     assert status.source == "whatsapp-export"
     assert status.state == pb.SYNC_STATE_SUCCEEDED
     assert (status.chat_count, status.message_count) == (3, 30)
-    assert status.head_seq == 33  # 3 chats + 30 messages, each one seq
+    # 3 chats + 30 messages + 6 contacts + 6 participants (the senders), each one seq
+    assert status.head_seq == 45
     assert status.last_error == ""
     assert status.progress.stage == pb.SYNC_STAGE_COMPLETED
     assert status.progress.sync_id == last.sync_id
