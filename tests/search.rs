@@ -249,6 +249,7 @@ async fn words_are_found_in_several_scripts_with_diacritics_folded(backend: Back
         "私は東京タワーに行きました",
         "Nothing to see here",
         "Meeting at 東京駅 today",
+        "Docs at example.com, mail bob@x.org, file IMG-20240102-WA0001.jpg (v3.14)",
     ];
     for (i, text) in texts_sent.iter().enumerate() {
         send(&mut client, "l", "chat", text, &format!("k{i}"))
@@ -292,6 +293,14 @@ async fn words_are_found_in_several_scripts_with_diacritics_folded(backend: Back
             "query {query:?} found {:?}",
             texts(&found)
         );
+    }
+    // Host names, addresses, file names and decimals are split into words on both backends
+    // (PostgreSQL's own parser keeps them whole).
+    for query in ["example", "example.com", "bob", "x.org", "WA0001", "jpg", "14"] {
+        let found = search(&mut client, request("l", query))
+            .await
+            .expect("search");
+        assert_eq!(texts(&found), [texts_sent[6]], "query {query:?}");
     }
     let nothing = search(&mut client, request("l", "nothing"))
         .await

@@ -143,10 +143,23 @@ END
 $do$
 "#;
 
+/// `chatsync_search_split(t)`: ASCII punctuation becomes spaces, so that PostgreSQL's parser
+/// splits host names, e-mail addresses, file names and decimals (`example.com`,
+/// `IMG-20240102-WA0001.jpg`, `3.14`) into the words SQLite's `unicode61` sees, which are the
+/// terms a query is split into (`crate::search`). `translate` knows no locale: letters of any
+/// script stay as they are.
+const POSTGRES_SPLIT: &str = r##"
+CREATE OR REPLACE FUNCTION chatsync_search_split(t text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
+  $f$ SELECT translate(t, $p$!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~$p$, repeat(' ', 32)) $f$
+"##;
+
 const POSTGRES_UP: &[&str] = &[
     POSTGRES_EXTENSIONS,
+    POSTGRES_SPLIT,
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS search_vector tsvector \
-     GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, chatsync_search_fold(text))) STORED",
+     GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, \
+     chatsync_search_split(chatsync_search_fold(text)))) STORED",
     "CREATE INDEX IF NOT EXISTS messages_search_vector ON messages USING gin (search_vector)",
 ];
 
@@ -154,6 +167,7 @@ const POSTGRES_DOWN: &[&str] = &[
     "DROP INDEX IF EXISTS messages_search_vector",
     "DROP INDEX IF EXISTS messages_text_trigram",
     "ALTER TABLE messages DROP COLUMN IF EXISTS search_vector",
+    "DROP FUNCTION IF EXISTS chatsync_search_split(text)",
     "DROP FUNCTION IF EXISTS chatsync_search_fold(text)",
     "DROP FUNCTION IF EXISTS chatsync_has_cjk(text)",
 ];

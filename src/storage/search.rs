@@ -126,9 +126,10 @@ impl Store {
             }
             (SearchMode::Words, true) => {
                 sql.push(", ts_rank(m.search_vector, q)::float8 AS score FROM messages m ")
-                    .push("CROSS JOIN plainto_tsquery('simple'::regconfig, chatsync_search_fold(")
+                    .push("CROSS JOIN plainto_tsquery('simple'::regconfig, ")
+                    .push("chatsync_search_split(chatsync_search_fold(")
                     .bind(query.terms.join(" "))
-                    .push(")) AS q WHERE m.search_vector @@ q");
+                    .push("))) AS q WHERE m.search_vector @@ q");
             }
             (SearchMode::Substrings, false) => {
                 // Trigrams need 3 characters; shorter terms are matched with LIKE.
