@@ -296,7 +296,15 @@ async fn words_are_found_in_several_scripts_with_diacritics_folded(backend: Back
     }
     // Host names, addresses, file names and decimals are split into words on both backends
     // (PostgreSQL's own parser keeps them whole).
-    for query in ["example", "example.com", "bob", "x.org", "WA0001", "jpg", "14"] {
+    for query in [
+        "example",
+        "example.com",
+        "bob",
+        "x.org",
+        "WA0001",
+        "jpg",
+        "14",
+    ] {
         let found = search(&mut client, request("l", query))
             .await
             .expect("search");
