@@ -2,7 +2,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use chatsync::grpc::pb;
 use common::*;
@@ -585,39 +584,6 @@ async fn telegram_exports_sync_with_their_own_ids(backend: Backend) {
     assert_eq!(again.last().map(|f| f.total_messages_synced), Some(0));
 }
 
-/// Reads events until one with seq >= `until` arrives; returns the change events.
-async fn read_until(
-    stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
-    until: u64,
-) -> Vec<pb::SubscribeMessagesResponse> {
-    let mut events = Vec::new();
-    // Heartbeats must not keep a test waiting forever for a seq that never comes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let event = tokio::time::timeout_at(deadline, stream.message())
-            .await
-            .expect("events in time")
-            .expect("stream ok")
-            .expect("stream open");
-        let reached = event.seq;
-        match event.event {
-            Some(Event::Heartbeat(_)) => continue,
-            Some(Event::Ready(_)) => {
-                events.push(event);
-                if reached >= until {
-                    return events;
-                }
-                continue;
-            }
-            _ => {}
-        }
-        events.push(event);
-        if reached >= until {
-            return events;
-        }
-    }
-}
-
 async fn subscribe(
     client: &mut pb::chat_sync_service_client::ChatSyncServiceClient<tonic::transport::Channel>,
     session_id: &str,
@@ -652,23 +618,7 @@ async fn replay_then_ready_then_live_has_no_gap_and_no_duplicate_under_concurren
         .expect("send");
     }
     // Writers keep going while the subscriber replays and switches to live.
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let mut client = client.clone();
-        writers.push(tokio::spawn(async move {
-            for i in 0..40 {
-                send(
-                    &mut client,
-                    "n",
-                    &format!("room{w}"),
-                    &format!("w{w} {i}"),
-                    &format!("w{w}-{i}"),
-                )
-                .await
-                .expect("send");
-            }
-        }));
-    }
+    let writers = spawn_writers(&client, "n", 4, 40);
     let mut stream = subscribe(&mut client, "n", &[], Some(10)).await;
     for writer in writers {
         writer.await.expect("writer");

@@ -6,7 +6,6 @@ mod synapse;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
 use chatsync::grpc::pb;
 use common::*;
@@ -263,29 +262,6 @@ async fn a_snapshot_honours_since_limit_and_the_chat_filter(backend: Backend) {
     );
 }
 
-/// Reads a subscription until it has passed `until`, skipping heartbeats.
-async fn read_until(
-    stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
-    until: u64,
-) -> Vec<pb::SubscribeMessagesResponse> {
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let event = tokio::time::timeout_at(deadline, stream.message())
-            .await
-            .expect("events in time")
-            .expect("stream ok")
-            .expect("stream open");
-        let reached = event.seq;
-        if !matches!(event.event, Some(Event::Heartbeat(_))) {
-            events.push(event);
-        }
-        if reached >= until {
-            return events;
-        }
-    }
-}
-
 async fn a_snapshot_then_subscribe_misses_nothing_and_repeats_nothing_under_four_writers(
     backend: Backend,
 ) {
@@ -303,24 +279,7 @@ async fn a_snapshot_then_subscribe_misses_nothing_and_repeats_nothing_under_four
         .expect("send");
     }
     const PER_WRITER: usize = 60;
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let mut client = client.clone();
-        writers.push(tokio::spawn(async move {
-            for i in 0..PER_WRITER {
-                let chat = format!("room{w}");
-                send(
-                    &mut client,
-                    "n",
-                    &chat,
-                    &format!("w{w} {i}"),
-                    &format!("w{w}-{i}"),
-                )
-                .await
-                .expect("send");
-            }
-        }));
-    }
+    let writers = spawn_writers(&client, "n", 4, PER_WRITER);
     // Take the snapshot while the writers run (once they have begun).
     eventually("the writers to begin", || {
         let client = client.clone();

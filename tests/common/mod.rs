@@ -419,3 +419,58 @@ pub async fn grpc_web_post(
     stream.read_to_end(&mut response).await.expect("read");
     String::from_utf8_lossy(&response).to_lowercase()
 }
+
+/// Reads a subscription until an event has reached seq `until` (a `ready` counts), skipping
+/// heartbeats; within 60 s.
+pub async fn read_until(
+    stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
+    until: u64,
+) -> Vec<pb::SubscribeMessagesResponse> {
+    use pb::subscribe_messages_response::Event;
+    let mut events = Vec::new();
+    // Heartbeats must not keep a test waiting forever for a seq that never comes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let event = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("events in time")
+            .expect("stream ok")
+            .expect("stream open");
+        let reached = event.seq;
+        if !matches!(event.event, Some(Event::Heartbeat(_))) {
+            events.push(event);
+        }
+        if reached >= until {
+            return events;
+        }
+    }
+}
+
+/// `writers` concurrent writers on the local session `session_id`, each sending `each`
+/// messages to its own chat `room{w}` (texts `w{w} {i}`, idempotency keys `w{w}-{i}`).
+pub fn spawn_writers(
+    client: &ChatSyncServiceClient<Channel>,
+    session_id: &str,
+    writers: usize,
+    each: usize,
+) -> Vec<JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let mut client = client.clone();
+            let session_id = session_id.to_owned();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    send(
+                        &mut client,
+                        &session_id,
+                        &format!("room{w}"),
+                        &format!("w{w} {i}"),
+                        &format!("w{w}-{i}"),
+                    )
+                    .await
+                    .expect("send");
+                }
+            })
+        })
+        .collect()
+}
