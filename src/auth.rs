@@ -3,8 +3,9 @@
 //! [`Tokens`] holds the configured tokens as SHA-256 digests. [`check`] turns a request's
 //! headers into a [`Scope`]: the sessions the caller may use. It is a plain function so that
 //! plain HTTP routes (such as a metrics endpoint) can call it; gRPC services go through
-//! [`AuthLayer`], an interceptor that puts the scope into the request's extensions. Handlers
-//! then only ask the scope about the session they act on ([`Scope::check`]).
+//! `grpc::AuthInterceptor`, an interceptor that puts the scope into the request's extensions.
+//! Handlers then only ask the scope about the session they act on ([`Scope::check`]). This
+//! module knows nothing of gRPC: it answers with the domain [`Error`], which the caller maps.
 //!
 //! The presented token is hashed and compared with every configured digest in constant time
 //! (`subtle`), so neither the position of a first differing byte nor which token matched shows
@@ -15,11 +16,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::{Request, Status};
 
 use crate::config::{ConfigError, TokenConfig};
 use crate::error::Error;
-use crate::grpc::status_from;
 
 /// One configured token, without its secret.
 #[derive(Debug)]
@@ -139,13 +138,9 @@ impl Scope {
 }
 
 /// Authenticates request headers: the scope of the token in `authorization: Bearer TOKEN`,
-/// or [`Scope::Open`] when no tokens are configured. UNAUTHENTICATED for a missing,
+/// or [`Scope::Open`] when no tokens are configured. [`Error::Unauthenticated`] for a missing,
 /// malformed or unknown token. Usable from any HTTP route.
-pub fn check(headers: &http::HeaderMap, tokens: &Tokens) -> Result<Scope, Status> {
-    authenticate(headers, tokens).map_err(status_from)
-}
-
-fn authenticate(headers: &http::HeaderMap, tokens: &Tokens) -> Result<Scope, Error> {
+pub fn check(headers: &http::HeaderMap, tokens: &Tokens) -> Result<Scope, Error> {
     if tokens.is_empty() {
         return Ok(Scope::Open);
     }
@@ -166,37 +161,6 @@ fn authenticate(headers: &http::HeaderMap, tokens: &Tokens) -> Result<Scope, Err
         .find(presented)
         .map(Scope::Token)
         .ok_or_else(|| Error::Unauthenticated("unknown token".into()))
-}
-
-/// The gRPC interceptor: runs [`check`] before the request is decoded and puts the [`Scope`]
-/// into the request's extensions, where [`scope`] finds it.
-#[derive(Clone)]
-pub struct AuthLayer {
-    tokens: Arc<Tokens>,
-}
-
-impl AuthLayer {
-    pub fn new(tokens: Arc<Tokens>) -> Self {
-        Self { tokens }
-    }
-}
-
-impl tonic::service::Interceptor for AuthLayer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let scope = check(request.metadata().as_ref(), &self.tokens)?;
-        request.extensions_mut().insert(scope);
-        Ok(request)
-    }
-}
-
-/// The scope [`AuthLayer`] put on `request`. UNAUTHENTICATED when there is none (a service
-/// mounted without the layer: a wiring bug, so nothing is allowed).
-pub fn scope<T>(request: &Request<T>) -> Result<Scope, Status> {
-    request.extensions().get::<Scope>().cloned().ok_or_else(|| {
-        status_from(Error::Unauthenticated(
-            "the request was not authenticated".into(),
-        ))
-    })
 }
 
 #[cfg(test)]
@@ -226,11 +190,14 @@ mod tests {
             "first-secret",
             "",
         ] {
-            let status = check(&headers(bad), &tokens).expect_err(bad);
-            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad:?}");
+            let error = check(&headers(bad), &tokens).expect_err(bad);
+            assert!(
+                matches!(error, Error::Unauthenticated(_)),
+                "{bad:?}: {error:?}"
+            );
         }
-        let status = check(&http::HeaderMap::new(), &tokens).expect_err("missing");
-        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let error = check(&http::HeaderMap::new(), &tokens).expect_err("missing");
+        assert!(matches!(error, Error::Unauthenticated(_)), "{error:?}");
         let open = check(&http::HeaderMap::new(), &Tokens::default()).expect("open");
         assert!(open.allows("anything"));
     }

@@ -175,8 +175,9 @@ impl IntoResponse for Refusal {
 /// Whether `headers` may read the metrics: [`auth::check`], and a scope covering every
 /// session. The one access check of `/metrics`.
 fn scrape_access(headers: &HeaderMap, tokens: &Tokens) -> Result<(), Refusal> {
-    let scope = auth::check(headers, tokens)
-        .map_err(|status| Refusal::Unauthorized(format!("{}\n", status.message())))?;
+    let scope = auth::check(headers, tokens).map_err(|error| {
+        Refusal::Unauthorized(format!("{}\n", crate::grpc::status_from(error).message()))
+    })?;
     if !scope.allows_all() {
         return Err(Refusal::Forbidden);
     }

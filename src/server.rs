@@ -28,9 +28,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{AuthLayer, Tokens};
+use crate::auth::Tokens;
 use crate::config::Config;
-use crate::grpc::{Api, pb};
+use crate::grpc::{Api, AuthInterceptor, pb};
 use crate::service::ChatSync;
 use crate::sources::SourceState;
 use crate::storage::Store;
@@ -147,7 +147,7 @@ impl Application {
         // Authentication is one interceptor in front of the API (and of reflection when
         // `reflection_requires_token`); health stays open. The metrics layer counts every
         // call to the API, refused ones included.
-        let auth = AuthLayer::new(self.tokens.clone());
+        let auth = AuthInterceptor::new(self.tokens.clone());
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(self.service.clone()));
         let api = metrics.rpc_layer().named_layer(InterceptedService::new(
             pb::chat_sync_service_server::ChatSyncServiceServer::new(Api::new(

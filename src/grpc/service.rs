@@ -1,172 +1,20 @@
-//! The gRPC adapter: the only module that sees prost types.
-//!
-//! Authentication happens before a handler runs ([`crate::auth::AuthLayer`]); each handler
-//! checks the request's scope against its session, converts the request into domain terms, calls
-//! [`ChatSync`], and converts the result. Domain errors become gRPC statuses in exactly one
-//! place, [`status_from`]. Every handler runs in a tracing span carrying `session_id`.
-use std::pin::Pin;
-use std::sync::Arc;
-
+//! The handlers of `chatsync.v1.ChatSyncService`: each checks the request's scope against its
+//! session, converts the request into domain terms, calls [`ChatSync`], and converts the
+//! result ([`super::convert`]).
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::auth::{self, Scope};
 use crate::error::Error;
-use crate::model::{self, MessageStatus};
-use crate::service::{
-    ChatSync, Event, Progress, SearchRequest, Stage, SubscribeRequest, SyncStatus,
-};
-use crate::sources::SourceState;
-use crate::storage::{MessageRef, SyncState};
+use crate::model;
+use crate::service::{SearchRequest, Stage, SubscribeRequest};
+use crate::storage::MessageRef;
 
-/// Generated protobuf types and service stubs (`chatsync.v1`).
-pub mod pb {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("chatsync.v1");
-
-    /// The encoded file descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/chatsync_descriptor.bin"));
-}
-
-use pb::chat_sync_service_server::ChatSyncService;
-
-/// The codec of the generated client and server (`build.rs` names it): prost, with a smaller
-/// first encode buffer than tonic's 8 KiB.
-pub mod codec {
-    use std::marker::PhantomData;
-
-    use tonic::codec::{BufferSettings, Codec};
-    use tonic_prost::ProstCodec;
-
-    /// Bytes a response stream's encode buffer starts with. Every open SubscribeMessages stream
-    /// holds one for its whole life, and most events (a message, a status change, a heartbeat)
-    /// take a few hundred bytes; the buffer grows for larger messages.
-    pub const ENCODE_BUFFER_BYTES: usize = 1024;
-    /// tonic's default: encoded messages are handed to the transport once this many bytes are
-    /// buffered.
-    const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
-
-    /// [`ProstCodec`] with an encode buffer of [`ENCODE_BUFFER_BYTES`]; decoding is unchanged.
-    #[derive(Debug, Clone, Copy)]
-    pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
-
-    impl<T, U> Default for SmallBufferCodec<T, U> {
-        fn default() -> Self {
-            Self(PhantomData)
-        }
-    }
-
-    impl<T, U> Codec for SmallBufferCodec<T, U>
-    where
-        T: prost::Message + Send + 'static,
-        U: prost::Message + Default + Send + 'static,
-    {
-        type Encode = T;
-        type Decode = U;
-        type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
-        type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
-
-        fn encoder(&mut self) -> Self::Encoder {
-            ProstCodec::<T, U>::raw_encoder(BufferSettings::new(
-                ENCODE_BUFFER_BYTES,
-                YIELD_THRESHOLD_BYTES,
-            ))
-        }
-
-        fn decoder(&mut self) -> Self::Decoder {
-            ProstCodec::<T, U>::default().decoder()
-        }
-    }
-}
-
-/// Maps a domain error to its gRPC status (DESIGN.md, Errors). The only such mapping.
-pub fn status_from(error: Error) -> Status {
-    match error {
-        Error::InvalidArgument(m) => Status::invalid_argument(m),
-        Error::NotFound(m) => Status::not_found(m),
-        Error::Unauthenticated(m) => Status::unauthenticated(m),
-        Error::PermissionDenied(m) => Status::permission_denied(m),
-        Error::FailedPrecondition(m) => Status::failed_precondition(m),
-        Error::Unavailable(m) => Status::unavailable(m),
-        Error::ResourceExhausted(m) => Status::resource_exhausted(m),
-        // The cause stays in the log: a client sees only an id to quote.
-        error @ (Error::Storage(_) | Error::Internal(_)) => Status::internal(error.public_text()),
-    }
-}
-
-/// The tonic service. Mounted behind [`crate::auth::AuthLayer`], which puts each request's
-/// [`Scope`] into its extensions.
-#[derive(Clone)]
-pub struct Api {
-    service: ChatSync,
-    /// Server-wide SubscribeMessages slots (`max_subscriptions`).
-    subscriptions: Arc<Semaphore>,
-    max_subscriptions: u32,
-}
-
-impl Api {
-    /// The adapter over `service`, holding at most `max_subscriptions` open subscriptions.
-    pub fn new(service: ChatSync, max_subscriptions: u32) -> Self {
-        Self {
-            service,
-            subscriptions: Arc::new(Semaphore::new(max_subscriptions as usize)),
-            max_subscriptions,
-        }
-    }
-
-    /// The request's scope, which must cover `session_id`: UNAUTHENTICATED without one,
-    /// PERMISSION_DENIED outside it.
-    fn authorize<T>(&self, request: &Request<T>, session_id: &str) -> Result<Scope, Status> {
-        let scope = auth::scope(request)?;
-        scope.check(session_id).map_err(status_from)?;
-        Ok(scope)
-    }
-
-    /// A server-wide slot and, when the token has a limit, one of the token's; both are
-    /// released when the returned permits drop. RESOURCE_EXHAUSTED when either is full.
-    fn subscription_slots(&self, scope: &Scope) -> Result<Vec<OwnedSemaphorePermit>, Status> {
-        let token_slot = scope.subscription_slot().map_err(status_from)?;
-        let server_slot = self
-            .subscriptions
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                status_from(Error::ResourceExhausted(format!(
-                    "the server holds its maximum of {} open subscriptions; retry later",
-                    self.max_subscriptions
-                )))
-            })?;
-        Ok(std::iter::once(server_slot).chain(token_slot).collect())
-    }
-}
-
-/// A stream that holds subscription slots until it ends or is dropped (the client went
-/// away, or the server ended it).
-struct WithSlots<S> {
-    inner: S,
-    slots: Vec<OwnedSemaphorePermit>,
-}
-
-impl<S: Stream + Unpin> Stream for WithSlots<S> {
-    type Item = S::Item;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        let next = Pin::new(&mut self.inner).poll_next(cx);
-        if let std::task::Poll::Ready(None) = next {
-            self.slots.clear();
-        }
-        next
-    }
-}
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+use super::convert::*;
+use super::pb::{self, chat_sync_service_server::ChatSyncService};
+use super::{Api, BoxStream, WithSlots, status_from};
 
 #[tonic::async_trait]
 impl ChatSyncService for Api {
@@ -224,7 +72,7 @@ impl ChatSyncService for Api {
                         };
                         let stage = frame.stage;
                         let error = frame.error.clone();
-                        if sender.send(Ok(progress_to_pb(frame))).await.is_err() {
+                        if sender.send(Ok(pb::SyncChatsResponse::from(frame))).await.is_err() {
                             tracing::debug!("SyncChats client went away; the run goes on");
                             return;
                         }
@@ -268,7 +116,11 @@ impl ChatSyncService for Api {
                 })
                 .await
                 .map_err(status_from)?;
-            let stream = events.map(|event| event.map(event_to_pb).map_err(status_from));
+            let stream = events.map(|event| {
+                event
+                    .map(pb::SubscribeMessagesResponse::from)
+                    .map_err(status_from)
+            });
             let stream = WithSlots {
                 inner: stream,
                 slots,
@@ -311,7 +163,7 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             Ok(Response::new(pb::SendMessageResponse {
-                message: Some(message_to_pb(message)),
+                message: Some(pb::Message::from(message)),
                 duplicate,
             }))
         }
@@ -332,7 +184,7 @@ impl ChatSyncService for Api {
                 .sync_status(&session_id)
                 .await
                 .map_err(status_from)?;
-            Ok(Response::new(sync_status_to_pb(status)))
+            Ok(Response::new(pb::GetSyncStatusResponse::from(status)))
         }
         .instrument(span)
         .await
@@ -353,7 +205,7 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             Ok(Response::new(pb::ListChatsResponse {
-                chats: page.items.into_iter().map(chat_to_pb).collect(),
+                chats: page.items.into_iter().map(pb::Chat::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
             }))
@@ -385,7 +237,7 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             Ok(Response::new(pb::ListMessagesResponse {
-                messages: page.items.into_iter().map(message_to_pb).collect(),
+                messages: page.items.into_iter().map(pb::Message::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
             }))
@@ -422,7 +274,7 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             Ok(Response::new(pb::UpdateMessageStatusResponse {
-                message: Some(message_to_pb(message)),
+                message: Some(pb::Message::from(message)),
                 changed,
             }))
         }
@@ -436,7 +288,7 @@ impl ChatSyncService for Api {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let span = tracing::info_span!("ListSessions");
         async {
-            let scope = auth::scope(&request)?;
+            let scope = super::scope(&request)?;
             let sessions = self
                 .service
                 .sessions()
@@ -520,8 +372,8 @@ impl ChatSyncService for Api {
                 frame
                     .map(|frame| pb::GetSnapshotResponse {
                         head_seq: frame.head_seq,
-                        chat: frame.chat.map(chat_to_pb),
-                        messages: frame.messages.into_iter().map(message_to_pb).collect(),
+                        chat: frame.chat.map(pb::Chat::from),
+                        messages: frame.messages.into_iter().map(pb::Message::from).collect(),
                         unread_count: frame.unread_count,
                         has_more: frame.has_more,
                         n_chats: frame.n_chats,
@@ -549,7 +401,7 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             Ok(Response::new(pb::ListContactsResponse {
-                contacts: page.items.into_iter().map(contact_to_pb).collect(),
+                contacts: page.items.into_iter().map(pb::Contact::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
             }))
@@ -574,7 +426,7 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             Ok(Response::new(pb::ListParticipantsResponse {
-                participants: page.items.into_iter().map(participant_to_pb).collect(),
+                participants: page.items.into_iter().map(pb::Participant::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
             }))
@@ -622,7 +474,7 @@ impl ChatSyncService for Api {
                     .hits
                     .into_iter()
                     .map(|hit| pb::SearchHit {
-                        message: Some(message_to_pb(hit.message)),
+                        message: Some(pb::Message::from(hit.message)),
                         snippet: hit.snippet,
                         score: hit.score,
                     })
@@ -633,253 +485,4 @@ impl ChatSyncService for Api {
         .instrument(span)
         .await
     }
-}
-
-/// A request's timestamp as Unix milliseconds (sub-millisecond parts round down).
-/// `InvalidArgument` for one outside the range of a valid timestamp (years 1 to 9999) or with
-/// nanos outside 0..1e9.
-fn timestamp_ms(value: &prost_types::Timestamp) -> Result<i64, Error> {
-    // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, as protobuf's Timestamp defines its range.
-    const MIN_SECONDS: i64 = -62_135_596_800;
-    const MAX_SECONDS: i64 = 253_402_300_799;
-    if !(MIN_SECONDS..=MAX_SECONDS).contains(&value.seconds)
-        || !(0..1_000_000_000).contains(&value.nanos)
-    {
-        return Err(Error::InvalidArgument(format!(
-            "timestamp {}s {}ns is not a valid instant",
-            value.seconds, value.nanos
-        )));
-    }
-    Ok(value.seconds * 1_000 + i64::from(value.nanos / 1_000_000))
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-fn status_from_pb(value: i32) -> Result<MessageStatus, Error> {
-    match pb::MessageStatus::try_from(value) {
-        Ok(pb::MessageStatus::Pending) => Ok(MessageStatus::Pending),
-        Ok(pb::MessageStatus::Sent) => Ok(MessageStatus::Sent),
-        Ok(pb::MessageStatus::Delivered) => Ok(MessageStatus::Delivered),
-        Ok(pb::MessageStatus::Read) => Ok(MessageStatus::Read),
-        Ok(pb::MessageStatus::Failed) => Ok(MessageStatus::Failed),
-        _ => Err(Error::InvalidArgument(format!(
-            "status {value} is not a message status"
-        ))),
-    }
-}
-
-fn status_to_pb(status: MessageStatus) -> pb::MessageStatus {
-    match status {
-        MessageStatus::Pending => pb::MessageStatus::Pending,
-        MessageStatus::Sent => pb::MessageStatus::Sent,
-        MessageStatus::Delivered => pb::MessageStatus::Delivered,
-        MessageStatus::Read => pb::MessageStatus::Read,
-        MessageStatus::Failed => pb::MessageStatus::Failed,
-    }
-}
-
-fn kind_to_pb(kind: model::MessageKind) -> pb::MessageKind {
-    match kind {
-        model::MessageKind::Text => pb::MessageKind::Text,
-        model::MessageKind::System => pb::MessageKind::System,
-        model::MessageKind::Media => pb::MessageKind::Media,
-        model::MessageKind::Deleted => pb::MessageKind::Deleted,
-    }
-}
-
-fn message_to_pb(message: model::Message) -> pb::Message {
-    pb::Message {
-        id: message.id as u64,
-        session_id: message.session_id,
-        chat_id: message.chat_id,
-        provider_message_id: message.provider_message_id,
-        client_message_id: message.client_message_id.unwrap_or_default(),
-        sender: message.sender,
-        text: message.text,
-        kind: kind_to_pb(message.kind) as i32,
-        status: status_to_pb(message.status) as i32,
-        sent_at: Some(timestamp(message.sent_at_ms)),
-        seq: message.seq,
-        from_me: message.from_me,
-        attachments: message
-            .attachments
-            .into_iter()
-            .map(|file| pb::Attachment {
-                file_name: file.file_name,
-                mime_type: file.mime_type,
-                size_bytes: file.size_bytes,
-                sha256: file.sha256,
-                stored: file.stored,
-            })
-            .collect(),
-    }
-}
-
-fn chat_to_pb(chat: model::Chat) -> pb::Chat {
-    pb::Chat {
-        chat_id: chat.chat_id,
-        name: chat.name,
-        seq: chat.seq,
-    }
-}
-
-fn contact_to_pb(contact: model::Contact) -> pb::Contact {
-    pb::Contact {
-        contact_id: contact.contact_id,
-        display_name: contact.display_name,
-        phone: contact.phone.unwrap_or_default(),
-        matrix_id: contact.matrix_id.unwrap_or_default(),
-        seq: contact.seq,
-    }
-}
-
-fn participant_to_pb(participant: model::Participant) -> pb::Participant {
-    pb::Participant {
-        chat_id: participant.chat_id,
-        contact_id: participant.contact_id,
-        joined_at: participant.joined_at_ms.map(timestamp),
-        left_at: participant.left_at_ms.map(timestamp),
-        seq: participant.seq,
-    }
-}
-
-fn stage_to_pb(stage: Stage) -> pb::SyncStage {
-    match stage {
-        Stage::Started => pb::SyncStage::Started,
-        Stage::ChatSaved => pb::SyncStage::ChatSaved,
-        Stage::MessagesSaved => pb::SyncStage::MessagesSaved,
-        Stage::ChatFailed => pb::SyncStage::ChatFailed,
-        Stage::Completed => pb::SyncStage::Completed,
-        Stage::Failed => pb::SyncStage::Failed,
-    }
-}
-
-fn progress_to_pb(progress: Progress) -> pb::SyncChatsResponse {
-    pb::SyncChatsResponse {
-        progress: Some(progress_frame(progress)),
-    }
-}
-
-fn progress_frame(progress: Progress) -> pb::SyncProgress {
-    pb::SyncProgress {
-        sync_id: progress.sync_id,
-        session_id: progress.session_id,
-        n_chats: progress.n_chats,
-        current_chat: progress.current_chat,
-        chat_id: progress.chat_id,
-        messages_synced: progress.messages_synced,
-        total_messages_synced: progress.total_messages_synced,
-        stage: stage_to_pb(progress.stage) as i32,
-        error: progress.error,
-        unplaced_lines: progress.unplaced_lines,
-        total_unplaced_lines: progress.total_unplaced_lines,
-    }
-}
-
-fn sync_status_to_pb(status: SyncStatus) -> pb::GetSyncStatusResponse {
-    let state = match status.state {
-        SyncState::NeverSynced => pb::SyncState::NeverSynced,
-        SyncState::Running => pb::SyncState::Running,
-        SyncState::Succeeded => pb::SyncState::Succeeded,
-        SyncState::Failed => pb::SyncState::Failed,
-        SyncState::Interrupted => pb::SyncState::Interrupted,
-    };
-    let (source_state, source_error) = match status.source_state {
-        SourceState::NotLive => (pb::SourceState::NotLive, String::new()),
-        SourceState::Connecting => (pb::SourceState::Connecting, String::new()),
-        SourceState::Up => (pb::SourceState::Up, String::new()),
-        SourceState::Down(error) => (pb::SourceState::Down, error),
-    };
-    let session = status.session;
-    pb::GetSyncStatusResponse {
-        session_id: session.id,
-        state: state as i32,
-        progress: status.progress.map(progress_frame),
-        started_at: session.sync_started_at_ms.map(timestamp),
-        finished_at: session.sync_finished_at_ms.map(timestamp),
-        last_error: session.sync_error.unwrap_or_default(),
-        chat_count: status.chat_count,
-        message_count: status.message_count,
-        head_seq: session.head_seq,
-        source: session.source,
-        source_state: source_state as i32,
-        source_error,
-    }
-}
-
-fn event_to_pb(event: Event) -> pb::SubscribeMessagesResponse {
-    use pb::subscribe_messages_response::Event as PbEvent;
-    let (seq, event) = match event {
-        Event::Change(change) => change_to_pb(Arc::unwrap_or_clone(change)),
-        Event::Ready { head_seq } => (head_seq, PbEvent::Ready(pb::Ready { head_seq })),
-        Event::Heartbeat { seq } => (
-            seq,
-            PbEvent::Heartbeat(pb::Heartbeat {
-                server_time: Some(timestamp(model::now_ms())),
-            }),
-        ),
-    };
-    pb::SubscribeMessagesResponse {
-        seq,
-        event: Some(event),
-    }
-}
-
-/// A change as a subscription event, with its seq.
-fn change_to_pb(change: model::Change) -> (u64, pb::subscribe_messages_response::Event) {
-    use pb::subscribe_messages_response::Event as PbEvent;
-    match change {
-        model::Change::MessageCreated(message) => {
-            (message.seq, PbEvent::MessageCreated(message_to_pb(message)))
-        }
-        model::Change::StatusUpdated(update) => (
-            update.seq,
-            PbEvent::StatusUpdated(pb::StatusUpdated {
-                message_id: update.message_id as u64,
-                chat_id: update.chat_id,
-                provider_message_id: update.provider_message_id,
-                status: status_to_pb(update.status) as i32,
-                updated_at: Some(timestamp(update.updated_at_ms)),
-            }),
-        ),
-        model::Change::ChatUpdated(chat) => (chat.seq, PbEvent::ChatUpdated(chat_to_pb(chat))),
-        model::Change::MessageUpdated { seq, message } => {
-            (seq, PbEvent::MessageUpdated(message_to_pb(message)))
-        }
-        model::Change::ContactUpdated { seq, contact } => (
-            seq,
-            PbEvent::ContactUpdated(pb::ContactUpdated {
-                contact: Some(contact_to_pb(contact)),
-            }),
-        ),
-        model::Change::ParticipantsChanged { seq, participant } => (
-            seq,
-            PbEvent::ParticipantsChanged(pb::ParticipantsChanged {
-                chat_id: participant.chat_id.clone(),
-                participants: vec![participant_to_pb(participant)],
-            }),
-        ),
-    }
-}
-
-/// The methods of `chatsync.v1.ChatSyncService`, read from the compiled descriptor (so the
-/// list follows the proto). The metrics label RPCs with these names and nothing else.
-pub fn rpc_method_names() -> Vec<String> {
-    use prost::Message as _;
-    let Ok(set) = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET) else {
-        return Vec::new();
-    };
-    set.file
-        .iter()
-        .filter(|file| file.package() == "chatsync.v1")
-        .flat_map(|file| &file.service)
-        .filter(|service| service.name() == "ChatSyncService")
-        .flat_map(|service| &service.method)
-        .map(|method| method.name().to_owned())
-        .collect()
 }
