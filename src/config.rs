@@ -17,6 +17,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::sources::SessionConfig;
+
 /// The whole server configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,20 +188,6 @@ impl TokenConfig {
         }
         Ok(secret)
     }
-}
-
-/// One `[[sessions]]` entry: an id, a source kind, and the source's own settings (all other
-/// keys of the table, read by the source's factory).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionConfig {
-    /// The session id clients use. 1 to 128 characters.
-    pub id: String,
-    /// The source kind: `whatsapp-export`, `telegram-export`, `local` or `matrix`.
-    pub source: String,
-    /// Source settings, e.g. `path`, `timezone`, `date_order` (exports), or `homeserver`,
-    /// `user_id`, `access_token_env` / `access_token_file` (matrix).
-    #[serde(flatten)]
-    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A configuration that cannot be used.

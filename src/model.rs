@@ -333,3 +333,74 @@ pub static NO_PEOPLE: People = People {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+// ---- Domain types shared by the service, storage and the adapters ----
+
+/// Identifies one message of a session.
+#[derive(Debug, Clone)]
+pub enum MessageRef {
+    /// The server id.
+    Id(i64),
+    /// The source's id within a chat.
+    Provider {
+        chat_id: String,
+        provider_message_id: String,
+    },
+}
+
+impl std::fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "message {id}"),
+            Self::Provider {
+                chat_id,
+                provider_message_id,
+            } => write!(f, "message {provider_message_id:?} in chat {chat_id:?}"),
+        }
+    }
+}
+
+/// The persisted state of a session's sync runs (`sessions.sync_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncState {
+    NeverSynced = 1,
+    Running = 2,
+    Succeeded = 3,
+    Failed = 4,
+    Interrupted = 5,
+}
+
+/// Whether a live source's connection is up, as GetSyncStatus and the health service show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    /// The source has no live connection (exports, and `local`, where chatsync is the server).
+    NotLive,
+    /// Connecting for the first time since the server started.
+    Connecting,
+    /// Connected: upstream changes arrive live.
+    Up,
+    /// Unreachable or refusing; the source retries with backoff. The text says why.
+    Down(String),
+}
+
+/// Which messages a search covers besides its query.
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    /// Only these chats; empty means all.
+    pub chat_ids: Vec<String>,
+    /// Only messages with `sent_at >= sent_after_ms` (Unix ms).
+    pub sent_after_ms: Option<i64>,
+    /// Only messages with `sent_at < sent_before_ms` (Unix ms).
+    pub sent_before_ms: Option<i64>,
+    /// Only messages with `id <= max_id`: those that existed when the first page was read.
+    pub max_id: i64,
+}
+
+/// Whether a send (`Store::insert_outgoing`) may create the chat of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingChat {
+    /// The chat is created (named by its id) with the message: a native source.
+    Create,
+    /// An unknown chat is `NotFound`.
+    Refuse,
+}

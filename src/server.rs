@@ -31,8 +31,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::grpc::{Api, AuthInterceptor, pb};
+use crate::model::SourceState;
 use crate::service::ChatSync;
-use crate::sources::SourceState;
 use crate::storage::Store;
 use tonic_health::ServingStatus;
 

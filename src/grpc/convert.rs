@@ -4,10 +4,8 @@
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::model::{self, MessageStatus};
+use crate::model::{self, MessageStatus, SourceState, SyncState};
 use crate::service::{Event, Progress, Stage, SyncStatus};
-use crate::sources::SourceState;
-use crate::storage::SyncState;
 
 use super::pb;
 

@@ -8,9 +8,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::Error;
-use crate::model;
+use crate::model::{self, MessageRef};
 use crate::service::{SearchRequest, Stage, SubscribeRequest};
-use crate::storage::MessageRef;
 
 use super::convert::*;
 use super::pb::{self, chat_sync_service_server::ChatSyncService};

@@ -19,9 +19,10 @@ use tracing::Instrument;
 
 use super::stopped;
 use crate::error::Result;
+use crate::model::{MessageRef, SourceState};
 use crate::model::{NO_PEOPLE, NewMessage};
-use crate::sources::{LiveEvent, LiveSink, Source, SourceState};
-use crate::storage::{ImportChat, LeaseKind, MessageEdit, MessageRef, Store};
+use crate::sources::{LiveEvent, LiveSink, Source};
+use crate::storage::{ImportChat, LeaseKind, MessageEdit, Store};
 
 /// The sink of one session's live source.
 pub struct LiveStore {

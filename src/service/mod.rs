@@ -21,11 +21,10 @@ use crate::model::{
     self, AttachmentUpload, Chat, Contact, Message, MessageKind, MessageStatus, NewMessage,
     Participant, now_ms,
 };
+use crate::model::{MessageRef, MissingChat, SearchFilter, SourceState, SyncState};
 use crate::search::SearchQuery;
-use crate::sources::{self, Source, SourceContext, SourceState};
-use crate::storage::messages::MissingChat;
-use crate::storage::search::SearchFilter;
-use crate::storage::{MessageRef, PoolUsage, SessionRecord, Store, SyncState, Take};
+use crate::sources::{self, Source, SourceContext};
+use crate::storage::{PoolUsage, SessionRecord, Store, Take};
 pub use subscriptions::{Event, SubscribeRequest};
 pub use sync::{Attachment, Progress, Stage};
 
@@ -151,7 +150,7 @@ impl ChatSync {
         for session in &config.sessions {
             let context = SourceContext {
                 session_id: session.id.clone(),
-                store: store.clone(),
+                stored: Arc::new(StoredSessionView::new(store.clone(), &session.id)),
                 export_limits: config.export_limits(),
                 blobs: blobs.clone(),
             };
@@ -1104,6 +1103,48 @@ impl ChatSync {
 struct Session {
     source: Arc<dyn Source>,
     state: watch::Sender<SourceState>,
+}
+
+/// A session's stored state as its source may read it ([`sources::StoredSession`]): reads
+/// of one session in storage, and nothing else.
+pub struct StoredSessionView {
+    store: Store,
+    session_id: String,
+}
+
+impl StoredSessionView {
+    /// The view of `session_id` in `store`.
+    pub fn new(store: Store, session_id: &str) -> Self {
+        Self {
+            store,
+            session_id: session_id.to_owned(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl sources::StoredSession for StoredSessionView {
+    async fn chats(&self, after_seq: u64, limit: u64) -> Result<Vec<Chat>> {
+        self.store
+            .list_chats(&self.session_id, after_seq, limit)
+            .await
+    }
+
+    async fn chat(&self, chat_id: &str) -> Result<Option<Chat>> {
+        self.store.find_chat(&self.session_id, chat_id).await
+    }
+
+    async fn has_message(&self, chat_id: &str, provider_message_id: &str) -> Result<bool> {
+        self.store
+            .has_message(&self.session_id, chat_id, provider_message_id)
+            .await
+    }
+
+    async fn provider_ids(&self, chat_id: &str) -> Result<std::collections::HashSet<String>> {
+        self.store
+            .stored_provider_ids(&self.session_id, chat_id)
+            .await
+    }
 }
 
 /// Completes once `shutdown` turns true (or its sender is gone).

@@ -39,10 +39,10 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::model::{NO_PEOPLE, NewMessage, People, now_ms};
+use crate::model::{NO_PEOPLE, NewMessage, People, SyncState, now_ms};
 use crate::sources::{ChatHistory, Source, SourceChat, SourceError, apply_window};
 use crate::storage::{
-    FileFingerprint, FileRecord, ImportChat, LeaseKind, RunClaim, Store, SyncRecord, SyncState,
+    FileFingerprint, FileRecord, ImportChat, LeaseKind, RunClaim, Store, SyncRecord,
 };
 
 /// Messages stored per transaction: a chat larger than this gets one MESSAGES_SAVED frame

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{ChatHistory, Source, SourceChat, SourceContext, SourceError};
-use crate::config::SessionConfig;
+use crate::sources::SessionConfig;
 
 /// The source kind in the configuration.
 pub const KIND: &str = "local";
@@ -47,8 +47,8 @@ impl Source for Local {
         loop {
             let page = self
                 .context
-                .store
-                .list_chats(&self.context.session_id, after_seq, 1_000)
+                .stored
+                .chats(after_seq, 1_000)
                 .await
                 .map_err(|error| SourceError::Unavailable(error.to_string()))?;
             let Some(last) = page.last() else { break };

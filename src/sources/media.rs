@@ -76,9 +76,7 @@ pub fn mime_for(file_name: &str) -> &'static str {
 /// files of those messages: storage skips the messages, so their files need not be read again.
 /// Empty on a storage error (every file is then read, which is only slower).
 pub fn stored_ids_blocking(context: &SourceContext, chat_id: &str) -> HashSet<String> {
-    let read = context
-        .store
-        .stored_provider_ids(&context.session_id, chat_id);
+    let read = context.stored.provider_ids(chat_id);
     tokio::runtime::Handle::current()
         .block_on(read)
         .unwrap_or_else(|error| {

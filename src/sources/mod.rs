@@ -28,21 +28,23 @@
 //! Export files are read bounded ([`ExportLimits`], [`read_bounded`]): an export larger than
 //! `max_export_bytes`, or a zip entry that inflates beyond `max_export_compression_ratio`, is
 //! one failed chat, and no allocation follows a size a file merely declares.
+pub mod export;
 pub mod local;
 pub mod matrix;
 pub mod media;
 pub mod telegram;
 pub mod whatsapp;
 
-use std::io::Read;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
-use crate::config::SessionConfig;
 use crate::error::Error;
+/// Re-exported for source implementations: [`LiveSink::set_state`] takes it.
+pub use crate::model::SourceState;
 use crate::model::{NewMessage, People};
-use crate::storage::Store;
+
+pub use export::{ExportLimits, RATIO_CHECK_FLOOR, read_bounded, too_compressed, too_large};
 
 /// A chat as a source lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,19 +239,6 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
-/// Whether a live source's connection is up, as GetSyncStatus and the health service show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceState {
-    /// The source has no live connection (exports, and `local`, where chatsync is the server).
-    NotLive,
-    /// Connecting for the first time since the server started.
-    Connecting,
-    /// Connected: upstream changes arrive live.
-    Up,
-    /// Unreachable or refusing; the source retries with backoff. The text says why.
-    Down(String),
-}
-
 /// One change a live source saw upstream, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveEvent {
@@ -308,105 +297,48 @@ pub trait LiveSink: Send + Sync {
     fn stopped(&self) -> tokio::sync::watch::Receiver<bool>;
 }
 
+/// One `[[sessions]]` entry: an id, a source kind, and the source's own settings (all other
+/// keys of the table, read by the source's factory).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SessionConfig {
+    /// The session id clients use. 1 to 128 characters.
+    pub id: String,
+    /// The source kind: `whatsapp-export`, `telegram-export`, `local` or `matrix`.
+    pub source: String,
+    /// Source settings, e.g. `path`, `timezone`, `date_order` (exports), or `homeserver`,
+    /// `user_id`, `access_token_env` / `access_token_file` (matrix).
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a source may read of its own session's stored state. Implemented by the domain
+/// layer over storage (`service::StoredSessionView`): sources never reach the database
+/// otherwise, and write only through their history or their [`LiveSink`]. Errors are the
+/// storage's, as [`Error`].
+#[async_trait]
+pub trait StoredSession: Send + Sync {
+    /// The session's stored chats whose last change is after `after_seq`, in seq order, at
+    /// most `limit`.
+    async fn chats(&self, after_seq: u64, limit: u64) -> Result<Vec<crate::model::Chat>, Error>;
+    /// The stored chat `chat_id`, if any.
+    async fn chat(&self, chat_id: &str) -> Result<Option<crate::model::Chat>, Error>;
+    /// Whether a message with this provider id is stored in the chat.
+    async fn has_message(&self, chat_id: &str, provider_message_id: &str) -> Result<bool, Error>;
+    /// The provider ids of the chat's stored messages.
+    async fn provider_ids(&self, chat_id: &str)
+    -> Result<std::collections::HashSet<String>, Error>;
+}
+
 /// What a source factory may use besides its settings.
 #[derive(Clone)]
 pub struct SourceContext {
     pub session_id: String,
-    pub store: Store,
+    /// The session's stored state, read-only.
+    pub stored: Arc<dyn StoredSession>,
     /// Bounds on the export files an export source reads (media files included, each one).
     pub export_limits: ExportLimits,
     /// Where sources put the bytes of message attachments (`blob_dir`).
     pub blobs: Arc<dyn crate::blobs::BlobStore>,
-}
-
-/// How much an export source reads from one file (`max_export_bytes` and
-/// `max_export_compression_ratio` in the configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExportLimits {
-    /// The most bytes of one export's text (a `.txt`, a `result.json`, or the uncompressed
-    /// `_chat.txt` inside a zip). Default 1 GiB.
-    pub max_bytes: u64,
-    /// The most a zip entry may inflate: uncompressed bytes per compressed byte. Checked once
-    /// an entry is past [`RATIO_CHECK_FLOOR`] bytes, so small files (which may compress very
-    /// well) are never refused by it. Default 100.
-    pub max_compression_ratio: u64,
-}
-
-/// Uncompressed bytes below which a zip entry's compression ratio is not checked.
-pub const RATIO_CHECK_FLOOR: u64 = 1 << 20;
-
-impl Default for ExportLimits {
-    fn default() -> Self {
-        Self {
-            max_bytes: 1 << 30,
-            max_compression_ratio: 100,
-        }
-    }
-}
-
-/// Reads `reader` to its end, bounded by `limits`: at most `limits.max_bytes` bytes, and, when
-/// `compressed_bytes` is given (a zip entry), at most `limits.max_compression_ratio` times that
-/// once past [`RATIO_CHECK_FLOOR`]. `declared_bytes` (a size the file claims) only sizes the
-/// first allocation, up to 8 MiB; the buffer grows with what is really read. `name` is how
-/// errors name the file.
-///
-/// Errors: [`SourceError::Invalid`] naming the limit that was crossed (the read stops there,
-/// so memory stays bounded), or [`SourceError::Io`].
-pub fn read_bounded(
-    mut reader: impl Read,
-    name: &str,
-    declared_bytes: Option<u64>,
-    compressed_bytes: Option<u64>,
-    limits: &ExportLimits,
-) -> Result<Vec<u8>, SourceError> {
-    const FIRST_ALLOCATION: u64 = 8 << 20;
-    let capacity = declared_bytes
-        .unwrap_or(0)
-        .min(limits.max_bytes)
-        .min(FIRST_ALLOCATION);
-    let mut bytes = Vec::with_capacity(capacity as usize);
-    let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        let read = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(bytes),
-            Ok(read) => read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(SourceError::Io {
-                    context: format!("cannot read {name}"),
-                    source,
-                });
-            }
-        };
-        let total = bytes.len() as u64 + read as u64;
-        if total > limits.max_bytes {
-            return Err(too_large(name, limits));
-        }
-        if let Some(compressed) = compressed_bytes
-            && total > RATIO_CHECK_FLOOR
-            && total > compressed.saturating_mul(limits.max_compression_ratio)
-        {
-            return Err(too_compressed(name, compressed, limits));
-        }
-        bytes.extend_from_slice(&chunk[..read]);
-    }
-}
-
-/// The error for an export above `max_export_bytes`.
-pub fn too_large(name: &str, limits: &ExportLimits) -> SourceError {
-    SourceError::Invalid(format!(
-        "{name} is larger than the export size limit of {} bytes (max_export_bytes)",
-        limits.max_bytes
-    ))
-}
-
-/// The error for a zip entry that inflates beyond `max_export_compression_ratio`.
-pub fn too_compressed(name: &str, compressed: u64, limits: &ExportLimits) -> SourceError {
-    SourceError::Invalid(format!(
-        "{name} inflates more than {} times its {compressed} compressed bytes \
-         (max_export_compression_ratio): refused as a likely zip bomb",
-        limits.max_compression_ratio
-    ))
 }
 
 /// A source factory: builds a session's source from its configuration, or says why it cannot.
@@ -499,41 +431,5 @@ pub fn keep_most_recent<T>(items: &mut Vec<T>, limit: Option<usize>) {
         && items.len() > limit
     {
         items.drain(..items.len() - limit);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: ExportLimits = ExportLimits {
-        max_bytes: 3 << 20,
-        max_compression_ratio: 10,
-    };
-
-    #[test]
-    fn read_bounded_reads_up_to_the_size_limit_and_refuses_one_byte_more() {
-        let exact = vec![b'a'; LIMITS.max_bytes as usize];
-        let read = read_bounded(&exact[..], "x.txt", Some(u64::MAX), None, &LIMITS).expect("ok");
-        assert_eq!(read.len(), exact.len());
-        let over = vec![b'a'; LIMITS.max_bytes as usize + 1];
-        let error = read_bounded(&over[..], "x.txt", None, None, &LIMITS).expect_err("refused");
-        assert!(error.to_string().contains("max_export_bytes"), "{error}");
-    }
-
-    #[test]
-    fn read_bounded_checks_the_ratio_only_past_the_floor() {
-        let text = vec![b'a'; RATIO_CHECK_FLOOR as usize];
-        // 1 MiB from 1 compressed byte: below the floor, not checked.
-        assert!(read_bounded(&text[..], "x.zip", None, Some(1), &LIMITS).is_ok());
-        let more = vec![b'a'; 2 * RATIO_CHECK_FLOOR as usize];
-        let error = read_bounded(&more[..], "x.zip", None, Some(1_000), &LIMITS)
-            .expect_err("2 MiB from 1,000 bytes");
-        assert!(
-            error.to_string().contains("max_export_compression_ratio"),
-            "{error}"
-        );
-        let fine = RATIO_CHECK_FLOOR * 2 / LIMITS.max_compression_ratio + 1;
-        assert!(read_bounded(&more[..], "x.zip", None, Some(fine), &LIMITS).is_ok());
     }
 }

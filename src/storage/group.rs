@@ -23,9 +23,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::Store;
-use super::messages::{MessageRef, MissingChat};
 use crate::error::{Error, Result};
-use crate::model::{Message, MessageStatus, NewMessage};
+use crate::model::{Message, MessageRef, MessageStatus, MissingChat, NewMessage};
 
 /// One write that may share its transaction with others of its session.
 #[derive(Debug, Clone)]

@@ -14,31 +14,9 @@ use super::import::ImportChat;
 use super::rows::{change_row, chat_from_row, message_from_row, message_query, new_message_row};
 use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
 use crate::error::{Error, Result};
-use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage, now_ms};
-
-/// Identifies one message of a session.
-#[derive(Debug, Clone)]
-pub enum MessageRef {
-    /// The server id.
-    Id(i64),
-    /// The source's id within a chat.
-    Provider {
-        chat_id: String,
-        provider_message_id: String,
-    },
-}
-
-impl std::fmt::Display for MessageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Id(id) => write!(f, "message {id}"),
-            Self::Provider {
-                chat_id,
-                provider_message_id,
-            } => write!(f, "message {provider_message_id:?} in chat {chat_id:?}"),
-        }
-    }
-}
+use crate::model::{
+    Chat, Message, MessageKind, MessageRef, MessageStatus, MissingChat, NewMessage, now_ms,
+};
 
 /// An upstream change to a stored message's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,15 +25,6 @@ pub enum MessageEdit<'a> {
     Text { text: &'a str, editor: &'a str },
     /// The message was deleted: kind DELETED, no text.
     Deleted,
-}
-
-/// Whether [`Store::insert_outgoing`] may create the chat of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingChat {
-    /// The chat is created (named by its id) with the message: a native source.
-    Create,
-    /// An unknown chat is `NotFound`.
-    Refuse,
 }
 
 impl WriteTxn {

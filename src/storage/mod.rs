@@ -51,8 +51,8 @@ use crate::error::{Error, Result};
 pub use files::{FileFingerprint, FileRecord};
 pub use group::GroupCommitStats;
 pub use import::ImportChat;
-pub use messages::{MessageEdit, MessageRef};
-pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord, SyncState};
+pub use messages::MessageEdit;
+pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord};
 pub use snapshot::{Snapshot, SnapshotChat};
 pub use write::WriteTxn;
 

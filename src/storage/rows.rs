@@ -4,7 +4,8 @@ use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::{change, chat, message};
-use super::{MessageRef, ROWS_PER_INSERT, storable};
+use super::{ROWS_PER_INSERT, storable};
+use crate::model::MessageRef;
 use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage};
 
 /// One row of the change log.

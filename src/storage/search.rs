@@ -11,21 +11,8 @@ use super::Store;
 use super::entities::message;
 use super::rows::message_from_row;
 use crate::error::Result;
-use crate::model::{Message, MessageKind};
+use crate::model::{Message, MessageKind, SearchFilter};
 use crate::search::{SearchMode, SearchQuery};
-
-/// Which messages a search covers besides its query.
-#[derive(Debug, Clone, Default)]
-pub struct SearchFilter {
-    /// Only these chats; empty means all.
-    pub chat_ids: Vec<String>,
-    /// Only messages with `sent_at >= sent_after_ms` (Unix ms).
-    pub sent_after_ms: Option<i64>,
-    /// Only messages with `sent_at < sent_before_ms` (Unix ms).
-    pub sent_before_ms: Option<i64>,
-    /// Only messages with `id <= max_id`: those that existed when the first page was read.
-    pub max_id: i64,
-}
 
 /// A matching message and its relevance (higher is better).
 #[derive(Debug, Clone)]

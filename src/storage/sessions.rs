@@ -15,20 +15,10 @@ use sea_orm::{
 use super::Store;
 use super::entities::{chat, lease, message, session};
 use crate::error::{Error, Result};
-use crate::model::now_ms;
+use crate::model::{SyncState, now_ms};
 
 /// The PostgreSQL channel that carries a session id whenever its sync-run state is saved.
 pub const RUNS_CHANNEL: &str = "chatsync_runs";
-
-/// The persisted state of a session's sync runs (`sessions.sync_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncState {
-    NeverSynced = 1,
-    Running = 2,
-    Succeeded = 3,
-    Failed = 4,
-    Interrupted = 5,
-}
 
 impl SyncState {
     fn from_i16(value: i16) -> Self {

@@ -51,10 +51,11 @@ use self::client::{Client, MatrixError};
 use self::events::{TimelineItem, member_people, read_timeline_event, room_name};
 use super::{
     ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext, SourceError,
-    SourceState, apply_window,
+    apply_window,
 };
-use crate::config::SessionConfig;
+use crate::model::SourceState;
 use crate::model::{Attachment, MessageKind};
+use crate::sources::SessionConfig;
 
 /// The source kind in the configuration.
 pub const KIND: &str = "matrix";
@@ -210,12 +211,8 @@ impl Matrix {
         };
         let stored = self
             .context
-            .store
-            .has_message(
-                &self.context.session_id,
-                chat_id,
-                &message.provider_message_id,
-            )
+            .stored
+            .has_message(chat_id, &message.provider_message_id)
             .await
             .unwrap_or(false);
         if stored {
@@ -623,8 +620,8 @@ impl Source for Matrix {
                     tracing::warn!(%room_id, %error, "cannot read the room's name");
                     let stored = self
                         .context
-                        .store
-                        .find_chat(&self.context.session_id, room_id.as_str())
+                        .stored
+                        .chat(room_id.as_str())
                         .await
                         .ok()
                         .flatten();
@@ -915,7 +912,7 @@ mod tests {
             .unwrap();
         let context = SourceContext {
             session_id: "mx".into(),
-            store,
+            stored: Arc::new(crate::service::StoredSessionView::new(store, "mx")),
             export_limits: Default::default(),
             blobs: Arc::new(crate::blobs::DirBlobStore::new(dir.path().join("blobs"))),
         };

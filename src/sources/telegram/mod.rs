@@ -34,10 +34,10 @@ use super::{
     ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, keep_most_recent,
     media,
 };
-use crate::config::SessionConfig;
 use crate::model::{
     MemberEvent, Membership, MessageKind, MessageStatus, NewContact, NewMessage, People,
 };
+use crate::sources::SessionConfig;
 use parser::TelegramChat;
 
 /// The source kind in the configuration.
@@ -73,7 +73,7 @@ impl TelegramExport {
         let settings: Settings = super::settings(config)?;
         Ok(Arc::new(Self {
             path: settings.path,
-            timezone: super::whatsapp::parse_timezone(settings.timezone.as_deref())?,
+            timezone: super::export::parse_timezone(settings.timezone.as_deref())?,
             limits: context.export_limits,
             parsed: Mutex::default(),
             context: context.clone(),

@@ -149,7 +149,7 @@ pub fn parse(input: &[u8], timezone: Tz) -> Result<Vec<TelegramChat>, TelegramEr
 /// A wall-clock time read as if in UTC (`unix`), re-read in `timezone`.
 fn in_zone(unix: i64, timezone: Tz) -> i64 {
     match DateTime::from_timestamp(unix, 0) {
-        Some(utc) => crate::sources::whatsapp::to_utc_ms(&utc.naive_utc(), timezone) / 1000,
+        Some(utc) => crate::sources::export::to_utc_ms(&utc.naive_utc(), timezone) / 1000,
         None => unix,
     }
 }

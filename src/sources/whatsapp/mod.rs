@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{NaiveDateTime, TimeZone};
+use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -39,8 +39,9 @@ use super::{
     ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, apply_window, media,
 };
 use crate::blobs::{BlobStore, hex};
-use crate::config::SessionConfig;
 use crate::model::{Attachment, MessageKind, MessageStatus, NewMessage};
+use crate::sources::SessionConfig;
+use crate::sources::export::{parse_timezone, to_utc_ms};
 use parser::{DateOrder, ParseOptions};
 
 /// The source kind in the configuration.
@@ -82,16 +83,6 @@ impl WhatsAppExport {
             limits: context.export_limits,
             context: context.clone(),
         }))
-    }
-}
-
-/// Parses an IANA zone name; `None` is UTC.
-pub fn parse_timezone(name: Option<&str>) -> Result<Tz, String> {
-    match name {
-        None => Ok(Tz::UTC),
-        Some(name) => name.parse::<Tz>().map_err(|_| {
-            format!("unknown timezone {name:?} (use an IANA name such as Europe/Berlin)")
-        }),
     }
 }
 
@@ -242,21 +233,6 @@ fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &s
     let mut digest = [0u8; 16];
     digest.copy_from_slice(&full[..16]);
     digest
-}
-
-/// Reads a wall-clock time in `timezone` as a UTC instant, in Unix milliseconds. A time that
-/// falls in a DST gap is read one hour later; an ambiguous one takes the earlier instant.
-pub fn to_utc_ms(timestamp: &NaiveDateTime, timezone: Tz) -> i64 {
-    timezone
-        .from_local_datetime(timestamp)
-        .earliest()
-        .or_else(|| {
-            timezone
-                .from_local_datetime(&(*timestamp + chrono::Duration::hours(1)))
-                .earliest()
-        })
-        .map(|instant| instant.timestamp_millis())
-        .unwrap_or_else(|| timestamp.and_utc().timestamp_millis())
 }
 
 /// The exports in `folder`, sorted by chat name.
