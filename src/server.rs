@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::service::LayerExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -59,7 +59,11 @@ pub struct Application {
     tokens: Arc<Tokens>,
     tls: Option<ServerTlsConfig>,
     service: ChatSync,
-    shutdown: watch::Sender<bool>,
+    /// Cancelled when the server starts shutting down: open streams, live loops and sync
+    /// runs stop on it.
+    shutdown: CancellationToken,
+    /// Cancels `shutdown` when the application is dropped without being run to the end.
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 impl Application {
@@ -86,8 +90,8 @@ impl Application {
             .map_err(|e| {
                 anyhow::anyhow!("cannot open database {}: {e}", redact(&config.database_url))
             })?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let service = ChatSync::new(&config, store, shutdown_rx).await?;
+        let shutdown = CancellationToken::new();
+        let service = ChatSync::new(&config, store, shutdown.clone()).await?;
         raise_fd_limit();
         let listener = listen(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -99,6 +103,7 @@ impl Application {
             tokens,
             tls,
             service,
+            _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
         })
     }
@@ -121,7 +126,7 @@ impl Application {
         // its live source is down or still connecting.
         for (session_id, mut state) in self.service.source_states() {
             let reporter = health_reporter.clone();
-            let mut shutdown = self.shutdown.subscribe();
+            let shutdown = self.shutdown.clone();
             tokio::spawn(async move {
                 let name = format!("{SESSION_HEALTH_PREFIX}{session_id}");
                 loop {
@@ -132,7 +137,7 @@ impl Application {
                     reporter.set_service_status(&name, serving).await;
                     tokio::select! {
                         changed = state.changed() => if changed.is_err() { return },
-                        _ = crate::service::stopped(&mut shutdown) => {
+                        _ = shutdown.cancelled() => {
                             reporter.set_service_status(&name, ServingStatus::NotServing).await;
                             return;
                         }
@@ -171,7 +176,7 @@ impl Application {
             reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
-            let _ = shutdown.send(true);
+            shutdown.cancel();
             let _ = stopped_tx.send(());
         });
         let mut stopped = stopped_rx;
@@ -224,12 +229,12 @@ impl Application {
                 self.tokens.clone(),
             ))
             .serve_with_incoming_shutdown(incoming, grace);
-        let mut shutdown_seen = self.shutdown.subscribe();
+        let shutdown_seen = self.shutdown.clone();
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => result?,
             _ = async {
-                let _ = shutdown_seen.wait_for(|s| *s).await;
+                shutdown_seen.cancelled().await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             } => {
                 tracing::warn!("connections still open after the grace period; stopping anyway");

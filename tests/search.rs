@@ -90,12 +90,12 @@ impl Source for ScriptedSource {
             return;
         };
         sink.set_state(SourceState::Up);
-        let mut stopped = sink.stopped();
+        let stopped = sink.stopped();
         let mut n = 0;
         loop {
             let batch = tokio::select! {
                 batch = receiver.recv() => batch,
-                _ = chatsync::service::stopped(&mut stopped) => None,
+                _ = stopped.cancelled() => None,
             };
             let Some((events, done)) = batch else { return };
             n += 1;

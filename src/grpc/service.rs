@@ -38,7 +38,7 @@ impl ChatSyncService for Api {
                 .await
                 .map_err(status_from)?;
             let (sender, receiver) = mpsc::channel(64);
-            let mut shutdown = self.service.shutdown();
+            let shutdown = self.service.shutdown();
             // Forwards frames until the run ends, the client goes or the server shuts down;
             // the run itself goes on.
             tokio::spawn(
@@ -63,7 +63,7 @@ impl ChatSyncService for Api {
                                         return;
                                     }
                                 },
-                                _ = crate::service::stopped(&mut shutdown) => {
+                                _ = shutdown.cancelled() => {
                                     let _ = sender.try_send(Err(Status::unavailable("the server is shutting down")));
                                     return;
                                 }

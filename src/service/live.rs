@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::stopped;
+use tokio_util::sync::CancellationToken;
+
 use crate::error::Result;
 use crate::model::{MessageRef, SourceState};
 use crate::model::{NO_PEOPLE, NewMessage};
@@ -29,9 +30,9 @@ pub struct LiveStore {
     pub session_id: String,
     pub store: Store,
     pub state: watch::Sender<SourceState>,
-    /// Turns true when the loop must stop: the server shuts down, or this replica lost the
+    /// Cancelled when the loop must stop: the server shuts down, or this replica lost the
     /// session's live lease.
-    pub stop: watch::Receiver<bool>,
+    pub stop: CancellationToken,
 }
 
 /// What [`spawn`] needs besides the source.
@@ -39,7 +40,7 @@ pub struct LiveLease {
     pub session_id: String,
     pub store: Store,
     pub state: watch::Sender<SourceState>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
     /// This replica's id, the holder named in the lease.
     pub holder: String,
     /// How long the lease lasts without renewal; renewed every third of that.
@@ -65,7 +66,7 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
         session_id,
         store,
         state,
-        mut shutdown,
+        shutdown,
         holder,
         lease,
     } = lease;
@@ -75,7 +76,7 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stopped(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         match store
             .acquire_lease(&session_id, LeaseKind::Live, &holder, lease_ms)
@@ -89,12 +90,12 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
             }
         }
         tracing::info!("this replica runs the live loop");
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = shutdown.child_token();
         let sink = LiveStore {
             session_id: session_id.clone(),
             store: store.clone(),
             state: state.clone(),
-            stop: stop_rx,
+            stop: stop.clone(),
         };
         let running = source.clone();
         let mut task =
@@ -103,7 +104,7 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
         let shutting_down = loop {
             tokio::select! {
                 _ = &mut task => break false,
-                _ = stopped(&mut shutdown) => break true,
+                _ = shutdown.cancelled() => break true,
                 _ = tick.tick() => match store.renew_lease(&session_id, LeaseKind::Live, &holder, lease_ms).await {
                     Ok(true) => renewed_at = std::time::Instant::now(),
                     Ok(false) => {
@@ -120,7 +121,7 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
                 },
             }
         };
-        let _ = stop.send(true);
+        stop.cancel();
         if !task.is_finished() {
             let _ = task.await;
         }
@@ -286,7 +287,7 @@ impl LiveSink for LiveStore {
         });
     }
 
-    fn stopped(&self) -> watch::Receiver<bool> {
+    fn stopped(&self) -> CancellationToken {
         self.stop.clone()
     }
 }

@@ -14,6 +14,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -116,7 +118,7 @@ struct Inner {
     sessions: HashMap<String, Session>,
     runs: Arc<sync::SyncRuns>,
     hub: subscriptions::Hub,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     /// The estimated encoded size a listing page stays within.
     page_bytes: usize,
     /// Message media (GetMedia reads it; sources write it).
@@ -132,7 +134,7 @@ impl ChatSync {
     pub async fn new(
         config: &Config,
         store: Store,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let interrupted = store.mark_interrupted_runs().await?;
         if interrupted > 0 {
@@ -202,8 +204,8 @@ impl ChatSync {
         })
     }
 
-    /// Turns true when the server starts shutting down; open streams end then.
-    pub fn shutdown(&self) -> watch::Receiver<bool> {
+    /// Cancelled when the server starts shutting down; open streams end then.
+    pub fn shutdown(&self) -> CancellationToken {
         self.inner.shutdown.clone()
     }
 
@@ -355,7 +357,7 @@ impl ChatSync {
         let head_seq = snapshot.head_seq();
         let n_chats = u32::try_from(snapshot.n_chats()).unwrap_or(u32::MAX);
         let budget = self.inner.page_bytes;
-        let mut shutdown = self.shutdown();
+        let shutdown = self.shutdown();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         let frame = move |chat: Option<Chat>| SnapshotFrame {
             head_seq,
@@ -376,7 +378,7 @@ impl ChatSync {
                 loop {
                     let next = tokio::select! {
                         next = snapshot.next_chat(u64::from(limit)) => next,
-                        _ = stopped(&mut shutdown) => {
+                        _ = shutdown.cancelled() => {
                             let _ = sender.try_send(Err(Error::Unavailable("the server is shutting down".into())));
                             return;
                         }
@@ -403,7 +405,7 @@ impl ChatSync {
                     let failed = item.is_err();
                     tokio::select! {
                         sent = sender.send(item) => if sent.is_err() || failed { return },
-                        _ = stopped(&mut shutdown) => {
+                        _ = shutdown.cancelled() => {
                             let _ = sender.try_send(Err(Error::Unavailable("the server is shutting down".into())));
                             return;
                         }
@@ -420,7 +422,7 @@ impl ChatSync {
                             tokio::select! {
                                 _ = sender.send(Err(error)) => {}
                                 _ = sender.closed() => {}
-                                _ = stopped(&mut shutdown) => {}
+                                _ = shutdown.cancelled() => {}
                             }
                             return;
                         }
@@ -1145,11 +1147,6 @@ impl sources::StoredSession for StoredSessionView {
             .stored_provider_ids(&self.session_id, chat_id)
             .await
     }
-}
-
-/// Completes once `shutdown` turns true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
 /// A retry under a used idempotency key returns the stored message, but only when it asks for

@@ -31,7 +31,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::stopped;
+use tokio_util::sync::CancellationToken;
+
 use crate::error::{Error, Result};
 use crate::model::Change;
 use crate::storage::Store;
@@ -70,7 +71,7 @@ pub struct Hub {
     store: Store,
     feeds: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
     heartbeat: Duration,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     cursors: Arc<Mutex<Cursors>>,
 }
 
@@ -85,7 +86,7 @@ pub struct HubObservation {
 }
 
 impl Hub {
-    pub fn new(store: Store, heartbeat: Duration, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(store: Store, heartbeat: Duration, shutdown: CancellationToken) -> Self {
         Self {
             store,
             feeds: Mutex::default(),
@@ -206,7 +207,7 @@ struct Feed {
 }
 
 impl Feed {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, shutdown: CancellationToken) {
         let mut cursor = *self.heads.borrow_and_update();
         loop {
             tokio::select! {
@@ -215,7 +216,7 @@ impl Feed {
                         return;
                     }
                 }
-                _ = stopped(&mut shutdown) => return,
+                _ = shutdown.cancelled() => return,
             }
             let head = *self.heads.borrow_and_update();
             while cursor < head {
@@ -293,7 +294,7 @@ struct Producer {
 struct Gone;
 
 impl Producer {
-    async fn run(mut self, heartbeat: Duration, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, heartbeat: Duration, shutdown: CancellationToken) {
         let head = *self.heads.borrow_and_update();
         let mut cursor = self.request.after_seq.unwrap_or(head);
         let outcome = async {
@@ -327,7 +328,7 @@ impl Producer {
                     _ = ticks.tick() => {
                         self.send(Ok(Event::Heartbeat { seq: cursor })).await?;
                     }
-                    _ = stopped(&mut shutdown) => {
+                    _ = shutdown.cancelled() => {
                         let _ = self.sender.try_send(Err(Error::Unavailable("the server is shutting down".into())));
                         return Ok(());
                     }

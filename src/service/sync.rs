@@ -39,6 +39,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::model::{NO_PEOPLE, NewMessage, People, SyncState, now_ms};
 use crate::sources::{ChatHistory, Source, SourceChat, SourceError, apply_window};
 use crate::storage::{
@@ -153,8 +155,8 @@ pub struct SyncRuns {
     holder: String,
     /// How long a lease lasts without renewal; it is renewed every third of that.
     lease: Duration,
-    /// Turns true when the server shuts down: running runs stop, INTERRUPTED.
-    shutdown: watch::Receiver<bool>,
+    /// Cancelled when the server shuts down: running runs stop, INTERRUPTED.
+    shutdown: CancellationToken,
     /// How many runs this replica is supervising (until each has persisted its outcome).
     active: watch::Sender<usize>,
     /// New messages this replica's runs have stored since start (the
@@ -179,8 +181,8 @@ impl Drop for Active {
 }
 
 impl SyncRuns {
-    /// `holder` is this replica's id in leases; `shutdown` turns true when the server stops.
-    pub fn new(holder: String, lease: Duration, shutdown: watch::Receiver<bool>) -> Self {
+    /// `holder` is this replica's id in leases; `shutdown` is cancelled when the server stops.
+    pub fn new(holder: String, lease: Duration, shutdown: CancellationToken) -> Self {
         Self {
             runs: Mutex::default(),
             starting: tokio::sync::Mutex::default(),
@@ -320,10 +322,10 @@ impl SyncRuns {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
         let lease_ms = self.lease.as_millis() as i64;
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
-                _ = super::stopped(&mut shutdown) => {
+                _ = shutdown.cancelled() => {
                     task.abort();
                     if let Ok(()) = (&mut task).await {
                         // It finished before the abort took: its outcome is persisted.

@@ -39,6 +39,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::error::Error;
 /// Re-exported for source implementations: [`LiveSink::set_state`] takes it.
 pub use crate::model::SourceState;
@@ -225,7 +227,7 @@ pub trait Source: Send + Sync + 'static {
         usize::MAX
     }
 
-    /// Runs the source's live connection until `sink.stopped()` turns true: the source
+    /// Runs the source's live connection until `sink.stopped()` is cancelled: the source
     /// reports upstream changes through `sink` and says whether it is connected. Sources with
     /// no live connection (exports, `local`) keep the default, which returns at once.
     async fn run_live(&self, sink: Arc<dyn LiveSink>) {
@@ -293,8 +295,9 @@ pub trait LiveSink: Send + Sync {
     async fn has_message(&self, chat_id: &str, provider_message_id: &str) -> Result<bool, Error>;
     /// Reports the connection state.
     fn set_state(&self, state: SourceState);
-    /// Turns true when the server shuts down; the live loop then returns.
-    fn stopped(&self) -> tokio::sync::watch::Receiver<bool>;
+    /// Cancelled when the loop must stop (the server shuts down, or this replica lost the
+    /// live lease); the live loop then returns.
+    fn stopped(&self) -> CancellationToken;
 }
 
 /// One `[[sessions]]` entry: an id, a source kind, and the source's own settings (all other

@@ -53,6 +53,8 @@ use super::{
     ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext, SourceError,
     apply_window,
 };
+use tokio_util::sync::CancellationToken;
+
 use crate::model::SourceState;
 use crate::model::{Attachment, MessageKind};
 use crate::sources::SessionConfig;
@@ -787,13 +789,13 @@ impl Source for Matrix {
     }
 
     async fn run_live(&self, sink: Arc<dyn LiveSink>) {
-        let mut stop = sink.stopped();
+        let stop = sink.stopped();
         let mut since = loop {
             match sink.cursor().await {
                 Ok(cursor) => break cursor,
                 Err(error) => {
                     tracing::error!(%error, "cannot read the stored sync token; retrying");
-                    if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
+                    if sleep_or_stop(&stop, Duration::from_secs(1)).await {
                         return;
                     }
                 }
@@ -805,7 +807,7 @@ impl Source for Matrix {
         loop {
             let result = tokio::select! {
                 result = self.sync_once(since.as_deref(), &mut names, sink.as_ref(), failures >= LENIENT_AFTER) => result,
-                _ = crate::service::stopped(&mut stop) => return,
+                _ = stop.cancelled() => return,
             };
             let error = match result {
                 Ok((events, next_batch)) => match sink.apply(events, &next_batch).await {
@@ -826,7 +828,7 @@ impl Source for Matrix {
             let wait = backoff(failures);
             tracing::warn!(%error, failures, retry_in_ms = wait.as_millis() as u64, "matrix /sync failed");
             sink.set_state(SourceState::Down(error));
-            if sleep_or_stop(&mut stop, wait).await {
+            if sleep_or_stop(&stop, wait).await {
                 return;
             }
         }
@@ -834,10 +836,10 @@ impl Source for Matrix {
 }
 
 /// Sleeps for `wait`; true when the server began shutting down first.
-async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, wait: Duration) -> bool {
+async fn sleep_or_stop(stop: &CancellationToken, wait: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(wait) => false,
-        _ = crate::service::stopped(stop) => true,
+        _ = stop.cancelled() => true,
     }
 }
 
