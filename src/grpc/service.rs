@@ -1,15 +1,13 @@
 //! The handlers of `chatsync.v1.ChatSyncService`: each checks the request's scope against its
 //! session, converts the request into domain terms, calls [`ChatSync`], and converts the
 //! result ([`super::convert`]).
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::Error;
 use crate::model::{self, MessageRef};
-use crate::service::{SearchRequest, Stage, SubscribeRequest};
+use crate::service::{SearchRequest, SubscribeRequest};
 
 use super::convert::*;
 use super::pb::{self, chat_sync_service_server::ChatSyncService};
@@ -31,65 +29,21 @@ impl ChatSyncService for Api {
         async {
             self.authorize(&request, &session_id)?;
             let limit = request.get_ref().limit_per_chat;
-            let since_ms = request.get_ref().since.as_ref().map(timestamp_ms).transpose().map_err(status_from)?;
-            let mut attachment = self
+            let since_ms = request
+                .get_ref()
+                .since
+                .as_ref()
+                .map(timestamp_ms)
+                .transpose()
+                .map_err(status_from)?;
+            let frames = self
                 .service
                 .sync_chats_since(&session_id, limit, since_ms)
                 .await
-                .map_err(status_from)?;
-            let (sender, receiver) = mpsc::channel(64);
-            let shutdown = self.service.shutdown();
-            // Forwards frames until the run ends, the client goes or the server shuts down;
-            // the run itself goes on.
-            tokio::spawn(
-                async move {
-                    let mut pending = attachment.snapshot.take();
-                    loop {
-                        let frame = match pending.take() {
-                            Some(frame) => frame,
-                            None => tokio::select! {
-                                next = attachment.frames.recv() => match next {
-                                    Ok(frame) => frame,
-                                    Err(RecvError::Lagged(skipped)) => {
-                                        tracing::debug!(skipped, "slow SyncChats client skipped frames");
-                                        continue;
-                                    }
-                                    Err(RecvError::Closed) => {
-                                        // The run ended without an outcome: the replica
-                                        // running it stopped, and it is INTERRUPTED.
-                                        let _ = sender.try_send(Err(Status::unavailable(
-                                            "the sync run was interrupted: the server running it stopped; sync again to resume",
-                                        )));
-                                        return;
-                                    }
-                                },
-                                _ = shutdown.cancelled() => {
-                                    let _ = sender.try_send(Err(Status::unavailable("the server is shutting down")));
-                                    return;
-                                }
-                            },
-                        };
-                        let stage = frame.stage;
-                        let error = frame.error.clone();
-                        if sender.send(Ok(pb::SyncChatsResponse::from(frame))).await.is_err() {
-                            tracing::debug!("SyncChats client went away; the run goes on");
-                            return;
-                        }
-                        match stage {
-                            Stage::Completed => return,
-                            Stage::Failed => {
-                                let _ = sender
-                                    .send(Err(Status::failed_precondition(format!("sync run failed: {error}"))))
-                                    .await;
-                                return;
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                .in_current_span(),
-            );
-            let stream = ReceiverStream::new(receiver);
+                .map_err(status_from)?
+                .into_stream(self.service.shutdown());
+            let stream =
+                frames.map(|frame| frame.map(pb::SyncChatsResponse::from).map_err(status_from));
             Ok(Response::new(Box::pin(stream) as Self::SyncChatsStream))
         }
         .instrument(span)

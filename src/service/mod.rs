@@ -36,7 +36,7 @@ use listings::{fit_newest, fit_oldest, message_bytes, page_bytes, page_size};
 pub use search::{MAX_SEARCH_CHATS, SearchHit, SearchPage, SearchRequest};
 pub use snapshot::{SNAPSHOT_STALL, SnapshotFrame, snapshot_slots};
 pub use subscriptions::{Event, SubscribeRequest};
-pub use sync::{Attachment, Progress, Stage};
+pub use sync::{Progress, RunHandle, Stage};
 
 /// The largest text SendMessage accepts, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 65_536;
@@ -261,7 +261,7 @@ impl ChatSync {
         &self,
         session_id: &str,
         limit_per_chat: Option<u32>,
-    ) -> Result<Attachment> {
+    ) -> Result<RunHandle> {
         self.sync_chats_since(session_id, limit_per_chat, None)
             .await
     }
@@ -273,7 +273,7 @@ impl ChatSync {
         session_id: &str,
         limit_per_chat: Option<u32>,
         since_ms: Option<i64>,
-    ) -> Result<Attachment> {
+    ) -> Result<RunHandle> {
         let session = self.session(session_id)?;
         let limit = match limit_per_chat.unwrap_or(sync::DEFAULT_LIMIT_PER_CHAT) {
             0 => None,
