@@ -61,17 +61,6 @@ pub fn is_sha256(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
-}
-
 /// The blob store in a directory: `ROOT/ab/cdef…`, temporary files in `ROOT/tmp/`. The
 /// directory is created on the first put.
 #[derive(Debug, Clone)]
@@ -118,7 +107,7 @@ impl BlobStore for DirBlobStore {
             }
             file.sync_all().await?;
             Ok::<_, io::Error>(BlobRef {
-                sha256: hex(&hasher.finalize()),
+                sha256: hex::encode(hasher.finalize()),
                 size,
             })
         }
@@ -150,7 +139,7 @@ impl BlobStore for DirBlobStore {
     }
 
     async fn put(&self, bytes: Vec<u8>) -> io::Result<BlobRef> {
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         let path = self.path_of(&sha256).expect("a digest is a valid hash");
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(BlobRef {
@@ -229,7 +218,7 @@ mod tests {
             .expect("put stream");
         assert_eq!(first, second);
         assert_eq!(first.size, 200_000);
-        assert_eq!(first.sha256, hex(&Sha256::digest(&bytes)));
+        assert_eq!(first.sha256, hex::encode(Sha256::digest(&bytes)));
         assert!(store.has(&first.sha256).await.expect("has"));
         let shard = dir.path().join("blobs").join(&first.sha256[..2]);
         assert_eq!(std::fs::read_dir(&shard).expect("shard").count(), 1);

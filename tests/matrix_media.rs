@@ -12,11 +12,12 @@ mod synapse;
 use std::time::Duration;
 
 use chatsync::grpc::pb;
-use common::{Backend, TestApp, all_messages, eventually, session, sync_frames, sync_status};
+use common::{
+    Backend, TestApp, all_messages, eventually, hex_sha256, session, sync_frames, sync_status,
+};
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use synapse::{Homeserver, MatrixUser};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -27,13 +28,6 @@ on_both_backends!(
 );
 
 const SESSION: &str = "mx";
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn enc(segment: &str) -> String {
     let mut out = String::new();

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use chatsync::grpc::pb;
 use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
-use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -23,13 +22,6 @@ on_both_backends!(
 /// The bytes of the two "photos" in the zip: identical, and larger than one 64 KiB chunk.
 fn photo_bytes() -> Vec<u8> {
     (0..150_000u32).map(|i| (i * 7 % 253) as u8).collect()
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Writes `WhatsApp Chat - Media Test.zip` into `dir`: `_chat.txt` with an iOS `<attached:>`

@@ -474,3 +474,9 @@ pub fn spawn_writers(
         })
         .collect()
 }
+
+/// The lowercase hex SHA-256 of `bytes`, as attachments and GetMedia name a blob.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -115,10 +115,7 @@ impl Source for TelegramExport {
                 Err(error) => {
                     tracing::warn!(path = %file.display(), %error, "telegram export cannot be parsed");
                     let digest = Sha256::digest(file.display().to_string());
-                    let chat_id = format!(
-                        "tg-file-{:02x}{:02x}{:02x}{:02x}",
-                        digest[0], digest[1], digest[2], digest[3]
-                    );
+                    let chat_id = format!("tg-file-{}", hex::encode(&digest[..4]));
                     let name = file
                         .file_name()
                         .and_then(|n| n.to_str())
@@ -138,10 +135,7 @@ impl Source for TelegramExport {
                     Some(id) => format!("tg-{id}"),
                     None => {
                         let digest = Sha256::digest(format!("{}\0{}", file.display(), chat.name));
-                        format!(
-                            "tg-x{:02x}{:02x}{:02x}{:02x}",
-                            digest[0], digest[1], digest[2], digest[3]
-                        )
+                        format!("tg-x{}", hex::encode(&digest[..4]))
                     }
                 };
                 chats.push(SourceChat {
@@ -230,7 +224,7 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
                         message.sender.as_deref().unwrap_or_default(),
                         message.text
                     ));
-                    let key: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                    let key = hex::encode(&digest[..12]);
                     let occurrence = occurrences.entry(key.clone()).or_insert(0);
                     *occurrence += 1;
                     format!("x{key}-{}", *occurrence - 1)
@@ -273,7 +267,7 @@ fn people(chat: &TelegramChat) -> People {
             Some(id) => (*id).to_owned(),
             None => {
                 let digest = Sha256::digest(name.as_bytes());
-                let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                let hex = hex::encode(&digest[..8]);
                 format!("tg:name:{hex}")
             }
         };

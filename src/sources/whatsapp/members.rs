@@ -215,7 +215,7 @@ pub(super) fn contact(name: &str) -> NewContact {
         None => {
             let digest = Sha256::digest(name.as_bytes());
             NewContact {
-                contact_id: format!("wa:name:{}", super::hex(&digest[..8])),
+                contact_id: format!("wa:name:{}", hex::encode(&digest[..8])),
                 display_name: name.to_owned(),
                 phone: None,
                 matrix_id: None,

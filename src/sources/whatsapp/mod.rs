@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use super::{
     ChatHistory, ExportLimits, Source, SourceChat, SourceContext, SourceError, apply_window, media,
 };
-use crate::blobs::{BlobStore, hex};
+use crate::blobs::BlobStore;
 use crate::model::{Attachment, MessageKind, MessageStatus, NewMessage};
 use crate::sources::SessionConfig;
 use crate::sources::export::{parse_timezone, to_utc_ms};
@@ -191,7 +191,7 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
             let sender = message.sender.unwrap_or_default();
             let digest = entry_digest(chat_id, &message.timestamp, &sender, &message.text);
             let occurrence = occurrences.entry(digest).or_insert(0);
-            let mut provider_message_id = hex(&digest);
+            let mut provider_message_id = hex::encode(digest);
             provider_message_id.push('-');
             let _ =
                 std::fmt::Write::write_fmt(&mut provider_message_id, format_args!("{occurrence}"));
@@ -331,7 +331,7 @@ pub fn chat_id_for_name(name: &str) -> String {
     }
     let slug = slug.trim_end_matches('-');
     let digest = Sha256::digest(name.as_bytes());
-    let short = hex(&digest[..4]);
+    let short = hex::encode(&digest[..4]);
     if slug.is_empty() {
         format!("chat-{short}")
     } else {
