@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod grpc;
+#[cfg(test)]
+mod layers;
 pub mod logging;
 pub mod metrics;
 pub mod model;
