@@ -4,6 +4,8 @@
 //! at their edges. Enum discriminants are the values stored in the database, so they never
 //! change.
 
+use crate::error::Error;
+
 /// What a message is. Stored as a small integer (`kind` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MessageKind {
@@ -403,4 +405,86 @@ pub enum MissingChat {
     Create,
     /// An unknown chat is `NotFound`.
     Refuse,
+}
+
+/// Refuses a NUL character in a request's text field: PostgreSQL cannot store it in text, so
+/// every backend refuses it alike. `InvalidArgument` naming `field`.
+pub fn refuse_nul(field: &str, value: &str) -> Result<(), Error> {
+    if value.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "{field} must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A chat id as a request names it (the source's own id: a WhatsApp export's file name, a
+/// Telegram chat id, a Matrix room id, a `local` chat's name): 1 to [`ChatId::MAX_BYTES`]
+/// bytes, not only white space, no NUL character.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChatId(String);
+
+impl ChatId {
+    /// The longest chat id a request may name, in bytes.
+    pub const MAX_BYTES: usize = 256;
+
+    /// Checks a requested chat id. Errors: `InvalidArgument` for an empty (or blank) id, one
+    /// over [`Self::MAX_BYTES`], or one with a NUL character.
+    pub fn parse(value: impl Into<String>) -> Result<Self, Error> {
+        let value = value.into();
+        if value.trim().is_empty() {
+            return Err(Error::InvalidArgument("chat_id must not be empty".into()));
+        }
+        if value.len() > Self::MAX_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "chat_id is {} bytes; the limit is {}",
+                value.len(),
+                Self::MAX_BYTES
+            )));
+        }
+        refuse_nul("chat_id", &value)?;
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A message's idempotency key (`client_message_id`): 1 to [`ClientMessageId::MAX_BYTES`]
+/// bytes with no NUL character. A retry under the same key returns the stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    /// The largest idempotency key, in bytes.
+    pub const MAX_BYTES: usize = 128;
+
+    /// Checks a requested key; `None` for an empty one (the server then makes one, see
+    /// [`Self::generate`]). Errors: `InvalidArgument` for a key over [`Self::MAX_BYTES`] or
+    /// with a NUL character.
+    pub fn parse_optional(value: impl Into<String>) -> Result<Option<Self>, Error> {
+        let value = value.into();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        if value.len() > Self::MAX_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "client_message_id is {} bytes; the limit is {}",
+                value.len(),
+                Self::MAX_BYTES
+            )));
+        }
+        refuse_nul("client_message_id", &value)?;
+        Ok(Some(Self(value)))
+    }
+
+    /// A new random key (a UUID v4), for a message sent without one.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }

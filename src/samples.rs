@@ -51,7 +51,7 @@ pub fn extract(dir: &Path) -> io::Result<usize> {
 /// it, and extracts the samples when a session reads from [`crate::config::samples_dir`].
 pub fn prepare(config: &Config) -> anyhow::Result<()> {
     let data_dir = crate::config::data_dir();
-    if let Some(database) = sqlite_path(&config.database_url)
+    if let Some(database) = crate::storage::sqlite_file(&config.database_url)
         && database.starts_with(&data_dir)
     {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
@@ -83,15 +83,6 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The file of a `sqlite://` URL, if it names one.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,15 +111,5 @@ mod tests {
             std::fs::read(dir.path().join("mine.txt")).expect("read"),
             b"kept"
         );
-    }
-
-    #[test]
-    fn sqlite_urls_name_their_file() {
-        assert_eq!(
-            sqlite_path("sqlite:///var/lib/chatsync/c.db?mode=rwc"),
-            Some(PathBuf::from("/var/lib/chatsync/c.db"))
-        );
-        assert_eq!(sqlite_path("sqlite::memory:"), None);
-        assert_eq!(sqlite_path("postgres://u@h/db"), None);
     }
 }

@@ -15,7 +15,8 @@ use chatsync::config::SessionConfig;
 use chatsync::grpc::pb;
 use chatsync::model::{MessageKind, MessageStatus, NewMessage};
 use chatsync::sources::{
-    ChatHistory, LiveEvent, LiveSink, Source, SourceChat, SourceContext, SourceError, SourceState,
+    Capabilities, ChatHistory, LiveEvent, LiveSink, Source, SourceChat, SourceContext, SourceError,
+    SourceState,
 };
 use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
@@ -76,8 +77,11 @@ impl Source for ScriptedSource {
         })
     }
 
-    fn is_live(&self) -> bool {
-        true
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            live: true,
+            ..Capabilities::READ_ONLY
+        }
     }
 
     async fn run_live(&self, sink: Arc<dyn LiveSink>) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use chatsync::sources::telegram::{history_from_chat, parser};
-use chatsync::sources::whatsapp::parse_timezone;
+use chatsync::sources::export::parse_timezone;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,8 @@
 #![no_main]
 
 use chatsync::sources::whatsapp::parser::{self, DateOrder, ParseOptions};
-use chatsync::sources::whatsapp::{history_from_export, parse_timezone};
+use chatsync::sources::export::parse_timezone;
+use chatsync::sources::whatsapp::history_from_export;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::model::{self, MessageStatus, SourceState, SyncState};
-use crate::service::{Event, Progress, Stage, SyncStatus};
+use crate::service::{Event, Progress, SendRequest, SnapshotFrame, Stage, SyncStatus};
 
 use super::pb;
 
@@ -25,6 +25,30 @@ pub(super) fn timestamp_ms(value: &prost_types::Timestamp) -> Result<i64, Error>
         )));
     }
     Ok(value.seconds * 1_000 + i64::from(value.nanos / 1_000_000))
+}
+
+impl TryFrom<pb::SendMessageRequest> for SendRequest {
+    type Error = Error;
+
+    /// Parses the chat id and the idempotency key ([`model::ChatId`],
+    /// [`model::ClientMessageId`]); `InvalidArgument` when either is malformed.
+    fn try_from(body: pb::SendMessageRequest) -> Result<Self, Error> {
+        Ok(SendRequest {
+            chat_id: model::ChatId::parse(body.chat_id)?,
+            client_message_id: model::ClientMessageId::parse_optional(body.client_message_id)?,
+            session_id: body.session_id,
+            text: body.text,
+            uploads: body
+                .attachments
+                .into_iter()
+                .map(|file| model::AttachmentUpload {
+                    file_name: file.file_name,
+                    mime_type: file.mime_type,
+                    data: file.data,
+                })
+                .collect(),
+        })
+    }
 }
 
 pub(super) fn timestamp(ms: i64) -> prost_types::Timestamp {
@@ -261,5 +285,18 @@ pub(super) fn change_to_pb(change: model::Change) -> (u64, pb::subscribe_message
                 participants: vec![pb::Participant::from(participant)],
             }),
         ),
+    }
+}
+
+impl From<SnapshotFrame> for pb::GetSnapshotResponse {
+    fn from(frame: SnapshotFrame) -> Self {
+        pb::GetSnapshotResponse {
+            head_seq: frame.head_seq,
+            chat: frame.chat.map(pb::Chat::from),
+            messages: frame.messages.into_iter().map(pb::Message::from).collect(),
+            unread_count: frame.unread_count,
+            has_more: frame.has_more,
+            n_chats: frame.n_chats,
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! The gRPC adapter: the only module that sees prost types.
 //!
 //! Authentication happens before a handler runs ([`AuthInterceptor`], over [`crate::auth`]);
-//! each handler (`service.rs`) checks the request's scope against its session, converts the
-//! request into domain terms (`convert.rs`), calls [`ChatSync`], and converts the result. Domain errors become gRPC statuses in exactly one
-//! place, [`status_from`]. Every handler runs in a tracing span carrying `session_id`.
+//! each handler (`service.rs`) runs through one helper, `Api::rpc`, which gives it a tracing
+//! span (`rpc{method, session_id}`) and checks the request's scope against its session; the
+//! handler converts the request into domain terms (`convert.rs`), calls [`ChatSync`], and
+//! converts the result. Domain errors become gRPC statuses in exactly one place,
+//! [`status_from`].
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -112,27 +114,19 @@ impl Api {
         }
     }
 
-    /// The request's scope, which must cover `session_id`: UNAUTHENTICATED without one,
-    /// PERMISSION_DENIED outside it.
-    fn authorize<T>(&self, request: &Request<T>, session_id: &str) -> Result<Scope, Status> {
-        let scope = scope(request)?;
-        scope.check(session_id).map_err(status_from)?;
-        Ok(scope)
-    }
-
     /// A server-wide slot and, when the token has a limit, one of the token's; both are
     /// released when the returned permits drop. RESOURCE_EXHAUSTED when either is full.
-    fn subscription_slots(&self, scope: &Scope) -> Result<Vec<OwnedSemaphorePermit>, Status> {
-        let token_slot = scope.subscription_slot().map_err(status_from)?;
+    fn subscription_slots(&self, scope: &Scope) -> Result<Vec<OwnedSemaphorePermit>, Error> {
+        let token_slot = scope.subscription_slot()?;
         let server_slot = self
             .subscriptions
             .clone()
             .try_acquire_owned()
             .map_err(|_| {
-                status_from(Error::ResourceExhausted(format!(
+                Error::ResourceExhausted(format!(
                     "the server holds its maximum of {} open subscriptions; retry later",
                     self.max_subscriptions
-                )))
+                ))
             })?;
         Ok(std::iter::once(server_slot).chain(token_slot).collect())
     }
@@ -183,14 +177,14 @@ impl tonic::service::Interceptor for AuthInterceptor {
     }
 }
 
-/// The scope [`AuthInterceptor`] put on `request`. UNAUTHENTICATED when there is none (a
+/// The scope [`AuthInterceptor`] put on `request`. `Unauthenticated` when there is none (a
 /// service mounted without the interceptor: a wiring bug, so nothing is allowed).
-pub fn scope<T>(request: &Request<T>) -> Result<Scope, Status> {
-    request.extensions().get::<Scope>().cloned().ok_or_else(|| {
-        status_from(Error::Unauthenticated(
-            "the request was not authenticated".into(),
-        ))
-    })
+pub fn scope<T>(request: &Request<T>) -> Result<Scope, Error> {
+    request
+        .extensions()
+        .get::<Scope>()
+        .cloned()
+        .ok_or_else(|| Error::Unauthenticated("the request was not authenticated".into()))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

@@ -1,17 +1,94 @@
-//! The handlers of `chatsync.v1.ChatSyncService`: each checks the request's scope against its
-//! session, converts the request into domain terms, calls [`ChatSync`], and converts the
-//! result ([`super::convert`]).
+//! The handlers of `chatsync.v1.ChatSyncService`. Each is one [`Api::rpc`] call: the helper
+//! gives it its span, checks the token's scope against the request's session, and maps the
+//! handler's domain error through [`status_from`]; the handler converts the request into
+//! domain terms, calls [`ChatSync`](crate::service::ChatSync), and converts the result
+//! ([`super::convert`]).
+use std::future::Future;
+
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth::Scope;
 use crate::error::Error;
-use crate::model::{self, MessageRef};
-use crate::service::{SearchRequest, SubscribeRequest};
+use crate::model::MessageRef;
+use crate::service::{SearchRequest, SendRequest, SubscribeRequest};
 
 use super::convert::*;
 use super::pb::{self, chat_sync_service_server::ChatSyncService};
-use super::{Api, BoxStream, WithSlots, status_from};
+use super::{Api, BoxStream, WithSlots, scope, status_from};
+
+/// What a request is scoped to: one session, or (`None`: ListSessions) the token's whole scope.
+pub(super) trait Scoped {
+    fn session_id(&self) -> Option<&str>;
+}
+
+macro_rules! scoped_to_session {
+    ($($request:ident),* $(,)?) => {$(
+        impl Scoped for pb::$request {
+            fn session_id(&self) -> Option<&str> {
+                Some(&self.session_id)
+            }
+        }
+    )*};
+}
+
+scoped_to_session!(
+    SyncChatsRequest,
+    SubscribeMessagesRequest,
+    SendMessageRequest,
+    GetSyncStatusRequest,
+    ListChatsRequest,
+    ListMessagesRequest,
+    UpdateMessageStatusRequest,
+    GetMediaRequest,
+    GetSnapshotRequest,
+    ListContactsRequest,
+    ListParticipantsRequest,
+    SearchMessagesRequest,
+);
+
+impl Scoped for pb::ListSessionsRequest {
+    fn session_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Api {
+    /// Runs one RPC: in a span `rpc{method, session_id}`, checks the scope the
+    /// [`super::AuthInterceptor`] put on the request against its session (UNAUTHENTICATED,
+    /// PERMISSION_DENIED), then runs `handler` with the scope and the request body; its domain
+    /// error becomes a status through [`status_from`], the only mapping.
+    async fn rpc<Req, Res, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        handler: impl FnOnce(Scope, Req) -> Fut,
+    ) -> Result<Response<Res>, Status>
+    where
+        Req: Scoped,
+        Fut: Future<Output = Result<Res, Error>>,
+    {
+        let span = tracing::info_span!("rpc", method, session_id = request.get_ref().session_id());
+        async {
+            let scope = scope(&request)?;
+            if let Some(session_id) = request.get_ref().session_id() {
+                scope.check(session_id)?;
+            }
+            handler(scope, request.into_inner())
+                .await
+                .map(Response::new)
+        }
+        .instrument(span)
+        .await
+        .map_err(status_from)
+    }
+}
+
+/// A request's optional timestamp as Unix milliseconds.
+fn optional_ms(value: Option<&prost_types::Timestamp>) -> Result<Option<i64>, Error> {
+    value.map(timestamp_ms).transpose()
+}
 
 #[tonic::async_trait]
 impl ChatSyncService for Api {
@@ -24,29 +101,17 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::SyncChatsRequest>,
     ) -> Result<Response<Self::SyncChatsStream>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("SyncChats", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let limit = request.get_ref().limit_per_chat;
-            let since_ms = request
-                .get_ref()
-                .since
-                .as_ref()
-                .map(timestamp_ms)
-                .transpose()
-                .map_err(status_from)?;
+        self.rpc("SyncChats", request, |_, body| async move {
+            let since_ms = optional_ms(body.since.as_ref())?;
             let frames = self
                 .service
-                .sync_chats_since(&session_id, limit, since_ms)
-                .await
-                .map_err(status_from)?
+                .sync_chats_since(&body.session_id, body.limit_per_chat, since_ms)
+                .await?
                 .into_stream(self.service.shutdown());
             let stream =
                 frames.map(|frame| frame.map(pb::SyncChatsResponse::from).map_err(status_from));
-            Ok(Response::new(Box::pin(stream) as Self::SyncChatsStream))
-        }
-        .instrument(span)
+            Ok(Box::pin(stream) as Self::SyncChatsStream)
+        })
         .await
     }
 
@@ -54,12 +119,8 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::SubscribeMessagesRequest>,
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("SubscribeMessages", session_id);
-        async {
-            let scope = self.authorize(&request, &session_id)?;
+        self.rpc("SubscribeMessages", request, |scope, body| async move {
             let slots = self.subscription_slots(&scope)?;
-            let body = request.into_inner();
             let events = self
                 .service
                 .subscribe(SubscribeRequest {
@@ -67,8 +128,7 @@ impl ChatSyncService for Api {
                     chat_ids: body.chat_ids,
                     after_seq: body.after_seq,
                 })
-                .await
-                .map_err(status_from)?;
+                .await?;
             let stream = events.map(|event| {
                 event
                     .map(pb::SubscribeMessagesResponse::from)
@@ -78,11 +138,8 @@ impl ChatSyncService for Api {
                 inner: stream,
                 slots,
             };
-            Ok(Response::new(
-                Box::pin(stream) as Self::SubscribeMessagesStream
-            ))
-        }
-        .instrument(span)
+            Ok(Box::pin(stream) as Self::SubscribeMessagesStream)
+        })
         .await
     }
 
@@ -90,37 +147,16 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("SendMessage", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
-            let uploads = body
-                .attachments
-                .into_iter()
-                .map(|file| model::AttachmentUpload {
-                    file_name: file.file_name,
-                    mime_type: file.mime_type,
-                    data: file.data,
-                })
-                .collect();
+        self.rpc("SendMessage", request, |_, body| async move {
             let (message, duplicate) = self
                 .service
-                .send_message_with(
-                    &body.session_id,
-                    &body.chat_id,
-                    &body.text,
-                    &body.client_message_id,
-                    uploads,
-                )
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::SendMessageResponse {
+                .send_message(SendRequest::try_from(body)?)
+                .await?;
+            Ok(pb::SendMessageResponse {
                 message: Some(pb::Message::from(message)),
                 duplicate,
-            }))
-        }
-        .instrument(span)
+            })
+        })
         .await
     }
 
@@ -128,18 +164,10 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::GetSyncStatusRequest>,
     ) -> Result<Response<pb::GetSyncStatusResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("GetSyncStatus", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let status = self
-                .service
-                .sync_status(&session_id)
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::GetSyncStatusResponse::from(status)))
-        }
-        .instrument(span)
+        self.rpc("GetSyncStatus", request, |_, body| async move {
+            let status = self.service.sync_status(&body.session_id).await?;
+            Ok(pb::GetSyncStatusResponse::from(status))
+        })
         .await
     }
 
@@ -147,23 +175,17 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::ListChatsRequest>,
     ) -> Result<Response<pb::ListChatsResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("ListChats", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
+        self.rpc("ListChats", request, |_, body| async move {
             let page = self
                 .service
                 .list_chats(&body.session_id, body.after_seq, body.limit)
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::ListChatsResponse {
+                .await?;
+            Ok(pb::ListChatsResponse {
                 chats: page.items.into_iter().map(pb::Chat::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
-            }))
-        }
-        .instrument(span)
+            })
+        })
         .await
     }
 
@@ -171,11 +193,7 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("ListMessages", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
+        self.rpc("ListMessages", request, |_, body| async move {
             let chat_id = Some(body.chat_id.as_str()).filter(|c| !c.is_empty());
             let before_seq = Some(body.before_seq).filter(|seq| *seq != 0);
             let page = self
@@ -187,15 +205,13 @@ impl ChatSyncService for Api {
                     before_seq,
                     body.limit,
                 )
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::ListMessagesResponse {
+                .await?;
+            Ok(pb::ListMessagesResponse {
                 messages: page.items.into_iter().map(pb::Message::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
-            }))
-        }
-        .instrument(span)
+            })
+        })
         .await
     }
 
@@ -203,11 +219,7 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::UpdateMessageStatusRequest>,
     ) -> Result<Response<pb::UpdateMessageStatusResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("UpdateMessageStatus", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
+        self.rpc("UpdateMessageStatus", request, |_, body| async move {
             let reference = if body.message_id != 0 {
                 MessageRef::Id(body.message_id as i64)
             } else if !body.chat_id.is_empty() && !body.provider_message_id.is_empty() {
@@ -216,22 +228,20 @@ impl ChatSyncService for Api {
                     provider_message_id: body.provider_message_id,
                 }
             } else {
-                return Err(status_from(Error::InvalidArgument(
+                return Err(Error::InvalidArgument(
                     "name the message by message_id, or by chat_id and provider_message_id".into(),
-                )));
+                ));
             };
-            let status = status_from_pb(body.status).map_err(status_from)?;
+            let status = status_from_pb(body.status)?;
             let (message, changed) = self
                 .service
                 .update_status(&body.session_id, reference, status)
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::UpdateMessageStatusResponse {
+                .await?;
+            Ok(pb::UpdateMessageStatusResponse {
                 message: Some(pb::Message::from(message)),
                 changed,
-            }))
-        }
-        .instrument(span)
+            })
+        })
         .await
     }
 
@@ -239,9 +249,7 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let span = tracing::info_span!("ListSessions");
-        async {
-            let scope = super::scope(&request)?;
+        self.rpc("ListSessions", request, |scope, _| async move {
             let sessions = self
                 .service
                 .sessions()
@@ -249,9 +257,8 @@ impl ChatSyncService for Api {
                 .filter(|(id, _)| scope.allows(id))
                 .map(|(session_id, source)| pb::SessionSummary { session_id, source })
                 .collect();
-            Ok(Response::new(pb::ListSessionsResponse { sessions }))
-        }
-        .instrument(span)
+            Ok(pb::ListSessionsResponse { sessions })
+        })
         .await
     }
 
@@ -259,16 +266,11 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::GetMediaRequest>,
     ) -> Result<Response<Self::GetMediaStream>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("GetMedia", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
+        self.rpc("GetMedia", request, |_, body| async move {
             let (mime_type, size, chunks) = self
                 .service
                 .get_media(&body.session_id, &body.sha256)
-                .await
-                .map_err(status_from)?;
+                .await?;
             // The first frame carries the MIME type and size; an empty blob is that frame alone.
             let empty = (size == 0).then(|| {
                 Ok(pb::GetMediaResponse {
@@ -289,10 +291,8 @@ impl ChatSyncService for Api {
                     total_size_bytes,
                 })
             });
-            let stream: Self::GetMediaStream = Box::pin(tokio_stream::iter(empty).chain(frames));
-            Ok(Response::new(stream))
-        }
-        .instrument(span)
+            Ok(Box::pin(tokio_stream::iter(empty).chain(frames)) as Self::GetMediaStream)
+        })
         .await
     }
 
@@ -300,17 +300,8 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("GetSnapshot", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
-            let since_ms = body
-                .since
-                .as_ref()
-                .map(timestamp_ms)
-                .transpose()
-                .map_err(status_from)?;
+        self.rpc("GetSnapshot", request, |_, body| async move {
+            let since_ms = optional_ms(body.since.as_ref())?;
             let frames = self
                 .service
                 .snapshot(
@@ -319,23 +310,14 @@ impl ChatSyncService for Api {
                     body.limit_per_chat,
                     since_ms,
                 )
-                .await
-                .map_err(status_from)?;
+                .await?;
             let stream = frames.map(|frame| {
                 frame
-                    .map(|frame| pb::GetSnapshotResponse {
-                        head_seq: frame.head_seq,
-                        chat: frame.chat.map(pb::Chat::from),
-                        messages: frame.messages.into_iter().map(pb::Message::from).collect(),
-                        unread_count: frame.unread_count,
-                        has_more: frame.has_more,
-                        n_chats: frame.n_chats,
-                    })
+                    .map(pb::GetSnapshotResponse::from)
                     .map_err(status_from)
             });
-            Ok(Response::new(Box::pin(stream) as Self::GetSnapshotStream))
-        }
-        .instrument(span)
+            Ok(Box::pin(stream) as Self::GetSnapshotStream)
+        })
         .await
     }
 
@@ -343,23 +325,17 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::ListContactsRequest>,
     ) -> Result<Response<pb::ListContactsResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("ListContacts", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
+        self.rpc("ListContacts", request, |_, body| async move {
             let page = self
                 .service
                 .list_contacts(&body.session_id, body.after_seq, body.limit)
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::ListContactsResponse {
+                .await?;
+            Ok(pb::ListContactsResponse {
                 contacts: page.items.into_iter().map(pb::Contact::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
-            }))
-        }
-        .instrument(span)
+            })
+        })
         .await
     }
 
@@ -367,24 +343,18 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::ListParticipantsRequest>,
     ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("ListParticipants", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
+        self.rpc("ListParticipants", request, |_, body| async move {
             let chat_id = Some(body.chat_id.as_str()).filter(|c| !c.is_empty());
             let page = self
                 .service
                 .list_participants(&body.session_id, chat_id, body.after_seq, body.limit)
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::ListParticipantsResponse {
+                .await?;
+            Ok(pb::ListParticipantsResponse {
                 participants: page.items.into_iter().map(pb::Participant::from).collect(),
                 next_seq: page.next_seq,
                 has_more: page.has_more,
-            }))
-        }
-        .instrument(span)
+            })
+        })
         .await
     }
 
@@ -392,37 +362,20 @@ impl ChatSyncService for Api {
         &self,
         request: Request<pb::SearchMessagesRequest>,
     ) -> Result<Response<pb::SearchMessagesResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let span = tracing::info_span!("SearchMessages", session_id);
-        async {
-            self.authorize(&request, &session_id)?;
-            let body = request.into_inner();
-            let sent_after_ms = body
-                .sent_after
-                .as_ref()
-                .map(timestamp_ms)
-                .transpose()
-                .map_err(status_from)?;
-            let sent_before_ms = body
-                .sent_before
-                .as_ref()
-                .map(timestamp_ms)
-                .transpose()
-                .map_err(status_from)?;
+        self.rpc("SearchMessages", request, |_, body| async move {
             let page = self
                 .service
                 .search_messages(SearchRequest {
+                    sent_after_ms: optional_ms(body.sent_after.as_ref())?,
+                    sent_before_ms: optional_ms(body.sent_before.as_ref())?,
                     session_id: body.session_id,
                     query: body.query,
                     chat_ids: body.chat_ids,
-                    sent_after_ms,
-                    sent_before_ms,
                     limit: body.limit,
                     page_token: body.page_token,
                 })
-                .await
-                .map_err(status_from)?;
-            Ok(Response::new(pb::SearchMessagesResponse {
+                .await?;
+            Ok(pb::SearchMessagesResponse {
                 hits: page
                     .hits
                     .into_iter()
@@ -433,9 +386,8 @@ impl ChatSyncService for Api {
                     })
                     .collect(),
                 next_page_token: page.next_page_token,
-            }))
-        }
-        .instrument(span)
+            })
+        })
         .await
     }
 }

@@ -24,8 +24,8 @@ use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{
-    self, AttachmentUpload, Chat, Contact, Message, MessageKind, MessageStatus, NewMessage,
-    Participant, now_ms,
+    self, AttachmentUpload, Chat, ChatId, ClientMessageId, Contact, Message, MessageKind,
+    MessageStatus, NewMessage, Participant, now_ms, refuse_nul,
 };
 use crate::model::{MessageRef, MissingChat, SearchFilter, SourceState, SyncState};
 use crate::search::SearchQuery;
@@ -34,6 +34,7 @@ use crate::storage::{PoolUsage, SessionRecord, Store, Take};
 pub use listings::Page;
 use listings::{fit_newest, fit_oldest, message_bytes, page_bytes, page_size};
 pub use search::{MAX_SEARCH_CHATS, SearchHit, SearchPage, SearchRequest};
+pub use send::SendRequest;
 pub use snapshot::{SNAPSHOT_STALL, SnapshotFrame, snapshot_slots};
 pub use subscriptions::{Event, SubscribeRequest};
 pub use sync::{Progress, RunHandle, Stage};
@@ -41,11 +42,11 @@ pub use sync::{Progress, RunHandle, Stage};
 /// The largest text SendMessage accepts, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 65_536;
 /// The longest chat id SendMessage accepts, in bytes.
-pub const MAX_CHAT_ID_BYTES: usize = 256;
+pub const MAX_CHAT_ID_BYTES: usize = model::ChatId::MAX_BYTES;
 /// The longest file name SendMessage accepts, in bytes.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// The largest idempotency key, in bytes.
-pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
+pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = model::ClientMessageId::MAX_BYTES;
 /// Page size of the listings (ListChats, ListMessages, ListContacts, ListParticipants) when
 /// the request gives none, and the largest.
 pub const DEFAULT_PAGE: u32 = 100;
@@ -138,7 +139,7 @@ impl ChatSync {
             };
             let source = sources::build(session, &context).map_err(anyhow::Error::msg)?;
             store.ensure_session(&session.id, source.kind()).await?;
-            let initial = if source.is_live() {
+            let initial = if source.capabilities().live {
                 SourceState::Connecting
             } else {
                 SourceState::NotLive
@@ -147,7 +148,7 @@ impl ChatSync {
                 source: source.clone(),
                 state: watch::channel(initial).0,
             };
-            if source.is_live() {
+            if source.capabilities().live {
                 live::spawn(
                     source,
                     live::LiveLease {

@@ -42,65 +42,58 @@ pub(super) fn validate_upload(upload: &AttachmentUpload) -> Result<()> {
     Ok(())
 }
 
+/// A SendMessage request in domain terms: its fields parsed, so that what a type can check
+/// (the chat id, the idempotency key) is checked before the request reaches the service.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub session_id: String,
+    pub chat_id: ChatId,
+    /// The message text, UTF-8, at most [`MAX_TEXT_BYTES`]; may be empty when files are sent.
+    pub text: String,
+    /// The idempotency key; `None`: the server makes one ([`ClientMessageId::generate`]).
+    pub client_message_id: Option<ClientMessageId>,
+    /// Files to send with the message (each kept in the blob store).
+    pub uploads: Vec<AttachmentUpload>,
+}
+
+impl SendRequest {
+    /// A text message with no files and a key made by the server.
+    pub fn text(session_id: impl Into<String>, chat_id: ChatId, text: impl Into<String>) -> Self {
+        Self {
+            session_id: session_id.into(),
+            chat_id,
+            text: text.into(),
+            client_message_id: None,
+            uploads: Vec::new(),
+        }
+    }
+}
+
 impl ChatSync {
     /// Stores a message, sends it through the source, and records the outcome. Returns the
-    /// message and whether the idempotency key was seen before (then nothing is sent).
+    /// message and whether the idempotency key was seen before (then nothing is sent). A
+    /// message with files is kind `Media` and its text may be empty; the files are put in the
+    /// blob store before the message is stored.
     ///
-    /// Errors: `InvalidArgument` for an empty chat id or one over [`MAX_CHAT_ID_BYTES`], an
-    /// empty text or one over [`MAX_TEXT_BYTES`], an idempotency key over
-    /// [`MAX_CLIENT_MESSAGE_ID_BYTES`] or already used for another message, or a NUL
-    /// character in any of them;
-    /// `NotFound` for an unknown session, or an unknown chat on a source that cannot create
-    /// chats; `FailedPrecondition` for a read-only source; the source's error when it rejects
-    /// the send (the message stays stored as FAILED).
-    pub async fn send_message(
-        &self,
-        session_id: &str,
-        chat_id: &str,
-        text: &str,
-        client_message_id: &str,
-    ) -> Result<(Message, bool)> {
-        self.send_message_with(session_id, chat_id, text, client_message_id, Vec::new())
-            .await
-    }
-
-    /// [`Self::send_message`] with files. A message with files is kind `Media` and its text
-    /// may be empty; the files are put in the blob store before the message is stored.
-    ///
-    /// Errors, besides those of [`Self::send_message`]: `InvalidArgument` for a file with an
-    /// empty name or one over [`MAX_FILE_NAME_BYTES`], a MIME type over 255 bytes, no bytes,
-    /// a NUL character, or more files than the source takes in one message;
-    /// `FailedPrecondition` when the source cannot send files at all.
-    pub async fn send_message_with(
-        &self,
-        session_id: &str,
-        chat_id: &str,
-        text: &str,
-        client_message_id: &str,
-        uploads: Vec<AttachmentUpload>,
-    ) -> Result<(Message, bool)> {
+    /// Errors: `InvalidArgument` for an empty text (with no files) or one over
+    /// [`MAX_TEXT_BYTES`], a NUL character in the text, an idempotency key already used for
+    /// another message, a file with an empty name or one over [`MAX_FILE_NAME_BYTES`], a MIME
+    /// type over 255 bytes, no bytes or a NUL character, or more files than the source takes in
+    /// one message; `NotFound` for an unknown session, or an unknown chat on a source that
+    /// cannot create chats; `FailedPrecondition` for a read-only source or one that cannot send
+    /// files; the source's error when it rejects the send (the message stays stored as
+    /// FAILED).
+    pub async fn send_message(&self, request: SendRequest) -> Result<(Message, bool)> {
+        let SendRequest {
+            session_id,
+            chat_id,
+            text,
+            client_message_id,
+            uploads,
+        } = request;
+        let (session_id, chat_id, text) = (session_id.as_str(), chat_id.as_str(), text.as_str());
         let source = self.source(session_id)?.clone();
-        if chat_id.trim().is_empty() {
-            return Err(Error::InvalidArgument("chat_id must not be empty".into()));
-        }
-        if chat_id.len() > MAX_CHAT_ID_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "chat_id is {} bytes; the limit is {MAX_CHAT_ID_BYTES}",
-                chat_id.len()
-            )));
-        }
-        // PostgreSQL cannot store NUL in text; refuse it on every backend alike.
-        for (field, value) in [
-            ("chat_id", chat_id),
-            ("text", text),
-            ("client_message_id", client_message_id),
-        ] {
-            if value.contains('\0') {
-                return Err(Error::InvalidArgument(format!(
-                    "{field} must not contain NUL characters"
-                )));
-            }
-        }
+        refuse_nul("text", text)?;
         if text.trim().is_empty() && uploads.is_empty() {
             return Err(Error::InvalidArgument("text must not be empty".into()));
         }
@@ -113,16 +106,11 @@ impl ChatSync {
                 text.len()
             )));
         }
-        if client_message_id.len() > MAX_CLIENT_MESSAGE_ID_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "client_message_id is {} bytes; the limit is {MAX_CLIENT_MESSAGE_ID_BYTES}",
-                client_message_id.len()
-            )));
-        }
-        if !source.can_send() {
+        let capabilities = source.capabilities();
+        if !capabilities.send {
             return Err(sources::SourceError::ReadOnly(source.kind()).into());
         }
-        let most_files = source.max_files_per_message();
+        let most_files = capabilities.max_files_per_message;
         if uploads.len() > most_files {
             return Err(if most_files == 0 {
                 Error::FailedPrecondition(format!("the {} source cannot send files", source.kind()))
@@ -135,13 +123,12 @@ impl ChatSync {
         }
         let attachments = self.store_uploads(uploads).await?;
         let store = &self.inner.store;
-        let client_message_id = if client_message_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            client_message_id.to_owned()
-        };
+        let client_message_id = client_message_id
+            .unwrap_or_else(ClientMessageId::generate)
+            .as_str()
+            .to_owned();
         // A native source's storage is its chat server: the stored message is the sent one.
-        let (provider_message_id, status) = if source.is_native() {
+        let (provider_message_id, status) = if capabilities.native {
             (format!("local-{client_message_id}"), MessageStatus::Sent)
         } else {
             (
@@ -165,7 +152,7 @@ impl ChatSync {
             attachments,
         };
         // A native source creates chats on first send; others only send to chats they have.
-        let missing_chat = if source.is_native() {
+        let missing_chat = if capabilities.native {
             MissingChat::Create
         } else {
             MissingChat::Refuse
@@ -178,7 +165,7 @@ impl ChatSync {
             // Still PENDING: the first attempt was cut off (a crash, a timeout) or is in flight
             // on another call. Send again; the source deduplicates on the idempotency key, so
             // this never posts twice.
-            if existing.status == MessageStatus::Pending && !source.is_native() {
+            if existing.status == MessageStatus::Pending && !capabilities.native {
                 let (message, _) = self.deliver(&source, existing, &client_message_id).await?;
                 return Ok((message, true));
             }

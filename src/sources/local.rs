@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{ChatHistory, Source, SourceChat, SourceContext, SourceError};
+use super::{Capabilities, ChatHistory, Source, SourceChat, SourceContext, SourceError};
 use crate::sources::SessionConfig;
 
 /// The source kind in the configuration.
@@ -70,16 +70,14 @@ impl Source for Local {
         Ok(ChatHistory::default())
     }
 
-    fn can_send(&self) -> bool {
-        true
-    }
-
-    fn is_native(&self) -> bool {
-        true
-    }
-
-    /// Messages keep any number of files (in the blob store).
-    fn max_files_per_message(&self) -> usize {
-        usize::MAX
+    /// Native: storing a message is sending it; messages keep any number of files (in the
+    /// blob store).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            send: true,
+            native: true,
+            max_files_per_message: usize::MAX,
+            ..Capabilities::READ_ONLY
+        }
     }
 }

@@ -13,7 +13,7 @@
 //!   never silently dropped, and never a panic.
 //! - Read-only sources keep the default [`Source::send`], which refuses with
 //!   [`SourceError::ReadOnly`]. Sources that send files say how many a message may carry
-//!   ([`Source::max_files_per_message`]) and implement [`Source::send_files`].
+//!   ([`Capabilities::max_files_per_message`]) and implement [`Source::send_files`].
 //! - Message files (attachments) go to the blob store ([`SourceContext::blobs`]) before the
 //!   messages are handed over, each described by an [`crate::model::Attachment`]; a file a
 //!   source cannot have is an attachment with `stored = false`, never an error.
@@ -119,11 +119,51 @@ impl From<SourceError> for Error {
     }
 }
 
+/// What a source can do, as [`Source::capabilities`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// SendMessage works on this source at all ([`Source::send`]).
+    pub send: bool,
+    /// chatsync itself is the chat server for this source (the `local` source): storing a
+    /// message is sending it, so it is stored SENT at once, with no upstream call and no
+    /// separate status change, and a send to an unknown chat creates the chat. Otherwise a
+    /// message goes PENDING → [`Source::send`] → SENT or FAILED, and an unknown chat is
+    /// `NotFound`.
+    pub native: bool,
+    /// How many files one message may carry on SendMessage ([`Source::send_files`]): 0 when
+    /// the source cannot send files.
+    pub max_files_per_message: usize,
+    /// [`Source::run_live`] does something; when false the session's source state is
+    /// [`SourceState::NotLive`].
+    pub live: bool,
+    /// The most messages of one chat a sync run should store per transaction (and report per
+    /// MESSAGES_SAVED frame); the run also applies its own upper bound. A source that fetches
+    /// history in pages gives its page size; `usize::MAX` says it has no preference.
+    pub batch_size: usize,
+}
+
+impl Capabilities {
+    /// A read-only source with no live connection (an export): no sends, no files, no
+    /// preferred batch size.
+    pub const READ_ONLY: Capabilities = Capabilities {
+        send: false,
+        native: false,
+        max_files_per_message: 0,
+        live: false,
+        batch_size: usize::MAX,
+    };
+}
+
 /// A session's source of chats. See the module docs for the contract.
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
     /// The source kind, as written in the configuration (`whatsapp-export`, ...).
     fn kind(&self) -> &'static str;
+
+    /// What the source can do. The default, [`Capabilities::READ_ONLY`], fits an export.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::READ_ONLY
+    }
 
     /// Every chat the source holds now.
     async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError>;
@@ -164,20 +204,6 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
-    /// Whether SendMessage works on this source at all. Read-only sources keep the default.
-    fn can_send(&self) -> bool {
-        false
-    }
-
-    /// Whether chatsync itself is the chat server for this source (the `local` source):
-    /// storing a message is sending it, so it is stored SENT at once, with no upstream call and
-    /// no separate status change, and a send to an unknown chat creates the chat. Otherwise a
-    /// message goes PENDING → [`Source::send`] → SENT or FAILED, and an unknown chat is
-    /// `NotFound`.
-    fn is_native(&self) -> bool {
-        false
-    }
-
     /// Sends a text message upstream (never called for native sources). `idempotency_key` is
     /// the message's `client_message_id`: a
     /// source that can deduplicate upstream uses it so a retry never posts twice.
@@ -191,14 +217,8 @@ pub trait Source: Send + Sync + 'static {
         Err(SourceError::ReadOnly(self.kind()))
     }
 
-    /// How many files one message may carry on this source (SendMessage with attachments):
-    /// 0 (the default) when the source cannot send files.
-    fn max_files_per_message(&self) -> usize {
-        0
-    }
-
     /// Sends a message with files upstream (never called for native sources, nor with more
-    /// files than [`Source::max_files_per_message`]): each file's description (stored in the
+    /// files than [`Capabilities::max_files_per_message`]): each file's description (stored in the
     /// blob store) and its bytes. `text` may be empty. Idempotent on `idempotency_key` like
     /// [`Source::send`].
     async fn send_files(
@@ -220,24 +240,11 @@ pub trait Source: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The most messages of one chat the sync run should store per transaction (and report
-    /// per MESSAGES_SAVED frame); the run also applies its own upper bound. A source that
-    /// fetches history in pages returns its page size. Default: no preference.
-    fn batch_size(&self) -> usize {
-        usize::MAX
-    }
-
     /// Runs the source's live connection until `sink.stopped()` is cancelled: the source
     /// reports upstream changes through `sink` and says whether it is connected. Sources with
     /// no live connection (exports, `local`) keep the default, which returns at once.
     async fn run_live(&self, sink: Arc<dyn LiveSink>) {
         let _ = sink;
-    }
-
-    /// Whether [`Source::run_live`] does anything; when false the session's source state is
-    /// [`SourceState::NotLive`].
-    fn is_live(&self) -> bool {
-        false
     }
 }
 

@@ -42,6 +42,7 @@ pub mod snapshot;
 pub mod write;
 
 use std::borrow::Cow;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,16 +269,31 @@ async fn migrate_postgres(db: &DatabaseConnection) -> Result<()> {
     Ok(())
 }
 
+/// The database file a `sqlite:` URL names, read as sqlx reads it
+/// (`SqliteConnectOptions::from_str`: percent-decoding, `?mode=…` and the rest); `None` for an
+/// in-memory database, a URL sqlx refuses, or one that is not SQLite's.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    // sqlx names the database of `sqlite::memory:` `file:sqlx-in-memory-N`, and keeps the file
+    // name of one opened `?mode=memory`, with no getter for either.
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let in_memory = file.to_string_lossy().starts_with("file:sqlx-in-memory-")
+        || query.split('&').any(|pair| pair == "mode=memory");
+    (!in_memory && !file.as_os_str().is_empty()).then(|| file.to_path_buf())
+}
+
 /// Locks `FILE.lock` beside a SQLite database `FILE` for this process (`flock`, released when
 /// the process ends). `None` for an in-memory database.
 fn lock_sqlite_file(url: &str) -> Result<Option<std::fs::File>> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.contains(":memory:") || path.starts_with("file::memory") {
+    let Some(path) = sqlite_file(url) else {
         return Ok(None);
-    }
+    };
+    let path = path.display();
     let lock_path = format!("{path}.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -313,7 +329,23 @@ fn storable(text: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::statement_chunks;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        use std::path::PathBuf;
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/chatsync/c.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/chatsync/c.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:data/my%20chats.db"),
+            Some(PathBuf::from("data/my chats.db"))
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://a.db?mode=memory"), None);
+        assert_eq!(sqlite_file("postgres://u@h/db"), None);
+    }
+    use super::{sqlite_file, statement_chunks};
 
     #[test]
     fn statement_chunks_cover_everything_in_few_distinct_sizes() {

@@ -167,7 +167,7 @@ impl Job {
                             // no messages: no need to read its provider ids. A live source
                             // may store into any chat meanwhile, so its chats are all checked.
                             let may_hold_messages = seen_before
-                                || self.source.is_live()
+                                || self.source.capabilities().live
                                 || stored_at_start
                                     .as_ref()
                                     .is_none_or(|ids| ids.contains(&chat.chat_id));

@@ -164,7 +164,10 @@ impl SyncRuns {
             runs: self.clone(),
             run: run.clone(),
             store: store.clone(),
-            batch: source.batch_size().clamp(1, MESSAGES_PER_BATCH),
+            batch: source
+                .capabilities()
+                .batch_size
+                .clamp(1, MESSAGES_PER_BATCH),
             source,
             limit,
             since_ms,

@@ -27,6 +27,8 @@
 //! `exclude_rooms`.
 pub mod client;
 pub mod events;
+mod history;
+mod live;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -50,8 +52,8 @@ use serde_json::Value;
 use self::client::{Client, MatrixError};
 use self::events::{TimelineItem, member_people, read_timeline_event, room_name};
 use super::{
-    ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext, SourceError,
-    apply_window,
+    Capabilities, ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext,
+    SourceError, apply_window,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -242,354 +244,19 @@ impl Matrix {
             Err(error) => tracing::warn!(%uri, %error, "cannot store a Matrix file"),
         }
     }
-
-    /// A room's history from `/messages`, paging backwards from the newest event until
-    /// `limit` messages are read, the room's start, or (with `since_ms`) a page that reaches
-    /// a message sent before `since_ms`: older pages are not read. Returns the messages at or
-    /// after `since_ms`, oldest first, at most the `limit` most recent.
-    async fn backfill(
-        &self,
-        chat: &SourceChat,
-        limit: Option<usize>,
-        since_ms: Option<i64>,
-    ) -> Result<ChatHistory, SourceError> {
-        let room_id = room_id(&chat.chat_id)?;
-        let mut items = Vec::new();
-        let mut messages = 0usize;
-        let mut from: Option<String> = None;
-        // Member events: those of the window read, and the room's current state.
-        let mut members: Vec<Value> = self.room_state(&room_id).await?;
-        members.retain(|event| event["type"] == "m.room.member");
-        loop {
-            let want = limit.map_or(PAGE_SIZE, |limit| (limit - messages).min(PAGE_SIZE));
-            let page = self.page_back(&room_id, from.as_deref(), want).await?;
-            let mut passed_since = false;
-            for raw in &page.chunk {
-                if raw.json().get().contains("m.room.member")
-                    && let Ok(event) = raw.deserialize_as_unchecked::<Value>()
-                {
-                    members.push(event);
-                }
-                let mut item = read_timeline_event(raw, &self.me);
-                if let TimelineItem::Message(message) = &item {
-                    if since_ms.is_some_and(|since| message.sent_at_ms < since) {
-                        // Before the window: cut by `apply_window`, so its file is not fetched.
-                        passed_since = true;
-                        items.push(item);
-                        continue;
-                    }
-                    messages += 1;
-                }
-                self.fetch_media(&chat.chat_id, raw, &mut item).await;
-                items.push(item);
-            }
-            if passed_since || limit.is_some_and(|limit| messages >= limit) {
-                break;
-            }
-            match page.end {
-                Some(end) if !page.chunk.is_empty() => from = Some(end),
-                _ => break,
-            }
-        }
-        let mut messages = fold_history(items);
-        apply_window(&mut messages, limit, since_ms);
-        Ok(ChatHistory {
-            messages,
-            people: member_people(&members),
-            unplaced_lines: 0,
-            content_sha256: None,
-        })
-    }
-
-    /// One `/messages` page backwards from `from` (the newest events when `None`), retried
-    /// with backoff while the homeserver is unavailable.
-    async fn page_back(
-        &self,
-        room_id: &OwnedRoomId,
-        from: Option<&str>,
-        limit: usize,
-    ) -> Result<get_message_events::v3::Response, MatrixError> {
-        let mut attempt = 0;
-        loop {
-            let mut request =
-                get_message_events::v3::Request::new(room_id.clone(), Direction::Backward);
-            request.from = from.map(str::to_owned);
-            request.limit = UInt::try_from(limit.clamp(1, PAGE_SIZE) as u64).unwrap_or(UInt::MIN);
-            match self.client.send(request, None).await {
-                Err(MatrixError::Unavailable(error)) if attempt + 1 < PAGE_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::warn!(%room_id, attempt, %error, "history page failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    /// Turns a room's `/sync` section into live events. `names` caches room names for this
-    /// process: a room seen for the first time, or renamed, is looked up (a name made of the
-    /// members is not followed as members come and go). `lenient`: pass over a room whose name
-    /// or gap the homeserver cannot serve, rather than failing the whole batch.
-    async fn room_events(
-        &self,
-        room_id: &OwnedRoomId,
-        room: &sync_events::v3::JoinedRoom,
-        names: &mut HashMap<String, String>,
-        sink: &dyn LiveSink,
-        out: &mut Vec<LiveEvent>,
-        lenient: bool,
-    ) -> Result<(), MatrixError> {
-        let chat_id = room_id.to_string();
-        let renamed = room.timeline.events.iter().any(|raw| {
-            matches!(
-                raw.get_field::<String>("type").ok().flatten().as_deref(),
-                Some("m.room.name" | "m.room.canonical_alias")
-            )
-        });
-        // Only an unreachable homeserver fails the batch (it is retried whole), until the
-        // retries turn lenient. A refusal concerns this room alone: it keeps its stored name,
-        // or its gap stays unfilled (logged; SyncChats backfills it).
-        if renamed || !names.contains_key(&chat_id) {
-            match self.room_name(room_id).await {
-                Ok(name) => {
-                    names.insert(chat_id.clone(), name.clone());
-                    out.push(LiveEvent::Chat {
-                        chat_id: chat_id.clone(),
-                        name,
-                    });
-                }
-                Err(error @ MatrixError::Unavailable(_)) if !lenient => return Err(error),
-                Err(error) => tracing::warn!(%room_id, %error, "cannot read the room's name"),
-            }
-        }
-        if room.timeline.limited
-            && let Some(prev_batch) = &room.timeline.prev_batch
-        {
-            match self.fill_gap(room_id, prev_batch, sink).await {
-                Ok(missed) => out.extend(
-                    missed
-                        .into_iter()
-                        .filter_map(|item| live_event(&chat_id, item)),
-                ),
-                Err(error @ MatrixError::Unavailable(_)) if !lenient => return Err(error),
-                Err(error) => {
-                    tracing::warn!(%room_id, %error, "cannot read the gap in the timeline; messages in it are missed until SyncChats")
-                }
-            }
-        }
-        for raw in &room.timeline.events {
-            let mut item = read_timeline_event(raw, &self.me);
-            self.fetch_media(&chat_id, raw, &mut item).await;
-            out.extend(live_event(&chat_id, item));
-        }
-        // Members: the state section (before or after the timeline) and the timeline's
-        // member events; storage keeps the latest join and leave whatever the order.
-        let no_state = Vec::new();
-        let state = match &room.state {
-            sync_events::v3::State::Before(state) | sync_events::v3::State::After(state) => {
-                &state.events
-            }
-            _ => &no_state,
-        };
-        let members: Vec<Value> = state
-            .iter()
-            .map(|raw| raw.json())
-            .chain(room.timeline.events.iter().map(|raw| raw.json()))
-            .filter(|json| json.get().contains("m.room.member"))
-            .filter_map(|json| serde_json::from_str::<Value>(json.get()).ok())
-            .collect();
-        let people = member_people(&members);
-        if !people.is_empty() {
-            out.push(LiveEvent::People {
-                chat_id: chat_id.clone(),
-                people,
-            });
-        }
-        for raw in &room.ephemeral.events {
-            if raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.receipt") {
-                continue;
-            }
-            let Ok(Some(content)) = raw.get_field::<BTreeMap<String, Value>>("content") else {
-                continue;
-            };
-            for (event_id, receipts) in content {
-                // Public read receipts (`m.read`) of other members, with their times.
-                let Some(users) = receipts["m.read"].as_object() else {
-                    continue;
-                };
-                let times: Vec<Option<i64>> = users
-                    .iter()
-                    .filter(|(user, _)| *user != self.me.as_str())
-                    .map(|(_, receipt)| receipt["ts"].as_i64())
-                    .collect();
-                if !times.is_empty() {
-                    out.push(LiveEvent::ReadUpTo {
-                        chat_id: chat_id.clone(),
-                        provider_message_id: event_id,
-                        read_at_ms: times.into_iter().flatten().max(),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The events a `limited` timeline skipped: read back from `prev_batch` until a stored
-    /// message (or the room's start, or [`MAX_GAP_EVENTS`]), oldest first.
-    async fn fill_gap(
-        &self,
-        room_id: &OwnedRoomId,
-        prev_batch: &str,
-        sink: &dyn LiveSink,
-    ) -> Result<Vec<TimelineItem>, MatrixError> {
-        let chat_id = room_id.to_string();
-        let mut missed = Vec::new();
-        let mut from = prev_batch.to_owned();
-        'pages: while missed.len() < MAX_GAP_EVENTS {
-            let page = self.page_back(room_id, Some(&from), PAGE_SIZE).await?;
-            for raw in &page.chunk {
-                let item = read_timeline_event(raw, &self.me);
-                if let TimelineItem::Message(message) = &item {
-                    let stored = sink
-                        .has_message(&chat_id, &message.provider_message_id)
-                        .await
-                        .map_err(|error| MatrixError::Unavailable(format!("storage: {error}")))?;
-                    if stored {
-                        break 'pages;
-                    }
-                }
-                let mut item = item;
-                self.fetch_media(&chat_id, raw, &mut item).await;
-                missed.push(item);
-            }
-            match page.end {
-                Some(end) if !page.chunk.is_empty() => from = end,
-                _ => break,
-            }
-        }
-        tracing::info!(%room_id, events = missed.len(), "filled a gap in the live timeline");
-        missed.reverse();
-        Ok(missed)
-    }
-
-    /// One `/sync` call and what it means. The first connection (no `since`) asks for no
-    /// timeline and delivers nothing.
-    async fn sync_once(
-        &self,
-        since: Option<&str>,
-        names: &mut HashMap<String, String>,
-        sink: &dyn LiveSink,
-        lenient: bool,
-    ) -> Result<(Vec<LiveEvent>, String), MatrixError> {
-        let mut filter = FilterDefinition::default();
-        let limit = if since.is_some() {
-            SYNC_TIMELINE_LIMIT
-        } else {
-            1
-        };
-        filter.room.timeline.limit = Some(UInt::from(limit));
-        filter.room.account_data = RoomEventFilter::ignore_all();
-        filter.presence = ruma::api::client::filter::Filter::ignore_all();
-        filter.account_data = ruma::api::client::filter::Filter::ignore_all();
-        let mut request = sync_events::v3::Request::new();
-        request.filter = Some(filter.into());
-        request.since = since.map(str::to_owned);
-        request.timeout = Some(if since.is_some() {
-            LONG_POLL
-        } else {
-            Duration::ZERO
-        });
-        let response = self
-            .client
-            .send(request, Some(LONG_POLL + Duration::from_secs(15)))
-            .await?;
-        let mut out = Vec::new();
-        if since.is_some() {
-            for (room_id, room) in &response.rooms.join {
-                if self.wanted(room_id.as_str()) {
-                    self.room_events(room_id, room, names, sink, &mut out, lenient)
-                        .await?;
-                }
-            }
-        }
-        Ok((out, response.next_batch))
-    }
 }
 
-/// What a timeline item means to storage.
-fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
-    let chat_id = chat_id.to_owned();
-    Some(match item {
-        TimelineItem::Message(message) => LiveEvent::Message { chat_id, message },
-        TimelineItem::Edit {
-            target,
-            sender,
-            text,
-        } => LiveEvent::Edited {
-            chat_id,
-            provider_message_id: target,
-            editor: sender,
-            text,
-        },
-        TimelineItem::Redaction { target } => LiveEvent::Deleted {
-            chat_id,
-            provider_message_id: target,
-        },
-        TimelineItem::Other => return None,
-    })
-}
-
-/// A backfilled window, newest first, as messages oldest first: edits by the original sender
-/// fold into the message they replace (the newest edit wins), redactions turn their target
-/// DELETED, and the edit and redaction events themselves are not messages.
-fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage> {
-    let mut messages = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut later: Vec<TimelineItem> = Vec::new();
-    for item in newest_first.into_iter().rev() {
-        match item {
-            TimelineItem::Message(message) => {
-                index.insert(message.provider_message_id.clone(), messages.len());
-                messages.push(message);
-            }
-            TimelineItem::Edit { .. } | TimelineItem::Redaction { .. } => later.push(item),
-            TimelineItem::Other => {}
-        }
-    }
-    for item in later {
-        match item {
-            TimelineItem::Edit {
-                target,
-                sender,
-                text,
-            } => {
-                if let Some(message) = index.get(&target).map(|&i| &mut messages[i])
-                    && message.kind != MessageKind::Deleted
-                    && message.sender == sender
-                {
-                    message.text = text;
-                }
-            }
-            TimelineItem::Redaction { target } => {
-                if let Some(message) = index.get(&target).map(|&i| &mut messages[i]) {
-                    message.kind = MessageKind::Deleted;
-                    message.text.clear();
-                }
-            }
-            _ => {}
-        }
-    }
-    messages
-}
-
-/// Capped exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up to
-/// 15–30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let ceiling_ms = 500u64
-        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
-        .min(30_000);
-    let random = uuid::Uuid::new_v4().as_u128() as u64;
-    Duration::from_millis(ceiling_ms / 2 + random % (ceiling_ms / 2 + 1))
+/// Capped exponential backoff with jitter, as an endless iterator of waits: the first is
+/// 0.25–0.5 s, each next one doubles, up to 15–30 s (backon adds a random part of the current
+/// delay, up to all of it).
+fn backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 fn room_id(chat_id: &str) -> Result<OwnedRoomId, SourceError> {
@@ -602,6 +269,18 @@ fn room_id(chat_id: &str) -> Result<OwnedRoomId, SourceError> {
 impl Source for Matrix {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    /// Live and two-way; one file per message (a Matrix media event carries one file);
+    /// history is stored a `/messages` page at a time.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            send: true,
+            native: false,
+            max_files_per_message: 1,
+            live: true,
+            batch_size: PAGE_SIZE,
+        }
     }
 
     async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
@@ -657,10 +336,6 @@ impl Source for Matrix {
         self.backfill(chat, limit, since_ms).await
     }
 
-    fn can_send(&self) -> bool {
-        true
-    }
-
     async fn send(
         &self,
         chat_id: &str,
@@ -676,11 +351,6 @@ impl Source for Matrix {
         Ok(SendReceipt {
             provider_message_id: response.event_id.to_string(),
         })
-    }
-
-    /// One file per message: a Matrix media event carries one file.
-    fn max_files_per_message(&self) -> usize {
-        1
     }
 
     /// Uploads the file (`POST /_matrix/media/v3/upload`), then sends an `m.image`,
@@ -780,126 +450,14 @@ impl Source for Matrix {
         Ok(())
     }
 
-    fn batch_size(&self) -> usize {
-        PAGE_SIZE
-    }
-
-    fn is_live(&self) -> bool {
-        true
-    }
-
     async fn run_live(&self, sink: Arc<dyn LiveSink>) {
-        let stop = sink.stopped();
-        let mut since = loop {
-            match sink.cursor().await {
-                Ok(cursor) => break cursor,
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the stored sync token; retrying");
-                    if sleep_or_stop(&stop, Duration::from_secs(1)).await {
-                        return;
-                    }
-                }
-            }
-        };
-        sink.set_state(SourceState::Connecting);
-        let mut names = HashMap::new();
-        let mut failures = 0u32;
-        loop {
-            let result = tokio::select! {
-                result = self.sync_once(since.as_deref(), &mut names, sink.as_ref(), failures >= LENIENT_AFTER) => result,
-                _ = stop.cancelled() => return,
-            };
-            let error = match result {
-                Ok((events, next_batch)) => match sink.apply(events, &next_batch).await {
-                    Ok(()) => {
-                        if failures > 0 || since.is_none() {
-                            tracing::info!("matrix /sync connected");
-                        }
-                        failures = 0;
-                        sink.set_state(SourceState::Up);
-                        since = Some(next_batch);
-                        continue;
-                    }
-                    Err(error) => format!("cannot store live events: {}", error.public_text()),
-                },
-                Err(error) => error.to_string(),
-            };
-            failures += 1;
-            let wait = backoff(failures);
-            tracing::warn!(%error, failures, retry_in_ms = wait.as_millis() as u64, "matrix /sync failed");
-            sink.set_state(SourceState::Down(error));
-            if sleep_or_stop(&stop, wait).await {
-                return;
-            }
-        }
-    }
-}
-
-/// Sleeps for `wait`; true when the server began shutting down first.
-async fn sleep_or_stop(stop: &CancellationToken, wait: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => false,
-        _ = stop.cancelled() => true,
+        self.live_loop(sink).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MessageStatus, NewMessage};
-
-    fn message(id: &str, text: &str) -> TimelineItem {
-        TimelineItem::Message(NewMessage {
-            provider_message_id: id.into(),
-            client_message_id: None,
-            sender: "@bob:localhost".into(),
-            text: text.into(),
-            kind: MessageKind::Text,
-            status: MessageStatus::Sent,
-            from_me: false,
-            sent_at_ms: 0,
-            attachments: Vec::new(),
-        })
-    }
-
-    fn edit(target: &str, sender: &str, text: &str) -> TimelineItem {
-        TimelineItem::Edit {
-            target: target.into(),
-            sender: sender.into(),
-            text: text.into(),
-        }
-    }
-
-    #[test]
-    fn folds_edits_and_redactions_into_history() {
-        // Newest first, as /messages?dir=b returns them.
-        let page = vec![
-            edit("$3", "@mallory:localhost", "not the sender: ignored"),
-            edit("$1", "@bob:localhost", "one, edited twice"),
-            TimelineItem::Redaction {
-                target: "$2".into(),
-            },
-            edit("$9", "@bob:localhost", "target not in the window"),
-            message("$3", "three"),
-            edit("$1", "@bob:localhost", "one, edited"),
-            message("$2", "two"),
-            TimelineItem::Other,
-            message("$1", "one"),
-        ];
-        let messages = fold_history(page);
-        let shown: Vec<(&str, &str, MessageKind)> = messages
-            .iter()
-            .map(|m| (m.provider_message_id.as_str(), m.text.as_str(), m.kind))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                ("$1", "one, edited twice", MessageKind::Text),
-                ("$2", "", MessageKind::Deleted),
-                ("$3", "three", MessageKind::Text),
-            ]
-        );
-    }
 
     /// A context over a fresh SQLite store (kept alive by the returned directory).
     fn context() -> (SourceContext, tempfile::TempDir) {
@@ -940,7 +498,7 @@ mod tests {
             "access_token_file": token_file, "rooms": ["!a:localhost"], "exclude_rooms": ["!b:localhost"]});
         let source = built(ok).expect("valid settings");
         assert_eq!(source.kind(), KIND);
-        assert!(source.is_live() && source.can_send());
+        assert!(source.capabilities().live && source.capabilities().send);
 
         let error = built(serde_json::json!({"homeserver": "http://h", "user_id": "@me:h", "access_token": "syt_x"}))
             .err()
@@ -995,20 +553,5 @@ mod tests {
         assert!(only.wanted("!a:localhost"));
         assert!(!only.wanted("!b:localhost"));
         assert!(!only.wanted("!c:localhost"));
-    }
-
-    #[test]
-    fn backoff_grows_to_a_cap_with_jitter() {
-        for attempt in 1..20 {
-            let wait = backoff(attempt).as_millis() as u64;
-            let ceiling = (500u64 << (attempt - 1).min(6)).min(30_000);
-            assert!(
-                wait >= ceiling / 2 && wait <= ceiling,
-                "attempt {attempt}: {wait} ms"
-            );
-        }
-        let waits: std::collections::HashSet<u128> =
-            (0..20).map(|_| backoff(10).as_millis()).collect();
-        assert!(waits.len() > 1, "jittered");
     }
 }
