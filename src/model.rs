@@ -488,3 +488,12 @@ impl ClientMessageId {
         &self.0
     }
 }
+
+/// What a value takes on the wire, in bytes: the size of its protobuf encoding as the API
+/// sends it, as one element of a repeated field (tag, length prefix and body; prost's
+/// `encoded_len` of the proto type). Implemented by the gRPC adapter (`grpc::convert`), the
+/// one place that knows the proto types; listing pages, search pages and snapshot frames are
+/// cut by it so that they fit a client's message size limit.
+pub trait EncodedLen {
+    fn encoded_len(&self) -> usize;
+}

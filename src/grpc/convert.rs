@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::model::{self, MessageStatus, SourceState, SyncState};
-use crate::service::{Event, Progress, SendRequest, SnapshotFrame, Stage, SyncStatus};
+use crate::service::{Event, Progress, SearchHit, SendRequest, SnapshotFrame, Stage, SyncStatus};
 
 use super::pb;
 
@@ -297,6 +297,53 @@ impl From<SnapshotFrame> for pb::GetSnapshotResponse {
             unread_count: frame.unread_count,
             has_more: frame.has_more,
             n_chats: frame.n_chats,
+        }
+    }
+}
+
+/// The bytes `message` takes as one element of a repeated field with a one-byte tag (every
+/// repeated field of `chatsync.v1` that lists these types has a field number below 16).
+fn as_element(message: &impl prost::Message) -> usize {
+    let len = message.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+impl model::EncodedLen for model::Message {
+    fn encoded_len(&self) -> usize {
+        as_element(&pb::Message::from(self.clone()))
+    }
+}
+
+impl model::EncodedLen for model::Chat {
+    fn encoded_len(&self) -> usize {
+        as_element(&pb::Chat::from(self.clone()))
+    }
+}
+
+impl model::EncodedLen for model::Contact {
+    fn encoded_len(&self) -> usize {
+        as_element(&pb::Contact::from(self.clone()))
+    }
+}
+
+impl model::EncodedLen for model::Participant {
+    fn encoded_len(&self) -> usize {
+        as_element(&pb::Participant::from(self.clone()))
+    }
+}
+
+impl model::EncodedLen for SearchHit {
+    fn encoded_len(&self) -> usize {
+        as_element(&pb::SearchHit::from(self.clone()))
+    }
+}
+
+impl From<SearchHit> for pb::SearchHit {
+    fn from(hit: SearchHit) -> Self {
+        pb::SearchHit {
+            message: Some(pb::Message::from(hit.message)),
+            snippet: hit.snippet,
+            score: hit.score,
         }
     }
 }

@@ -89,6 +89,7 @@ pub fn status_from(error: Error) -> Status {
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::Unavailable(m) => Status::unavailable(m),
         Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+        Error::Aborted(m) => Status::aborted(m),
         // The cause stays in the log: a client sees only an id to quote.
         error @ (Error::Storage(_) | Error::Internal(_)) => Status::internal(error.public_text()),
     }

@@ -376,15 +376,7 @@ impl ChatSyncService for Api {
                 })
                 .await?;
             Ok(pb::SearchMessagesResponse {
-                hits: page
-                    .hits
-                    .into_iter()
-                    .map(|hit| pb::SearchHit {
-                        message: Some(pb::Message::from(hit.message)),
-                        snippet: hit.snippet,
-                        score: hit.score,
-                    })
-                    .collect(),
+                hits: page.hits.into_iter().map(pb::SearchHit::from).collect(),
                 next_page_token: page.next_page_token,
             })
         })

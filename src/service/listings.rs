@@ -1,6 +1,7 @@
 //! The listings (ListChats, ListMessages, ListContacts, ListParticipants): seq cursors, page
 //! sizes, and pages that fit a default client.
 use super::*;
+use crate::model::EncodedLen;
 
 /// A page of a listing.
 #[derive(Debug, Clone)]
@@ -9,24 +10,6 @@ pub struct Page<T> {
     /// The cursor for the next page.
     pub next_seq: u64,
     pub has_more: bool,
-}
-
-/// Bytes added to a message's strings for its other fields and protobuf framing, in a
-/// page's size estimate (ids, seq, kind, status, timestamp, tags and lengths; generous).
-pub(super) const MESSAGE_OVERHEAD_BYTES: usize = 96;
-
-/// An upper estimate of a contact's encoded size, in bytes.
-pub(super) fn contact_bytes(contact: &Contact) -> usize {
-    contact.contact_id.len()
-        + contact.display_name.len()
-        + contact.phone.as_deref().map_or(0, str::len)
-        + contact.matrix_id.as_deref().map_or(0, str::len)
-        + 32
-}
-
-/// An upper estimate of a participant's encoded size, in bytes.
-pub(super) fn participant_bytes(participant: &Participant) -> usize {
-    participant.chat_id.len() + participant.contact_id.len() + 64
 }
 
 pub(super) fn page_size(limit: u32) -> Result<u64> {
@@ -40,30 +23,9 @@ pub(super) fn page_size(limit: u32) -> Result<u64> {
 }
 
 /// The page budget for a `max_response_bytes` limit: three quarters of the smaller of it and
-/// a default client's 4 MiB, leaving room for the estimate's error.
+/// a default client's 4 MiB, leaving room for the response's own fields and framing.
 pub(super) fn page_bytes(max_response_bytes: usize) -> usize {
     max_response_bytes.min(DEFAULT_CLIENT_MESSAGE_BYTES) / 4 * 3
-}
-
-/// An upper estimate of a message's encoded size, in bytes.
-pub(super) fn message_bytes(message: &Message) -> usize {
-    message.session_id.len()
-        + message.chat_id.len()
-        + message.provider_message_id.len()
-        + message.client_message_id.as_deref().map_or(0, str::len)
-        + message.sender.len()
-        + message.text.len()
-        + message
-            .attachments
-            .iter()
-            .map(|file| file.file_name.len() + file.mime_type.len() + file.sha256.len() + 24)
-            .sum::<usize>()
-        + MESSAGE_OVERHEAD_BYTES
-}
-
-/// An upper estimate of a chat's encoded size, in bytes.
-pub(super) fn chat_bytes(chat: &Chat) -> usize {
-    chat.chat_id.len() + chat.name.len() + 32
 }
 
 /// How many of `items`, from the first, fit in `budget` bytes; at least one, so a page always
@@ -125,7 +87,7 @@ impl ChatSync {
             .store
             .list_chats(session_id, after_seq, limit + 1)
             .await?;
-        let fitting = fit_oldest(&items, self.inner.page_bytes, chat_bytes);
+        let fitting = fit_oldest(&items, self.inner.page_bytes, EncodedLen::encoded_len);
         let limit = limit.min(fitting as u64);
         Ok(page(&mut items, limit, after_seq, |chat| chat.seq))
     }
@@ -177,7 +139,7 @@ impl ChatSync {
             .list_messages(session_id, chat_id, after_seq, before_seq, take, limit + 1)
             .await?;
         let Some(before_seq) = before_seq else {
-            let fitting = fit_oldest(&items, self.inner.page_bytes, message_bytes);
+            let fitting = fit_oldest(&items, self.inner.page_bytes, EncodedLen::encoded_len);
             let limit = limit.min(fitting as u64);
             return Ok(page(&mut items, limit, after_seq, |message| message.seq));
         };
@@ -186,7 +148,7 @@ impl ChatSync {
         let keep = fit_newest(
             &items[items.len() - newest..],
             self.inner.page_bytes,
-            message_bytes,
+            EncodedLen::encoded_len,
         );
         let has_more = items.len() > keep;
         items.drain(..items.len() - keep);
@@ -213,7 +175,7 @@ impl ChatSync {
             .store
             .list_contacts(session_id, after_seq, limit + 1)
             .await?;
-        let fitting = fit_oldest(&items, self.inner.page_bytes, contact_bytes);
+        let fitting = fit_oldest(&items, self.inner.page_bytes, EncodedLen::encoded_len);
         let limit = limit.min(fitting as u64);
         Ok(page(&mut items, limit, after_seq, |contact| contact.seq))
     }
@@ -235,7 +197,7 @@ impl ChatSync {
             .store
             .list_participants(session_id, chat_id, after_seq, limit + 1)
             .await?;
-        let fitting = fit_oldest(&items, self.inner.page_bytes, participant_bytes);
+        let fitting = fit_oldest(&items, self.inner.page_bytes, EncodedLen::encoded_len);
         let limit = limit.min(fitting as u64);
         Ok(page(&mut items, limit, after_seq, |participant| {
             participant.seq

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::blobs::{BlobStore, ChunkStream, DirBlobStore, is_sha256};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::model::EncodedLen;
 use crate::model::{
     self, AttachmentUpload, Chat, ChatId, ClientMessageId, Contact, Message, MessageKind,
     MessageStatus, NewMessage, Participant, now_ms, refuse_nul,
@@ -32,7 +33,7 @@ use crate::search::SearchQuery;
 use crate::sources::{self, Source, SourceContext};
 use crate::storage::{PoolUsage, SessionRecord, Store, Take};
 pub use listings::Page;
-use listings::{fit_newest, fit_oldest, message_bytes, page_bytes, page_size};
+use listings::{fit_newest, fit_oldest, page_bytes, page_size};
 pub use search::{MAX_SEARCH_CHATS, SearchHit, SearchPage, SearchRequest};
 pub use send::SendRequest;
 pub use snapshot::{SNAPSHOT_STALL, SnapshotFrame, snapshot_slots};

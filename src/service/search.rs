@@ -131,9 +131,7 @@ impl ChatSync {
                 score: found.score,
             })
             .collect();
-        let fitting = fit_oldest(&hits, self.inner.page_bytes, |hit| {
-            message_bytes(&hit.message) + hit.snippet.len() + 16
-        });
+        let fitting = fit_oldest(&hits, self.inner.page_bytes, EncodedLen::encoded_len);
         let keep = (limit as usize).min(fitting);
         let has_more = hits.len() > keep;
         hits.truncate(keep);

@@ -110,7 +110,7 @@ impl ChatSync {
                     let item = match next {
                         Ok(None) => break,
                         Ok(Some(mut chat)) => {
-                            let keep = fit_newest(&chat.messages, budget, message_bytes);
+                            let keep = fit_newest(&chat.messages, budget, EncodedLen::encoded_len);
                             let cut = chat.messages.len() - keep;
                             if cut > 0 {
                                 chat.messages.drain(..cut);

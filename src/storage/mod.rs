@@ -253,19 +253,19 @@ async fn migrate_postgres(db: &DatabaseConnection) -> Result<()> {
     // Any constant key works; this one spells "chatsync" in ASCII.
     const MIGRATION_LOCK: i64 = 0x6368_6174_7379_6e63;
     let pool = db.get_postgres_connection_pool();
-    let mut lock = pool.acquire().await.map_err(sql_error)?;
+    let mut lock = pool.acquire().await.map_err(Error::from)?;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *lock)
         .await
-        .map_err(sql_error)?;
+        .map_err(Error::from)?;
     let migrated = <migrations::Migrator as migrations::MigratorTrait>::up(db, None).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *lock)
         .await;
     migrated?;
-    unlocked.map_err(sql_error)?;
+    unlocked.map_err(Error::from)?;
     Ok(())
 }
 
@@ -311,10 +311,6 @@ fn lock_sqlite_file(url: &str) -> Result<Option<std::fs::File>> {
             "cannot lock the database file {path}: {e}"
         ))),
     }
-}
-
-fn sql_error(error: sea_orm::sqlx::Error) -> Error {
-    Error::Storage(sea_orm::DbErr::Custom(error.to_string()))
 }
 
 /// Text as storage writes it: PostgreSQL text cannot hold NUL, and a NUL from a source is never
