@@ -85,11 +85,15 @@ impl Application {
                 "allow_insecure_tokens: API tokens are accepted without TLS and cross the network in clear text"
             );
         }
-        let store = Store::connect_with_pool(&config.database_url, config.database_max_connections)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open database {}: {e}", redact(&config.database_url))
-            })?;
+        let store = Store::connect_with(
+            &config.database_url,
+            config.database_max_connections,
+            Duration::from_secs(config.lease_secs),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot open database {}: {e}", redact(&config.database_url))
+        })?;
         let shutdown = CancellationToken::new();
         let service = ChatSync::new(&config, store, shutdown.clone()).await?;
         raise_fd_limit();

@@ -118,7 +118,7 @@ impl ChatSync {
         store: Store,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let interrupted = store.mark_interrupted_runs().await?;
+        let interrupted = store.mark_interrupted_runs(true).await?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
@@ -163,6 +163,9 @@ impl ChatSync {
                 );
             }
             sessions.insert(session.id.clone(), handles);
+        }
+        if store.is_postgres() {
+            spawn_run_sweeper(store.clone(), lease, shutdown.clone());
         }
         let hub_store = store.clone();
         Ok(Self {
@@ -306,15 +309,17 @@ impl ChatSync {
     pub async fn sync_status(&self, session_id: &str) -> Result<SyncStatus> {
         let source_state = self.session(session_id)?.state.borrow().clone();
         let store = &self.inner.store;
-        let session = store.session(session_id).await?;
+        let (mut session, lease_held) = store.session_and_sync_lease(session_id).await?;
         let (chat_count, message_count) = store.counts(session_id).await?;
-        let mut session = session;
         if self.inner.runs.current(session_id).is_none()
             && session.sync_state == SyncState::Running
-            && store.interrupt_if_expired(session_id, false).await?
+            && !lease_held
         {
-            // The replica running it died: its lease expired just now.
-            session = store.session(session_id).await?;
+            // The replica running it stopped. A read never takes the session's lock (that
+            // replica may hold it, stalled): the run is reported INTERRUPTED now and recorded
+            // so by the sweeper or the next run.
+            session.sync_state = SyncState::Interrupted;
+            session.sync_error = Some(crate::storage::LEASE_EXPIRED.to_owned());
         }
         let (state, progress) = match self.inner.runs.current(session_id) {
             Some(progress) => (SyncState::Running, Some(progress)),
@@ -335,6 +340,32 @@ impl ChatSync {
             source_state,
         })
     }
+}
+
+/// Records as INTERRUPTED, every third of a lease, the runs whose replica stopped renewing
+/// their lease (PostgreSQL; on SQLite a run dies with the one process and start-up records
+/// it). Stops at shutdown.
+fn spawn_run_sweeper(store: Store, lease: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            match store.mark_interrupted_runs(false).await {
+                Ok(0) => {}
+                Ok(interrupted) => {
+                    tracing::warn!(
+                        interrupted,
+                        "sync runs whose replica stopped were interrupted"
+                    )
+                }
+                Err(error) => tracing::warn!(%error, "cannot sweep expired sync runs"),
+            }
+        }
+    });
 }
 
 /// A configured session: its source and the live source's connection state.

@@ -53,7 +53,7 @@ pub use files::{FileFingerprint, FileRecord};
 pub use group::GroupCommitStats;
 pub use import::ImportChat;
 pub use messages::MessageEdit;
-pub use sessions::{LeaseKind, RunClaim, SessionRecord, SyncRecord};
+pub use sessions::{LEASE_EXPIRED, LeaseKind, RunClaim, SessionRecord, SyncRecord};
 pub use snapshot::{Snapshot, SnapshotChat};
 pub use write::WriteTxn;
 
@@ -89,6 +89,8 @@ pub(crate) fn statement_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item
 
 /// PostgreSQL connections per process unless configured (`database_max_connections`).
 pub const DEFAULT_POOL_SIZE: u32 = 16;
+/// The lease time [`Store::connect`] bounds PostgreSQL's waits by: `lease_secs`' default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Which end of a seq range a listing takes when the range holds more than its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,12 +137,22 @@ impl Store {
     /// migrate once; a listener on `chatsync_heads` and `chatsync_runs` is started (see
     /// [`heads`]).
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with_pool(url, DEFAULT_POOL_SIZE).await
+        Self::connect_with(url, DEFAULT_POOL_SIZE, DEFAULT_LEASE).await
     }
 
     /// [`Store::connect`] with at most `pool_size` PostgreSQL connections (plus one for the
-    /// listener). Ignored on SQLite, which keeps 8 readers.
-    pub async fn connect_with_pool(url: &str, pool_size: u32) -> Result<Self> {
+    /// listener; ignored on SQLite, which keeps 8 readers), and PostgreSQL's waits bounded by
+    /// `lease` (the cluster's lease time): each connection sets
+    ///
+    /// - `lock_timeout` = `lease`: a write that waits longer for a lock (a session's row,
+    ///   held by a stalled replica) fails with SQLSTATE 55P03, answered UNAVAILABLE;
+    /// - `idle_in_transaction_session_timeout` = `lease`: the server ends a transaction left
+    ///   idle that long (its replica paused or cut off), releasing its locks;
+    /// - `tcp_keepalives_idle` = `lease`/2, `tcp_keepalives_interval` = `lease`/6 (at least
+    ///   1 s), `tcp_keepalives_count` = 3 and `tcp_user_timeout` = `lease`: the server drops
+    ///   the connection of a replica that the network cut off within about a lease, not the
+    ///   kernel's two hours.
+    pub async fn connect_with(url: &str, pool_size: u32, lease: Duration) -> Result<Self> {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false);
         let sqlite = url.starts_with("sqlite:");
@@ -168,7 +180,10 @@ impl Store {
                         .pragma("wal_autocheckpoint", "8192")
                 });
         } else {
-            options.max_connections(pool_size.max(2));
+            let settings = postgres_session_settings(lease);
+            options
+                .max_connections(pool_size.max(2))
+                .map_sqlx_postgres_opts(move |opts| opts.options(settings.clone()));
         }
         let db = Database::connect(options).await?;
         let sqlite_lock = if sqlite { lock_sqlite_file(url)? } else { None };
@@ -244,6 +259,21 @@ impl Store {
         head.map(|head| head as u64)
             .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))
     }
+}
+
+/// The settings every PostgreSQL connection starts with (see [`Store::connect_with`]), as
+/// (name, value) pairs in milliseconds or seconds as each setting counts.
+fn postgres_session_settings(lease: Duration) -> Vec<(&'static str, String)> {
+    let lease_ms = lease.as_millis().max(1000);
+    let lease_s = lease_ms.div_ceil(1000);
+    vec![
+        ("lock_timeout", lease_ms.to_string()),
+        ("idle_in_transaction_session_timeout", lease_ms.to_string()),
+        ("tcp_keepalives_idle", (lease_s / 2).max(1).to_string()),
+        ("tcp_keepalives_interval", (lease_s / 6).max(1).to_string()),
+        ("tcp_keepalives_count", "3".to_owned()),
+        ("tcp_user_timeout", lease_ms.to_string()),
+    ]
 }
 
 /// Runs the migrations while holding a PostgreSQL advisory lock, so that replicas started

@@ -10,6 +10,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, Statement,
+    TransactionTrait,
 };
 
 use super::Store;
@@ -89,7 +90,7 @@ pub enum RunClaim {
 }
 
 /// Why a run that stopped holding its lease is INTERRUPTED.
-const LEASE_EXPIRED: &str = "the replica running the sync run stopped (its lease expired)";
+pub const LEASE_EXPIRED: &str = "the replica running the sync run stopped (its lease expired)";
 
 impl Store {
     /// Creates the session row if missing and records its source kind.
@@ -123,7 +124,15 @@ impl Store {
     /// more. On SQLite (one process, see [`Store::connect`]) every RUNNING run found at start
     /// is a dead one, so `at_start` interrupts it whatever its lease says. Returns whether the
     /// run was interrupted.
+    ///
+    /// A lease still held is seen without the session's lock, so a live run's holder that
+    /// stalls inside a write transaction never makes this wait.
     pub async fn interrupt_if_expired(&self, session_id: &str, at_start: bool) -> Result<bool> {
+        // On SQLite at start, the file lock proves that every earlier process is gone.
+        let dead_process = at_start && !self.is_postgres();
+        if !dead_process && self.lease_held(session_id, LeaseKind::Sync).await? {
+            return Ok(false);
+        }
         let txn = self.write(session_id).await?;
         let Some(row) = session::Entity::find_by_id(session_id)
             .one(txn.conn())
@@ -134,8 +143,6 @@ impl Store {
         if SyncState::from_i16(row.sync_state) != SyncState::Running {
             return Ok(false);
         }
-        // On SQLite at start, the file lock proves that every earlier process is gone.
-        let dead_process = at_start && !self.is_postgres();
         let held = lease::Entity::find_by_id((session_id.to_owned(), "sync".to_owned()))
             .one(txn.conn())
             .await?
@@ -166,10 +173,17 @@ impl Store {
         Ok(true)
     }
 
-    /// Marks runs left RUNNING by a crash as INTERRUPTED: on SQLite all of them, on
-    /// PostgreSQL those whose lease expired (another replica may be running the others).
-    /// Called once at start-up. Returns how many were interrupted.
-    pub async fn mark_interrupted_runs(&self) -> Result<u64> {
+    /// Whether a replica holds the session's `kind` lease now (its expiry is in the future).
+    /// A plain read: it never waits for the session's lock.
+    pub async fn lease_held(&self, session_id: &str, kind: LeaseKind) -> Result<bool> {
+        lease_held_in(&self.db, session_id, kind).await
+    }
+
+    /// Marks runs left RUNNING by a crash as INTERRUPTED: on SQLite at start-up
+    /// (`at_start`) all of them, otherwise those whose lease expired (another replica may be
+    /// running the others). Called at start-up, and on PostgreSQL by the service's sweeper
+    /// every third of a lease. Returns how many were interrupted.
+    pub async fn mark_interrupted_runs(&self, at_start: bool) -> Result<u64> {
         let running: Vec<String> = session::Entity::find()
             .filter(session::Column::SyncState.eq(SyncState::Running as i16))
             .all(&self.db)
@@ -179,7 +193,7 @@ impl Store {
             .collect();
         let mut interrupted = 0;
         for session_id in running {
-            if self.interrupt_if_expired(&session_id, true).await? {
+            if self.interrupt_if_expired(&session_id, at_start).await? {
                 interrupted += 1;
             }
         }
@@ -188,21 +202,28 @@ impl Store {
 
     /// The session row, or `NotFound`.
     pub async fn session(&self, session_id: &str) -> Result<SessionRecord> {
-        let row = session::Entity::find_by_id(session_id.to_owned())
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?;
-        Ok(SessionRecord {
-            id: row.id,
-            source: row.source,
-            head_seq: row.head_seq as u64,
-            sync_state: SyncState::from_i16(row.sync_state),
-            sync_id: row.sync_id,
-            sync_started_at_ms: row.sync_started_at,
-            sync_finished_at_ms: row.sync_finished_at,
-            sync_error: row.sync_error,
-            sync_progress: row.sync_progress,
-        })
+        session_in(&self.db, session_id).await
+    }
+
+    /// The session row and whether a replica holds its sync lease, read together (one read
+    /// transaction: PostgreSQL's REPEATABLE READ, SQLite's deferred one). A plain read: it
+    /// never waits for the session's lock. A run RUNNING with no lease held is one whose
+    /// replica stopped.
+    pub async fn session_and_sync_lease(&self, session_id: &str) -> Result<(SessionRecord, bool)> {
+        let txn = if self.is_postgres() {
+            self.db
+                .begin_with_config(
+                    Some(sea_orm::IsolationLevel::RepeatableRead),
+                    Some(sea_orm::AccessMode::ReadOnly),
+                )
+                .await?
+        } else {
+            self.db.begin().await?
+        };
+        let record = session_in(&txn, session_id).await?;
+        let held = lease_held_in(&txn, session_id, LeaseKind::Sync).await?;
+        txn.commit().await?;
+        Ok((record, held))
     }
 
     /// Starts a sync run for `holder` unless another replica holds a live one: under the
@@ -454,4 +475,35 @@ impl Store {
         txn.commit().await?;
         Ok(())
     }
+}
+
+async fn session_in(db: &impl ConnectionTrait, session_id: &str) -> Result<SessionRecord> {
+    let row = session::Entity::find_by_id(session_id.to_owned())
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?;
+    Ok(SessionRecord {
+        id: row.id,
+        source: row.source,
+        head_seq: row.head_seq as u64,
+        sync_state: SyncState::from_i16(row.sync_state),
+        sync_id: row.sync_id,
+        sync_started_at_ms: row.sync_started_at,
+        sync_finished_at_ms: row.sync_finished_at,
+        sync_error: row.sync_error,
+        sync_progress: row.sync_progress,
+    })
+}
+
+async fn lease_held_in(
+    db: &impl ConnectionTrait,
+    session_id: &str,
+    kind: LeaseKind,
+) -> Result<bool> {
+    Ok(
+        lease::Entity::find_by_id((session_id.to_owned(), kind.as_str().to_owned()))
+            .one(db)
+            .await?
+            .is_some_and(|lease| lease.expires_at > now_ms()),
+    )
 }

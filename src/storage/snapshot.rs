@@ -43,6 +43,11 @@ pub struct Snapshot {
     since_ms: Option<i64>,
 }
 
+/// How long a PostgreSQL snapshot transaction may sit idle before the server ends it: longer
+/// than the service's stall limit (`service::SNAPSHOT_STALL`, 30 s), so only a replica that
+/// stopped (paused, cut off) loses it.
+const SNAPSHOT_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Store {
     /// Opens a snapshot of `session_id` (only `chat_ids`, when not empty) whose messages are
     /// those sent at or after `since_ms`, when given. Reads the head seq, the chat list in
@@ -59,12 +64,22 @@ impl Store {
     ) -> Result<Snapshot> {
         let backend = self.db.get_database_backend();
         let txn = if backend == DbBackend::Postgres {
-            self.db
+            let txn = self
+                .db
                 .begin_with_config(
                     Some(IsolationLevel::RepeatableRead),
                     Some(AccessMode::ReadOnly),
                 )
-                .await?
+                .await?;
+            // A snapshot's read transaction waits on its client between frames (the service
+            // ends it after a 30 s stall), longer than the connection's idle limit of one
+            // lease; it takes no lock a writer waits for.
+            txn.execute_unprepared(&format!(
+                "SET LOCAL idle_in_transaction_session_timeout = {}",
+                SNAPSHOT_IDLE_LIMIT.as_millis()
+            ))
+            .await?;
+            txn
         } else {
             // Deferred: the WAL snapshot is taken by the first read, the head.
             self.db.begin().await?
