@@ -1,6 +1,8 @@
 //! Compiles `proto/` with protox (pure Rust, so no system `protoc` is needed) and generates
 //! the tonic server and client with tonic-prost-build. The encoded file descriptor set is kept
-//! in OUT_DIR for gRPC reflection.
+//! in OUT_DIR for gRPC reflection, and pbjson-build generates from it the serde impls of the
+//! protobuf JSON mapping (`chatsync.v1.serde.rs`, for the CLI's `--json`). The well-known types
+//! (`google.protobuf.Timestamp`) come from `pbjson_types`, which has them with serde impls.
 //!
 //! Also lists every file under `samples/` into `OUT_DIR/samples.rs` (`include_bytes!` of
 //! each), so the binary carries the demo exports (see `src/samples.rs`).
@@ -10,15 +12,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(["chatsync/v1/chatsync.proto"], ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("chatsync_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
+    let descriptors = prost::Message::encode_to_vec(&fds);
+    std::fs::write(out_dir.join("chatsync_descriptor.bin"), &descriptors)?;
     // The generated code encodes with a smaller first buffer than tonic's (see
     // `chatsync::grpc::codec`): an open subscription holds its buffer for its whole life.
     tonic_prost_build::configure()
         .codec_path("crate::grpc::codec::SmallBufferCodec")
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
+    // Every field is written, default values too (as `buf curl --emit-defaults` prints).
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .emit_fields()
+        .build(&[".chatsync.v1"])?;
     embed_samples(&out_dir)?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 # Each run:
 #   1. starts `chatsync serve` on a free port with a fresh SQLite file (temp dir);
 #   2. `chatsync sync bench --all --json`: time from the first frame to the COMPLETED frame,
-#      and total_messages_synced from that frame;
+#      and totalMessagesSynced from that frame;
 #   3. the server's peak RSS (VmHWM in /proc/PID/status) after the sync;
 #   4. the same sync again (re-sync of the unchanged corpus), timed the same way;
 #   5. stops the server, then runs the raw baseline into another fresh SQLite file.
@@ -76,16 +76,16 @@ for line in proc.stdout:
     if first is None:
         first = now
     frame = json.loads(line)
-    if frame["stage"] == "CHAT_FAILED":
+    if frame["stage"] == "SYNC_STAGE_CHAT_FAILED":
         failed += 1
-    if frame["stage"] == "COMPLETED":
+    if frame["stage"] == "SYNC_STAGE_COMPLETED":
         completed = now
         break
 for _ in proc.stdout:
     pass
 if proc.wait() != 0 or completed is None:
     sys.exit(f"sync failed (exit {proc.returncode}), last frame: {frame}")
-print(f"{completed - first:.4f} {frame['total_messages_synced']} {frame['n_chats']} {failed}")
+print(f"{completed - first:.4f} {frame['totalMessagesSynced']} {frame['nChats']} {failed}")
 EOF
 }
 

@@ -92,15 +92,15 @@ for line in proc.stdout:
     now = time.monotonic()
     first = first or now
     frame = json.loads(line)
-    failed += frame["stage"] == "CHAT_FAILED"
-    if frame["stage"] == "COMPLETED":
+    failed += frame["stage"] == "SYNC_STAGE_CHAT_FAILED"
+    if frame["stage"] == "SYNC_STAGE_COMPLETED":
         completed = now
         break
 for _ in proc.stdout:
     pass
 if proc.wait() != 0 or completed is None:
     sys.exit(f"sync failed (exit {proc.returncode}), last frame: {frame}")
-print(f"{completed - first:.4f} {frame['total_messages_synced']} {failed}")
+print(f"{completed - first:.4f} {frame['totalMessagesSynced']} {failed}")
 PYEOF
 }
 

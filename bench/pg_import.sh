@@ -58,14 +58,14 @@ for line in proc.stdout:
     t = time.monotonic()
     first = first or t
     frame = json.loads(line)
-    if frame["stage"] == "COMPLETED":
+    if frame["stage"] == "SYNC_STAGE_COMPLETED":
         completed = t
         break
 for _ in proc.stdout:
     pass
 if proc.wait() != 0 or completed is None:
     sys.exit(f"sync failed, last frame: {frame}")
-print(f"{completed - first:.4f} {frame['total_messages_synced']}")
+print(f"{completed - first:.4f} {frame['totalMessagesSynced']}")
 EOF
 }
 

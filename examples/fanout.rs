@@ -85,10 +85,6 @@ fn histogram(values: &[u64]) -> anyhow::Result<Histogram<u64>> {
     Ok(histogram)
 }
 
-fn percentile(histogram: &Histogram<u64>, p: f64) -> u64 {
-    histogram.value_at_quantile(p / 100.0)
-}
-
 fn ms(nanos: u64) -> f64 {
     nanos as f64 / 1e6
 }
@@ -285,8 +281,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "SendMessage RPC latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(percentile(&rpc, 50.0)),
-        ms(percentile(&rpc, 99.0)),
+        ms(rpc.value_at_percentile(50.0)),
+        ms(rpc.value_at_percentile(99.0)),
         ms(rpc.max())
     );
     println!(
@@ -295,8 +291,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; all delivered {:.2} s after the first send",
-        ms(percentile(&all, 50.0)),
-        ms(percentile(&all, 99.0)),
+        ms(all.value_at_percentile(50.0)),
+        ms(all.value_at_percentile(99.0)),
         ms(all.max()),
         delivered_secs
     );
@@ -307,10 +303,10 @@ async fn main() -> anyhow::Result<()> {
         args.rate,
         args.messages as f64 / issue_secs,
         args.messages as f64 / complete_secs,
-        ms(percentile(&rpc, 50.0)),
-        ms(percentile(&rpc, 99.0)),
-        ms(percentile(&all, 50.0)),
-        ms(percentile(&all, 99.0)),
+        ms(rpc.value_at_percentile(50.0)),
+        ms(rpc.value_at_percentile(99.0)),
+        ms(all.value_at_percentile(50.0)),
+        ms(all.value_at_percentile(99.0)),
         ms(all.max()),
         missing
     );

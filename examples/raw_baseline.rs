@@ -35,15 +35,21 @@ struct ParsedChat {
     messages: Vec<NewMessage>,
 }
 
+/// Raw baseline for the full-sync benchmark: the service's rows, inserted with plain sqlx.
+#[derive(clap::Parser)]
+struct Args {
+    /// A folder of WhatsApp `.txt` exports.
+    corpus_dir: PathBuf,
+    /// The SQLite file to create (it must not exist).
+    db_file: PathBuf,
+}
+
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [corpus, db_file] = args.as_slice() else {
-        anyhow::bail!("usage: raw_baseline CORPUS_DIR DB_FILE");
-    };
+    let args = <Args as clap::Parser>::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(Path::new(corpus), Path::new(db_file)))
+    runtime.block_on(run(&args.corpus_dir, &args.db_file))
 }
 
 /// The export files of the corpus with their chat names and ids, in the service's order

@@ -7,26 +7,42 @@
 //! call's wall time (request sent → response decoded) goes into an hdrhistogram (3 significant
 //! digits); the report is one JSON line: queries, calls, p50/p99/max in microseconds, and the
 //! mean number of hits per query.
+use std::path::PathBuf;
 use std::time::Instant;
 
 use chatsync::grpc::pb;
 use hdrhistogram::Histogram;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 
+/// SearchMessages latency against a running server.
+#[derive(clap::Parser)]
+struct Args {
+    /// The server's URL.
+    url: String,
+    /// The session to search.
+    session: String,
+    /// One query per line.
+    queries_file: PathBuf,
+    /// Measured rounds, each running every query once.
+    #[arg(default_value_t = 5)]
+    rounds: usize,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, session, file, rest @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: search_bench URL SESSION QUERIES_FILE [ROUNDS]");
-    };
-    let rounds: usize = rest.first().map(|r| r.parse()).transpose()?.unwrap_or(5);
-    let queries: Vec<String> = std::fs::read_to_string(file)?
+    let Args {
+        url,
+        session,
+        queries_file,
+        rounds,
+    } = <Args as clap::Parser>::parse();
+    let queries: Vec<String> = std::fs::read_to_string(queries_file)?
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect();
-    let mut client = ChatSyncServiceClient::connect(url.clone()).await?;
+    let mut client = ChatSyncServiceClient::connect(url).await?;
     let mut histogram = Histogram::<u64>::new(3)?;
     let mut hits = 0usize;
     for round in 0..=rounds {

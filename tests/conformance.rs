@@ -92,7 +92,7 @@ fn load<T: for<'de> Deserialize<'de>>(name: &str) -> Vec<T> {
         .expect("valid expectations")
 }
 
-fn utc(timestamp: Option<&prost_types::Timestamp>) -> String {
+fn utc(timestamp: Option<&pbjson_types::Timestamp>) -> String {
     timestamp
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())

@@ -480,7 +480,7 @@ async fn a_windowed_sync_reads_only_the_files_of_the_window(backend: Backend) {
             session_id: "wa".into(),
             limit_per_chat: Some(0),
             // 2024-01-03T00:00:00Z: the two last lines only.
-            since: Some(prost_types::Timestamp {
+            since: Some(pbjson_types::Timestamp {
                 seconds: 1_704_240_000,
                 nanos: 0,
             }),

@@ -759,8 +759,8 @@ async fn the_binary_serves_its_embedded_demo_from_an_empty_directory() {
     let status = cli(&served.url, &["status", "demo", "--json"]).await;
     assert!(status.status.success(), "{status:?}");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-    assert_eq!(status["state"], "SUCCEEDED", "{status}");
-    assert_eq!(status["message_count"], 30, "{status}");
+    assert_eq!(status["state"], "SYNC_STATE_SUCCEEDED", "{status}");
+    assert_eq!(status["messageCount"], "30", "{status}");
     let chats = cli(&served.url, &["chats", "demo-telegram"]).await;
     assert!(
         chats.status.success(),

@@ -230,8 +230,8 @@ fn marked(snippet: &str) -> String {
     snippet.replace('\u{2}', "[").replace('\u{3}', "]")
 }
 
-fn at(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+fn at(ms: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
         seconds: ms / 1000,
         nanos: ((ms % 1000) * 1_000_000) as i32,
     }
@@ -498,7 +498,7 @@ async fn bad_requests_are_invalid_arguments(backend: Backend) {
     bad_range.sent_after = Some(at(T0 + 1));
     bad_range.sent_before = Some(at(T0));
     let mut bad_nanos = request("l", "hello");
-    bad_nanos.sent_after = Some(prost_types::Timestamp {
+    bad_nanos.sent_after = Some(pbjson_types::Timestamp {
         seconds: 1,
         nanos: -1,
     });

@@ -230,8 +230,11 @@ async fn a_run_cut_off_by_a_crash_is_interrupted_at_the_next_start() {
     let output = cli(&url, &["status", "s", "--json"]).await;
     assert!(output.status.success(), "{output:?}");
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(status["state"], "INTERRUPTED", "{status}");
-    let stored = status["message_count"].as_u64().expect("count");
+    assert_eq!(status["state"], "SYNC_STATE_INTERRUPTED", "{status}");
+    let stored: u64 = status["messageCount"]
+        .as_str()
+        .and_then(|count| count.parse().ok())
+        .expect("count");
     assert!(stored > 0 && stored < 120_000, "a partial run: {stored}");
 
     // Syncing again completes the history without duplicating what the cut-off run stored.
@@ -239,8 +242,8 @@ async fn a_run_cut_off_by_a_crash_is_interrupted_at_the_next_start() {
     assert!(output.status.success(), "{output:?}");
     let output = cli(&url, &["status", "s", "--json"]).await;
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(status["state"], "SUCCEEDED");
-    assert_eq!(status["message_count"], 120_000);
+    assert_eq!(status["state"], "SYNC_STATE_SUCCEEDED");
+    assert_eq!(status["messageCount"], "120000");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,8 +300,14 @@ async fn the_cli_syncs_sends_lists_and_subscribes() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(stages.first().map(String::as_str), Some("STARTED"));
-    assert_eq!(stages.last().map(String::as_str), Some("COMPLETED"));
+    assert_eq!(
+        stages.first().map(String::as_str),
+        Some("SYNC_STAGE_STARTED")
+    );
+    assert_eq!(
+        stages.last().map(String::as_str),
+        Some("SYNC_STAGE_COMPLETED")
+    );
 
     let chats = run(with_token(&["chats", "demo"])).await;
     assert_eq!(chats.lines().count(), 3);
@@ -335,8 +344,14 @@ async fn the_cli_syncs_sends_lists_and_subscribes() {
     ]);
     let sent = run(send_args.clone()).await;
     let sent: serde_json::Value = serde_json::from_str(sent.trim()).expect("json");
-    assert_eq!(sent["message"]["status"], "SENT");
+    assert_eq!(sent["message"]["status"], "MESSAGE_STATUS_SENT");
     assert_eq!(sent["duplicate"], false);
+    assert_eq!(sent["message"]["sessionId"], "notes", "every field: {sent}");
+    assert_eq!(
+        sent["message"]["attachments"],
+        serde_json::json!([]),
+        "{sent}"
+    );
     let mut saw = None;
     while saw.is_none() {
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
@@ -345,7 +360,7 @@ async fn the_cli_syncs_sends_lists_and_subscribes() {
             .expect("line")
             .expect("line");
         let event: serde_json::Value = serde_json::from_str(&line).expect("json");
-        if let Some(message) = event.get("message_created") {
+        if let Some(message) = event.get("messageCreated") {
             saw = Some(message.clone());
         }
     }

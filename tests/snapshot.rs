@@ -25,13 +25,13 @@ on_both_backends!(
 type Client = ChatSyncServiceClient<Channel>;
 
 /// 2023-01-13 08:00 UTC plus `minutes`, the times [`write_android_chat`] gives its lines.
-fn at(minutes: i64) -> prost_types::Timestamp {
+fn at(minutes: i64) -> pbjson_types::Timestamp {
     let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 13)
         .and_then(|d| d.and_hms_opt(8, 0, 0))
         .expect("date")
         .and_utc()
         + chrono::Duration::minutes(minutes);
-    prost_types::Timestamp {
+    pbjson_types::Timestamp {
         seconds: start.timestamp(),
         nanos: 0,
     }
@@ -234,7 +234,7 @@ async fn a_snapshot_honours_since_limit_and_the_chat_filter(backend: Backend) {
         Code::InvalidArgument
     );
     let bad_time = pb::GetSnapshotRequest {
-        since: Some(prost_types::Timestamp {
+        since: Some(pbjson_types::Timestamp {
             seconds: 0,
             nanos: -1,
         }),
@@ -358,7 +358,7 @@ async fn a_snapshot_then_subscribe_misses_nothing_and_repeats_nothing_under_four
 fn sync_with(
     session_id: &str,
     limit_per_chat: Option<u32>,
-    since: Option<prost_types::Timestamp>,
+    since: Option<pbjson_types::Timestamp>,
 ) -> pb::SyncChatsRequest {
     pb::SyncChatsRequest {
         session_id: session_id.into(),
@@ -507,7 +507,7 @@ async fn matrix_sync_since_backfills_only_the_window(backend: Backend) {
         .map(|(text, _)| text.clone())
         .collect();
     assert!(in_window.len() < dated.len(), "old 1 is older than new 1");
-    let since = prost_types::Timestamp {
+    let since = pbjson_types::Timestamp {
         seconds: since_ms.div_euclid(1000),
         nanos: (since_ms.rem_euclid(1000) * 1_000_000) as i32,
     };

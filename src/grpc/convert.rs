@@ -12,7 +12,7 @@ use super::pb;
 /// A request's timestamp as Unix milliseconds (sub-millisecond parts round down).
 /// `InvalidArgument` for one outside the range of a valid timestamp (years 1 to 9999) or with
 /// nanos outside 0..1e9.
-pub(super) fn timestamp_ms(value: &prost_types::Timestamp) -> Result<i64, Error> {
+pub(super) fn timestamp_ms(value: &pbjson_types::Timestamp) -> Result<i64, Error> {
     // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, as protobuf's Timestamp defines its range.
     const MIN_SECONDS: i64 = -62_135_596_800;
     const MAX_SECONDS: i64 = 253_402_300_799;
@@ -51,8 +51,8 @@ impl TryFrom<pb::SendMessageRequest> for SendRequest {
     }
 }
 
-pub(super) fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub(super) fn timestamp(ms: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }

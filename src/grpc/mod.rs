@@ -17,10 +17,12 @@ use crate::auth::{self, Scope};
 use crate::error::Error;
 use crate::service::ChatSync;
 
-/// Generated protobuf types and service stubs (`chatsync.v1`).
+/// Generated protobuf types and service stubs (`chatsync.v1`), with serde impls of the
+/// protobuf JSON mapping (pbjson-build; timestamps are `pbjson_types::Timestamp`).
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("chatsync.v1");
+    include!(concat!(env!("OUT_DIR"), "/chatsync.v1.serde.rs"));
 
     /// The encoded file descriptor set, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -86,7 +86,7 @@ impl Api {
 }
 
 /// A request's optional timestamp as Unix milliseconds.
-fn optional_ms(value: Option<&prost_types::Timestamp>) -> Result<Option<i64>, Error> {
+fn optional_ms(value: Option<&pbjson_types::Timestamp>) -> Result<Option<i64>, Error> {
     value.map(timestamp_ms).transpose()
 }
 

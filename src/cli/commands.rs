@@ -1,0 +1,293 @@
+//! One function per command: `serve` starts the server; the client commands connect to a
+//! running server with the generated client and print what it answers (see `output.rs`).
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Status};
+
+use super::args::{
+    ClientArgs, Command, MessagesArgs, SearchArgs, SendArgs, ServeArgs, SessionArgs, SnapshotArgs,
+    SubscribeArgs, SyncArgs,
+};
+use super::output;
+use crate::config::Config;
+use crate::grpc::pb;
+use pb::chat_sync_service_client::ChatSyncServiceClient;
+
+type Client = ChatSyncServiceClient<InterceptedService<Channel, Auth>>;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    let mut endpoint =
+        Endpoint::from_shared(args.server.clone())?.connect_timeout(Duration::from_secs(5));
+    if args.server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach chatsync at {}: {e}", args.server))?;
+    let auth =
+        match &args.token {
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                anyhow::anyhow!("the token holds characters a header cannot carry")
+            })?),
+            None => None,
+        };
+    Ok(ChatSyncServiceClient::with_interceptor(channel, Auth(auth)))
+}
+
+/// Runs one command to its end.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    if !matches!(command, Command::Serve(_)) {
+        crate::logging::init(crate::config::LogFormat::Text);
+    }
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Sync(args) => sync(args).await,
+        Command::Snapshot(args) => snapshot(args).await,
+        Command::Subscribe(args) => subscribe(args).await,
+        Command::Send(args) => send(args).await,
+        Command::Status(args) => status(args).await,
+        Command::Chats(args) => chats(args).await,
+        Command::Messages(args) => messages(args).await,
+        Command::Search(args) => search(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    crate::logging::init(config.log_format);
+    let scheme = if config.tls() { "https" } else { "http" };
+    let app = crate::server::Application::build(config).await?;
+    // On stdout, for scripts and supervisors that start it on port 0.
+    println!("chatsync listening on {scheme}://{}", app.local_addr());
+    app.run_until_stopped(crate::server::shutdown_signal())
+        .await
+}
+
+async fn sync(args: SyncArgs) -> anyhow::Result<()> {
+    let client = &args.client;
+    let limit_per_chat = if args.all {
+        Some(0)
+    } else {
+        args.limit_per_chat
+    };
+    let since = args.window.since()?;
+    let mut api = connect(client).await?;
+    let mut stream = api
+        .sync_chats(pb::SyncChatsRequest {
+            session_id: args.session.clone(),
+            limit_per_chat,
+            since,
+        })
+        .await?
+        .into_inner();
+    let bar = if client.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} chat {pos}/{len} {msg}",
+            )?
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    };
+    let mut last = pb::SyncProgress::default();
+    let mut failures = 0;
+    while let Some(response) = stream.message().await? {
+        let Some(frame) = response.progress else {
+            continue;
+        };
+        if client.json {
+            output::json_line(&frame)?;
+        }
+        bar.set_length(frame.n_chats as u64);
+        bar.set_position(frame.current_chat as u64);
+        bar.set_message(output::progress_message(&frame));
+        if output::chat_failed(&frame) {
+            bar.println(format!("chat {} failed: {}", frame.chat_id, frame.error));
+            failures += 1;
+        }
+        last = frame;
+    }
+    bar.finish_and_clear();
+    if !client.json {
+        output::sync_summary(&args.session, &last, failures);
+    }
+    Ok(())
+}
+
+async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+    let client = &args.client;
+    let since = args.window.since()?;
+    let mut api = connect(client).await?;
+    let mut stream = api
+        .get_snapshot(pb::GetSnapshotRequest {
+            session_id: args.session.clone(),
+            chat_ids: args.chats,
+            limit_per_chat: args.limit_per_chat,
+            since,
+        })
+        .await?
+        .into_inner();
+    let mut head_seq = 0;
+    let mut chats = 0u64;
+    let mut messages = 0u64;
+    while let Some(frame) = stream.message().await? {
+        head_seq = frame.head_seq;
+        if frame.chat.is_some() {
+            chats += 1;
+            messages += frame.messages.len() as u64;
+        }
+        output::print(client.json, &frame, output::snapshot_frame)?;
+    }
+    if !client.json {
+        output::snapshot_summary(&args.session, head_seq, chats, messages);
+    }
+    Ok(())
+}
+
+async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let mut stream = api
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: args.session,
+            chat_ids: args.chats,
+            after_seq: args.after_seq,
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        output::print(args.client.json, &event, output::event)?;
+    }
+    Ok(())
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let response = api
+        .send_message(pb::SendMessageRequest {
+            session_id: args.session,
+            chat_id: args.chat,
+            text: args.text,
+            client_message_id: args.client_message_id.unwrap_or_default(),
+            attachments: Vec::new(),
+        })
+        .await?
+        .into_inner();
+    output::print(args.client.json, &response, output::sent)
+}
+
+async fn status(args: SessionArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let status = api
+        .get_sync_status(pb::GetSyncStatusRequest {
+            session_id: args.session,
+        })
+        .await?
+        .into_inner();
+    output::print(args.client.json, &status, output::status)
+}
+
+async fn chats(args: SessionArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let mut after_seq = 0;
+    loop {
+        let page = api
+            .list_chats(pb::ListChatsRequest {
+                session_id: args.session.clone(),
+                after_seq,
+                limit: 1000,
+            })
+            .await?
+            .into_inner();
+        for chat in &page.chats {
+            output::print(args.client.json, chat, output::chat)?;
+        }
+        after_seq = page.next_seq;
+        if !page.has_more {
+            return Ok(());
+        }
+    }
+}
+
+async fn messages(args: MessagesArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let mut after_seq = args.after_seq;
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    while left > 0 {
+        let page = api
+            .list_messages(pb::ListMessagesRequest {
+                session_id: args.session.clone(),
+                chat_id: args.chat.clone().unwrap_or_default(),
+                after_seq,
+                limit: left.min(1000) as u32,
+                before_seq: 0,
+            })
+            .await?
+            .into_inner();
+        for message in &page.messages {
+            output::print(args.client.json, message, output::message)?;
+        }
+        left = left.saturating_sub(page.messages.len() as u64);
+        after_seq = page.next_seq;
+        if !page.has_more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn search(args: SearchArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let mut page_token = String::new();
+    let mut left = args.limit;
+    while left > 0 {
+        let page = api
+            .search_messages(pb::SearchMessagesRequest {
+                session_id: args.session.clone(),
+                query: args.query.clone(),
+                chat_ids: args.chats.clone(),
+                limit: left.min(1000) as u32,
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for hit in &page.hits {
+            output::print(args.client.json, hit, output::hit)?;
+        }
+        left = left.saturating_sub(page.hits.len() as u64);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    Ok(())
+}
