@@ -26,6 +26,11 @@ pub enum Error {
     /// A configured limit is reached (open subscriptions, server-wide or per token).
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// This replica's work for a session (a sync run, a live loop) no longer holds the
+    /// session's lease: another replica took over while this one was stalled or cut off. The
+    /// write was refused and the work stops; the client may retry (on any replica).
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
     /// A concurrent transaction won (a serialization failure or a deadlock, PostgreSQL
     /// SQLSTATE 40001 and 40P01): nothing was written, and the whole call may be retried.
     #[error("aborted: {0}")]

@@ -89,7 +89,7 @@ pub fn status_from(error: Error) -> Status {
         Error::Unauthenticated(m) => Status::unauthenticated(m),
         Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
-        Error::Unavailable(m) => Status::unavailable(m),
+        Error::Unavailable(m) | Error::LeaseLost(m) => Status::unavailable(m),
         Error::ResourceExhausted(m) => Status::resource_exhausted(m),
         Error::Aborted(m) => Status::aborted(m),
         // The cause stays in the log: a client sees only an id to quote.

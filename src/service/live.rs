@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use tokio_util::sync::CancellationToken;
 
+use super::lease::LeaseKeeper;
 use crate::error::Result;
 use crate::model::{MessageRef, SourceState};
 use crate::model::{NO_PEOPLE, NewMessage};
@@ -78,59 +79,44 @@ async fn keep(source: Arc<dyn Source>, lease: LiveLease) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        match store
+        let fence = match store
             .acquire_lease(&session_id, LeaseKind::Live, &holder, lease_ms)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => continue,
+            Ok(Some(fence)) => fence,
+            Ok(None) => continue,
             Err(error) => {
                 tracing::warn!(%error, "cannot take the live lease");
                 continue;
             }
-        }
-        tracing::info!("this replica runs the live loop");
+        };
+        tracing::info!(epoch = fence.epoch, "this replica runs the live loop");
+        let keeper = LeaseKeeper::start(store.clone(), &session_id, fence, lease);
+        let lost = keeper.lost();
         let stop = shutdown.child_token();
         let sink = LiveStore {
             session_id: session_id.clone(),
-            store: store.clone(),
+            store: keeper.store(),
             state: state.clone(),
             stop: stop.clone(),
         };
         let running = source.clone();
         let mut task =
             tokio::spawn(async move { running.run_live(Arc::new(sink)).await }.in_current_span());
-        let mut renewed_at = std::time::Instant::now();
-        let shutting_down = loop {
-            tokio::select! {
-                _ = &mut task => break false,
-                _ = shutdown.cancelled() => break true,
-                _ = tick.tick() => match store.renew_lease(&session_id, LeaseKind::Live, &holder, lease_ms).await {
-                    Ok(true) => renewed_at = std::time::Instant::now(),
-                    Ok(false) => {
-                        tracing::warn!("lost the live lease to another replica; stopping the live loop");
-                        break false;
-                    }
-                    // Unrenewed for a whole lease, another replica may hold it by now: stop
-                    // rather than run the loop twice.
-                    Err(error) if renewed_at.elapsed() >= lease => {
-                        tracing::warn!(%error, "cannot renew the live lease for a whole lease time; stopping the live loop");
-                        break false;
-                    }
-                    Err(error) => tracing::warn!(%error, "cannot renew the live lease"),
-                },
+        let shutting_down = tokio::select! {
+            _ = &mut task => false,
+            _ = shutdown.cancelled() => true,
+            // The keeper said why (another holder, a lapsed lease, a refused write).
+            _ = lost.cancelled() => {
+                tracing::warn!("stopping the live loop: its lease is lost");
+                false
             }
         };
         stop.cancel();
         if !task.is_finished() {
             let _ = task.await;
         }
-        if let Err(error) = store
-            .release_lease(&session_id, LeaseKind::Live, &holder)
-            .await
-        {
-            tracing::warn!(%error, "cannot release the live lease");
-        }
+        keeper.release().await;
         if shutting_down {
             return;
         }

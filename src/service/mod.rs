@@ -2,6 +2,7 @@
 //!
 //! [`ChatSync`] is what the gRPC adapter calls. It validates what the types do not, owns the
 //! sessions' sources, and never sees a prost type.
+pub mod lease;
 mod listings;
 pub mod live;
 mod search;

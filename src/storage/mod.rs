@@ -53,7 +53,7 @@ pub use files::{FileFingerprint, FileRecord};
 pub use group::GroupCommitStats;
 pub use import::ImportChat;
 pub use messages::MessageEdit;
-pub use sessions::{LEASE_EXPIRED, LeaseKind, RunClaim, SessionRecord, SyncRecord};
+pub use sessions::{Fence, LEASE_EXPIRED, LeaseKind, RunClaim, SessionRecord, SyncRecord};
 pub use snapshot::{Snapshot, SnapshotChat};
 pub use write::WriteTxn;
 
@@ -122,6 +122,29 @@ pub struct Store {
     groups: Arc<group::Groups>,
     /// SQLite only: the open database file, locked so that no second process serves it.
     _sqlite_lock: Option<Arc<std::fs::File>>,
+    /// Set on a store handed to a lease holder's work ([`Store::fenced`]): every write checks
+    /// the fence first.
+    fence: Option<Arc<Fenced>>,
+}
+
+/// A lease holder's fence, and the token its work stops on.
+struct Fenced {
+    fence: Fence,
+    lost: tokio_util::sync::CancellationToken,
+}
+
+impl Store {
+    /// This store for the work of a lease holder: every write transaction ([`Store::write`])
+    /// first checks, under the session's lock, that `fence` still names the current tenure of
+    /// its lease; when it does not (another replica took over, or the lease lapsed), the write
+    /// fails with `LeaseLost`, nothing is written, and `lost` is cancelled so that the work
+    /// stops. Reads are unchanged.
+    pub fn fenced(&self, fence: Fence, lost: tokio_util::sync::CancellationToken) -> Store {
+        Store {
+            fence: Some(Arc::new(Fenced { fence, lost })),
+            ..self.clone()
+        }
+    }
 }
 
 impl Store {
@@ -206,6 +229,7 @@ impl Store {
             writers: write::WriterQueues::new(sqlite),
             groups: Arc::default(),
             _sqlite_lock: sqlite_lock.map(Arc::new),
+            fence: None,
         })
     }
 

@@ -83,10 +83,23 @@ impl LeaseKind {
 /// The outcome of [`Store::claim_sync_run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunClaim {
-    /// This replica now holds the run's lease; the run is persisted as RUNNING.
-    Started,
+    /// This replica now holds the run's lease, under this fence; the run is persisted as
+    /// RUNNING.
+    Started(Fence),
     /// Another replica holds a live run with this id.
     Running { sync_id: String },
+}
+
+/// A lease as its holder took it: the fencing token that every write made as the holder
+/// carries (see [`Store::fenced`]). The lease row's epoch grows by one for each new holder,
+/// so a (holder, epoch) pair names one tenure: after another replica took over, or after the
+/// lease lapsed, the former holder's fence never matches again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub kind: LeaseKind,
+    /// The holding replica's id.
+    pub holder: String,
+    pub epoch: i64,
 }
 
 /// Why a run that stopped holding its lease is INTERRUPTED.
@@ -165,7 +178,7 @@ impl Store {
             .filter(session::Column::Id.eq(session_id))
             .exec(txn.conn())
             .await?;
-        self.delete_lease(&txn, session_id, LeaseKind::Sync, None)
+        self.vacate_lease(&txn, session_id, LeaseKind::Sync, None)
             .await?;
         self.notify_run(&txn, session_id).await?;
         txn.commit().await?;
@@ -251,31 +264,33 @@ impl Store {
         {
             return Ok(RunClaim::Running { sync_id });
         }
-        self.put_lease(&txn, session_id, LeaseKind::Sync, holder, lease_ms)
+        let fence = self
+            .put_lease(&txn, session_id, LeaseKind::Sync, holder, lease_ms)
             .await?;
         self.write_sync_state(&txn, session_id, record, false)
             .await?;
         self.notify_run(&txn, session_id).await?;
         txn.commit().await?;
         self.heads.run_changed(session_id);
-        Ok(RunClaim::Started)
+        Ok(RunClaim::Started(fence))
     }
 
     /// Persists the sync-run state of the session's run `record.sync_id`. A run that is no
     /// longer the session's current one (it was interrupted and replaced) changes nothing.
-    /// A final state (`finished_at_ms` set) also releases the run's lease.
+    /// A final state (`finished_at_ms` set) also releases the run's lease (`fence`). Call it
+    /// on a store [`Store::fenced`] by that lease, so that a former holder changes nothing.
     pub async fn save_sync_state(
         &self,
         session_id: &str,
         record: &SyncRecord<'_>,
-        holder: &str,
+        fence: &Fence,
     ) -> Result<()> {
         let txn = self.write(session_id).await?;
         let changed = self
             .write_sync_state(&txn, session_id, record, true)
             .await?;
         if changed && record.finished_at_ms.is_some() {
-            self.delete_lease(&txn, session_id, LeaseKind::Sync, Some(holder))
+            self.vacate_lease(&txn, session_id, LeaseKind::Sync, Some(fence))
                 .await?;
         }
         self.notify_run(&txn, session_id).await?;
@@ -319,15 +334,15 @@ impl Store {
         Ok(update.exec(txn.conn()).await?.rows_affected > 0)
     }
 
-    /// Takes or renews a lease for `holder` for `lease_ms`: granted when nobody else holds an
-    /// unexpired one. Returns whether `holder` holds it now.
+    /// Takes a lease for `holder` for `lease_ms` when nobody else holds an unexpired one: its
+    /// fence (a new epoch when the holder changes or the lease had lapsed), or `None`.
     pub async fn acquire_lease(
         &self,
         session_id: &str,
         kind: LeaseKind,
         holder: &str,
         lease_ms: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<Fence>> {
         let txn = self.write(session_id).await?;
         let current = lease::Entity::find_by_id((session_id.to_owned(), kind.as_str().to_owned()))
             .one(txn.conn())
@@ -336,50 +351,51 @@ impl Store {
             && current.holder != holder
             && current.expires_at > now_ms()
         {
-            return Ok(false);
+            return Ok(None);
         }
-        self.put_lease(&txn, session_id, kind, holder, lease_ms)
+        let fence = self
+            .put_lease(&txn, session_id, kind, holder, lease_ms)
             .await?;
         txn.commit().await?;
-        Ok(true)
+        Ok(Some(fence))
     }
 
-    /// Renews `holder`'s lease for `lease_ms`. Returns `false` when `holder` no longer holds
-    /// it (another replica took it after it expired). A renewal changes only the holder's own
-    /// lease row and decides nothing, so it does not queue for the session's lock: a holder
-    /// renews on time even while a long import holds that lock.
+    /// Renews the lease `fence` names for `lease_ms`. Returns `false` when that tenure is over:
+    /// another holder took the lease, or it lapsed (a lapsed lease is never renewed: someone
+    /// may have seen it expire). A renewal changes only the lease row and decides nothing, so
+    /// it does not queue for the session's lock: a holder renews on time even while a long
+    /// import holds that lock.
     pub async fn renew_lease(
         &self,
         session_id: &str,
-        kind: LeaseKind,
-        holder: &str,
+        fence: &Fence,
         lease_ms: i64,
     ) -> Result<bool> {
+        let now = now_ms();
         Ok(lease::Entity::update_many()
-            .col_expr(lease::Column::ExpiresAt, Expr::value(now_ms() + lease_ms))
+            .col_expr(lease::Column::ExpiresAt, Expr::value(now + lease_ms))
             .filter(lease::Column::SessionId.eq(session_id))
-            .filter(lease::Column::Kind.eq(kind.as_str()))
-            .filter(lease::Column::Holder.eq(holder))
+            .filter(lease::Column::Kind.eq(fence.kind.as_str()))
+            .filter(lease::Column::Holder.eq(fence.holder.as_str()))
+            .filter(lease::Column::Epoch.eq(fence.epoch))
+            .filter(lease::Column::ExpiresAt.gt(now))
             .exec(&self.db)
             .await?
             .rows_affected
             > 0)
     }
 
-    /// Gives up `holder`'s lease, if it still holds it.
-    pub async fn release_lease(
-        &self,
-        session_id: &str,
-        kind: LeaseKind,
-        holder: &str,
-    ) -> Result<()> {
+    /// Gives up the lease `fence` names, if that tenure still holds it.
+    pub async fn release_lease(&self, session_id: &str, fence: &Fence) -> Result<()> {
         let txn = self.write(session_id).await?;
-        self.delete_lease(&txn, session_id, kind, Some(holder))
+        self.vacate_lease(&txn, session_id, fence.kind, Some(fence))
             .await?;
         txn.commit().await?;
         Ok(())
     }
 
+    /// Gives the lease to `holder` for `lease_ms`: the same epoch when `holder` holds it
+    /// unexpired already, the next one otherwise.
     async fn put_lease(
         &self,
         txn: &super::WriteTxn,
@@ -387,38 +403,62 @@ impl Store {
         kind: LeaseKind,
         holder: &str,
         lease_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<Fence> {
+        let now = now_ms();
+        let current = lease::Entity::find_by_id((session_id.to_owned(), kind.as_str().to_owned()))
+            .one(txn.conn())
+            .await?;
+        let epoch = match current {
+            Some(current) if current.holder == holder && current.expires_at > now => current.epoch,
+            Some(current) => current.epoch + 1,
+            None => 1,
+        };
         let row = lease::ActiveModel {
             session_id: Set(session_id.to_owned()),
             kind: Set(kind.as_str().to_owned()),
             holder: Set(holder.to_owned()),
-            expires_at: Set(now_ms() + lease_ms),
+            expires_at: Set(now + lease_ms),
+            epoch: Set(epoch),
         };
         lease::Entity::insert(row)
             .on_conflict(
                 OnConflict::columns([lease::Column::SessionId, lease::Column::Kind])
-                    .update_columns([lease::Column::Holder, lease::Column::ExpiresAt])
+                    .update_columns([
+                        lease::Column::Holder,
+                        lease::Column::ExpiresAt,
+                        lease::Column::Epoch,
+                    ])
                     .to_owned(),
             )
             .exec_without_returning(txn.conn())
             .await?;
-        Ok(())
+        Ok(Fence {
+            kind,
+            holder: holder.to_owned(),
+            epoch,
+        })
     }
 
-    async fn delete_lease(
+    /// Ends a lease (only the tenure `fence` names, when given): the row stays, with no holder
+    /// and expired, so its epoch only grows.
+    async fn vacate_lease(
         &self,
         txn: &super::WriteTxn,
         session_id: &str,
         kind: LeaseKind,
-        holder: Option<&str>,
+        fence: Option<&Fence>,
     ) -> Result<()> {
-        let mut delete = lease::Entity::delete_many()
+        let mut vacate = lease::Entity::update_many()
+            .col_expr(lease::Column::Holder, Expr::value(""))
+            .col_expr(lease::Column::ExpiresAt, Expr::value(0i64))
             .filter(lease::Column::SessionId.eq(session_id))
             .filter(lease::Column::Kind.eq(kind.as_str()));
-        if let Some(holder) = holder {
-            delete = delete.filter(lease::Column::Holder.eq(holder));
+        if let Some(fence) = fence {
+            vacate = vacate
+                .filter(lease::Column::Holder.eq(fence.holder.as_str()))
+                .filter(lease::Column::Epoch.eq(fence.epoch));
         }
-        delete.exec(txn.conn()).await?;
+        vacate.exec(txn.conn()).await?;
         Ok(())
     }
 
@@ -506,4 +546,33 @@ async fn lease_held_in(
             .await?
             .is_some_and(|lease| lease.expires_at > now_ms()),
     )
+}
+
+/// Fails unless the lease `fence` names is still that tenure's and unexpired: checked inside
+/// a write transaction, under the session's lock, by every write of a [`Store::fenced`]
+/// store. `LeaseLost` otherwise.
+pub(super) async fn check_fence(
+    db: &impl ConnectionTrait,
+    session_id: &str,
+    fence: &Fence,
+) -> Result<()> {
+    let current =
+        lease::Entity::find_by_id((session_id.to_owned(), fence.kind.as_str().to_owned()))
+            .one(db)
+            .await?;
+    match current {
+        Some(current)
+            if current.holder == fence.holder
+                && current.epoch == fence.epoch
+                && current.expires_at > now_ms() =>
+        {
+            Ok(())
+        }
+        current => Err(Error::LeaseLost(format!(
+            "this replica no longer holds the session's {} lease (epoch {}; the lease is at epoch {}): another replica took over",
+            fence.kind.as_str(),
+            fence.epoch,
+            current.map_or(0, |current| current.epoch)
+        ))),
+    }
 }

@@ -107,6 +107,15 @@ impl Store {
             .await?
             .ok_or_else(|| Error::NotFound(format!("session {session_id:?}")))?;
         let head = row.try_get::<i64>("", "head_seq")? as u64;
+        if let Some(fenced) = &self.fence
+            && let Err(error) = super::sessions::check_fence(&txn, session_id, &fenced.fence).await
+        {
+            if matches!(error, Error::LeaseLost(_)) {
+                tracing::warn!(%error, "a write as a former lease holder was refused");
+                fenced.lost.cancel();
+            }
+            return Err(error);
+        }
         Ok(WriteTxn {
             txn,
             _writer: writer,

@@ -46,7 +46,10 @@ pub(super) enum Fetched {
 pub(super) struct Job {
     pub(super) runs: Arc<SyncRuns>,
     pub(super) run: Arc<Run>,
+    /// Fenced by the run's lease: a write after the lease was lost is refused.
     pub(super) store: Store,
+    /// The run's lease.
+    pub(super) fence: Fence,
     pub(super) source: Arc<dyn Source>,
     /// Messages per import transaction.
     pub(super) batch: usize,
@@ -508,7 +511,7 @@ impl Job {
                     error: error.as_deref(),
                     progress_json: &json,
                 },
-                &self.runs.holder,
+                &self.fence,
             )
             .await
         {

@@ -41,12 +41,11 @@ use tracing::Instrument;
 
 use tokio_util::sync::CancellationToken;
 
+use super::lease::LeaseKeeper;
 use crate::error::Error;
 use crate::model::{NO_PEOPLE, NewMessage, People, SyncState, now_ms};
 use crate::sources::{ChatHistory, Source, SourceChat, SourceError, apply_window};
-use crate::storage::{
-    FileFingerprint, FileRecord, ImportChat, LeaseKind, RunClaim, Store, SyncRecord,
-};
+use crate::storage::{Fence, FileFingerprint, FileRecord, ImportChat, RunClaim, Store, SyncRecord};
 
 mod fingerprint;
 mod job;

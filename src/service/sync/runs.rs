@@ -142,15 +142,16 @@ impl SyncRuns {
             progress_json: &json,
         };
         let lease_ms = self.lease.as_millis() as i64;
-        match store
+        let fence = match store
             .claim_sync_run(session_id, &self.holder, lease_ms, &record)
             .await?
         {
             RunClaim::Running { sync_id } => {
                 return Ok(follow(store.clone(), session_id, sync_id, self.lease).await);
             }
-            RunClaim::Started => {}
-        }
+            RunClaim::Started(fence) => fence,
+        };
+        let keeper = LeaseKeeper::start(store.clone(), session_id, fence, self.lease);
         let (sender, receiver) = broadcast::channel(4_096);
         let run = Arc::new(Run {
             last: Mutex::new(progress.clone()),
@@ -163,7 +164,8 @@ impl SyncRuns {
         let job = Job {
             runs: self.clone(),
             run: run.clone(),
-            store: store.clone(),
+            store: keeper.store(),
+            fence: keeper.fence().clone(),
             batch: source
                 .capabilities()
                 .batch_size
@@ -179,7 +181,7 @@ impl SyncRuns {
         };
         let span = tracing::info_span!("sync_run", session_id, sync_id);
         let active = Active::new(&self.active);
-        tokio::spawn(self.clone().supervise(job, active).instrument(span));
+        tokio::spawn(self.clone().supervise(job, keeper, active).instrument(span));
         Ok(RunHandle {
             snapshot: None,
             frames: receiver,
@@ -202,102 +204,93 @@ impl SyncRuns {
         }
     }
 
-    /// Runs a job while renewing its lease. A job that panics ends FAILED; a job whose lease
-    /// was lost (this replica was cut off for longer than the lease, and another replica took
-    /// over) is stopped, and its attached streams end. At shutdown the job is stopped and
-    /// persisted INTERRUPTED (its streams end UNAVAILABLE, from the gRPC layer).
-    async fn supervise(self: Arc<Self>, job: Job, _active: Active) {
+    /// Runs a job while its [`LeaseKeeper`] keeps its lease. A job that panics ends FAILED; a
+    /// job whose lease was lost (this replica was paused or cut off for longer than the
+    /// lease, or another replica took over; see [`LeaseKeeper`]) is stopped, writes nothing
+    /// more (its writes are fenced), and its attached streams end UNAVAILABLE. At shutdown the
+    /// job is stopped and persisted INTERRUPTED (its streams end UNAVAILABLE, from the gRPC
+    /// layer).
+    async fn supervise(self: Arc<Self>, job: Job, keeper: LeaseKeeper, _active: Active) {
         let store = job.store.clone();
+        let fence = job.fence.clone();
+        let lost = keeper.lost();
         let run = job.run.clone();
         let session_id = job.progress.session_id.clone();
         let started_at_ms = job.started_at_ms;
         let mut task = tokio::spawn(job.run().in_current_span());
-        let mut renew = tokio::time::interval(self.lease / 3);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        renew.tick().await;
-        let lease_ms = self.lease.as_millis() as i64;
         let shutdown = self.shutdown.clone();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    task.abort();
-                    if let Ok(()) = (&mut task).await {
-                        // It finished before the abort took: its outcome is persisted.
-                        return;
-                    }
-                    let record = run.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The job keeps the lease (`keeper`, dropped with this task) until one of these ends it.
+        let _keeper = keeper;
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                task.abort();
+                if let Ok(()) = (&mut task).await {
+                    // It finished before the abort took: its outcome is persisted.
+                    return;
+                }
+                let record = run.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let json = serde_json::to_string(&record).unwrap_or_default();
+                let saved = store
+                    .save_sync_state(
+                        &session_id,
+                        &SyncRecord {
+                            state: SyncState::Interrupted,
+                            sync_id: &record.sync_id,
+                            started_at_ms,
+                            finished_at_ms: Some(now_ms()),
+                            error: Some("the server shut down while the run was in progress; sync again to resume"),
+                            progress_json: &json,
+                        },
+                        &fence,
+                    )
+                    .await;
+                match saved {
+                    Ok(()) => tracing::info!("sync run interrupted by shutdown"),
+                    Err(error) => tracing::error!(%error, "cannot persist the interrupted sync run"),
+                }
+                self.retire(&session_id, &run);
+            }
+            outcome = &mut task => {
+                if let Err(error) = outcome {
+                    let message = format!("the sync run stopped unexpectedly: {error}");
+                    tracing::error!(error = %message, "sync run panicked");
+                    let mut record = run.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    record.stage = Stage::Failed;
+                    record.error = message.clone();
                     let json = serde_json::to_string(&record).unwrap_or_default();
                     let saved = store
                         .save_sync_state(
                             &session_id,
                             &SyncRecord {
-                                state: SyncState::Interrupted,
+                                state: SyncState::Failed,
                                 sync_id: &record.sync_id,
                                 started_at_ms,
                                 finished_at_ms: Some(now_ms()),
-                                error: Some("the server shut down while the run was in progress; sync again to resume"),
+                                error: Some(&message),
                                 progress_json: &json,
                             },
-                            &self.holder,
+                            &fence,
                         )
                         .await;
-                    match saved {
-                        Ok(()) => tracing::info!("sync run interrupted by shutdown"),
-                        Err(error) => tracing::error!(%error, "cannot persist the interrupted sync run"),
+                    if let Err(error) = saved {
+                        tracing::error!(%error, "cannot persist the failed sync run");
                     }
                     self.retire(&session_id, &run);
-                    return;
+                    run.publish(record);
                 }
-                outcome = &mut task => {
-                    if let Err(error) = outcome {
-                        let message = format!("the sync run stopped unexpectedly: {error}");
-                        tracing::error!(error = %message, "sync run panicked");
-                        let mut record = run.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                        record.stage = Stage::Failed;
-                        record.error = message.clone();
-                        let json = serde_json::to_string(&record).unwrap_or_default();
-                        let saved = store
-                            .save_sync_state(
-                                &session_id,
-                                &SyncRecord {
-                                    state: SyncState::Failed,
-                                    sync_id: &record.sync_id,
-                                    started_at_ms,
-                                    finished_at_ms: Some(now_ms()),
-                                    error: Some(&message),
-                                    progress_json: &json,
-                                },
-                                &self.holder,
-                            )
-                            .await;
-                        if let Err(error) = saved {
-                            tracing::error!(%error, "cannot persist the failed sync run");
-                        }
-                        self.retire(&session_id, &run);
-                        run.publish(record);
-                    }
-                    return;
-                }
-                _ = renew.tick() => {
-                    match store.renew_lease(&session_id, LeaseKind::Sync, &self.holder, lease_ms).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            // The job's own final save releases the lease: then let it finish.
-                            let finished = store.session(&session_id).await.is_ok_and(|record| {
-                                record.sync_id.as_deref() == Some(run.sync_id().as_str())
-                                    && matches!(record.sync_state, SyncState::Succeeded | SyncState::Failed)
-                            });
-                            if finished {
-                                let _ = (&mut task).await;
-                                return;
-                            }
-                            tracing::error!("sync run lost its lease to another replica; stopping it");
-                            task.abort();
-                            self.retire(&session_id, &run);
-                            return;
-                        }
-                        Err(error) => tracing::warn!(%error, "cannot renew the sync run's lease"),
-                    }
+            }
+            _ = lost.cancelled() => {
+                // The job's own final save releases the lease: then let it finish.
+                let finished = store.session(&session_id).await.is_ok_and(|record| {
+                    record.sync_id.as_deref() == Some(run.sync_id().as_str())
+                        && matches!(record.sync_state, SyncState::Succeeded | SyncState::Failed)
+                });
+                if finished {
+                    let _ = (&mut task).await;
+                } else {
+                    tracing::error!(epoch = fence.epoch, "sync run lost its lease (another replica took over, or this one stalled past it); stopping it");
+                    task.abort();
+                    self.retire(&session_id, &run);
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! `leases`: which replica holds a session's sync run or live-source loop, and until when.
-//! Primary key (session_id, kind).
+//! Primary key (session_id, kind). A released lease keeps its row (holder `''`, expired), so
+//! its epoch only grows.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -14,6 +15,8 @@ pub struct Model {
     pub holder: String,
     /// Unix milliseconds.
     pub expires_at: i64,
+    /// The fencing token: one higher for each new holder (see `storage::Fence`).
+    pub epoch: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
