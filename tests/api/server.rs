@@ -1,12 +1,11 @@
 //! The server as a process: health, heartbeats, graceful shutdown with subscribers connected,
 //! the loopback rule without tokens, crash recovery (INTERRUPTED), and the CLI.
-mod common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use pb::subscribe_messages_response::Event;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::Code;

@@ -1,14 +1,13 @@
 //! Contacts and participants (issue 11, part 3), through gRPC, on SQLite and PostgreSQL:
 //! WhatsApp and Telegram exports written here, ListContacts / ListParticipants, re-syncs that
 //! change nothing, and the `contact_updated` / `participants_changed` events replayed by seq.
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::*;
 use chatsync::grpc::pb;
 use chatsync::grpc::pb::chat_sync_service_client::ChatSyncServiceClient;
-use common::*;
 use pb::subscribe_messages_response::Event;
 use tonic::Code;
 use tonic::transport::Channel;

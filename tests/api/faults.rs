@@ -8,24 +8,21 @@
 //! The process tests run on SQLite (a file per test): they check what the process does on a
 //! signal, not the backend; the PostgreSQL side of a killed replica is in `tests/cluster.rs`.
 //! The SIGTERM-mid-sync test runs on both (on PostgreSQL the run's lease matters).
-mod common;
-#[path = "common/replica.rs"]
-mod replica;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::replica::Replica;
+use crate::common::*;
 use async_trait::async_trait;
 use chatsync::config::SessionConfig;
 use chatsync::grpc::pb;
 use chatsync::model::{MessageKind, MessageStatus, NewMessage};
 use chatsync::sources::{ChatHistory, Source, SourceChat, SourceContext, SourceError};
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
-use replica::Replica;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
