@@ -3,7 +3,6 @@
 //! change nothing, and the `contact_updated` / `participants_changed` events replayed by seq.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::common::*;
 use chatsync::grpc::pb;
@@ -311,7 +310,7 @@ async fn read_changes(
     until: u64,
 ) -> Vec<pb::SubscribeMessagesResponse> {
     let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     let mut ready = false;
     loop {
         let event = tokio::time::timeout_at(deadline, stream.message())

@@ -7,7 +7,6 @@
 //! with `CHATSYNC_ALLOW_SKIP=1`.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use crate::common::*;
 use serde_json::Value;
@@ -104,7 +103,7 @@ async fn subscribe_messages_over_grpc_web_with_buf_curl() {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut text = String::new();
     let mut sent_live = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     // Objects are pretty-printed; a top-level one ends with a line holding only `}`.
     while !(text.contains("after ready") && text.ends_with("\n}\n")) {
         let line = tokio::time::timeout_at(deadline, lines.next_line())

@@ -6,12 +6,12 @@
 //! the tests fail, or are skipped with `CHATSYNC_ALLOW_SKIP=1` (`common::shared_homeserver`).
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::common::synapse::{Homeserver, MatrixUser};
 use crate::common::{
-    Backend, SyncStage, TestApp, all_chats, all_messages, eventually, on_both_backends, replica,
-    send, session, shared_homeserver, stage, sync_frames, sync_status,
+    Backend, HANG_GUARD, SyncStage, TestApp, all_chats, all_messages, eventually, on_both_backends,
+    replica, send, session, shared_homeserver, stage, sync_frames, sync_status,
 };
 use chatsync::grpc::pb;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
@@ -103,9 +103,9 @@ async fn next_event(
     stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
 ) -> pb::SubscribeMessagesResponse {
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        let event = tokio::time::timeout(HANG_GUARD, stream.message())
             .await
-            .expect("an event within 30 s")
+            .expect("an event (the stream hangs)")
             .expect("stream ok")
             .expect("stream open");
         if !matches!(event.event, Some(Event::Heartbeat(_))) {

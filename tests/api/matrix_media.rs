@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::common::synapse::{Homeserver, MatrixUser};
 use crate::common::{
-    Backend, TestApp, all_messages, eventually, hex_sha256, on_both_backends, session,
+    Backend, HANG_GUARD, TestApp, all_messages, eventually, hex_sha256, on_both_backends, session,
     shared_homeserver, sync_frames, sync_status,
 };
 use chatsync::grpc::pb;
@@ -220,9 +220,9 @@ async fn files_posted_by_others_are_stored_on_sync_and_live(backend: Backend) {
     )
     .await;
     let live = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        let frame = tokio::time::timeout(HANG_GUARD, stream.message())
             .await
-            .expect("an event within 30 s")
+            .expect("an event (the stream hangs)")
             .expect("stream ok")
             .expect("stream open");
         if let Some(Event::MessageCreated(message)) = frame.event

@@ -2,12 +2,10 @@
 //! (`scripts/synapse`), on SQLite and PostgreSQL: in the SyncChats backfill and in the live
 //! `/sync` loop. Needs `CHATSYNC_TEST_SYNAPSE_DIR`, like the `matrix` tests.
 
-use std::time::Duration;
-
 use crate::common::synapse::{Homeserver, MatrixUser};
 use crate::common::{
-    Backend, TestApp, eventually, on_both_backends, session, shared_homeserver, sync_frames,
-    sync_status,
+    Backend, HANG_GUARD, TestApp, eventually, on_both_backends, session, shared_homeserver,
+    sync_frames, sync_status,
 };
 use chatsync::grpc::pb;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
@@ -125,7 +123,7 @@ async fn until_participant(
     user: &MatrixUser,
     done: impl Fn(&pb::Participant) -> bool,
 ) -> pb::Participant {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         let event = tokio::time::timeout_at(deadline, stream.message())
             .await

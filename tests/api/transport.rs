@@ -633,12 +633,12 @@ async fn subscribe(
 }
 
 /// Subscribes until the server has released a slot (it notices a closed stream when the
-/// client's reset arrives); fails after 60 s.
+/// client's reset arrives); fails after [`HANG_GUARD`].
 async fn subscribe_once_freed(
     client: &mut ChatSyncServiceClient<Channel>,
     secret: Option<&str>,
 ) -> tonic::Streaming<pb::SubscribeMessagesResponse> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         match subscribe(client, secret).await {
             Ok(stream) => return stream,

@@ -25,6 +25,11 @@ use tonic::transport::Channel;
 
 pub use pb::SyncStage;
 
+/// How long a test waits for something that must happen (an event, a process exit, a stream's
+/// end) before it calls it a hang. Generous on purpose: it turns a hang into a failure and is no
+/// speed check; tests never assert how long something took.
+pub const HANG_GUARD: Duration = Duration::from_secs(120);
+
 /// Runs a behavioural test on SQLite and on PostgreSQL (which, when missing, fails the test or,
 /// with `CHATSYNC_ALLOW_SKIP=1`, records the skip: see [`skip_or_fail`]).
 macro_rules! on_both_backends {
@@ -205,9 +210,8 @@ impl TestApp {
         ChatSyncServiceClient::new(self.channel().await)
     }
 
-    /// Stops the server (as SIGTERM would) and returns how long the shutdown took.
-    pub async fn stop(mut self) -> Duration {
-        let started = std::time::Instant::now();
+    /// Stops the server (as SIGTERM would) and waits until it has stopped.
+    pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -217,7 +221,6 @@ impl TestApp {
                 .expect("server task")
                 .expect("server stops cleanly");
         }
-        started.elapsed()
     }
 }
 
@@ -382,19 +385,20 @@ pub fn stage(frame: &pb::SyncProgress) -> SyncStage {
     SyncStage::try_from(frame.stage).expect("known stage")
 }
 
-/// Waits (bounded) until `check` holds, polling.
+/// Waits until `check` holds, polling; fails after [`HANG_GUARD`] (a hang, not a slow machine).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {HANG_GUARD:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for {what}");
 }
 
 /// POSTs one grpc-web call over plain HTTP/1.1 (as a browser would, optionally from another
@@ -426,7 +430,7 @@ pub async fn grpc_web_post(
 }
 
 /// Reads a subscription until an event has reached seq `until` (a `ready` counts), skipping
-/// heartbeats; within 60 s.
+/// heartbeats; failing after [`HANG_GUARD`].
 pub async fn read_until(
     stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
     until: u64,
@@ -434,7 +438,7 @@ pub async fn read_until(
     use pb::subscribe_messages_response::Event;
     let mut events = Vec::new();
     // Heartbeats must not keep a test waiting forever for a seq that never comes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         let event = tokio::time::timeout_at(deadline, stream.message())
             .await
@@ -587,9 +591,11 @@ pub fn skip_or_fail(missing: &Requirement) {
         .to_owned();
     if std::env::var("CHATSYNC_ALLOW_SKIP").as_deref() != Ok("1") {
         panic!(
-            "{test} needs {}: {}. Or set CHATSYNC_ALLOW_SKIP=1 to skip it (the skip is listed at \
-             the end of scripts/test).",
-            missing.what, missing.how
+            "{test} needs {}: {}. Or set CHATSYNC_ALLOW_SKIP=1 to skip it (skips are recorded \
+             in {})",
+            missing.what,
+            missing.how,
+            skip_list().display()
         );
     }
     let line = format!("{test}: skipped, missing {}\n", missing.what);
