@@ -6,7 +6,7 @@
 //! cursors.
 //!
 //! The process tests run on SQLite (a file per test): they check what the process does on a
-//! signal, not the backend; the PostgreSQL side of a killed replica is in `tests/cluster.rs`.
+//! signal, not the backend; the PostgreSQL side of a killed replica is in `cluster`.
 //! The SIGTERM-mid-sync test runs on both (on PostgreSQL the run's lease matters).
 
 use std::path::{Path, PathBuf};

@@ -467,7 +467,7 @@ async fn sync_chats_since_imports_only_the_window_and_a_later_full_run_is_not_sk
     assert_eq!(stored(&mut client).await.len(), 20);
 }
 
-/// Matrix against the real Synapse (skipped without one, as in tests/matrix.rs): backfill with
+/// Matrix against the real Synapse (needs one, as the `matrix` tests do): backfill with
 /// `since` stores only the events the homeserver dates at or after it.
 async fn matrix_sync_since_backfills_only_the_window(backend: Backend) {
     let Some(hs) = shared_homeserver() else {
