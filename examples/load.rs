@@ -20,7 +20,7 @@
 //!   stream's `message_created`) over all (message, stream) pairs.
 //!
 //! RLIMIT_NOFILE is raised to its hard limit at start: 10,000 connections need 10,000 fds.
-#[path = "../tests/common/synapse.rs"]
+#[path = "../tests/api/common/synapse.rs"]
 mod synapse;
 
 use std::sync::Arc;

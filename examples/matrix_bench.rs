@@ -15,7 +15,7 @@
 //!   `limit_per_chat = 0`, timed from the request to the COMPLETED frame; median of runs.
 //! - Latency: with a live subscriber on the same server, the other user posts one message at a
 //!   time; each is timed from just before the PUT to its `message_created` event.
-#[path = "../tests/common/synapse.rs"]
+#[path = "../tests/api/common/synapse.rs"]
 mod synapse;
 
 use std::path::Path;

@@ -2,14 +2,13 @@
 //! the whole scrape checked against the text format's grammar, behind the token), log lines
 //! as JSON or as plain text without ANSI escapes, and the installed binary serving its
 //! embedded demo from an empty directory.
-mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};

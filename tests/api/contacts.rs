@@ -1,14 +1,12 @@
 //! Contacts and participants (issue 11, part 3), through gRPC, on SQLite and PostgreSQL:
 //! WhatsApp and Telegram exports written here, ListContacts / ListParticipants, re-syncs that
 //! change nothing, and the `contact_updated` / `participants_changed` events replayed by seq.
-mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
+use crate::common::*;
 use chatsync::grpc::pb;
 use chatsync::grpc::pb::chat_sync_service_client::ChatSyncServiceClient;
-use common::*;
 use pb::subscribe_messages_response::Event;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -312,7 +310,7 @@ async fn read_changes(
     until: u64,
 ) -> Vec<pb::SubscribeMessagesResponse> {
     let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     let mut ready = false;
     loop {
         let event = tokio::time::timeout_at(deadline, stream.message())

@@ -1,9 +1,8 @@
 //! What the web console needs from the API, through real gRPC: ListSessions (scoped by the
 //! caller's token), ListMessages paging backwards with `before_seq`, and the page itself on
 //! the API's port next to native gRPC and grpc-web.
-mod common;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::metadata::MetadataValue;

@@ -1,17 +1,15 @@
 //! Matrix room members (`m.room.member`) as contacts and participants, against a real Synapse
 //! (`scripts/synapse`), on SQLite and PostgreSQL: in the SyncChats backfill and in the live
-//! `/sync` loop. Skipped without `CHATSYNC_TEST_SYNAPSE_DIR`, like tests/matrix.rs.
-mod common;
-#[path = "common/synapse.rs"]
-mod synapse;
+//! `/sync` loop. Needs `CHATSYNC_TEST_SYNAPSE_DIR`, like the `matrix` tests.
 
-use std::time::Duration;
-
+use crate::common::synapse::{Homeserver, MatrixUser};
+use crate::common::{
+    Backend, HANG_GUARD, TestApp, eventually, on_both_backends, session, shared_homeserver,
+    sync_frames, sync_status,
+};
 use chatsync::grpc::pb;
-use common::{Backend, TestApp, eventually, session, sync_frames, sync_status};
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
-use synapse::{Homeserver, MatrixUser};
 use tonic::transport::Channel;
 
 on_both_backends!(
@@ -65,7 +63,7 @@ fn find<'a>(participants: &'a [pb::Participant], user: &MatrixUser) -> &'a pb::P
 }
 
 async fn backfill_lists_members_who_joined_and_left(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else {
+    let Some(hs) = shared_homeserver() else {
         return;
     };
     let me = hs.register("me").await;
@@ -125,7 +123,7 @@ async fn until_participant(
     user: &MatrixUser,
     done: impl Fn(&pb::Participant) -> bool,
 ) -> pb::Participant {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         let event = tokio::time::timeout_at(deadline, stream.message())
             .await
@@ -144,7 +142,7 @@ async fn until_participant(
 }
 
 async fn a_member_joining_and_leaving_live_is_a_participants_change(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else {
+    let Some(hs) = shared_homeserver() else {
         return;
     };
     let me = hs.register("me").await;

@@ -1,14 +1,11 @@
 //! GetSnapshot (one consistent read, then SubscribeMessages from its head seq) and SyncChats
 //! `since`, through the public gRPC surface, on SQLite and PostgreSQL.
-mod common;
-#[path = "common/synapse.rs"]
-mod synapse;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
 use tonic::Code;
@@ -470,10 +467,10 @@ async fn sync_chats_since_imports_only_the_window_and_a_later_full_run_is_not_sk
     assert_eq!(stored(&mut client).await.len(), 20);
 }
 
-/// Matrix against the real Synapse (skipped without one, as in tests/matrix.rs): backfill with
+/// Matrix against the real Synapse (needs one, as the `matrix` tests do): backfill with
 /// `since` stores only the events the homeserver dates at or after it.
 async fn matrix_sync_since_backfills_only_the_window(backend: Backend) {
-    let Some(hs) = synapse::Homeserver::shared() else {
+    let Some(hs) = shared_homeserver() else {
         return;
     };
     let me = hs.register("me").await;

@@ -1,8 +1,12 @@
 //! Test harness: the real server on `127.0.0.1:0` with a fresh database, and the generated
-//! client. Every behavioural test runs on SQLite (a temporary file) and, when
-//! `CHATSYNC_TEST_POSTGRES_URL` is set, on PostgreSQL (a fresh database per test, created on
-//! that server). Set `TEST_LOG=1` to see the server's logs.
+//! client. Every behavioural test runs on SQLite (a temporary file) and on PostgreSQL (a fresh
+//! database per test, created on the server of `CHATSYNC_TEST_POSTGRES_URL`). What a test needs
+//! from outside the repository (PostgreSQL, Synapse, buf, the real-export corpus) is decided in
+//! one place, [`skip_or_fail`]. Set `TEST_LOG=1` to see the server's logs.
 #![allow(dead_code)]
+
+pub mod replica;
+pub mod synapse;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,8 +25,13 @@ use tonic::transport::Channel;
 
 pub use pb::SyncStage;
 
-/// Runs a behavioural test on every available backend.
-#[macro_export]
+/// How long a test waits for something that must happen (an event, a process exit, a stream's
+/// end) before it calls it a hang. Generous on purpose: it turns a hang into a failure and is no
+/// speed check; tests never assert how long something took.
+pub const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// Runs a behavioural test on SQLite and on PostgreSQL (which, when missing, fails the test or,
+/// with `CHATSYNC_ALLOW_SKIP=1`, records the skip: see [`skip_or_fail`]).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -37,18 +46,15 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    match $crate::common::Backend::postgres().await {
-                        Some(backend) => super::$name(backend).await,
-                        None => eprintln!(
-                            "skipped PostgreSQL for {}: CHATSYNC_TEST_POSTGRES_URL is not set",
-                            stringify!($name)
-                        ),
+                    if let Some(backend) = $crate::common::Backend::postgres().await {
+                        super::$name(backend).await;
                     }
                 }
             )*
         }
     };
 }
+pub(crate) use on_both_backends;
 
 static TRACING: Once = Once::new();
 
@@ -80,9 +86,13 @@ impl Backend {
         Self { database_url, dir }
     }
 
-    /// A fresh database on the PostgreSQL server of `CHATSYNC_TEST_POSTGRES_URL`, or `None`.
+    /// A fresh database on the PostgreSQL server of `CHATSYNC_TEST_POSTGRES_URL`. Without that
+    /// variable the test fails, or is skipped (`None`, recorded) with `CHATSYNC_ALLOW_SKIP=1`.
     pub async fn postgres() -> Option<Self> {
-        let base = std::env::var("CHATSYNC_TEST_POSTGRES_URL").ok()?;
+        let Ok(base) = std::env::var("CHATSYNC_TEST_POSTGRES_URL") else {
+            skip_or_fail(&POSTGRES);
+            return None;
+        };
         let name = format!(
             "chatsync_test_{}_{}_{}",
             std::process::id(),
@@ -200,9 +210,8 @@ impl TestApp {
         ChatSyncServiceClient::new(self.channel().await)
     }
 
-    /// Stops the server (as SIGTERM would) and returns how long the shutdown took.
-    pub async fn stop(mut self) -> Duration {
-        let started = std::time::Instant::now();
+    /// Stops the server (as SIGTERM would) and waits until it has stopped.
+    pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -212,7 +221,6 @@ impl TestApp {
                 .expect("server task")
                 .expect("server stops cleanly");
         }
-        started.elapsed()
     }
 }
 
@@ -377,19 +385,20 @@ pub fn stage(frame: &pb::SyncProgress) -> SyncStage {
     SyncStage::try_from(frame.stage).expect("known stage")
 }
 
-/// Waits (bounded) until `check` holds, polling.
+/// Waits until `check` holds, polling; fails after [`HANG_GUARD`] (a hang, not a slow machine).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {HANG_GUARD:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for {what}");
 }
 
 /// POSTs one grpc-web call over plain HTTP/1.1 (as a browser would, optionally from another
@@ -421,7 +430,7 @@ pub async fn grpc_web_post(
 }
 
 /// Reads a subscription until an event has reached seq `until` (a `ready` counts), skipping
-/// heartbeats; within 60 s.
+/// heartbeats; failing after [`HANG_GUARD`].
 pub async fn read_until(
     stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
     until: u64,
@@ -429,7 +438,7 @@ pub async fn read_until(
     use pb::subscribe_messages_response::Event;
     let mut events = Vec::new();
     // Heartbeats must not keep a test waiting forever for a seq that never comes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         let event = tokio::time::timeout_at(deadline, stream.message())
             .await
@@ -479,4 +488,137 @@ pub fn spawn_writers(
 pub fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a test needs from outside the repository, and what happens when it is missing.
+
+/// Something a test needs that is not in the repository: a service, a tool or data.
+pub struct Requirement {
+    /// What is missing, as the failure message names it.
+    pub what: &'static str,
+    /// How to provide it.
+    pub how: &'static str,
+}
+
+/// A PostgreSQL server for the PostgreSQL half of the suite.
+pub const POSTGRES: Requirement = Requirement {
+    what: "PostgreSQL (CHATSYNC_TEST_POSTGRES_URL is not set)",
+    how: "set CHATSYNC_TEST_POSTGRES_URL to a database on a server where the user may CREATE \
+          DATABASE, e.g. postgres://postgres@127.0.0.1:5432/postgres (scripts/test creates a run \
+          database on CHATSYNC_TEST_POSTGRES_ADMIN_URL and sets it)",
+};
+
+/// The shared Synapse homeserver of the Matrix tests.
+pub const SYNAPSE: Requirement = Requirement {
+    what: "a Matrix homeserver (CHATSYNC_TEST_SYNAPSE_DIR is not set)",
+    how: "run `scripts/synapse start target/synapse` and set \
+          CHATSYNC_TEST_SYNAPSE_DIR=$PWD/target/synapse (scripts/test does both)",
+};
+
+/// `buf`, for `buf curl`.
+pub const BUF: Requirement = Requirement {
+    what: "buf (not at $CHATSYNC_BUF, .tools/node_modules/.bin/buf or on PATH)",
+    how: "run scripts/test once (it installs buf into .tools/), or set CHATSYNC_BUF to a buf \
+          binary",
+};
+
+/// The real-export corpus of the conformance tests.
+pub const CORPUS: Requirement = Requirement {
+    what: "the real-export corpus (no MANIFEST.tsv in ../shared/realchats or $CHATSYNC_REALCHATS)",
+    how: "put the corpus at ../shared/realchats next to the repository, or set \
+          CHATSYNC_REALCHATS to its folder",
+};
+
+/// The shared homeserver `scripts/test` starts (`CHATSYNC_TEST_SYNAPSE_DIR`). Without it the test
+/// fails, or is skipped (`None`, recorded) with `CHATSYNC_ALLOW_SKIP=1`.
+pub fn shared_homeserver() -> Option<synapse::Homeserver> {
+    let homeserver = synapse::Homeserver::from_env();
+    if homeserver.is_none() {
+        skip_or_fail(&SYNAPSE);
+    }
+    homeserver
+}
+
+/// `buf`: `$CHATSYNC_BUF`, `.tools/node_modules/.bin/buf` (installed by `scripts/test`) or on
+/// PATH. Without it the test fails, or is skipped (`None`, recorded) with
+/// `CHATSYNC_ALLOW_SKIP=1`.
+pub fn buf() -> Option<PathBuf> {
+    let found = [
+        std::env::var_os("CHATSYNC_BUF").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/.bin/buf")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file())
+    .or_else(|| {
+        std::process::Command::new("buf")
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| PathBuf::from("buf"))
+    });
+    if found.is_none() {
+        skip_or_fail(&BUF);
+    }
+    found
+}
+
+/// The real-export corpus (`$CHATSYNC_REALCHATS`, else `../shared/realchats` beside the
+/// repository), with its `MANIFEST.tsv`. Without it the test fails, or is skipped (`None`,
+/// recorded) with `CHATSYNC_ALLOW_SKIP=1`.
+pub fn realchats() -> Option<PathBuf> {
+    let dir = std::env::var_os("CHATSYNC_REALCHATS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realchats"));
+    if dir.join("MANIFEST.tsv").is_file() {
+        return Some(dir);
+    }
+    skip_or_fail(&CORPUS);
+    None
+}
+
+/// The one place a test decides what a missing requirement means. Without
+/// `CHATSYNC_ALLOW_SKIP=1` it fails the test, naming what is missing and how to provide it.
+/// With it, the skip is said on stderr and appended to the skip list ([`skip_list`]), and the
+/// caller returns without checking anything.
+#[track_caller]
+pub fn skip_or_fail(missing: &Requirement) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test thread)")
+        .to_owned();
+    if std::env::var("CHATSYNC_ALLOW_SKIP").as_deref() != Ok("1") {
+        panic!(
+            "{test} needs {}: {}. Or set CHATSYNC_ALLOW_SKIP=1 to skip it (skips are recorded \
+             in {})",
+            missing.what,
+            missing.how,
+            skip_list().display()
+        );
+    }
+    let line = format!("{test}: skipped, missing {}\n", missing.what);
+    eprint!("{line}");
+    let path = skip_list();
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()))
+        .unwrap_or_else(|e| panic!("record the skip in {}: {e}", path.display()));
+}
+
+/// Where skips are recorded, one line each (`TEST: skipped, missing WHAT`):
+/// `$CHATSYNC_SKIP_FILE`, else `test-skips.txt` in cargo's temporary directory for
+/// integration tests (`target/tmp/`). Lines are appended; `scripts/test` empties the file
+/// before `cargo test` and prints it afterwards.
+pub fn skip_list() -> PathBuf {
+    std::env::var_os("CHATSYNC_SKIP_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-skips.txt"))
 }

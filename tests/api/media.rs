@@ -1,12 +1,11 @@
 //! Media (issue 11): export attachments matched to their files, bytes stored once in the blob
 //! store, GetMedia streaming them back, through the public gRPC surface, on both backends.
-mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;

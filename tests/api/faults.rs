@@ -6,26 +6,23 @@
 //! cursors.
 //!
 //! The process tests run on SQLite (a file per test): they check what the process does on a
-//! signal, not the backend; the PostgreSQL side of a killed replica is in `tests/cluster.rs`.
+//! signal, not the backend; the PostgreSQL side of a killed replica is in `cluster`.
 //! The SIGTERM-mid-sync test runs on both (on PostgreSQL the run's lease matters).
-mod common;
-#[path = "common/replica.rs"]
-mod replica;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::replica::Replica;
+use crate::common::*;
 use async_trait::async_trait;
 use chatsync::config::SessionConfig;
 use chatsync::grpc::pb;
 use chatsync::model::{MessageKind, MessageStatus, NewMessage};
 use chatsync::sources::{ChatHistory, Source, SourceChat, SourceContext, SourceError};
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
-use replica::Replica;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -530,7 +527,7 @@ async fn sigterm_ends_1000_open_streams_unavailable_and_the_process_exits() {
             })
         })
         .collect();
-    let exit = server.wait_exit(Duration::from_secs(60)).await;
+    let exit = server.wait_exit(HANG_GUARD).await;
     let took = started.elapsed();
     eprintln!("SIGTERM with 1,000 open streams: the process exited after {took:?}");
     assert!(exit.success(), "a clean exit: {exit:?}");
@@ -599,10 +596,7 @@ async fn a_sync_run_stopped_by_sigterm_is_interrupted_and_the_next_run_finishes_
     let (_, end) = frames_and_end(&mut stream).await;
     let status = end.expect_err("the stream ends with a status");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(
-        server.wait_exit(Duration::from_secs(60)).await.success(),
-        "a clean exit"
-    );
+    assert!(server.wait_exit(HANG_GUARD).await.success(), "a clean exit");
 
     let server = Replica::start(&config).await;
     let mut client = server.client().await;
@@ -865,7 +859,7 @@ async fn a_restart_under_200_messages_a_second_loses_and_repeats_nothing_for_100
 
     // Restart the server (SIGTERM, then the same address) once 200 messages are in.
     // Waits on the writer's progress itself: on a loaded machine 200 sends to a server
-    // fanning out to 1,000 streams can take well over the 30 s `eventually` allows.
+    // fanning out to 1,000 streams can take well over the `HANG_GUARD` `eventually` allows.
     tokio::time::timeout(
         Duration::from_secs(600),
         acknowledged.wait_for(|sent| *sent >= RESTART_AFTER),
@@ -874,7 +868,7 @@ async fn a_restart_under_200_messages_a_second_loses_and_repeats_nothing_for_100
     .expect("200 messages acknowledged within 10 minutes")
     .expect("the writer is running");
     server.terminate();
-    assert!(server.wait_exit(Duration::from_secs(60)).await.success());
+    assert!(server.wait_exit(HANG_GUARD).await.success());
     let server = Replica::start(&config).await;
     let retries = writer.await.expect("writer");
 

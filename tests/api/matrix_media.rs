@@ -4,21 +4,19 @@
 //! SQLite and on PostgreSQL.
 //!
 //! Needs `CHATSYNC_TEST_SYNAPSE_DIR` (the shared homeserver `scripts/test` starts); without it
-//! the tests are skipped, unless `CHATSYNC_REQUIRE_SYNAPSE=1`.
-mod common;
-#[path = "common/synapse.rs"]
-mod synapse;
+//! the tests fail, or are skipped with `CHATSYNC_ALLOW_SKIP=1` (`common::shared_homeserver`).
 
 use std::time::Duration;
 
-use chatsync::grpc::pb;
-use common::{
-    Backend, TestApp, all_messages, eventually, hex_sha256, session, sync_frames, sync_status,
+use crate::common::synapse::{Homeserver, MatrixUser};
+use crate::common::{
+    Backend, HANG_GUARD, TestApp, all_messages, eventually, hex_sha256, on_both_backends, session,
+    shared_homeserver, sync_frames, sync_status,
 };
+use chatsync::grpc::pb;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event;
 use serde_json::{Value, json};
-use synapse::{Homeserver, MatrixUser};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -162,7 +160,7 @@ fn media_bytes(seed: u32, n: u32) -> Vec<u8> {
 }
 
 async fn files_posted_by_others_are_stored_on_sync_and_live(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else {
+    let Some(hs) = shared_homeserver() else {
         return;
     };
     let me = hs.register("me").await;
@@ -222,9 +220,9 @@ async fn files_posted_by_others_are_stored_on_sync_and_live(backend: Backend) {
     )
     .await;
     let live = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        let frame = tokio::time::timeout(HANG_GUARD, stream.message())
             .await
-            .expect("an event within 30 s")
+            .expect("an event (the stream hangs)")
             .expect("stream ok")
             .expect("stream open");
         if let Some(Event::MessageCreated(message)) = frame.event
@@ -260,7 +258,7 @@ async fn files_posted_by_others_are_stored_on_sync_and_live(backend: Backend) {
 }
 
 async fn send_message_with_an_image_uploads_it_and_posts_it_once(backend: Backend) {
-    let Some(hs) = Homeserver::shared() else {
+    let Some(hs) = shared_homeserver() else {
         return;
     };
     let me = hs.register("me").await;

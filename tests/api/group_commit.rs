@@ -2,12 +2,11 @@
 //! UpdateMessageStatus calls of one session may share a write transaction, however the server
 //! happens to group them. Each test holds for any grouping (one call a transaction, or all in
 //! one), so none depends on timing.
-mod common;
 
 use std::collections::{HashMap, HashSet};
 
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use pb::subscribe_messages_response::Event;
 use tonic::Code;
 

@@ -50,31 +50,16 @@ impl Drop for Homeserver {
 }
 
 impl Homeserver {
-    /// The shared homeserver, or `None` (the test is skipped) when `CHATSYNC_TEST_SYNAPSE_DIR`
-    /// is unset. Panics instead when `CHATSYNC_REQUIRE_SYNAPSE=1` (CI).
-    pub fn shared() -> Option<Self> {
-        match std::env::var("CHATSYNC_TEST_SYNAPSE_DIR") {
-            Ok(dir) => {
-                let dir = PathBuf::from(dir);
-                let url = synapse(&["url", &dir.display().to_string()]);
-                Some(Self {
-                    url,
-                    dir,
-                    owned: false,
-                })
-            }
-            Err(_) => {
-                assert!(
-                    std::env::var("CHATSYNC_REQUIRE_SYNAPSE").as_deref() != Ok("1"),
-                    "CHATSYNC_TEST_SYNAPSE_DIR is not set, and CHATSYNC_REQUIRE_SYNAPSE=1"
-                );
-                eprintln!(
-                    "skipped: no homeserver (run `scripts/synapse start target/synapse` and set \
-                     CHATSYNC_TEST_SYNAPSE_DIR=target/synapse)"
-                );
-                None
-            }
-        }
+    /// The shared homeserver of `CHATSYNC_TEST_SYNAPSE_DIR`, or `None` when it is unset. Tests
+    /// call `common::shared_homeserver`, which decides what a missing one means.
+    pub fn from_env() -> Option<Self> {
+        let dir = PathBuf::from(std::env::var_os("CHATSYNC_TEST_SYNAPSE_DIR")?);
+        let url = synapse(&["url", &dir.display().to_string()]);
+        Some(Self {
+            url,
+            dir,
+            owned: false,
+        })
     }
 
     /// A homeserver of the caller's own in `dir` (started, or restarted with its data).

@@ -5,11 +5,11 @@
 //! Messages come from SendMessage on a `local` session, and from a live source registered by
 //! this file ([`ScriptedSource`]): the test hands it batches of [`LiveEvent`]s, which go
 //! through the same sink as a Matrix source's (`LiveStore`: imports, edits, redactions).
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use async_trait::async_trait;
 use chatsync::config::SessionConfig;
 use chatsync::grpc::pb;
@@ -18,7 +18,6 @@ use chatsync::sources::{
     Capabilities, ChatHistory, LiveEvent, LiveSink, Source, SourceChat, SourceContext, SourceError,
     SourceState,
 };
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Code;

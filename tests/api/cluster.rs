@@ -5,18 +5,15 @@
 //!
 //! Every wait here waits for an event (a frame, a subscription event, a process's line), never
 //! for time.
-mod common;
-#[path = "common/replica.rs"]
-mod replica;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::common::replica::Replica;
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use pb::subscribe_messages_response::Event as Ev;
-use replica::Replica;
 use tonic::transport::Channel;
 
 type Client = ChatSyncServiceClient<Channel>;
@@ -321,18 +318,10 @@ async fn to_end(
 /// the PostgreSQL server's `max_connections` (100 by default) whatever else runs.
 static REPLICA_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn postgres_or_skip(test: &str) -> Option<Backend> {
-    let backend = Backend::postgres().await;
-    if backend.is_none() {
-        eprintln!("skipped {test}: CHATSYNC_TEST_POSTGRES_URL is not set");
-    }
-    backend
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_race_writers_retries_and_receipts_on_postgres() {
     let _one_at_a_time = REPLICA_TESTS.lock().await;
-    let Some(backend) = postgres_or_skip("two_processes_race").await else {
+    let Some(backend) = Backend::postgres().await else {
         return;
     };
     let exports = backend.dir.path().join("none");
@@ -350,7 +339,7 @@ async fn two_processes_race_writers_retries_and_receipts_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_fan_out_resume_and_share_one_sync_run() {
     let _one_at_a_time = REPLICA_TESTS.lock().await;
-    let Some(backend) = postgres_or_skip("three_replicas").await else {
+    let Some(backend) = Backend::postgres().await else {
         return;
     };
     let (exports, held) = write_held_exports(backend.dir.path(), 2);
@@ -477,7 +466,7 @@ async fn three_replicas_fan_out_resume_and_share_one_sync_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_replicas_sync_run_is_interrupted_and_another_replica_finishes_it() {
     let _one_at_a_time = REPLICA_TESTS.lock().await;
-    let Some(backend) = postgres_or_skip("killed_replica").await else {
+    let Some(backend) = Backend::postgres().await else {
         return;
     };
     let (exports, held) = write_held_exports(backend.dir.path(), 2);

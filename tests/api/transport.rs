@@ -3,14 +3,13 @@
 //! without TLS on a non-loopback address; tokens from `token_env` and `token_file`; the
 //! reflection switch; and the limits: `max_subscriptions` (server-wide and per token), the
 //! request size limit, and ListMessages pages that fit a default 4 MiB client.
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::*;
 use chatsync::config::{Config, TokenConfig};
 use chatsync::grpc::pb;
-use common::*;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -306,27 +305,6 @@ async fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
         .into_inner()
         .sessions;
     assert_eq!(sessions.len(), 1);
-}
-
-/// `buf` from `$CHATSYNC_BUF` or `.tools/` (installed by `scripts/test`); `None`, said aloud,
-/// when missing, unless `CHATSYNC_REQUIRE_TOOLS=1`.
-fn buf() -> Option<PathBuf> {
-    let found = [
-        std::env::var_os("CHATSYNC_BUF").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/.bin/buf")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CHATSYNC_REQUIRE_TOOLS").is_ok_and(|v| v != "1")
-                || std::env::var("CHATSYNC_REQUIRE_TOOLS").is_err(),
-            "buf is required (CHATSYNC_REQUIRE_TOOLS=1) but not installed; run scripts/test"
-        );
-        eprintln!("buf not found: grpc-web over TLS with buf curl NOT checked");
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,12 +633,12 @@ async fn subscribe(
 }
 
 /// Subscribes until the server has released a slot (it notices a closed stream when the
-/// client's reset arrives); fails after 60 s.
+/// client's reset arrives); fails after [`HANG_GUARD`].
 async fn subscribe_once_freed(
     client: &mut ChatSyncServiceClient<Channel>,
     secret: Option<&str>,
 ) -> tonic::Streaming<pb::SubscribeMessagesResponse> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         match subscribe(client, secret).await {
             Ok(stream) => return stream,

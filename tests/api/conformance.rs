@@ -5,15 +5,15 @@
 //! message's timestamp, sender and text, the kinds, and the unplaced lines (zero except in
 //! the files the MANIFEST marks as deliberately broken).
 //!
-//! The corpus is not part of this repository. When it is absent the test says so and checks
-//! nothing, unless `CHATSYNC_REQUIRE_REALCHATS=1` (set by CI), when absence fails.
-mod common;
+//! The corpus is not part of this repository: it is looked for at `../shared/realchats` (or
+//! `$CHATSYNC_REALCHATS`). When it is absent the tests fail, or are skipped with
+//! `CHATSYNC_ALLOW_SKIP=1` (`common::realchats`). The expectations stay in `tests/conformance/`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -47,26 +47,6 @@ struct TelegramChatExpected {
 struct TelegramExpected {
     file: String,
     chats: Vec<TelegramChatExpected>,
-}
-
-fn realchats() -> Option<PathBuf> {
-    let dir = std::env::var_os("CHATSYNC_REALCHATS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realchats"));
-    if dir.join("MANIFEST.tsv").is_file() {
-        return Some(dir);
-    }
-    let required = std::env::var("CHATSYNC_REQUIRE_REALCHATS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "the conformance corpus is required but {} is absent",
-        dir.display()
-    );
-    eprintln!(
-        "conformance corpus absent at {}: real-export conformance NOT checked (set CHATSYNC_REALCHATS)",
-        dir.display()
-    );
-    None
 }
 
 /// `(local_file, format)` rows of the MANIFEST.

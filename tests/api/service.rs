@@ -1,10 +1,9 @@
 //! The behavioural suite, through the public gRPC surface, on SQLite and PostgreSQL.
-mod common;
 
 use std::collections::HashSet;
 
+use crate::common::*;
 use chatsync::grpc::pb;
-use common::*;
 use pb::subscribe_messages_response::Event;
 use tokio_stream::StreamExt;
 use tonic::Code;

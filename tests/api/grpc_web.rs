@@ -3,47 +3,14 @@
 //! schema, and CORS preflights from an allowed and a refused origin.
 //!
 //! `buf` is found as `$CHATSYNC_BUF`, `.tools/node_modules/.bin/buf` (installed by
-//! `scripts/test`), or on PATH. Without it the buf tests say so and check nothing, unless
-//! `CHATSYNC_REQUIRE_TOOLS=1` (set by `scripts/test`), when its absence fails.
-mod common;
+//! `scripts/test`), or on PATH (`common::buf`). Without it the buf tests fail, or are skipped
+//! with `CHATSYNC_ALLOW_SKIP=1`.
 
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-fn buf() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CHATSYNC_BUF").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/.bin/buf")),
-    ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .or_else(|| {
-            std::process::Command::new("buf")
-                .arg("--version")
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|_| PathBuf::from("buf"))
-        });
-    if found.is_none() {
-        let required = std::env::var("CHATSYNC_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "buf is required (CHATSYNC_REQUIRE_TOOLS=1) but not installed; run scripts/test"
-        );
-        eprintln!(
-            "buf not found: grpc-web checks with buf curl NOT run (run scripts/test to install it)"
-        );
-    }
-    found
-}
 
 /// `buf curl --protocol grpcweb` of one RPC of the service, with `data` as the JSON request;
 /// the schema comes from the server's reflection.
@@ -136,7 +103,7 @@ async fn subscribe_messages_over_grpc_web_with_buf_curl() {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut text = String::new();
     let mut sent_live = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     // Objects are pretty-printed; a top-level one ends with a line holding only `}`.
     while !(text.contains("after ready") && text.ends_with("\n}\n")) {
         let line = tokio::time::timeout_at(deadline, lines.next_line())
