@@ -199,22 +199,30 @@ async fn writers_race_without_failures_gaps_or_backward_statuses(backend: Backen
     assert_gapless(&mut client).await;
 }
 
-on_both_backends!(writers_race_without_failures_gaps_or_backward_statuses);
+on_both_backends!(
+    writers_race_without_failures_gaps_or_backward_statuses,
+    a_former_lease_holder_cannot_write
+);
 
 // ---------------------------------------------------------------------------------------------
 // Server processes.
 
+/// The replicas' `lease_secs`: short, so that the tests that wait for a lease to expire are
+/// quick, yet long enough that a loaded machine renews in time (every third of it).
+const LEASE: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A replica configuration on `database_url` with the `chat` (local) session and a `wa`
-/// (whatsapp-export) session over `exports`; leases of 2 s.
+/// (whatsapp-export) session over `exports`; leases of [`LEASE`].
 fn replica_config(dir: &Path, database_url: &str, exports: &Path) -> PathBuf {
     let path = dir.join("replica.toml");
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nlease_secs = 2\n\
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nlease_secs = {}\n\
              database_max_connections = 6\n\
              [[sessions]]\nid = \"{SESSION}\"\nsource = \"local\"\n\
              [[sessions]]\nid = \"wa\"\nsource = \"whatsapp-export\"\npath = \"{}\"\n",
+            LEASE.as_secs(),
             exports.display()
         ),
     )
@@ -538,4 +546,269 @@ async fn a_second_process_on_one_sqlite_file_is_refused() {
     send(&mut client, SESSION, "still", "here", "k")
         .await
         .expect("first still serves");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fencing: a former lease holder never writes.
+
+/// A write through a store fenced by a lease whose tenure is over (it lapsed, or another
+/// holder took it) is refused with nothing written, and cancels the holder's work; the new
+/// holder's epoch is higher and its writes go through.
+async fn a_former_lease_holder_cannot_write(backend: Backend) {
+    use chatsync::error::Error;
+    use chatsync::storage::{LeaseKind, Store};
+    use tokio_util::sync::CancellationToken;
+
+    let store = Store::connect(&backend.database_url)
+        .await
+        .expect("connect");
+    store.ensure_session("s", "local").await.expect("session");
+    let a = store
+        .acquire_lease("s", LeaseKind::Live, "replica-a", 60_000)
+        .await
+        .expect("acquire")
+        .expect("free lease");
+    assert!(
+        store
+            .acquire_lease("s", LeaseKind::Live, "replica-b", 60_000)
+            .await
+            .expect("acquire")
+            .is_none(),
+        "held by A"
+    );
+    let a_lost = CancellationToken::new();
+    let as_a = store.fenced(a.clone(), a_lost.clone());
+    as_a.save_source_cursor("s", "a-1")
+        .await
+        .expect("A holds it");
+    assert_eq!(
+        store.source_cursor("s").await.unwrap().as_deref(),
+        Some("a-1")
+    );
+
+    // A's tenure lapses (taken again for 0 ms: same holder, same epoch, already expired).
+    let lapsed = store
+        .acquire_lease("s", LeaseKind::Live, "replica-a", 0)
+        .await
+        .expect("acquire")
+        .expect("A's own lease");
+    assert_eq!(lapsed.epoch, a.epoch, "same holder, same tenure");
+    let refused = as_a
+        .save_source_cursor("s", "a-2")
+        .await
+        .expect_err("lapsed");
+    assert!(matches!(refused, Error::LeaseLost(_)), "{refused:?}");
+    assert!(a_lost.is_cancelled(), "A's work is told to stop");
+    assert!(
+        !store.renew_lease("s", &a, 60_000).await.expect("renew"),
+        "a lapsed lease is never renewed"
+    );
+
+    // B takes over with the next epoch; A stays refused, B writes.
+    let b = store
+        .acquire_lease("s", LeaseKind::Live, "replica-b", 60_000)
+        .await
+        .expect("acquire")
+        .expect("lapsed lease");
+    assert_eq!(b.epoch, a.epoch + 1);
+    let as_b = store.fenced(b.clone(), CancellationToken::new());
+    as_b.save_source_cursor("s", "b-1")
+        .await
+        .expect("B holds it");
+    let refused = as_a
+        .save_source_cursor("s", "a-3")
+        .await
+        .expect_err("B holds it");
+    assert!(matches!(refused, Error::LeaseLost(_)), "{refused:?}");
+    assert_eq!(
+        store.source_cursor("s").await.unwrap().as_deref(),
+        Some("b-1")
+    );
+
+    // A release keeps the epoch: the next holder's is higher still, even A's own again.
+    store.release_lease("s", &b).await.expect("release");
+    let again = store
+        .acquire_lease("s", LeaseKind::Live, "replica-a", 60_000)
+        .await
+        .expect("acquire")
+        .expect("released lease");
+    assert_eq!(again.epoch, b.epoch + 1);
+    let refused = as_a
+        .save_source_cursor("s", "a-4")
+        .await
+        .expect_err("old tenure");
+    assert!(matches!(refused, Error::LeaseLost(_)), "{refused:?}");
+}
+
+/// GetSyncStatus with a deadline of half a lease: a read that waited for the session's lock
+/// (held by a stalled writer until `lock_timeout`, one lease) would miss it.
+async fn status_without_waiting(client: &Client, session_id: &str) -> pb::GetSyncStatusResponse {
+    let mut request = tonic::Request::new(pb::GetSyncStatusRequest {
+        session_id: session_id.into(),
+    });
+    request.set_timeout(LEASE / 2);
+    client
+        .clone()
+        .get_sync_status(request)
+        .await
+        .unwrap_or_else(|status| panic!("GetSyncStatus answered {status:?} while a writer stalled"))
+        .into_inner()
+}
+
+/// SyncChats, retried while it answers UNAVAILABLE (a write that waited past `lock_timeout`).
+async fn start_sync_retrying(
+    client: &mut Client,
+    session_id: &str,
+) -> tonic::Streaming<pb::SyncChatsResponse> {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        match client
+            .sync_chats(pb::SyncChatsRequest {
+                session_id: session_id.into(),
+                limit_per_chat: Some(0),
+                since: None,
+            })
+            .await
+        {
+            Ok(response) => return response.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+            }
+            Err(status) => panic!("SyncChats: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_holder_never_freezes_its_session_and_never_writes_after_it_resumes() {
+    use sea_orm::sqlx::{Connection, Executor};
+
+    let _one_at_a_time = REPLICA_TESTS.lock().await;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let (exports, held) = write_held_exports(backend.dir.path(), 2);
+    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
+    let replicas = start_replicas(&config, 2).await;
+    let mut a = replicas[0].client().await;
+    let mut b = replicas[1].client().await;
+
+    // A runs the sync; it stores the regular chats and waits on the held one.
+    let mut on_a = start_sync(&mut a, "wa", Some(0)).await;
+    let a_sync_id = until_held(&mut on_a, 2).await;
+    let mut following = start_sync(&mut b, "wa", Some(0)).await;
+    assert_eq!(next_frame(&mut following).await.sync_id, a_sync_id);
+
+    // Pause A (SIGSTOP: a VM pause, a stop-the-world stall). B answers GetSyncStatus at once
+    // the whole time, and its follower stream ends UNAVAILABLE once A's lease expired.
+    replicas[0].pause();
+    let watcher = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut states = Vec::new();
+            loop {
+                let status = status_without_waiting(&b, "wa").await;
+                let state = pb::SyncState::try_from(status.state).expect("state");
+                states.push(state);
+                if state == pb::SyncState::Interrupted {
+                    return states;
+                }
+            }
+        })
+    };
+    let ended = to_end(&mut following)
+        .await
+        .expect_err("no outcome once the holder stalled");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    let states = tokio::time::timeout(HANG_GUARD, watcher)
+        .await
+        .expect("INTERRUPTED is reported")
+        .expect("watcher");
+    assert!(
+        states
+            .iter()
+            .all(|s| matches!(s, pb::SyncState::Running | pb::SyncState::Interrupted)),
+        "{states:?}"
+    );
+
+    // A writer stalled inside its transaction, holding the session's lock (as A would be had
+    // the pause caught it mid-write): a connection with chatsync's idle limit of one lease.
+    let mut stalled = sea_orm::sqlx::PgConnection::connect(&backend.database_url)
+        .await
+        .expect("connect");
+    let idle_limit = format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        LEASE.as_millis()
+    );
+    stalled
+        .execute(sea_orm::sqlx::AssertSqlSafe(idle_limit))
+        .await
+        .expect("set");
+    stalled.execute("BEGIN").await.expect("begin");
+    stalled
+        .execute("SELECT head_seq FROM sessions WHERE id = 'wa' FOR UPDATE")
+        .await
+        .expect("lock the session");
+    // Reads answer while the lock is held.
+    for _ in 0..3 {
+        let status = status_without_waiting(&b, "wa").await;
+        assert_eq!(status.state, pb::SyncState::Interrupted as i32);
+    }
+
+    // The held chat, for B's run, in a plain file; A keeps waiting on the pipe, moved aside.
+    let a_pipe = backend.dir.path().join("a-held.fifo");
+    std::fs::rename(&held, &a_pipe).expect("move the pipe aside");
+    write_android_chat(&exports, "Zz Held", "held", HELD_MESSAGES);
+    // B starts a new run once the server ended the stalled transaction (or after answering
+    // UNAVAILABLE past lock_timeout, and a retry), and completes it.
+    let mut again = start_sync_retrying(&mut b, "wa").await;
+    let last = to_end(&mut again).await.expect("B's run ends OK");
+    assert_eq!(stage(&last), SyncStage::Completed);
+    assert_ne!(last.sync_id, a_sync_id, "a new run");
+    let ended = stalled.execute("SELECT 1").await;
+    assert!(ended.is_err(), "the server ended the stalled transaction");
+
+    // A resumes: its epoch is stale. The pipe now gives A's run a chat B never stored; A's run
+    // stops without writing it, and the state never flips back.
+    replicas[0].resume();
+    let writer = tokio::task::spawn_blocking(move || {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let text = std::fs::read(write_android_chat(
+            scratch.path(),
+            "Zz Held",
+            "late",
+            HELD_MESSAGES + 50,
+        ))
+        .expect("read");
+        // Read and write: the open never waits for a reader (A's run may have stopped before
+        // it opened the pipe), and the text fits the pipe's buffer.
+        let mut pipe = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&a_pipe)
+            .expect("open pipe");
+        std::io::Write::write_all(&mut pipe, &text).expect("write pipe");
+    });
+    let ended = to_end(&mut on_a).await.expect_err("A's run has no outcome");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    writer.await.expect("pipe written");
+    eventually("A's run stops", || {
+        let a = a.clone();
+        let sync_id = last.sync_id.clone();
+        async move {
+            let status = sync_status(&a, "wa").await;
+            status.state == pb::SyncState::Succeeded as i32
+                && status.progress.is_some_and(|p| p.sync_id == sync_id)
+        }
+    })
+    .await;
+    for client in [&a, &b] {
+        let status = sync_status(client, "wa").await;
+        assert_eq!(status.state, pb::SyncState::Succeeded as i32);
+        assert_eq!(
+            status.message_count,
+            2 * REGULAR_MESSAGES as u64 + HELD_MESSAGES as u64,
+            "every message once, and none from the former holder"
+        );
+    }
 }

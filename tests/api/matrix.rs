@@ -714,7 +714,7 @@ async fn a_killed_replicas_live_loop_is_taken_over_without_loss_or_duplicates() 
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\nlease_secs = 2\n\
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\nlease_secs = 4\n\
              database_max_connections = 6\n\
              [[sessions]]\nid = \"{SESSION}\"\nsource = \"matrix\"\nhomeserver = \"{}\"\n\
              user_id = \"{}\"\naccess_token_file = \"{}\"\n",

@@ -70,6 +70,25 @@ impl Replica {
         self.child.id().expect("the process is running")
     }
 
+    /// Sends SIGSTOP: the process stalls (a VM pause, a stop-the-world stall) with its
+    /// connections open. `kill_on_drop` still ends it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Sends SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Sends SIGTERM (a graceful shutdown).
     pub fn terminate(&self) {
         let status = std::process::Command::new("kill")
