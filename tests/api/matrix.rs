@@ -697,8 +697,18 @@ async fn a_chatsync_restart_resumes_from_the_stored_sync_token(backend: Backend)
 /// Two replicas on one PostgreSQL database serve one Matrix session: one runs the `/sync`
 /// loop. kill -9 of that replica: the other takes the loop over from the stored `since` token
 /// within the lease time, and every post, before and after the kill, arrives exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_replicas_live_loop_is_taken_over_without_loss_or_duplicates() {
+/// The live loop's holder stops: killed (`kill -9`) or paused (`SIGSTOP`, then `SIGCONT`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Kill,
+    Pause,
+}
+
+/// Two replicas on one PostgreSQL database follow one Matrix account. A takes the live loop;
+/// Bob posts; then A stops (`how`) and Bob posts again, and B takes the loop over after the
+/// lease. A paused A is resumed after that, with a stale lease epoch: it must neither store
+/// nor replay anything. Every post reaches B's subscriber once, in order, and is stored once.
+async fn live_loop_taken_over(how: Stop) {
     let Some(hs) = shared_homeserver() else {
         return;
     };
@@ -737,12 +747,27 @@ async fn a_killed_replicas_live_loop_is_taken_over_without_loss_or_duplicates() 
     post_all(&bob, &room, &before, 1).await;
     let mut events = until_message(&mut stream, "before 3").await;
 
-    a.kill().await;
+    match how {
+        Stop::Kill => a.kill().await,
+        Stop::Pause => a.pause(),
+    }
+    let during: Vec<String> = (1..=3).map(|i| format!("during {i}")).collect();
+    post_all(&bob, &room, &during, 1).await;
+    events.extend(until_message(&mut stream, "during 3").await);
+    if how == Stop::Pause {
+        // A's long poll may hold "during" events: resumed, its lease epoch is stale.
+        a.resume();
+    }
     let after: Vec<String> = (1..=3).map(|i| format!("after {i}")).collect();
     post_all(&bob, &room, &after, 1).await;
     events.extend(until_message(&mut stream, "after 3").await);
 
-    let expected: Vec<String> = before.iter().chain(&after).cloned().collect();
+    let expected: Vec<String> = before
+        .iter()
+        .chain(&during)
+        .chain(&after)
+        .cloned()
+        .collect();
     assert_eq!(
         created_texts(&events),
         expected,
@@ -754,4 +779,14 @@ async fn a_killed_replicas_live_loop_is_taken_over_without_loss_or_duplicates() 
         .map(|m| m.text)
         .collect();
     assert_eq!(stored, expected, "stored exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replicas_live_loop_is_taken_over_without_loss_or_duplicates() {
+    live_loop_taken_over(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_replicas_live_loop_is_taken_over_and_it_stores_nothing_when_it_resumes() {
+    live_loop_taken_over(Stop::Pause).await;
 }
