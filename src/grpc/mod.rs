@@ -208,3 +208,46 @@ pub fn rpc_method_names() -> Vec<String> {
         .map(|method| method.name().to_owned())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn every_domain_error_has_its_status_code() {
+        let text = || "x".to_owned();
+        let table = [
+            (Error::InvalidArgument(text()), Code::InvalidArgument),
+            (Error::NotFound(text()), Code::NotFound),
+            (Error::Unauthenticated(text()), Code::Unauthenticated),
+            (Error::PermissionDenied(text()), Code::PermissionDenied),
+            (Error::FailedPrecondition(text()), Code::FailedPrecondition),
+            (Error::Unavailable(text()), Code::Unavailable),
+            (Error::ResourceExhausted(text()), Code::ResourceExhausted),
+            (Error::LeaseLost(text()), Code::Unavailable),
+            (Error::Aborted(text()), Code::Aborted),
+            (Error::Internal(text()), Code::Internal),
+            (
+                Error::Storage(sea_orm::DbErr::Custom("secret table".into())),
+                Code::Internal,
+            ),
+            // Storage failures a retry may mend arrive classified (see `From<DbErr>`).
+            (
+                Error::from(sea_orm::DbErr::ConnectionAcquire(
+                    sea_orm::ConnAcquireErr::Timeout,
+                )),
+                Code::Unavailable,
+            ),
+        ];
+        for (error, code) in table {
+            let shown = format!("{error:?}");
+            let status = status_from(error);
+            assert_eq!(status.code(), code, "{shown}");
+            assert!(
+                !status.message().contains("secret"),
+                "{shown}: no database text"
+            );
+        }
+    }
+}
