@@ -149,6 +149,20 @@ impl Store {
             };
             let (writes, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
             let began = std::time::Instant::now();
+            let turn = match turn {
+                Ok(turn) => turn,
+                Err(error) => {
+                    // No turn within its bound: every write of the group gets that answer.
+                    let message = match error {
+                        Error::Unavailable(message) => message,
+                        other => other.to_string(),
+                    };
+                    for answer in answers {
+                        let _ = answer.send(Err(Error::Unavailable(message.clone())));
+                    }
+                    continue;
+                }
+            };
             let outcomes = match self.run_group(&session_id, turn, &writes).await {
                 Ok(outcomes) => outcomes,
                 Err(error) if writes.len() == 1 => vec![Err(error)],
@@ -161,16 +175,18 @@ impl Store {
                     );
                     let mut outcomes = Vec::with_capacity(writes.len());
                     for write in &writes {
-                        let turn = self.writers.turn(&session_id).await;
-                        let outcome = self
-                            .run_group(&session_id, turn, std::slice::from_ref(write))
-                            .await
-                            .and_then(|mut one| {
-                                one.pop().ok_or_else(|| {
-                                    Error::Internal("a group of one gave no answer".into())
-                                })
+                        let outcome = async {
+                            let turn = self.writers.turn(&session_id).await?;
+                            self.run_group(&session_id, turn, std::slice::from_ref(write))
+                                .await
+                        }
+                        .await
+                        .and_then(|mut one| {
+                            one.pop().ok_or_else(|| {
+                                Error::Internal("a group of one gave no answer".into())
                             })
-                            .and_then(|answer| answer);
+                        })
+                        .and_then(|answer| answer);
                         outcomes.push(outcome);
                     }
                     outcomes

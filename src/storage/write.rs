@@ -42,7 +42,10 @@ impl WriterQueues {
         }
     }
 
-    pub(super) async fn turn(&self, session_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Waits for this process's turn to write (the whole file's on SQLite, the session's on
+    /// PostgreSQL), at most [`WRITE_TURN_LIMIT`]: `Unavailable` after that, so that no writer
+    /// waits forever behind a stalled one.
+    pub(super) async fn turn(&self, session_id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
         let queue = match &self.whole_database {
             Some(queue) => queue.clone(),
             None => self
@@ -53,9 +56,21 @@ impl WriterQueues {
                 .or_default()
                 .clone(),
         };
-        queue.lock_owned().await
+        tokio::time::timeout(WRITE_TURN_LIMIT, queue.lock_owned())
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the database is busy: a write waited {} s for its turn; retry",
+                    WRITE_TURN_LIMIT.as_secs()
+                ))
+            })
     }
 }
+
+/// The longest a write waits in process for its turn ([`WriterQueues::turn`]). Each writer
+/// ahead of it is itself bounded (SQLite's 10 s busy timeout, PostgreSQL's `lock_timeout`),
+/// so only a stalled process reaches it.
+pub const WRITE_TURN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An open write transaction holding one session's lock. See the module docs.
 pub struct WriteTxn {
@@ -76,7 +91,7 @@ impl Store {
     ///
     /// Errors: `NotFound` when the session has no row; `Storage` on a database failure.
     pub async fn write(&self, session_id: &str) -> Result<WriteTxn> {
-        let writer = self.writers.turn(session_id).await;
+        let writer = self.writers.turn(session_id).await?;
         self.write_in_turn(session_id, writer).await
     }
 
