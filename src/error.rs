@@ -144,6 +144,8 @@ fn sqlstate_retry_class(code: &str) -> Option<RetryClass> {
         "57P01" | "57P02" | "57P03" => Some(RetryClass::Unavailable("database restarting")),
         "57014" => Some(RetryClass::Unavailable("statement cancelled")),
         "53300" => Some(RetryClass::Unavailable("too many connections")),
+        // A write that reached a primary demoted in a failover.
+        "25006" => Some(RetryClass::Unavailable("database read-only (failover)")),
         code if code.starts_with("08") => Some(RetryClass::Unavailable("connection lost")),
         _ => None,
     }
@@ -205,6 +207,10 @@ mod tests {
             (
                 "53300",
                 Some(RetryClass::Unavailable("too many connections")),
+            ),
+            (
+                "25006",
+                Some(RetryClass::Unavailable("database read-only (failover)")),
             ),
             ("08006", Some(RetryClass::Unavailable("connection lost"))),
             ("08003", Some(RetryClass::Unavailable("connection lost"))),

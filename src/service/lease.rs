@@ -65,12 +65,17 @@ impl LeaseKeeper {
 
     /// Stops renewing and gives the lease up (if this tenure still holds it).
     pub async fn release(self) {
-        if let Err(error) = self
-            .store
-            .release_lease(&self.session_id, &self.fence)
-            .await
-        {
-            tracing::warn!(%error, kind = ?self.fence.kind, "cannot release the lease");
+        let Self {
+            store,
+            session_id,
+            fence,
+            _renewals,
+            ..
+        } = self;
+        // No renewal may race the release (and report the lease lost).
+        drop(_renewals);
+        if let Err(error) = store.release_lease(&session_id, &fence).await {
+            tracing::warn!(%error, kind = ?fence.kind, "cannot release the lease");
         }
     }
 }
@@ -103,7 +108,7 @@ async fn renew(
         match tokio::time::timeout(every, store.renew_lease(&session_id, &fence, lease_ms)).await {
             Ok(Ok(true)) => renewed_at = Instant::now(),
             Ok(Ok(false)) => {
-                tracing::warn!(kind = ?fence.kind, epoch = fence.epoch, "the lease is lost to another holder; stopping its work");
+                tracing::warn!(kind = ?fence.kind, epoch = fence.epoch, "the lease is lost (another holder took it, or it lapsed); stopping its work");
                 lost.cancel();
                 return;
             }

@@ -115,6 +115,17 @@ impl Store {
 
     /// Queues `write` for the session's next group transaction and waits for its answer.
     pub(super) async fn grouped(&self, session_id: &str, write: GroupedWrite) -> Answer {
+        if self.fence.is_some() {
+            // A lease holder's write is checked against its own fence: never grouped with
+            // others' (a group runs under its leader's store).
+            let turn = self.writers.turn(session_id).await?;
+            let mut one = self
+                .run_group(session_id, turn, std::slice::from_ref(&write))
+                .await?;
+            return one
+                .pop()
+                .ok_or_else(|| Error::Internal("a group of one gave no answer".into()))?;
+        }
         let queue = self.groups.queue(session_id);
         let (answer, answered) = oneshot::channel();
         let lead = {
@@ -166,6 +177,12 @@ impl Store {
             let outcomes = match self.run_group(&session_id, turn, &writes).await {
                 Ok(outcomes) => outcomes,
                 Err(error) if writes.len() == 1 => vec![Err(error)],
+                // The database is away, or a lock wait ran out: one by one would only wait
+                // again, each. Every write gets the answer; each caller may retry.
+                Err(Error::Unavailable(message)) => writes
+                    .iter()
+                    .map(|_| Err(Error::Unavailable(message.clone())))
+                    .collect(),
                 Err(error) => {
                     tracing::warn!(
                         session_id,

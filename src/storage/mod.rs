@@ -211,13 +211,27 @@ impl Store {
         let db = Database::connect(options).await?;
         let sqlite_lock = if sqlite { lock_sqlite_file(url)? } else { None };
         if db.get_database_backend() == DbBackend::Postgres {
-            migrate_postgres(&db).await?;
+            // On connections of their own, without the session settings: the migration lock
+            // and schema changes wait as long as they must (a replica starting beside one that
+            // migrates, or beside running transactions), not a lease.
+            let mut plain = ConnectOptions::new(url.to_owned());
+            plain.sqlx_logging(false).max_connections(2);
+            let migrating = Database::connect(plain).await?;
+            let migrated = migrate_postgres(&migrating).await;
+            let _ = migrating.close().await;
+            migrated?;
         } else {
             <migrations::Migrator as migrations::MigratorTrait>::up(&db, None).await?;
             // The file lock proves that no other process is alive on this database, so every
-            // lease left behind belongs to a dead one.
+            // lease left behind belongs to a dead one: each is ended (its row kept, so that
+            // epochs only grow).
             use sea_orm::EntityTrait;
-            entities::lease::Entity::delete_many().exec(&db).await?;
+            use sea_orm::sea_query::Expr;
+            entities::lease::Entity::update_many()
+                .col_expr(entities::lease::Column::Holder, Expr::value(""))
+                .col_expr(entities::lease::Column::ExpiresAt, Expr::value(0i64))
+                .exec(&db)
+                .await?;
         }
         let heads = heads::Heads::default();
         if db.get_database_backend() == DbBackend::Postgres {

@@ -363,14 +363,21 @@ impl Store {
     /// Renews the lease `fence` names for `lease_ms`. Returns `false` when that tenure is over:
     /// another holder took the lease, or it lapsed (a lapsed lease is never renewed: someone
     /// may have seen it expire). A renewal changes only the lease row and decides nothing, so
-    /// it does not queue for the session's lock: a holder renews on time even while a long
-    /// import holds that lock.
+    /// on PostgreSQL it does not queue for the session's lock: a holder renews on time even
+    /// while a long import holds that lock. On SQLite, where every write needs the file's one
+    /// write lock, it takes its turn in the writer queue (which is fair), so that back to back
+    /// import transactions never starve it.
     pub async fn renew_lease(
         &self,
         session_id: &str,
         fence: &Fence,
         lease_ms: i64,
     ) -> Result<bool> {
+        let _turn = if self.is_postgres() {
+            None
+        } else {
+            Some(self.writers.turn(session_id).await?)
+        };
         let now = now_ms();
         Ok(lease::Entity::update_many()
             .col_expr(lease::Column::ExpiresAt, Expr::value(now + lease_ms))
@@ -569,7 +576,7 @@ pub(super) async fn check_fence(
             Ok(())
         }
         current => Err(Error::LeaseLost(format!(
-            "this replica no longer holds the session's {} lease (epoch {}; the lease is at epoch {}): another replica took over",
+            "this replica no longer holds the session's {} lease (epoch {}; the lease is at epoch {}): it lapsed, or another replica took over",
             fence.kind.as_str(),
             fence.epoch,
             current.map_or(0, |current| current.epoch)

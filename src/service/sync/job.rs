@@ -50,6 +50,9 @@ pub(super) struct Job {
     pub(super) store: Store,
     /// The run's lease.
     pub(super) fence: Fence,
+    /// Cancelled when the lease is lost (a write was refused, or the keeper gave up): the run
+    /// publishes nothing more, and its supervisor stops it (its streams end UNAVAILABLE).
+    pub(super) lost: CancellationToken,
     pub(super) source: Arc<dyn Source>,
     /// Messages per import transaction.
     pub(super) batch: usize,
@@ -234,6 +237,10 @@ impl Job {
         let mut frame = self.progress.clone();
         frame.stage = stage;
         self.save_frame(state, Some(now_ms()), error, &frame).await;
+        if self.lost.is_cancelled() {
+            // Not saved: another replica holds the session's run now.
+            return;
+        }
         self.runs.retire(&self.progress.session_id, &self.run);
         self.run.publish(frame);
     }
@@ -473,6 +480,9 @@ impl Job {
     }
 
     fn publish(&self, stage: Stage) {
+        if self.lost.is_cancelled() {
+            return;
+        }
         let mut frame = self.progress.clone();
         frame.stage = stage;
         self.run.publish(frame);

@@ -166,6 +166,7 @@ impl SyncRuns {
             run: run.clone(),
             store: keeper.store(),
             fence: keeper.fence().clone(),
+            lost: keeper.lost(),
             batch: source
                 .capabilities()
                 .batch_size
