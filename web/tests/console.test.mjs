@@ -117,13 +117,13 @@ describe("the web console", () => {
       const mine = await page.waitForSelector('#messages .msg-out:has(.text:text-is("hello from the page"))');
       assert.equal(await (await mine.$(".mark")).textContent(), "✓");
       assert.equal(await mine.getAttribute("data-status"), "sent");
-      const received = await native.waitFor((e) => e.message_created?.text === "hello from the page");
-      assert.equal(received.message_created.chat_id, "general");
+      const received = await native.waitFor((e) => e.messageCreated?.text === "hello from the page");
+      assert.equal(received.messageCreated.chatId, "general");
       await sleep(300);
       const all = (await rpc(setup, "ListMessages", { session_id: "notes", chat_id: "general" })).messages;
       assert.equal(all.filter((m) => m.text === "hello from the page").length, 1, "a double click sends once");
       assert.deepEqual(await shownTexts(page), ["hello from the page"]);
-      assert.equal(native.events.filter((e) => e.message_created?.text === "hello from the page").length, 1);
+      assert.equal(native.events.filter((e) => e.messageCreated?.text === "hello from the page").length, 1);
       // Enter sends too, and clears the box.
       await page.fill("#composer-text", "second line from the page");
       await page.press("#composer-text", "Enter");

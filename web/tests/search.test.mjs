@@ -57,7 +57,7 @@ describe("console search", () => {
     const out = await cli(setup, ["search", "notes", "FLORE", "--json"]);
     const hits = out.trim().split("\n").map((line) => JSON.parse(line));
     assert.equal(hits.length, 1);
-    assert.equal(hits[0].message.chat_id, "paris");
+    assert.equal(hits[0].message.chatId, "paris");
     assert.match(hits[0].snippet, /\u0002Flore\u0003/);
     const plain = await cli(setup, ["search", "notes", "cafe", "--chat", "general"]);
     assert.equal(plain.trim(), "", "the chat filter leaves nothing");
