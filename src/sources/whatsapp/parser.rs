@@ -15,7 +15,8 @@
 //! - Dates: day/month/year, month/day/year or year-month-day; separated by `/`, `.` or `-`
 //!   (`.` may be followed by a space, and a trailing `.` after the year is accepted); 2- or
 //!   4-digit years (2-digit years are 20xx). Buddhist-era years are converted to the common era
-//!   (-543): any year from 2400 up, or a year followed by ` BE`.
+//!   (-543): any year from 2400 up, or a year followed by ` BE`. Japanese-calendar years carry
+//!   their era's letter (`3/18/R4`: Reiwa 4, 2022; see `japanese_era_start`).
 //! - Times: 24h or 12h, with or without seconds, `:` or `.` separators (`21.25.15`). 12h markers
 //!   `AM`/`PM` in any case, `a.m.`/`p.m.`, `a. m.`/`p. m.`, and the day-period words of every
 //!   language WhatsApp ships ([`super::day_periods`], from CLDR: `ص`/`م`, `ق.ظ.`/`ب.ظ.`,
@@ -479,6 +480,9 @@ struct RawDate {
     a_digits: u8,
     c_digits: u8,
     buddhist: bool,
+    /// The Gregorian year in which the Japanese era named before the year began (`c` is then
+    /// the year of that era), or 0.
+    era_start: u16,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -626,9 +630,22 @@ fn scan_date(bytes: &[u8], p: usize) -> Option<(RawDate, usize)> {
     if separator == b'.' && bytes.get(p) == Some(&b' ') {
         p += 1;
     }
-    let (c, c_digits, mut p) = scan_number(bytes, p, 4)?;
+    // The Japanese calendar (an iPhone set to it) writes the era's letter before its year:
+    // `3/18/R4` is 18 March of Reiwa 4, 2022.
+    let era_start = match bytes.get(p) {
+        Some(&letter) if a_digits != 4 && bytes.get(p + 1).is_some_and(u8::is_ascii_digit) => {
+            japanese_era_start(letter)
+        }
+        _ => 0,
+    };
+    if era_start != 0 {
+        p += 1;
+    }
+    let (c, c_digits, mut p) = scan_number(bytes, p, if era_start != 0 { 2 } else { 4 })?;
     let shape_ok = if a_digits == 4 {
         c_digits <= 2
+    } else if era_start != 0 {
+        c >= 1
     } else {
         c_digits == 2 || c_digits == 4
     };
@@ -653,9 +670,25 @@ fn scan_date(bytes: &[u8], p: usize) -> Option<(RawDate, usize)> {
             a_digits,
             c_digits,
             buddhist,
+            era_start,
         },
         p,
     ))
+}
+
+/// The Gregorian year in which the Japanese era of this letter began, or 0. The letters are
+/// CLDR's narrow era names of the Japanese calendar (`ca-japanese`, `eras/eraNarrow`, in
+/// `common/main/root.xml`): M Meiji 1868, T Taishō 1912, S Shōwa 1926, H Heisei 1989, R Reiwa
+/// 2019. Year 1 of an era is the year it began.
+fn japanese_era_start(letter: u8) -> u16 {
+    match letter {
+        b'M' => 1868,
+        b'T' => 1912,
+        b'S' => 1926,
+        b'H' => 1989,
+        b'R' => 2019,
+        _ => 0,
+    }
 }
 
 /// Length of a space, U+00A0 or U+202F at `p`, or 0.
@@ -827,7 +860,7 @@ impl Evidence {
         let d = &header.date;
         if d.a_digits != 4 {
             self.not_year_first += 1;
-            if d.c_digits == 4 {
+            if d.c_digits == 4 || d.era_start != 0 {
                 self.year_last += 1;
             }
             if d.a > 12 && d.a <= 31 && d.b >= 1 && d.b <= 12 {
@@ -879,11 +912,19 @@ impl Rules {
             }
         };
         let mut year = i32::from(year);
-        if year < 100 {
-            year += if d.buddhist { 2500 } else { 2000 };
-        }
-        if d.buddhist || year >= 2400 {
-            year -= 543;
+        if d.era_start != 0 {
+            // The era's year is always the last field; year-first orders cannot read it.
+            if d.a_digits == 4 || self.order == DateOrder::Ymd {
+                return None;
+            }
+            year = i32::from(d.era_start) + i32::from(d.c) - 1;
+        } else {
+            if year < 100 {
+                year += if d.buddhist { 2500 } else { 2000 };
+            }
+            if d.buddhist || year >= 2400 {
+                year -= 543;
+            }
         }
         let date = NaiveDate::from_ymd_opt(year, u32::from(month), u32::from(day))?;
         let t = &header.time;
@@ -1500,6 +1541,28 @@ mod tests {
         assert_eq!(out.messages[0].kind, MessageKind::System);
         assert_eq!(out.messages[1].timestamp, ts("2016-08-10 09:45:00"));
         assert_eq!(out.messages[1].sender.as_deref(), Some("Jessie & James"));
+    }
+
+    #[test]
+    fn japanese_era_years() {
+        let out = p("[3/18/R4, 14:56:01] A: x\n[4/30/H31, 9:05:00] B: y\n[1/7/S64, 23:59:59] C: z");
+        assert_eq!(out.date_order, Some(DateOrder::Mdy));
+        let times: Vec<_> = out.messages.iter().map(|m| m.timestamp).collect();
+        assert_eq!(
+            times,
+            [
+                ts("2022-03-18 14:56:01"),
+                ts("2019-04-30 09:05:00"),
+                ts("1989-01-07 23:59:59")
+            ]
+        );
+        assert!(out.unplaced.is_empty(), "{:?}", out.unplaced);
+        // Day first, as a Japanese calendar with a day-first region writes it.
+        let m = one("18/3/R4, 14:56 - A: x");
+        assert_eq!(m.timestamp, ts("2022-03-18 14:56:00"));
+        // Not an era: an unknown letter, or a letter with no year.
+        assert!(p("[3/18/X4, 14:56:01] A: x").messages.is_empty());
+        assert!(p("[3/18/R, 14:56:01] A: x").messages.is_empty());
     }
 
     #[test]
