@@ -43,12 +43,8 @@ pub use sync::{Progress, RunHandle, Stage};
 
 /// The largest text SendMessage accepts, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 65_536;
-/// The longest chat id SendMessage accepts, in bytes.
-pub const MAX_CHAT_ID_BYTES: usize = model::ChatId::MAX_BYTES;
 /// The longest file name SendMessage accepts, in bytes.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
-/// The largest idempotency key, in bytes.
-pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = model::ClientMessageId::MAX_BYTES;
 /// Page size of the listings (ListChats, ListMessages, ListContacts, ListParticipants) when
 /// the request gives none, and the largest.
 pub const DEFAULT_PAGE: u32 = 100;

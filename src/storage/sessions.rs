@@ -188,7 +188,7 @@ impl Store {
 
     /// Whether a replica holds the session's `kind` lease now (its expiry is in the future).
     /// A plain read: it never waits for the session's lock.
-    pub async fn lease_held(&self, session_id: &str, kind: LeaseKind) -> Result<bool> {
+    async fn lease_held(&self, session_id: &str, kind: LeaseKind) -> Result<bool> {
         lease_held_in(&self.db, session_id, kind).await
     }
 
