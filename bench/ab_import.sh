@@ -46,7 +46,7 @@ for run in $(seq 1 "$RUNS"); do
     for v in before after; do
       d="$W/$v-$backend-$run"; mkdir -p "$d"; port=$(free_port)
       if [ "$backend" = sqlite ]; then url="sqlite://$d/c.db"; else
-        db="ab_${v}_${run}"; psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+        db="ab_${v}_${run}"; PGOPTIONS=--client-min-messages=warning psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
         url="$PG/$db"; fi
       printf 'listen = "127.0.0.1:%s"\ndatabase_url = "%s"\n[[sessions]]\nid = "bench"\nsource = "whatsapp-export"\npath = "%s"\n' "$port" "$url" "$CORPUS" > "$d/c.toml"
       "${BIN[$v]}" serve --config "$d/c.toml" > "$d/log" 2>&1 & pid=$!
