@@ -138,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             text: "warm-up".into(),
             client_message_id: "warm-up".into(),
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await?;
 
@@ -248,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
                     text: format!("fan-out message {index}"),
                     client_message_id: format!("fan-{index}"),
                     attachments: Vec::new(),
+                    ..Default::default()
                 })
                 .await;
             drop(permit);

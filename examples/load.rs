@@ -228,6 +228,7 @@ async fn sends(
             text: format!("load message {i} from client {client}"),
             client_message_id: format!("{run}-{client}-{i}"),
             attachments: Vec::new(),
+            ..Default::default()
         };
         async move {
             rpc.send_message(request).await?;
@@ -322,6 +323,7 @@ async fn run_subscribers(setup: SubscribersSetup) -> anyhow::Result<()> {
             text: "warm-up".into(),
             client_message_id: uuid::Uuid::new_v4().to_string(),
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await?;
     let idle_kib = setup.server_pid.map(rss_kib).transpose()?;
@@ -453,6 +455,7 @@ async fn run_subscribers(setup: SubscribersSetup) -> anyhow::Result<()> {
                 text: format!("fan-out message {index}"),
                 client_message_id: format!("fan-{run}-{index}"),
                 attachments: Vec::new(),
+                ..Default::default()
             })
             .await?;
         let mut seen = 0;

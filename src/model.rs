@@ -7,16 +7,18 @@
 use crate::error::Error;
 
 /// What a message is. Stored as a small integer (`kind` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum MessageKind {
     /// Ordinary text.
+    #[default]
     Text = 1,
     /// A system notice with no sender: the encryption notice, a member added or left, the
     /// subject changed, and so on.
     System = 2,
     /// A media placeholder or attachment (`<Media omitted>`, `image omitted`, ...).
     Media = 3,
-    /// A deleted message ("This message was deleted").
+    /// A message deleted for everyone ("This message was deleted"): no text and no files are
+    /// stored; [`Message::deletion`] says who deleted it and when, where known.
     Deleted = 4,
 }
 
@@ -40,9 +42,10 @@ impl MessageKind {
 
 /// Delivery status of a message. Ranked PENDING < SENT < DELIVERED < READ; FAILED is terminal
 /// for a send attempt. Stored as a small integer (`status` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MessageStatus {
     Pending = 1,
+    #[default]
     Sent = 2,
     Delivered = 3,
     Read = 4,
@@ -117,6 +120,152 @@ pub struct Message {
     pub seq: u64,
     /// The message's files, in order. Only `Media` messages have any.
     pub attachments: Vec<Attachment>,
+    /// The message this one quotes, when it is a reply.
+    pub reply_to: Option<ReplyTo>,
+    pub forwarded: Forwarded,
+    /// The original sender of a forwarded message, when the source names one.
+    pub forwarded_from: Option<String>,
+    /// Whether the text was edited after it was sent.
+    pub edited: bool,
+    /// When it was last edited (Unix ms), when the source says.
+    pub edited_at_ms: Option<i64>,
+    /// The texts the message had before its edits, oldest first (none once deleted).
+    pub earlier_texts: Vec<EarlierText>,
+    /// Reactions, in the order they were stored (see [`Reaction`]).
+    pub reactions: Vec<Reaction>,
+    /// Per-recipient delivery and read receipts, by recipient.
+    pub receipts: Vec<Receipt>,
+    /// Who deleted the message for everyone, and when; `None` unless kind `Deleted` and known.
+    pub deletion: Option<Deletion>,
+}
+
+/// The message a reply quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The quoted message's `provider_message_id`, in the same chat.
+    pub provider_message_id: String,
+    /// Its server id, once it is stored (looked up when read, so a reply stored before the
+    /// message it quotes resolves when that message arrives).
+    pub message_id: Option<i64>,
+}
+
+/// Whether a message was forwarded. Stored as `messages.forwarded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forwarded {
+    #[default]
+    No = 0,
+    /// Forwarded.
+    Once = 1,
+    /// Forwarded many times (WhatsApp's "Forwarded many times", five hops or more).
+    Frequently = 2,
+}
+
+impl Forwarded {
+    /// The value for a stored integer; unknown values read as `Once`.
+    pub fn from_i16(value: i16) -> Self {
+        match value {
+            0 => Self::No,
+            2 => Self::Frequently,
+            _ => Self::Once,
+        }
+    }
+}
+
+/// One reaction: `sender` reacted to a message with `emoji`. A sender has at most one reaction
+/// per emoji; sources with one reaction per person (WhatsApp) replace it
+/// ([`ReactionChange::Set`]), Matrix keeps a set ([`ReactionChange::Add`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    /// The emoji (or any short text the source allows as a reaction key).
+    pub emoji: String,
+    /// Who reacted: the source's user id (a Matrix user id, a Telegram `user123`), or the
+    /// name it shows when it has no id.
+    pub sender: String,
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// The source's id of the reaction itself (a Matrix event id), which its removal names.
+    pub provider_reaction_id: Option<String>,
+}
+
+/// A change to one sender's reactions on a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReactionChange {
+    /// Sets `sender`'s one reaction, replacing any other; `emoji: None` removes it
+    /// (WhatsApp's model, and ReactToMessage's).
+    Set {
+        sender: String,
+        emoji: Option<String>,
+        at_ms: i64,
+        provider_reaction_id: Option<String>,
+    },
+    /// Adds `reaction` to its sender's set (a Matrix `m.annotation`).
+    Add(Reaction),
+}
+
+/// One recipient's receipts for a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The recipient: the source's user id (a Matrix user id, a phone number).
+    pub recipient: String,
+    /// When it was delivered to them (Unix ms); a read implies delivery.
+    pub delivered_at_ms: Option<i64>,
+    /// When they read it (Unix ms).
+    pub read_at_ms: Option<i64>,
+}
+
+/// A text a message had before an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierText {
+    pub text: String,
+    /// When the next text replaced it (Unix ms).
+    pub replaced_at_ms: i64,
+}
+
+/// Who deleted a message for everyone, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// The source's user id, or the sender as shown; empty when unknown.
+    pub deleted_by: String,
+    /// Unix ms.
+    pub deleted_at_ms: i64,
+}
+
+/// What a `message_updated` change changed. Stored as `changes.what`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageChange {
+    /// The text was edited.
+    Edit = 1,
+    /// The message was deleted for everyone.
+    Deletion = 2,
+    /// A reaction was added, changed or removed.
+    Reaction = 3,
+    /// A recipient's delivery or read receipt was recorded.
+    Receipt = 4,
+}
+
+impl MessageChange {
+    /// The stored integer.
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+
+    /// The change for a stored integer. `None` (a change logged before `what` existed) and
+    /// unknown values read as `Edit`, which is what those were.
+    pub fn from_i16(value: Option<i16>) -> Self {
+        match value {
+            Some(2) => Self::Deletion,
+            Some(3) => Self::Reaction,
+            Some(4) => Self::Receipt,
+            _ => Self::Edit,
+        }
+    }
+}
+
+/// Which receipt a recipient sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
 }
 
 /// A file of a message (a photo, a document, a voice note, ...).
@@ -155,7 +304,7 @@ impl Attachment {
 }
 
 /// A message to store. The storage layer assigns `id` and `seq`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewMessage {
     pub provider_message_id: String,
     pub client_message_id: Option<String>,
@@ -169,6 +318,29 @@ pub struct NewMessage {
     /// The message's files, in order; a message with any is kind `Media`. Their bytes are in
     /// the blob store already when `stored`.
     pub attachments: Vec<Attachment>,
+    /// The `provider_message_id` of the message this one quotes, in the same chat.
+    pub reply_to: Option<String>,
+    pub forwarded: Forwarded,
+    /// The original sender of a forwarded message, when the source names one.
+    pub forwarded_from: Option<String>,
+    /// Whether the source marks the message as edited.
+    pub edited: bool,
+    /// When it was last edited (Unix ms), when the source says.
+    pub edited_at_ms: Option<i64>,
+    /// The reactions the source reads with the message (an export's), stored with it.
+    pub reactions: Vec<Reaction>,
+}
+
+impl NewMessage {
+    /// Whether any of the lifecycle columns (reply, forward, edit) differs from its default,
+    /// so a bulk insert must write them.
+    pub fn has_relations(&self) -> bool {
+        self.reply_to.is_some()
+            || self.forwarded != Forwarded::No
+            || self.forwarded_from.is_some()
+            || self.edited
+            || self.edited_at_ms.is_some()
+    }
 }
 
 /// A stored chat.
@@ -190,9 +362,14 @@ pub enum Change {
     StatusUpdated(StatusUpdate),
     /// A chat was added or renamed.
     ChatUpdated(Chat),
-    /// A message was edited or deleted upstream; it carries the message as stored now (its
-    /// `seq` is the creation seq; the change's own seq is `seq` here).
-    MessageUpdated { seq: u64, message: Message },
+    /// A message was edited, deleted, reacted to or got a receipt; it carries the message as
+    /// stored now (its `seq` is the creation seq; the change's own seq is `seq` here) and what
+    /// changed.
+    MessageUpdated {
+        seq: u64,
+        message: Message,
+        what: MessageChange,
+    },
     /// A contact was added or changed; it carries the contact as stored now (`contact.seq` is
     /// its latest change; `seq` is this change's).
     ContactUpdated { seq: u64, contact: Contact },
@@ -464,18 +641,24 @@ impl ClientMessageId {
     /// [`Self::generate`]). Errors: `InvalidArgument` for a key over [`Self::MAX_BYTES`] or
     /// with a NUL character.
     pub fn parse_optional(value: impl Into<String>) -> Result<Option<Self>, Error> {
+        Self::parse_field("client_message_id", value)
+    }
+
+    /// [`Self::parse_optional`] for an idempotency key the request names `field` (the
+    /// `request_id` of ReactToMessage, EditMessage and DeleteMessage): errors name it.
+    pub fn parse_field(field: &str, value: impl Into<String>) -> Result<Option<Self>, Error> {
         let value = value.into();
         if value.is_empty() {
             return Ok(None);
         }
         if value.len() > Self::MAX_BYTES {
             return Err(Error::InvalidArgument(format!(
-                "client_message_id is {} bytes; the limit is {}",
+                "{field} is {} bytes; the limit is {}",
                 value.len(),
                 Self::MAX_BYTES
             )));
         }
-        refuse_nul("client_message_id", &value)?;
+        refuse_nul(field, &value)?;
         Ok(Some(Self(value)))
     }
 

@@ -13,6 +13,7 @@ mod m20261201_000006_search;
 mod m20261201_000007_contacts;
 mod m20261201_000008_attachments;
 mod m20261206_000009_lease_epochs;
+mod m20261206_000010_message_lifecycle;
 
 pub use m20261201_000006_search::CJK_RANGES;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_contacts::Migration),
             Box::new(m20261201_000008_attachments::Migration),
             Box::new(m20261206_000009_lease_epochs::Migration),
+            Box::new(m20261206_000010_message_lifecycle::Migration),
         ]
     }
 }

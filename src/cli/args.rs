@@ -103,6 +103,9 @@ pub struct SendArgs {
     /// Idempotency key: retrying with the same key never sends twice.
     #[arg(long)]
     pub client_message_id: Option<String>,
+    /// The server id of a message of the chat to reply to (quote).
+    #[arg(long)]
+    pub reply_to: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -198,6 +198,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
             text: args.text,
             client_message_id: args.client_message_id.unwrap_or_default(),
             attachments: Vec::new(),
+            reply_to_message_id: args.reply_to.unwrap_or_default(),
         })
         .await?
         .into_inner();

@@ -38,6 +38,7 @@ impl TryFrom<pb::SendMessageRequest> for SendRequest {
             client_message_id: model::ClientMessageId::parse_optional(body.client_message_id)?,
             session_id: body.session_id,
             text: body.text,
+            reply_to: (body.reply_to_message_id != 0).then_some(body.reply_to_message_id as i64),
             uploads: body
                 .attachments
                 .into_iter()
@@ -120,6 +121,71 @@ impl From<model::Message> for pb::Message {
                     stored: file.stored,
                 })
                 .collect(),
+            reply_to: message.reply_to.map(|reply| pb::ReplyTo {
+                provider_message_id: reply.provider_message_id,
+                message_id: reply.message_id.unwrap_or_default() as u64,
+            }),
+            forwarded: message.forwarded != model::Forwarded::No,
+            frequently_forwarded: message.forwarded == model::Forwarded::Frequently,
+            forwarded_from: message.forwarded_from.unwrap_or_default(),
+            edited: message.edited,
+            edited_at: message.edited_at_ms.map(timestamp),
+            earlier_texts: message
+                .earlier_texts
+                .into_iter()
+                .map(|earlier| pb::EarlierText {
+                    text: earlier.text,
+                    replaced_at: Some(timestamp(earlier.replaced_at_ms)),
+                })
+                .collect(),
+            reactions: reactions_by_emoji(message.reactions),
+            receipts: message
+                .receipts
+                .into_iter()
+                .map(|receipt| pb::Receipt {
+                    recipient: receipt.recipient,
+                    delivered_at: receipt.delivered_at_ms.map(timestamp),
+                    read_at: receipt.read_at_ms.map(timestamp),
+                })
+                .collect(),
+            deletion: message.deletion.map(|deletion| pb::Deletion {
+                deleted_by: deletion.deleted_by,
+                deleted_at: Some(timestamp(deletion.deleted_at_ms)),
+            }),
+        }
+    }
+}
+
+/// Reactions grouped by emoji, in the order each emoji was first used, each with its reactors
+/// oldest first (the storage returns them by time).
+fn reactions_by_emoji(reactions: Vec<model::Reaction>) -> Vec<pb::Reaction> {
+    let mut grouped: Vec<pb::Reaction> = Vec::new();
+    for reaction in reactions {
+        let reactor = pb::Reactor {
+            sender: reaction.sender,
+            reacted_at: Some(timestamp(reaction.at_ms)),
+        };
+        match grouped
+            .iter_mut()
+            .find(|group| group.emoji == reaction.emoji)
+        {
+            Some(group) => group.reactors.push(reactor),
+            None => grouped.push(pb::Reaction {
+                emoji: reaction.emoji,
+                reactors: vec![reactor],
+            }),
+        }
+    }
+    grouped
+}
+
+impl From<model::MessageChange> for pb::MessageChange {
+    fn from(what: model::MessageChange) -> Self {
+        match what {
+            model::MessageChange::Edit => pb::MessageChange::Edit,
+            model::MessageChange::Deletion => pb::MessageChange::Deletion,
+            model::MessageChange::Reaction => pb::MessageChange::Reaction,
+            model::MessageChange::Receipt => pb::MessageChange::Receipt,
         }
     }
 }
@@ -233,6 +299,13 @@ impl From<SyncStatus> for pb::GetSyncStatusResponse {
 impl From<Event> for pb::SubscribeMessagesResponse {
     fn from(event: Event) -> Self {
         use pb::subscribe_messages_response::Event as PbEvent;
+        let what = match event {
+            Event::Change(ref change) => match **change {
+                model::Change::MessageUpdated { what, .. } => pb::MessageChange::from(what),
+                _ => pb::MessageChange::Unspecified,
+            },
+            _ => pb::MessageChange::Unspecified,
+        };
         let (seq, event) = match event {
             Event::Change(change) => change_to_pb(Arc::unwrap_or_clone(change)),
             Event::Ready { head_seq } => (head_seq, PbEvent::Ready(pb::Ready { head_seq })),
@@ -246,6 +319,7 @@ impl From<Event> for pb::SubscribeMessagesResponse {
         pb::SubscribeMessagesResponse {
             seq,
             event: Some(event),
+            message_change: what as i32,
         }
     }
 }
@@ -269,7 +343,7 @@ pub(super) fn change_to_pb(change: model::Change) -> (u64, pb::subscribe_message
             }),
         ),
         model::Change::ChatUpdated(chat) => (chat.seq, PbEvent::ChatUpdated(pb::Chat::from(chat))),
-        model::Change::MessageUpdated { seq, message } => {
+        model::Change::MessageUpdated { seq, message, .. } => {
             (seq, PbEvent::MessageUpdated(pb::Message::from(message)))
         }
         model::Change::ContactUpdated { seq, contact } => (

@@ -11,8 +11,10 @@ use tracing::Instrument;
 
 use crate::auth::Scope;
 use crate::error::Error;
-use crate::model::MessageRef;
-use crate::service::{SearchRequest, SendRequest, SubscribeRequest};
+use crate::model::{ClientMessageId, MessageRef};
+use crate::service::{
+    ChangeAnswer, ChangeRequest, ClientChange, SearchRequest, SendRequest, SubscribeRequest,
+};
 
 use super::convert::*;
 use super::pb::{self, chat_sync_service_server::ChatSyncService};
@@ -46,6 +48,9 @@ scoped_to_session!(
     ListContactsRequest,
     ListParticipantsRequest,
     SearchMessagesRequest,
+    ReactToMessageRequest,
+    EditMessageRequest,
+    DeleteMessageRequest,
 );
 
 impl Scoped for pb::ListSessionsRequest {
@@ -82,6 +87,33 @@ impl Api {
         .instrument(span)
         .await
         .map_err(status_from)
+    }
+}
+
+impl Api {
+    /// The shared part of ReactToMessage, EditMessage and DeleteMessage: parses the message id
+    /// and the request id, and makes the change.
+    async fn change(
+        &self,
+        session_id: String,
+        message_id: u64,
+        change: ClientChange,
+        request_id: String,
+    ) -> Result<ChangeAnswer, Error> {
+        if message_id == 0 || message_id > i64::MAX as u64 {
+            return Err(Error::InvalidArgument(
+                "message_id must name a stored message".into(),
+            ));
+        }
+        let request_id = ClientMessageId::parse_field("request_id", request_id)?;
+        self.service
+            .change_message(ChangeRequest {
+                session_id,
+                message_id: message_id as i64,
+                change,
+                request_id,
+            })
+            .await
     }
 }
 
@@ -233,13 +265,84 @@ impl ChatSyncService for Api {
                 ));
             };
             let status = status_from_pb(body.status)?;
-            let (message, changed) = self
-                .service
-                .update_status(&body.session_id, reference, status)
-                .await?;
+            let (message, changed) = if body.recipient.is_empty() {
+                self.service
+                    .update_status(&body.session_id, reference, status)
+                    .await?
+            } else {
+                self.service
+                    .record_receipt(&body.session_id, reference, &body.recipient, status)
+                    .await?
+            };
             Ok(pb::UpdateMessageStatusResponse {
                 message: Some(pb::Message::from(message)),
                 changed,
+            })
+        })
+        .await
+    }
+
+    async fn react_to_message(
+        &self,
+        request: Request<pb::ReactToMessageRequest>,
+    ) -> Result<Response<pb::ReactToMessageResponse>, Status> {
+        self.rpc("ReactToMessage", request, |_, body| async move {
+            let answer = self
+                .change(
+                    body.session_id,
+                    body.message_id,
+                    ClientChange::React { emoji: body.emoji },
+                    body.request_id,
+                )
+                .await?;
+            Ok(pb::ReactToMessageResponse {
+                message: Some(pb::Message::from(answer.message)),
+                changed: answer.changed,
+                duplicate: answer.duplicate,
+            })
+        })
+        .await
+    }
+
+    async fn edit_message(
+        &self,
+        request: Request<pb::EditMessageRequest>,
+    ) -> Result<Response<pb::EditMessageResponse>, Status> {
+        self.rpc("EditMessage", request, |_, body| async move {
+            let answer = self
+                .change(
+                    body.session_id,
+                    body.message_id,
+                    ClientChange::Edit { text: body.text },
+                    body.request_id,
+                )
+                .await?;
+            Ok(pb::EditMessageResponse {
+                message: Some(pb::Message::from(answer.message)),
+                changed: answer.changed,
+                duplicate: answer.duplicate,
+            })
+        })
+        .await
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<pb::DeleteMessageRequest>,
+    ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
+        self.rpc("DeleteMessage", request, |_, body| async move {
+            let answer = self
+                .change(
+                    body.session_id,
+                    body.message_id,
+                    ClientChange::Delete,
+                    body.request_id,
+                )
+                .await?;
+            Ok(pb::DeleteMessageResponse {
+                message: Some(pb::Message::from(answer.message)),
+                changed: answer.changed,
+                duplicate: answer.duplicate,
             })
         })
         .await

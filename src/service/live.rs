@@ -20,11 +20,11 @@ use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::LeaseKeeper;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{MessageRef, SourceState};
 use crate::model::{NO_PEOPLE, NewMessage};
 use crate::sources::{LiveEvent, LiveSink, Source};
-use crate::storage::{ImportChat, LeaseKind, MessageEdit, Store};
+use crate::storage::{ImportChat, LeaseKind, MessageOp, Store};
 
 /// The sink of one session's live source.
 pub struct LiveStore {
@@ -174,6 +174,21 @@ impl LiveStore {
     }
 }
 
+impl LiveStore {
+    /// Applies an upstream change to a stored message; one about a message that is not stored
+    /// (older than what was synced, or not a message) changes nothing.
+    async fn update(&self, target: MessageRef, op: MessageOp) -> Result<()> {
+        match self
+            .store
+            .update_message(&self.session_id, &target, &op, None)
+            .await
+        {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 #[async_trait]
 impl LiveSink for LiveStore {
     async fn cursor(&self) -> Result<Option<String>> {
@@ -214,31 +229,61 @@ impl LiveSink for LiveStore {
                     provider_message_id,
                     editor,
                     text,
+                    at_ms,
                 } => {
-                    let target = reference(chat_id, provider_message_id);
-                    let edit = MessageEdit::Text {
-                        text: &text,
-                        editor: &editor,
+                    let op = MessageOp::Edit {
+                        text,
+                        editor: Some(editor),
+                        at_ms,
                     };
-                    self.store.edit_message(session_id, &target, edit).await?;
+                    self.update(reference(chat_id, provider_message_id), op)
+                        .await?;
                 }
-                LiveEvent::Deleted {
+                LiveEvent::Redacted {
+                    chat_id,
+                    provider_id,
+                    by,
+                    at_ms,
+                } => {
+                    self.store
+                        .redact(session_id, &chat_id, &provider_id, &by, at_ms)
+                        .await?;
+                }
+                LiveEvent::Reacted {
                     chat_id,
                     provider_message_id,
+                    change,
                 } => {
-                    let target = reference(chat_id, provider_message_id);
-                    self.store
-                        .edit_message(session_id, &target, MessageEdit::Deleted)
-                        .await?;
+                    self.update(
+                        reference(chat_id, provider_message_id),
+                        MessageOp::React(change),
+                    )
+                    .await?;
                 }
                 LiveEvent::ReadUpTo {
                     chat_id,
                     provider_message_id,
+                    reader,
                     read_at_ms,
                 } => {
                     let target = reference(chat_id, provider_message_id);
                     self.store
-                        .mark_read_up_to(session_id, &target, read_at_ms)
+                        .read_up_to(session_id, &target, &reader, read_at_ms)
+                        .await?;
+                }
+                LiveEvent::Receipt {
+                    chat_id,
+                    provider_message_id,
+                    recipient,
+                    kind,
+                    at_ms,
+                } => {
+                    let op = MessageOp::Receipt {
+                        recipient,
+                        kind,
+                        at_ms,
+                    };
+                    self.update(reference(chat_id, provider_message_id), op)
                         .await?;
                 }
                 LiveEvent::People { chat_id, people } => {

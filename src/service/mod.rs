@@ -3,6 +3,7 @@
 //! [`ChatSync`] is what the gRPC adapter calls. It validates what the types do not, owns the
 //! sessions' sources, and never sees a prost type.
 pub mod lease;
+mod lifecycle;
 mod listings;
 pub mod live;
 mod search;
@@ -33,6 +34,7 @@ use crate::model::{MessageRef, MissingChat, SearchFilter, SourceState, SyncState
 use crate::search::SearchQuery;
 use crate::sources::{self, Source, SourceContext};
 use crate::storage::{PoolUsage, SessionRecord, Store, Take};
+pub use lifecycle::{ChangeAnswer, ChangeRequest, ClientChange, MAX_EMOJI_BYTES};
 pub use listings::Page;
 use listings::{fit_newest, fit_oldest, page_bytes, page_size};
 pub use search::{MAX_SEARCH_CHATS, SearchHit, SearchPage, SearchRequest};

@@ -5,7 +5,14 @@ use super::*;
 /// A retry under a used idempotency key returns the stored message, but only when it asks for
 /// the same thing: a key reused for another message is a client bug worth reporting.
 pub(super) fn same_request(stored: Message, chat_id: &str, text: &str) -> Result<(Message, bool)> {
-    if stored.chat_id != chat_id || stored.text != text {
+    // The text as sent: the first of an edited message's texts. A message deleted since has
+    // none left to compare.
+    let sent_text = stored
+        .earlier_texts
+        .first()
+        .map_or(stored.text.as_str(), |earlier| earlier.text.as_str());
+    let deleted = stored.kind == MessageKind::Deleted;
+    if stored.chat_id != chat_id || (sent_text != text && !deleted) {
         return Err(Error::InvalidArgument(format!(
             "client_message_id {:?} was already used for another message (chat {:?})",
             stored.client_message_id.as_deref().unwrap_or_default(),
@@ -54,6 +61,8 @@ pub struct SendRequest {
     pub client_message_id: Option<ClientMessageId>,
     /// Files to send with the message (each kept in the blob store).
     pub uploads: Vec<AttachmentUpload>,
+    /// The server id of the message this one replies to, in the same chat.
+    pub reply_to: Option<i64>,
 }
 
 impl SendRequest {
@@ -65,6 +74,7 @@ impl SendRequest {
             text: text.into(),
             client_message_id: None,
             uploads: Vec::new(),
+            reply_to: None,
         }
     }
 }
@@ -90,6 +100,7 @@ impl ChatSync {
             text,
             client_message_id,
             uploads,
+            reply_to,
         } = request;
         let (session_id, chat_id, text) = (session_id.as_str(), chat_id.as_str(), text.as_str());
         let source = self.source(session_id)?.clone();
@@ -121,8 +132,22 @@ impl ChatSync {
                 ))
             });
         }
-        let attachments = self.store_uploads(uploads).await?;
         let store = &self.inner.store;
+        let reply_to = match reply_to {
+            Some(id) => {
+                let quoted = store
+                    .message_by_ref(session_id, &MessageRef::Id(id))
+                    .await?;
+                if quoted.chat_id != chat_id {
+                    return Err(Error::InvalidArgument(format!(
+                        "reply_to_message_id {id} is a message of another chat"
+                    )));
+                }
+                Some(quoted.provider_message_id)
+            }
+            None => None,
+        };
+        let attachments = self.store_uploads(uploads).await?;
         let client_message_id = client_message_id
             .unwrap_or_else(ClientMessageId::generate)
             .as_str()
@@ -150,6 +175,8 @@ impl ChatSync {
             from_me: true,
             sent_at_ms: now_ms(),
             attachments,
+            reply_to,
+            ..NewMessage::default()
         };
         // A native source creates chats on first send; others only send to chats they have.
         let missing_chat = if capabilities.native {
@@ -188,12 +215,18 @@ impl ChatSync {
         let store = &self.inner.store;
         let (session_id, chat_id) = (stored.session_id.as_str(), stored.chat_id.as_str());
         let reference = MessageRef::Id(stored.id);
+        let reply_to = stored
+            .reply_to
+            .as_ref()
+            .map(|reply| reply.provider_message_id.as_str());
         let sent = if stored.attachments.is_empty() {
-            source.send(chat_id, &stored.text, client_message_id).await
+            source
+                .send(chat_id, &stored.text, reply_to, client_message_id)
+                .await
         } else {
             let files = self.read_attachments(&stored.attachments).await?;
             source
-                .send_files(chat_id, &stored.text, &files, client_message_id)
+                .send_files(chat_id, &stored.text, &files, reply_to, client_message_id)
                 .await
         };
         match sent {

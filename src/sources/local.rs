@@ -70,12 +70,13 @@ impl Source for Local {
         Ok(ChatHistory::default())
     }
 
-    /// Native: storing a message is sending it; messages keep any number of files (in the
-    /// blob store).
+    /// Native: storing a message (or a reaction, an edit, a deletion) is sending it; messages
+    /// keep any number of files (in the blob store).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             send: true,
             native: true,
+            message_changes: true,
             max_files_per_message: usize::MAX,
             ..Capabilities::READ_ONLY
         }

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 /// Re-exported for source implementations: [`LiveSink::set_state`] takes it.
 pub use crate::model::SourceState;
-use crate::model::{NewMessage, People};
+use crate::model::{NewMessage, People, ReactionChange, ReceiptKind};
 
 pub use export::{ExportLimits, RATIO_CHECK_FLOOR, read_bounded, too_compressed, too_large};
 
@@ -140,12 +140,31 @@ pub struct Capabilities {
     /// MESSAGES_SAVED frame); the run also applies its own upper bound. A source that fetches
     /// history in pages gives its page size; `usize::MAX` says it has no preference.
     pub batch_size: usize,
+    /// ReactToMessage, EditMessage and DeleteMessage work on this source
+    /// ([`Source::change_message`]; on a native source storing the change is making it).
+    pub message_changes: bool,
+}
+
+/// A change the session's account makes to a message upstream ([`Source::change_message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamChange<'a> {
+    /// Sets the account's one reaction; `emoji: None` removes it. `previous`: the upstream ids
+    /// of the account's current reactions on the message, which a new one replaces.
+    React {
+        emoji: Option<&'a str>,
+        previous: &'a [String],
+    },
+    /// Replaces the text.
+    Edit { text: &'a str },
+    /// Deletes the message for everyone.
+    Delete,
 }
 
 impl Capabilities {
     /// A read-only source with no live connection (an export): no sends, no files, no
     /// preferred batch size.
     pub const READ_ONLY: Capabilities = Capabilities {
+        message_changes: false,
         send: false,
         native: false,
         max_files_per_message: 0,
@@ -204,16 +223,18 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
-    /// Sends a text message upstream (never called for native sources). `idempotency_key` is
-    /// the message's `client_message_id`: a
-    /// source that can deduplicate upstream uses it so a retry never posts twice.
+    /// Sends a text message upstream (never called for native sources). `reply_to`: the
+    /// `provider_message_id` of the message it quotes, in the same chat. `idempotency_key` is
+    /// the message's `client_message_id`: a source that can deduplicate upstream uses it so a
+    /// retry never posts twice.
     async fn send(
         &self,
         chat_id: &str,
         text: &str,
+        reply_to: Option<&str>,
         idempotency_key: &str,
     ) -> Result<SendReceipt, SourceError> {
-        let _ = (chat_id, text, idempotency_key);
+        let _ = (chat_id, text, reply_to, idempotency_key);
         Err(SourceError::ReadOnly(self.kind()))
     }
 
@@ -226,9 +247,32 @@ pub trait Source: Send + Sync + 'static {
         chat_id: &str,
         text: &str,
         files: &[(crate::model::Attachment, Vec<u8>)],
+        reply_to: Option<&str>,
         idempotency_key: &str,
     ) -> Result<SendReceipt, SourceError> {
-        let _ = (chat_id, text, files, idempotency_key);
+        let _ = (chat_id, text, files, reply_to, idempotency_key);
+        Err(SourceError::ReadOnly(self.kind()))
+    }
+
+    /// The session account's own user id upstream (the Matrix user id), which its reactions
+    /// and receipts carry; `None` where the source has none (`local`: the account is `""`).
+    fn account_id(&self) -> Option<String> {
+        None
+    }
+
+    /// Makes a change to a stored message upstream for the session's account (ReactToMessage,
+    /// EditMessage, DeleteMessage; never called for native sources, nor unless
+    /// [`Capabilities::message_changes`]). Idempotent on `idempotency_key` like
+    /// [`Source::send`]. Returns the upstream id of the event that made the change (a Matrix
+    /// `m.reaction` event id, which a later removal redacts), when there is one.
+    async fn change_message(
+        &self,
+        chat_id: &str,
+        provider_message_id: &str,
+        change: UpstreamChange<'_>,
+        idempotency_key: &str,
+    ) -> Result<Option<String>, SourceError> {
+        let _ = (chat_id, provider_message_id, change, idempotency_key);
         Err(SourceError::ReadOnly(self.kind()))
     }
 
@@ -261,26 +305,47 @@ pub enum LiveEvent {
         chat_id: String,
         message: NewMessage,
     },
-    /// A message's text was edited (Matrix `m.replace`) by `editor`; only an edit by the
-    /// message's own sender changes it.
+    /// A message's text was edited (Matrix `m.replace`) by `editor` at `at_ms` (Unix ms);
+    /// only an edit by the message's own sender changes it. The earlier text is kept.
     Edited {
         chat_id: String,
         provider_message_id: String,
         editor: String,
         text: String,
+        at_ms: i64,
     },
-    /// A message was deleted (Matrix redaction): it becomes kind DELETED with no text.
-    Deleted {
+    /// An upstream event was redacted (deleted for everyone) by `by` at `at_ms`: a stored
+    /// message with the id becomes kind DELETED with no text or files; a stored reaction with
+    /// the id is removed.
+    Redacted {
+        chat_id: String,
+        provider_id: String,
+        by: String,
+        at_ms: i64,
+    },
+    /// A reaction to a message was added, replaced or removed.
+    Reacted {
         chat_id: String,
         provider_message_id: String,
+        change: ReactionChange,
     },
-    /// Another member read the chat up to this event: the session's own messages up to it
-    /// become READ (statuses never go back). When the event is not a stored message (an edit,
-    /// a reaction), `read_at_ms` (Unix ms, the receipt's time) bounds them instead.
+    /// `reader` read the chat up to this event (a Matrix `m.read` receipt, at `read_at_ms`):
+    /// each of the session's own messages up to it gets `reader`'s read receipt, and becomes
+    /// READ once every recipient has read it. When the event is not a stored message (an
+    /// edit, a reaction), `read_at_ms` bounds the messages instead.
     ReadUpTo {
         chat_id: String,
         provider_message_id: String,
-        read_at_ms: Option<i64>,
+        reader: String,
+        read_at_ms: i64,
+    },
+    /// A receipt of one message by one recipient (a WhatsApp `delivered` or `read` status).
+    Receipt {
+        chat_id: String,
+        provider_message_id: String,
+        recipient: String,
+        kind: ReceiptKind,
+        at_ms: i64,
     },
     /// Contacts and membership events of a chat (Matrix `m.room.member`): merged into the
     /// stored contacts and participants; what changes nothing takes no seq.

@@ -140,12 +140,4 @@ impl Store {
                 .map(|(_, mime_type)| mime_type)
         }))
     }
-
-    /// [`fill`] on this store's connection: the attachments of the `Media` messages.
-    pub(super) async fn fill_attachments<'a>(
-        &self,
-        messages: impl IntoIterator<Item = &'a mut Message>,
-    ) -> Result<()> {
-        fill(&self.db, messages).await
-    }
 }

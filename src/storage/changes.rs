@@ -8,7 +8,7 @@ use super::entities::{change, chat, message};
 use super::rows::{chat_from_row, message_from_row};
 use super::{Store, Take};
 use crate::error::Result;
-use crate::model::{Change, Chat, Message, MessageStatus, StatusUpdate};
+use crate::model::{Change, Chat, Message, MessageChange, MessageStatus, StatusUpdate};
 
 impl Store {
     /// Chats with `seq > after_seq`, in seq order, at most `limit`.
@@ -67,7 +67,7 @@ impl Store {
         if take == Take::Newest {
             messages.reverse();
         }
-        self.fill_attachments(&mut messages).await?;
+        self.fill_details(&mut messages).await?;
         Ok(messages)
     }
 
@@ -230,6 +230,7 @@ impl Store {
                     Change::MessageUpdated {
                         seq,
                         message: message.clone(),
+                        what: MessageChange::from_i16(row.what),
                     }
                 }
                 change::KIND_CONTACT => {
@@ -265,7 +266,7 @@ impl Store {
             changes.push(change);
         }
         changes.sort_by_key(Change::seq);
-        self.fill_attachments(changes.iter_mut().filter_map(|change| match change {
+        self.fill_details(changes.iter_mut().filter_map(|change| match change {
             Change::MessageCreated(message) | Change::MessageUpdated { message, .. } => {
                 Some(message)
             }

@@ -194,12 +194,15 @@ impl WriteTxn {
                     .await?;
             }
         }
-        let with_files: Vec<(u64, &NewMessage)> = message_rows
+        let with_details: Vec<(u64, &NewMessage)> = message_rows
             .iter()
-            .filter(|(_, message, _)| !message.attachments.is_empty())
+            .filter(|(_, message, _)| {
+                !message.attachments.is_empty() || !message.reactions.is_empty()
+            })
             .map(|(_, message, seq)| (*seq, *message))
             .collect();
-        self.insert_attachments(&with_files).await?;
+        self.insert_attachments(&with_details).await?;
+        self.insert_reactions(&with_details).await?;
         let people: Vec<(&str, &People)> = chats.iter().map(|c| (c.chat_id, c.people)).collect();
         self.store_people(&people).await?;
         Ok(counts)
@@ -251,8 +254,14 @@ impl WriteTxn {
                         Expr::value(echo.provider_message_id.as_str()),
                     ),
                     (message::Column::SentAt, Expr::value(echo.sent_at_ms)),
+                    // The account's own id upstream (a Matrix user id): receipts from the
+                    // other participants complete the message's summary status without it.
+                    (
+                        message::Column::Sender,
+                        Expr::value(storable(&echo.sender).as_ref()),
+                    ),
                 ];
-                self.change_message(&row, change::KIND_STATUS, Some(sent), columns)
+                self.change_message(&row, change::KIND_STATUS, Some(sent), None, columns)
                     .await?;
             }
         }

@@ -2,39 +2,31 @@
 //!
 //! Each write is one [`WriteTxn`]: it reads the message under the session's lock, decides
 //! (a status never goes backwards; an idempotency key is used once), and only then takes a seq.
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 
 use super::entities::{change, chat, message};
 use super::group::{Answer, GroupedWrite};
 use super::import::ImportChat;
 use super::rows::{change_row, chat_from_row, message_from_row, message_query, new_message_row};
-use super::{ROWS_PER_INSERT, Store, WriteTxn, storable};
+use super::{ROWS_PER_INSERT, Store, WriteTxn};
 use crate::error::{Error, Result};
 use crate::model::{
-    Chat, Message, MessageKind, MessageRef, MessageStatus, MissingChat, NewMessage, now_ms,
+    Chat, Message, MessageChange, MessageRef, MessageStatus, MissingChat, NewMessage, now_ms,
 };
-
-/// An upstream change to a stored message's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageEdit<'a> {
-    /// `editor` edited the text to `text`; it only counts when `editor` is the sender.
-    Text { text: &'a str, editor: &'a str },
-    /// The message was deleted: kind DELETED, no text.
-    Deleted,
-}
 
 impl WriteTxn {
     /// Changes one stored message: takes the next seq, sets `columns` (and `updated_at`) on
-    /// its row, and logs the change (`kind`, with `status` for a status change).
+    /// its row, and logs the change (`kind`, with `status` for a status change and `what` for
+    /// a message update).
     pub(super) async fn change_message(
         &mut self,
         row: &message::Model,
         kind: i16,
         status: Option<i16>,
+        what: Option<MessageChange>,
         columns: Vec<(message::Column, Expr)>,
     ) -> Result<()> {
         let seq = self.next_seq();
@@ -48,7 +40,7 @@ impl WriteTxn {
             .filter(message::Column::Id.eq(row.id))
             .exec(self.conn())
             .await?;
-        let change = change_row(
+        let mut change = change_row(
             self.session_id(),
             seq,
             kind,
@@ -57,6 +49,7 @@ impl WriteTxn {
             status,
             now,
         );
+        change.what = sea_orm::ActiveValue::Set(what.map(MessageChange::as_i16));
         change::Entity::insert(change)
             .exec_without_returning(self.conn())
             .await?;
@@ -176,13 +169,14 @@ impl WriteTxn {
                 .await?;
             by_seq.extend(returned.into_iter().map(|row| (row.seq, row)));
         }
-        let with_files: Vec<(u64, &NewMessage)> = inserts
+        let with_details: Vec<(u64, &NewMessage)> = inserts
             .iter()
             .enumerate()
-            .filter(|(_, (_, new))| !new.attachments.is_empty())
+            .filter(|(_, (_, new))| !new.attachments.is_empty() || !new.reactions.is_empty())
             .map(|(i, (_, new))| (first + i as u64, *new))
             .collect();
-        self.insert_attachments(&with_files).await?;
+        self.insert_attachments(&with_details).await?;
+        self.insert_reactions(&with_details).await?;
         let mut first_answered: HashSet<usize> = HashSet::new();
         decisions
             .into_iter()
@@ -222,8 +216,14 @@ impl WriteTxn {
         if let Some(provider_id) = provider_message_id {
             columns.push((message::Column::ProviderMessageId, Expr::value(provider_id)));
         }
-        self.change_message(&row, change::KIND_STATUS, Some(status.as_i16()), columns)
-            .await?;
+        self.change_message(
+            &row,
+            change::KIND_STATUS,
+            Some(status.as_i16()),
+            None,
+            columns,
+        )
+        .await?;
         let mut message = message_from_row(row);
         message.status = status;
         if let Some(provider_id) = provider_message_id {
@@ -281,7 +281,7 @@ impl Store {
             missing_chat,
         };
         let (mut message, created) = self.grouped(session_id, write).await?;
-        self.fill_attachments([&mut message]).await?;
+        self.fill_details([&mut message]).await?;
         Ok((message, created))
     }
 
@@ -306,120 +306,7 @@ impl Store {
             provider_message_id: provider_message_id.map(str::to_owned),
         };
         let (mut message, changed) = self.grouped(session_id, write).await?;
-        self.fill_attachments([&mut message]).await?;
+        self.fill_details([&mut message]).await?;
         Ok((message, changed))
-    }
-
-    /// Applies an upstream edit or deletion to a stored message: one seq, logged as a
-    /// `message_updated` change. Returns the message as stored now, or `None` when it is not
-    /// stored, or when nothing changes (the same text, a message already deleted, or an edit
-    /// by someone other than the sender).
-    pub async fn edit_message(
-        &self,
-        session_id: &str,
-        reference: &MessageRef,
-        edit: MessageEdit<'_>,
-    ) -> Result<Option<Message>> {
-        let mut txn = self.write(session_id).await?;
-        let Some(row) = message_query(session_id, reference).one(txn.conn()).await? else {
-            return Ok(None);
-        };
-        let (text, kind) = match edit {
-            MessageEdit::Text { editor, .. } if editor != row.sender => return Ok(None),
-            MessageEdit::Text { text, .. } => (storable(text), MessageKind::from_i16(row.kind)),
-            MessageEdit::Deleted => (Cow::Borrowed(""), MessageKind::Deleted),
-        };
-        let deleted = row.kind == MessageKind::Deleted.as_i16();
-        if deleted || (row.text == text.as_ref() && row.kind == kind.as_i16()) {
-            return Ok(None);
-        }
-        let columns = vec![
-            (message::Column::Text, Expr::value(text.as_ref())),
-            (message::Column::Kind, Expr::value(kind.as_i16())),
-        ];
-        txn.change_message(&row, change::KIND_MESSAGE, None, columns)
-            .await?;
-        txn.commit().await?;
-        let mut message = message_from_row(row);
-        message.text = text.into_owned();
-        message.kind = kind;
-        self.fill_attachments([&mut message]).await?;
-        Ok(Some(message))
-    }
-
-    /// A read receipt up to a message: every message of the session's own account in that
-    /// chat sent at or before it (by `sent_at`, the upstream's timeline time), whose status is
-    /// SENT or DELIVERED, becomes READ, each change taking a seq. When the message is not
-    /// stored (a receipt on an event that is not a message, such as an edit or a reaction),
-    /// `read_at_ms` (Unix ms) is the bound instead. Returns how many changed.
-    pub async fn mark_read_up_to(
-        &self,
-        session_id: &str,
-        reference: &MessageRef,
-        read_at_ms: Option<i64>,
-    ) -> Result<u64> {
-        let mut txn = self.write(session_id).await?;
-        let (chat_id, up_to) = match message_query(session_id, reference).one(txn.conn()).await? {
-            Some(target) => (target.chat_id, target.sent_at),
-            None => match (reference, read_at_ms) {
-                (MessageRef::Provider { chat_id, .. }, Some(at)) => (chat_id.clone(), at),
-                _ => return Ok(0),
-            },
-        };
-        let ahead: Vec<i16> = [MessageStatus::Sent, MessageStatus::Delivered]
-            .iter()
-            .map(|s| s.as_i16())
-            .collect();
-        let rows: Vec<(i64, String)> = message::Entity::find()
-            .select_only()
-            .column(message::Column::Id)
-            .column(message::Column::ChatId)
-            .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::ChatId.eq(chat_id.as_str()))
-            .filter(message::Column::FromMe.eq(true))
-            .filter(message::Column::SentAt.lte(up_to))
-            .filter(message::Column::Status.is_in(ahead))
-            .order_by_asc(message::Column::Seq)
-            .into_tuple()
-            .all(txn.conn())
-            .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let first = txn.take_seqs(rows.len() as u64);
-        let now = now_ms();
-        let read = MessageStatus::Read.as_i16();
-        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-        for chunk in ids.chunks(ROWS_PER_INSERT) {
-            message::Entity::update_many()
-                .col_expr(message::Column::Status, Expr::value(read))
-                .col_expr(message::Column::UpdatedAt, Expr::value(now))
-                .filter(message::Column::Id.is_in(chunk.iter().copied()))
-                .exec(txn.conn())
-                .await?;
-        }
-        let changes: Vec<change::ActiveModel> = rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, (id, chat_id))| {
-                change_row(
-                    session_id,
-                    first + i as u64,
-                    change::KIND_STATUS,
-                    chat_id,
-                    Some(id),
-                    Some(read),
-                    now,
-                )
-            })
-            .collect();
-        let changed = changes.len() as u64;
-        for chunk in changes.chunks(ROWS_PER_INSERT) {
-            change::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(txn.conn())
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(changed)
     }
 }

@@ -23,7 +23,8 @@
 //! Layout: [`write`] (the write transaction), [`group`] (group commit of sends and status
 //! changes), [`heads`] (announcements and the PostgreSQL
 //! listener), [`sessions`] (session rows, sync state, leases, source cursors), [`import`]
-//! (bulk import), [`people`] (contacts and participants), [`files`] (source-file fingerprints), [`messages`] (sends, statuses, edits, receipts), [`changes`] (listings and the
+//! (bulk import), [`people`] (contacts and participants), [`files`] (source-file fingerprints), [`messages`] (sends and statuses), [`lifecycle`] (edits, deletions, reactions,
+//! receipts, and the details filled into read messages), [`changes`] (listings and the
 //! change feed), [`snapshot`] (GetSnapshot's one consistent read), [`attachments`] (message
 //! files: written with their message, read per page), [`rows`] (row conversions).
 pub mod attachments;
@@ -33,6 +34,7 @@ pub mod files;
 pub mod group;
 pub mod heads;
 pub mod import;
+pub mod lifecycle;
 pub mod messages;
 pub mod people;
 mod rows;
@@ -52,7 +54,7 @@ use crate::error::{Error, Result};
 pub use files::{FileFingerprint, FileRecord};
 pub use group::GroupCommitStats;
 pub use import::ImportChat;
-pub use messages::MessageEdit;
+pub use lifecycle::{MessageOp, Outcome};
 pub use sessions::{Fence, LEASE_EXPIRED, LeaseKind, RunClaim, SessionRecord, SyncRecord};
 pub use snapshot::{Snapshot, SnapshotChat};
 pub use write::WriteTxn;
@@ -60,9 +62,9 @@ pub use write::WriteTxn;
 /// The most page cache one SQLite connection keeps, in KiB (`PRAGMA cache_size`).
 pub const SQLITE_CACHE_KIB: u32 = 32 * 1024;
 
-/// Rows per multi-row INSERT: 12 message columns × 2,000 rows = 24,000 bound variables, under
-/// SQLite's limit of 32,766.
-pub const ROWS_PER_INSERT: usize = 2_000;
+/// Rows per multi-row INSERT: at most 18 message columns (with the lifecycle columns) × 1,800
+/// rows = 32,400 bound variables, under SQLite's limit of 32,766.
+pub const ROWS_PER_INSERT: usize = 1_800;
 
 /// Splits `items` into runs of `max` items, then the rest into runs whose lengths are
 /// distinct powers of two (largest first). A multi-row statement's SQL depends on its row

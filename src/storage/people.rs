@@ -413,6 +413,7 @@ fn people_change(
     at: i64,
 ) -> change::ActiveModel {
     change::ActiveModel {
+        what: Set(None),
         session_id: Set(session_id.to_owned()),
         seq: Set(seq as i64),
         kind: Set(kind),

@@ -6,7 +6,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use super::entities::{change, chat, message};
 use super::{ROWS_PER_INSERT, storable};
 use crate::model::MessageRef;
-use crate::model::{Chat, Message, MessageKind, MessageStatus, NewMessage};
+use crate::model::{
+    Chat, Deletion, Forwarded, Message, MessageKind, MessageStatus, NewMessage, ReplyTo,
+};
 
 /// One row of the change log.
 pub(super) fn change_row(
@@ -27,6 +29,7 @@ pub(super) fn change_row(
         status: Set(status),
         at: Set(at),
         contact_id: Set(None),
+        what: Set(None),
     }
 }
 
@@ -67,14 +70,25 @@ pub(super) fn new_message_row(
         sent_at: Set(new.sent_at_ms),
         seq: Set(seq as i64),
         updated_at: Set(now),
+        reply_to: Set(new.reply_to.as_deref().map(|id| storable(id).into_owned())),
+        forwarded: Set(new.forwarded as i16),
+        forwarded_from: Set(new
+            .forwarded_from
+            .as_deref()
+            .map(|name| storable(name).into_owned())),
+        edited: Set(new.edited),
+        edited_at: Set(new.edited_at_ms),
+        deleted_by: Set(None),
+        deleted_at: Set(None),
     }
 }
 
 /// SQLite's bulk INSERT of `messages`, the i-th row taking its seq from `rows`: the same columns
-/// and values as [`new_message_row`], as
-/// plain SQL text (`VALUES (?, …), …`, one row of 12 placeholders per message) and one value
-/// per placeholder, without building a sea-query statement (an expression per value) first.
-/// At most [`ROWS_PER_INSERT`] rows.
+/// and values as [`new_message_row`], as plain SQL text (`VALUES (?, …), …`, one row of
+/// placeholders per message) and one value per placeholder, without building a sea-query
+/// statement (an expression per value) first. The lifecycle columns (reply, forward, edit) are
+/// written only when a row of the chunk has any ([`NewMessage::has_relations`]): an export
+/// without them binds 12 values per row, not 17. At most [`ROWS_PER_INSERT`] rows.
 pub(super) fn messages_insert_sqlite(
     session_id: &str,
     rows: &[(&str, &NewMessage, u64)],
@@ -82,18 +96,28 @@ pub(super) fn messages_insert_sqlite(
 ) -> sea_orm::Statement {
     use sea_orm::sea_query::Value;
     debug_assert!(rows.len() <= ROWS_PER_INSERT);
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    let mut sql = String::with_capacity(200 + rows.len() * (ROW.len() + 2));
+    let relations = rows.iter().any(|(_, new, _)| new.has_relations());
+    let row = if relations {
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    } else {
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+    let mut sql = String::with_capacity(300 + rows.len() * (row.len() + 2));
     sql.push_str(
         "INSERT INTO messages (session_id, chat_id, provider_message_id, client_message_id, \
-         sender, text, kind, status, from_me, sent_at, seq, updated_at) VALUES ",
+         sender, text, kind, status, from_me, sent_at, seq, updated_at",
     );
-    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 12);
+    sql.push_str(if relations {
+        ", reply_to, forwarded, forwarded_from, edited, edited_at) VALUES "
+    } else {
+        ") VALUES "
+    });
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * if relations { 17 } else { 12 });
     for (i, (chat_id, new, seq)) in rows.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(ROW);
+        sql.push_str(row);
         values.extend([
             Value::from(session_id),
             Value::from(*chat_id),
@@ -108,6 +132,19 @@ pub(super) fn messages_insert_sqlite(
             Value::from(*seq as i64),
             Value::from(now),
         ]);
+        if relations {
+            values.extend([
+                Value::from(new.reply_to.as_deref().map(|id| storable(id).into_owned())),
+                Value::from(new.forwarded as i16),
+                Value::from(
+                    new.forwarded_from
+                        .as_deref()
+                        .map(|name| storable(name).into_owned()),
+                ),
+                Value::from(new.edited),
+                Value::from(new.edited_at_ms),
+            ]);
+        }
     }
     sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values)
 }
@@ -126,8 +163,23 @@ pub(super) fn message_from_row(row: message::Model) -> Message {
         from_me: row.from_me,
         sent_at_ms: row.sent_at,
         seq: row.seq as u64,
-        // Filled in per page by `attachments::fill`.
+        reply_to: row.reply_to.map(|provider_message_id| ReplyTo {
+            provider_message_id,
+            message_id: None,
+        }),
+        forwarded: Forwarded::from_i16(row.forwarded),
+        forwarded_from: row.forwarded_from,
+        edited: row.edited,
+        edited_at_ms: row.edited_at,
+        deletion: row.deleted_at.map(|deleted_at_ms| Deletion {
+            deleted_by: row.deleted_by.unwrap_or_default(),
+            deleted_at_ms,
+        }),
+        // Filled in per page by `details::fill`, with the reply's server id.
         attachments: Vec::new(),
+        earlier_texts: Vec::new(),
+        reactions: Vec::new(),
+        receipts: Vec::new(),
     }
 }
 
@@ -193,6 +245,9 @@ pub(super) fn messages_unnest(
             .collect::<Vec<bool>>()
             .into(),
     ];
+    if rows.iter().any(|(_, m, _)| m.has_relations()) {
+        return messages_unnest_with_relations(rows, values);
+    }
     sea_orm::Statement::from_sql_and_values(
         sea_orm::DbBackend::Postgres,
         "INSERT INTO messages (session_id, chat_id, provider_message_id, client_message_id, \
@@ -201,6 +256,71 @@ pub(super) fn messages_unnest(
          u.seq, $12 FROM UNNEST($2::text[], $3::text[], $4::text[], $13::bool[], $5::text[], \
          $6::text[], $7::int2[], $8::int2[], $9::bool[], $10::int8[], $11::int8[]) \
          AS u(c, p, k, h, s, t, kind, st, f, sa, seq)",
+        values,
+    )
+}
+
+/// [`messages_unnest`] for rows with lifecycle columns: the same 13 parameters and five more
+/// arrays (reply_to and forwarded_from with presence flags, as for `client_message_id`).
+fn messages_unnest_with_relations(
+    rows: &[(&str, &NewMessage, u64)],
+    mut values: Vec<sea_orm::sea_query::Value>,
+) -> sea_orm::Statement {
+    use sea_orm::sea_query::{ArrayType, Value};
+    let strings = |values: Vec<Value>| Value::Array(ArrayType::String, Some(Box::new(values)));
+    let optional = |get: &dyn Fn(&NewMessage) -> Option<&str>| -> [Value; 2] {
+        [
+            strings(
+                rows.iter()
+                    .map(|(_, m, _)| storable(get(m).unwrap_or_default()).as_ref().into())
+                    .collect(),
+            ),
+            rows.iter()
+                .map(|(_, m, _)| get(m).is_some())
+                .collect::<Vec<bool>>()
+                .into(),
+        ]
+    };
+    values.extend(optional(&|m| m.reply_to.as_deref()));
+    values.push(
+        rows.iter()
+            .map(|(_, m, _)| m.forwarded as i16)
+            .collect::<Vec<i16>>()
+            .into(),
+    );
+    values.extend(optional(&|m| m.forwarded_from.as_deref()));
+    values.push(
+        rows.iter()
+            .map(|(_, m, _)| m.edited)
+            .collect::<Vec<bool>>()
+            .into(),
+    );
+    // An absent edit time travels as i64::MIN with the flag below false.
+    values.push(
+        rows.iter()
+            .map(|(_, m, _)| m.edited_at_ms.unwrap_or(i64::MIN))
+            .collect::<Vec<i64>>()
+            .into(),
+    );
+    values.push(
+        rows.iter()
+            .map(|(_, m, _)| m.edited_at_ms.is_some())
+            .collect::<Vec<bool>>()
+            .into(),
+    );
+    sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "INSERT INTO messages (session_id, chat_id, provider_message_id, client_message_id, \
+         sender, text, kind, status, from_me, sent_at, seq, updated_at, reply_to, forwarded, \
+         forwarded_from, edited, edited_at) \
+         SELECT $1, u.c, u.p, CASE WHEN u.h THEN u.k END, u.s, u.t, u.kind, u.st, u.f, u.sa, \
+         u.seq, $12, CASE WHEN u.rh THEN u.r END, u.fw, CASE WHEN u.ffh THEN u.ff END, u.e, \
+         CASE WHEN u.eah THEN u.ea END \
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $13::bool[], $5::text[], \
+         $6::text[], $7::int2[], $8::int2[], $9::bool[], $10::int8[], $11::int8[], \
+         $14::text[], $15::bool[], $16::int2[], $17::text[], $18::bool[], $19::bool[], \
+         $20::int8[], $21::bool[]) \
+         AS u(c, p, k, h, s, t, kind, st, f, sa, seq, r, rh, fw, ff, ffh, e, ea, eah)",
         values,
     )
 }

@@ -185,7 +185,7 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        self.fill_attachments(hits.iter_mut().map(|hit| &mut hit.message))
+        self.fill_details(hits.iter_mut().map(|hit| &mut hit.message))
             .await?;
         Ok(hits)
     }

@@ -204,7 +204,7 @@ impl Snapshot {
             let has_more = messages.len() as u64 > limit;
             messages.truncate(limit as usize);
             messages.reverse();
-            super::attachments::fill(&self.txn, &mut messages).await?;
+            super::lifecycle::fill(&self.txn, &mut messages).await?;
             (messages, has_more)
         };
         let unread = self.unread.get(&chat.chat_id).copied().unwrap_or(0);

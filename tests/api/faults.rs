@@ -333,6 +333,7 @@ impl Source for PanickingSource {
                 from_me: false,
                 sent_at_ms: 1_700_000_000_000 + i,
                 attachments: Vec::new(),
+                ..NewMessage::default()
             })
             .collect();
         Ok(ChatHistory {

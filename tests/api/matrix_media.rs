@@ -274,6 +274,7 @@ async fn send_message_with_an_image_uploads_it_and_posts_it_once(backend: Backen
         text: "look at this".into(),
         client_message_id: "img-1".into(),
         attachments: files,
+        ..Default::default()
     };
     let upload_of = |name: &str| pb::AttachmentUpload {
         file_name: name.into(),

@@ -379,6 +379,7 @@ async fn files_sent_to_a_local_chat_are_stored_and_read_only_sources_refuse_them
             text: String::new(),
             client_message_id: key.into(),
             attachments: files,
+            ..Default::default()
         };
     let file = |name: &str, mime: &str, data: &[u8]| pb::AttachmentUpload {
         file_name: name.into(),

@@ -462,6 +462,7 @@ async fn metrics_count_real_traffic_and_parse_as_prometheus_text(backend: Backen
             text: "counted".into(),
             client_message_id: "metrics-1".into(),
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await
         .expect("send")

@@ -171,6 +171,7 @@ impl Scripted {
                         from_me: false,
                         sent_at_ms: *at,
                         attachments: Vec::new(),
+                        ..NewMessage::default()
                     },
                 }),
         );
@@ -447,14 +448,19 @@ async fn edits_and_deletions_are_reflected_at_once(backend: Backend) {
             provider_message_id: "e".into(),
             editor: "Ana".into(),
             text: "meet at the new station".into(),
+            at_ms: 1_700_000_100_000,
         },
-        LiveEvent::Deleted {
+        LiveEvent::Redacted {
             chat_id: "c".into(),
-            provider_message_id: "d".into(),
+            provider_id: "d".into(),
+            by: "Ana".into(),
+            at_ms: 1_700_000_100_001,
         },
-        LiveEvent::Deleted {
+        LiveEvent::Redacted {
             chat_id: "c".into(),
-            provider_message_id: "k".into(),
+            provider_id: "k".into(),
+            by: "Ana".into(),
+            at_ms: 1_700_000_100_002,
         },
     ])
     .await;

@@ -1142,6 +1142,7 @@ async fn tokens_are_checked_on_every_rpc(backend: Backend) {
                         text: "t".into(),
                         client_message_id: String::new(),
                         attachments: Vec::new(),
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ()),

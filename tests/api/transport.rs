@@ -165,6 +165,7 @@ async fn tls_serves_grpc_and_refuses_plain_connections() {
                 text: "over TLS".into(),
                 client_message_id: "tls-1".into(),
                 attachments: Vec::new(),
+                ..Default::default()
             },
             "tls-token-secret",
         ))
@@ -735,6 +736,7 @@ async fn an_oversized_request_is_refused_with_a_clear_status() {
         text,
         client_message_id: String::new(),
         attachments: Vec::new(),
+        ..Default::default()
     };
     let status = client
         .send_message(send("x".repeat(20 * 1024)))
@@ -772,6 +774,7 @@ async fn list_messages_pages_of_large_messages_fit_a_default_client() {
                 text: format!("{i:03}{}", "m".repeat(60 * 1024)),
                 client_message_id: format!("big-{i}"),
                 attachments: Vec::new(),
+                ..Default::default()
             })
             .await
             .expect("send");
@@ -955,6 +958,7 @@ async fn unary_calls_have_a_default_deadline_and_streams_do_not() {
         text: "waits for the lock".into(),
         client_message_id: key.into(),
         attachments: Vec::new(),
+        ..Default::default()
     };
     let status = client
         .send_message(send("deadline-1"))

@@ -26,9 +26,15 @@ pub enum TimelineItem {
         target: String,
         sender: String,
         text: String,
+        /// `origin_server_ts` (Unix ms).
+        at_ms: i64,
     },
-    /// A redaction of an earlier event.
-    Redaction { target: String },
+    /// A redaction of an earlier event by `sender` at `at_ms` (Unix ms).
+    Redaction {
+        target: String,
+        sender: String,
+        at_ms: i64,
+    },
     /// Anything else (state, reactions, calls, ...): not a message.
     Other,
 }
@@ -84,6 +90,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                     target: replacement.event_id.to_string(),
                     sender: event.sender.to_string(),
                     text: replacement.new_content.msgtype.body().to_owned(),
+                    at_ms: i64::from(event.origin_server_ts.get()),
                 };
             }
             let kind = match &event.content.msgtype {
@@ -117,6 +124,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 from_me: event.sender == me,
                 sent_at_ms: i64::from(event.origin_server_ts.get()),
                 attachments,
+                ..NewMessage::default()
             })
         }
         // Redacted before we saw it: a deleted message.
@@ -131,6 +139,7 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                 from_me: event.sender == me,
                 sent_at_ms: i64::from(event.origin_server_ts.get()),
                 attachments: Vec::new(),
+                ..NewMessage::default()
             })
         }
         AnySyncMessageLikeEvent::RoomRedaction(SyncRoomRedactionEvent::Original(event)) => {
@@ -138,6 +147,8 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
             match event.content.redacts.or(event.redacts) {
                 Some(target) => TimelineItem::Redaction {
                     target: target.to_string(),
+                    sender: event.sender.to_string(),
+                    at_ms: i64::from(event.origin_server_ts.get()),
                 },
                 None => TimelineItem::Other,
             }
@@ -308,7 +319,8 @@ mod tests {
             TimelineItem::Edit {
                 target: "$a".into(),
                 sender: "@bob:localhost".into(),
-                text: "fixed".into()
+                text: "fixed".into(),
+                at_ms: 2,
             }
         );
         for redaction in [
@@ -320,7 +332,9 @@ mod tests {
             assert_eq!(
                 read_timeline_event(&raw(redaction), &me()),
                 TimelineItem::Redaction {
-                    target: "$a".into()
+                    target: "$a".into(),
+                    sender: "@bob:localhost".into(),
+                    at_ms: 3,
                 }
             );
         }

@@ -111,15 +111,18 @@ fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage
                 target,
                 sender,
                 text,
+                at_ms,
             } => {
                 if let Some(message) = index.get(&target).map(|&i| &mut messages[i])
                     && message.kind != MessageKind::Deleted
                     && message.sender == sender
                 {
                     message.text = text;
+                    message.edited = true;
+                    message.edited_at_ms = Some(at_ms);
                 }
             }
-            TimelineItem::Redaction { target } => {
+            TimelineItem::Redaction { target, .. } => {
                 if let Some(message) = index.get(&target).map(|&i| &mut messages[i]) {
                     message.kind = MessageKind::Deleted;
                     message.text.clear();
@@ -147,6 +150,7 @@ mod tests {
             from_me: false,
             sent_at_ms: 0,
             attachments: Vec::new(),
+            ..NewMessage::default()
         })
     }
 
@@ -155,6 +159,7 @@ mod tests {
             target: target.into(),
             sender: sender.into(),
             text: text.into(),
+            at_ms: 5,
         }
     }
 
@@ -166,6 +171,8 @@ mod tests {
             edit("$1", "@bob:localhost", "one, edited twice"),
             TimelineItem::Redaction {
                 target: "$2".into(),
+                sender: "@bob:localhost".into(),
+                at_ms: 6,
             },
             edit("$9", "@bob:localhost", "target not in the window"),
             message("$3", "three"),

@@ -2,6 +2,7 @@
 //! `limited` timeline filled from `/messages`, and failures retried with capped exponential
 //! backoff and jitter.
 use super::*;
+use crate::model::now_ms;
 
 impl Matrix {
     /// Turns a room's `/sync` section into live events. `names` caches room names for this
@@ -95,16 +96,15 @@ impl Matrix {
                 let Some(users) = receipts["m.read"].as_object() else {
                     continue;
                 };
-                let times: Vec<Option<i64>> = users
-                    .iter()
-                    .filter(|(user, _)| *user != self.me.as_str())
-                    .map(|(_, receipt)| receipt["ts"].as_i64())
-                    .collect();
-                if !times.is_empty() {
+                for (user, receipt) in users {
+                    if user == self.me.as_str() {
+                        continue;
+                    }
                     out.push(LiveEvent::ReadUpTo {
                         chat_id: chat_id.clone(),
-                        provider_message_id: event_id,
-                        read_at_ms: times.into_iter().flatten().max(),
+                        provider_message_id: event_id.clone(),
+                        reader: user.clone(),
+                        read_at_ms: receipt["ts"].as_i64().unwrap_or_else(now_ms),
                     });
                 }
             }
@@ -252,15 +252,23 @@ fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
             target,
             sender,
             text,
+            at_ms,
         } => LiveEvent::Edited {
             chat_id,
             provider_message_id: target,
             editor: sender,
             text,
+            at_ms,
         },
-        TimelineItem::Redaction { target } => LiveEvent::Deleted {
+        TimelineItem::Redaction {
+            target,
+            sender,
+            at_ms,
+        } => LiveEvent::Redacted {
             chat_id,
-            provider_message_id: target,
+            provider_id: target,
+            by: sender,
+            at_ms,
         },
         TimelineItem::Other => return None,
     })

@@ -280,7 +280,13 @@ impl Source for Matrix {
             max_files_per_message: 1,
             live: true,
             batch_size: PAGE_SIZE,
+            // TODO(issue 17, Matrix): `change_message` (m.reaction, m.replace, redaction).
+            message_changes: false,
         }
+    }
+
+    fn account_id(&self) -> Option<String> {
+        Some(self.me.to_string())
     }
 
     async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
@@ -340,8 +346,11 @@ impl Source for Matrix {
         &self,
         chat_id: &str,
         text: &str,
+        reply_to: Option<&str>,
         idempotency_key: &str,
     ) -> Result<SendReceipt, SourceError> {
+        // TODO(issue 17, Matrix): `m.relates_to.m.in_reply_to` for `reply_to`.
+        let _ = reply_to;
         let room_id = room_id(chat_id)?;
         let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
         let content = RoomMessageEventContent::text_plain(text);
@@ -362,8 +371,10 @@ impl Source for Matrix {
         chat_id: &str,
         text: &str,
         files: &[(Attachment, Vec<u8>)],
+        reply_to: Option<&str>,
         idempotency_key: &str,
     ) -> Result<SendReceipt, SourceError> {
+        let _ = reply_to;
         use ruma::api::client::media::create_content;
         use ruma::events::room::message::{
             AudioMessageEventContent, FileMessageEventContent, ImageMessageEventContent,

@@ -240,6 +240,7 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
                 from_me: false,
                 sent_at_ms: message.sent_at_unix.saturating_mul(1000),
                 attachments: Vec::new(),
+                ..NewMessage::default()
             }
         })
         .collect();

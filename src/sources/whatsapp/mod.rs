@@ -206,6 +206,7 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
                 from_me: false,
                 sent_at_ms: to_utc_ms(&message.timestamp, timezone),
                 attachments: Vec::new(),
+                ..NewMessage::default()
             }
         })
         .collect::<Vec<_>>();

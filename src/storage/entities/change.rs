@@ -29,6 +29,9 @@ pub struct Model {
     pub at: i64,
     /// The contact of a `KIND_CONTACT` or `KIND_PARTICIPANT` change; `None` otherwise.
     pub contact_id: Option<String>,
+    /// What a `KIND_MESSAGE` change changed ([`crate::model::MessageChange`]); `None` for
+    /// other kinds and for message changes logged before the column existed (edits).
+    pub what: Option<i16>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

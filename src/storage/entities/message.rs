@@ -18,6 +18,15 @@ pub struct Model {
     pub sent_at: i64,
     pub seq: i64,
     pub updated_at: i64,
+    /// The quoted message's `provider_message_id` in the same chat.
+    pub reply_to: Option<String>,
+    /// 0 not forwarded, 1 forwarded, 2 forwarded many times ([`crate::model::Forwarded`]).
+    pub forwarded: i16,
+    pub forwarded_from: Option<String>,
+    pub edited: bool,
+    pub edited_at: Option<i64>,
+    pub deleted_by: Option<String>,
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -355,6 +355,7 @@ pub async fn send(
             text: text.into(),
             client_message_id: client_message_id.into(),
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
