@@ -55,8 +55,9 @@
 //!   not followed by a space, digit, `/` or `:`; name of at most 64 bytes without quote marks)
 //!   is a sender and a text. Otherwise the line is a system notice.
 //! - **Kind.** A line without sender is [`MessageKind::System`]. With a sender, in this order:
-//!   a single-line body that is a known "deleted" sentence (English, Spanish, German, French,
-//!   Indonesian, Russian, Dutch, Italian, Portuguese, Turkish) is `Deleted`; a body whose first
+//!   a single-line body that is a known "deleted" sentence (the table of [`super::marks`], with
+//!   its sources: someone else's or your own deletion, in every language found) is `Deleted`;
+//!   a body whose first
 //!   line is a media placeholder is `Media` (`<Media omitted>` and any `<...>` naming media in
 //!   another language, `<attached: ...>`, `image omitted` and the other iOS "... omitted"
 //!   words in the corpus languages, `NAME.ext (file attached)` and its translations, Android
@@ -87,6 +88,11 @@
 //! message (lines holding only whitespace and format characters). Kinds are decided on the
 //! text without its format characters.
 //!
+//! An edit mark at the end of a message that is not `Deleted` (`<This message was edited>`,
+//! `<Se editó este mensaje.>`, ...: the table of [`super::marks`]) is removed from the text,
+//! with the space or U+200E before it, and the message is `edited`; its kind stays what the
+//! body with the mark gave. [`ParsedMessage::edit_suffix`] keeps what was removed.
+//!
 //! # Unplaced lines
 //!
 //! An *unplaced* line is a non-blank line that cannot be attached to any message:
@@ -105,6 +111,7 @@ use std::borrow::Cow;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
 use super::day_periods::{DayPeriod, match_day_period};
+use super::marks;
 use super::normalise::{HeaderBuffer, digit_value, is_format_char};
 use crate::model::MessageKind;
 
@@ -138,10 +145,19 @@ pub struct ParsedMessage {
     /// The sender as written, without format characters, U+00A0/U+202F read as spaces,
     /// trimmed; `None` for system notices.
     pub sender: Option<String>,
-    /// The text as written; multi-line texts joined with `'\n'` (see the module docs).
+    /// The text as written; multi-line texts joined with `'\n'` (see the module docs). An edit
+    /// mark at its end is not part of it (see [`ParsedMessage::edited`]).
     pub text: String,
     /// What the message is.
     pub kind: MessageKind,
+    /// Whether the body ended with an edit mark (`<This message was edited>` and its
+    /// translations, [`super::marks`]); the mark is removed from `text`.
+    pub edited: bool,
+    /// What was removed from the end of the body with the edit mark: the space or U+200E
+    /// before it, the mark, and whatever spaces or format characters followed it. Empty when
+    /// `edited` is false. `text` followed by `edit_suffix` is the body as written (message
+    /// ids are derived from that, so that they do not change with the mark's removal).
+    pub edit_suffix: String,
     /// 1-based line number of the header line.
     pub line: usize,
 }
@@ -313,6 +329,8 @@ impl Building {
                 sender,
                 text,
                 kind,
+                edited: false,
+                edit_suffix: String::new(),
                 line,
             },
             content_len,
@@ -334,6 +352,12 @@ impl Building {
         self.message.text.truncate(self.content_len);
         if self.multi_line && self.message.kind == MessageKind::Deleted {
             self.message.kind = MessageKind::Text;
+        }
+        if self.message.kind != MessageKind::Deleted
+            && let Some(cut) = marks::edit_mark_start(&self.message.text)
+        {
+            self.message.edit_suffix = self.message.text.split_off(cut);
+            self.message.edited = true;
         }
         self.message
     }
@@ -954,35 +978,6 @@ impl Rules {
 // ---------------------------------------------------------------------------------------------
 // Kinds
 
-const DELETED: &[&str] = &[
-    "This message was deleted",
-    "You deleted this message",
-    "Se eliminó este mensaje",
-    "Eliminaste este mensaje",
-    "Este mensaje fue eliminado",
-    "Diese Nachricht wurde gelöscht",
-    "Du hast diese Nachricht gelöscht",
-    "Ce message a été supprimé",
-    "Vous avez supprimé ce message",
-    "Pesan ini dihapus",
-    "Anda menghapus pesan ini",
-    "Данное сообщение удалено",
-    "Вы удалили данное сообщение",
-    "Это сообщение удалено",
-    "Вы удалили это сообщение",
-    "Dit bericht is verwijderd",
-    "U hebt dit bericht verwijderd",
-    "Je hebt dit bericht verwijderd",
-    "Questo messaggio è stato eliminato",
-    "Hai eliminato questo messaggio",
-    "Mensagem apagada",
-    "Esta mensagem foi apagada",
-    "Você apagou esta mensagem",
-    "Apagaste esta mensagem",
-    "Bu mesaj silindi",
-    "Bu mesajı sildiniz",
-];
-
 /// iOS placeholders written without a direction mark in some exports.
 const MEDIA_EXACT: &[&str] = &[
     "image omitted",
@@ -1152,11 +1147,8 @@ fn classify(raw: &str, clean: &str) -> MessageKind {
     if first.is_empty() {
         return MessageKind::Text;
     }
-    if first.len() <= 64 {
-        let sentence = first.trim_end_matches(['.', '!']);
-        if DELETED.iter().any(|d| eq_ci(sentence, d)) {
-            return MessageKind::Deleted;
-        }
+    if marks::is_deletion_sentence(first) {
+        return MessageKind::Deleted;
     }
     if is_media(raw, first) {
         return MessageKind::Media;
@@ -1741,6 +1733,71 @@ mod tests {
         }
         let m = one("27/03/2022, 13:44 - Dmitry S: This message was deleted\nnot really");
         assert_eq!(m.kind, MessageKind::Text);
+    }
+
+    #[test]
+    fn deletion_sentences_of_every_language_in_the_marks_table() {
+        let bodies = [
+            "\u{200e}Apagou esta mensagem.",
+            "Mensagem apagada",
+            "\u{200e}Questo messaggio è stato eliminato.",
+            "Bu mesaj silindi",
+            "\u{200e}Tuto zprávu jste smazal/a.",
+            "Tato zpráva byla odstraněna.",
+            "\u{200e}Це повідомлення було видалено.",
+            "\u{200f}لقد حذَفت هذه الرسالة.",
+            "\u{200e}यह मैसेज डिलीट कर दिया गया है.",
+            "\u{200e}このメッセージは削除されました。",
+            "\u{200e}คุณได้ลบข้อความนี้",
+            "\u{200e}Tin nhắn này đã bị xóa.",
+        ];
+        for body in bodies {
+            let m = one(&format!("[27/03/2022, 13:44:00] Dmitry S: {body}"));
+            assert_eq!(m.kind, MessageKind::Deleted, "{body}");
+            assert!(!m.edited);
+            assert_eq!(m.text, body, "the text stays as written");
+        }
+    }
+
+    #[test]
+    fn edit_marks_are_removed_and_flagged() {
+        let cases = [
+            ("hola <Se editó este mensaje.>", "hola"),
+            ("Bonjour <Ce message a été modifié>", "Bonjour"),
+            ("yarın gel <Bu mesaj düzenlendi>", "yarın gel"),
+            ("Hallo <Diese Nachricht wurde bearbeitet>", "Hallo"),
+            ("Привет <Сообщение изменено>", "Привет"),
+            ("Halo <Pesan ini diedit>", "Halo"),
+            ("Hoi <Dit bericht is bewerkt>", "Hoi"),
+            ("vou sim <Mensagem editada>", "vou sim"),
+            ("ok \u{200e}<Questo messaggio è stato modificato>", "ok"),
+            ("sample message <This message was edited>", "sample message"),
+        ];
+        for (body, text) in cases {
+            let m = one(&format!("18/03/2022, 14:56 - Ana: {body}"));
+            assert!(m.edited, "{body}");
+            assert_eq!(m.text, text, "{body}");
+            assert_eq!(format!("{}{}", m.text, m.edit_suffix), body);
+            assert_eq!(m.kind, MessageKind::Text, "{body}");
+        }
+        // A multi-line message: the mark ends its last line.
+        let m = one("18/03/2022, 14:56 - Ana: first\nsecond <This message was edited>\n\n");
+        assert!(m.edited);
+        assert_eq!(m.text, "first\nsecond");
+        // A media message keeps its kind.
+        let m = one(
+            "18/03/2022, 14:56 - Ana: IMG-20220318-WA0001.jpg (file attached)\ncaption <This message was edited>",
+        );
+        assert_eq!(m.kind, MessageKind::Media);
+        assert!(m.edited);
+        assert_eq!(m.text, "IMG-20220318-WA0001.jpg (file attached)\ncaption");
+        // Not at the end, or not a mark: kept.
+        let m = one("18/03/2022, 14:56 - Ana: <This message was edited> said nobody");
+        assert!(!m.edited);
+        assert_eq!(m.text, "<This message was edited> said nobody");
+        let m = one("18/03/2022, 14:56 - Ana: plain");
+        assert!(!m.edited);
+        assert!(m.edit_suffix.is_empty());
     }
 
     #[test]
