@@ -20,6 +20,7 @@
 //! become the message's attachment. A file that is not there gives an attachment with
 //! `stored = false`, never an error.
 pub mod day_periods;
+mod day_periods_cldr;
 pub mod marks;
 mod members;
 mod normalise;
@@ -130,6 +131,7 @@ impl Source for WhatsAppExport {
             let bytes = read_export(&path, &limits)?;
             let parsed = parser::parse(&bytes, &options);
             log_unplaced(&chat_id, &path, &parsed);
+            log_date_order(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
             apply_window(&mut history.messages, limit, since_ms);
             attach_media(
@@ -170,6 +172,26 @@ fn log_unplaced(chat_id: &str, path: &Path, parsed: &parser::ParsedExport) {
     for unplaced in parsed.unplaced.iter().skip(1).take(5) {
         tracing::debug!(chat_id, line = unplaced.line, reason = unplaced.reason, text = %unplaced.text, "unplaced line");
     }
+}
+
+/// Logs at INFO which order a file's dates were read in and which rule decided it
+/// ([`parser::DateOrderRule`]), e.g. `date order month-first: decided by 12-hour clock with
+/// AM/PM, US style (no date had a field above 12)`.
+fn log_date_order(chat_id: &str, path: &Path, parsed: &parser::ParsedExport) {
+    let (Some(order), Some(rule)) = (parsed.date_order, parsed.date_order_rule) else {
+        return;
+    };
+    let order = match order {
+        DateOrder::Mdy => "month-first",
+        DateOrder::Ymd => "year-first",
+        DateOrder::Dmy | DateOrder::Auto => "day-first",
+    };
+    tracing::info!(
+        chat_id,
+        path = %path.display(),
+        "date order {order}: decided by {}",
+        rule.describe()
+    );
 }
 
 /// Parses one export's bytes into messages with derived ids, oldest first in file order.
