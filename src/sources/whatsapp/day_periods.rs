@@ -10,6 +10,11 @@
 //! locale writes them in place of AM/PM (Portuguese `da manhã`): before noon they count as AM,
 //! after noon as PM.
 //!
+//! CLDR's flexible day periods of the same locales (`in the morning`, `de la tarde`,
+//! `nachmittags`, ...) are not typed here: `scripts/gen_day_periods.py` writes them, with the
+//! hours each covers from CLDR's dayPeriodRules, into `day_periods_cldr.rs`
+//! ([`FLEXIBLE_DAY_PERIODS`]), which [`match_day_period`] reads as well.
+//!
 //! Checked against CLDR 47 (Python `babel` 2.19, 2026-12-01): every `abbreviated` and `wide`
 //! am/pm of the locales below is in the table (dotted Latin `a. m.` forms are read by the
 //! parser's Latin matcher instead).
@@ -25,13 +30,50 @@
 //! ml, mn, mr, ms, my, nb, ne, nl, pa, pl, pt, ro, ru, si, sk, sl, sq, sr, sv, sw, ta, te, th,
 //! tr, uk, ur, uz, vi, zh, zu.
 
-/// Which half of the day a day-period word names.
+/// Which part of the day a day-period word names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DayPeriod {
     /// Before noon (CLDR `am`; `morning1`, `night2`-style periods before 12:00).
     Am,
     /// After noon (CLDR `pm`; `afternoon1`, `evening1`, `night1` after 12:00).
     Pm,
+    /// A CLDR flexible day period ([`FLEXIBLE_DAY_PERIODS`]): the hours (bit h for hour h,
+    /// 0-23) its locale's dayPeriodRules give it. [`hour_in_period`] reads a 12-hour clock
+    /// hour with it.
+    Hours(u32),
+}
+
+pub use super::day_periods_cldr::FLEXIBLE_DAY_PERIODS;
+
+/// The hour (0-23) of a 12-hour clock `hour` (0-12) written with a flexible day period
+/// covering `hours` (bit h for hour h): of `hour % 12` and `hour % 12 + 12`, the one in the
+/// period; when neither or both are, the one nearest to the period, going round the clock
+/// (so `12:30 at night`, night being 21:00-24:00 in English, is 00:30, and `1:00 at night` is
+/// 01:00); on a tie, `hour % 12`.
+pub fn hour_in_period(hour: u16, hours: u32) -> u16 {
+    let low = hour % 12;
+    let high = low + 12;
+    let inside = |h: u16| hours >> h & 1 == 1;
+    match (inside(low), inside(high)) {
+        (true, false) => return low,
+        (false, true) => return high,
+        _ => {}
+    }
+    let distance = |h: u16| {
+        (0..24u16)
+            .filter(|&other| inside(other))
+            .map(|other| {
+                let d = h.abs_diff(other);
+                d.min(24 - d)
+            })
+            .min()
+            .unwrap_or(0)
+    };
+    if distance(high) < distance(low) {
+        high
+    } else {
+        low
+    }
 }
 
 use DayPeriod::{Am, Pm};
@@ -211,13 +253,17 @@ pub const DAY_PERIODS: &[(&str, DayPeriod)] = &[
     ("晚上", Pm),
 ];
 
-/// The longest day-period word at the start of `bytes`: its period and byte length. ASCII
-/// letters compare case-insensitively; the word must not run on into an ASCII letter (so `em`
-/// does not match `email`).
+/// The longest day-period word at the start of `bytes`, of [`DAY_PERIODS`] and the generated
+/// [`FLEXIBLE_DAY_PERIODS`]: its period and byte length (a word in both tables is read as
+/// the hand table says). ASCII letters compare case-insensitively; the word must not run on
+/// into an ASCII letter (so `em` does not match `email`).
 pub fn match_day_period(bytes: &[u8]) -> Option<(DayPeriod, usize)> {
     let first = bytes.first()?.to_ascii_lowercase();
     let mut best: Option<(DayPeriod, usize)> = None;
-    for &(word, period) in DAY_PERIODS {
+    let flexible = FLEXIBLE_DAY_PERIODS
+        .iter()
+        .map(|&(word, hours)| (word, DayPeriod::Hours(hours)));
+    for (word, period) in DAY_PERIODS.iter().copied().chain(flexible) {
         let word = word.as_bytes();
         if word.len() <= best.map_or(0, |(_, len)| len)
             || word[0].to_ascii_lowercase() != first
@@ -250,6 +296,43 @@ mod tests {
         assert_eq!(match_day_period("da manhã -".as_bytes()), Some((Am, 9)));
         assert_eq!(match_day_period("".as_bytes()), None);
         assert_eq!(match_day_period("م]".as_bytes()), Some((Pm, 2)));
+    }
+
+    #[test]
+    fn flexible_periods_give_the_hour_their_rules_say() {
+        let hours = |word: &str| match match_day_period(word.as_bytes()) {
+            Some((DayPeriod::Hours(hours), len)) if len == word.len() => hours,
+            other => panic!("{word}: {other:?}"),
+        };
+        // en: morning 06-12, afternoon 12-18, evening 18-21, night 21-24.
+        assert_eq!(hour_in_period(9, hours("in the morning")), 9);
+        assert_eq!(hour_in_period(3, hours("in the afternoon")), 15);
+        assert_eq!(hour_in_period(12, hours("in the afternoon")), 12);
+        assert_eq!(hour_in_period(8, hours("in the evening")), 20);
+        assert_eq!(hour_in_period(11, hours("at night")), 23);
+        assert_eq!(hour_in_period(12, hours("at night")), 0);
+        assert_eq!(hour_in_period(1, hours("at night")), 1);
+        // es: morning1 "de la madrugada" 00-06, night1 "de la noche" 20-24.
+        assert_eq!(hour_in_period(2, hours("de la madrugada")), 2);
+        assert_eq!(hour_in_period(9, hours("de la noche")), 21);
+        // A word of both tables is read as the hand table says.
+        assert_eq!(match_day_period("da noite".as_bytes()), Some((Pm, 8)));
+        // de: "nachts" 00-05, "abends" 18-24.
+        assert_eq!(hour_in_period(2, hours("nachts")), 2);
+        assert_eq!(hour_in_period(8, hours("abends")), 20);
+    }
+
+    #[test]
+    fn every_flexible_entry_matches_itself_and_tells_am_from_pm() {
+        for &(word, hours) in FLEXIBLE_DAY_PERIODS {
+            let (_, len) = match_day_period(word.as_bytes()).expect(word);
+            assert_eq!(len, word.len(), "{word}");
+            assert_ne!(hours, 0, "{word}");
+            assert_eq!(hours >> 24, 0, "{word}");
+            for h in 0..12 {
+                assert!(hours >> h & 1 == 0 || hours >> (h + 12) & 1 == 0, "{word}");
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! become the message's attachment. A file that is not there gives an attachment with
 //! `stored = false`, never an error.
 pub mod day_periods;
+mod day_periods_cldr;
+pub mod marks;
 mod members;
 mod normalise;
 pub mod parser;
@@ -129,6 +131,7 @@ impl Source for WhatsAppExport {
             let bytes = read_export(&path, &limits)?;
             let parsed = parser::parse(&bytes, &options);
             log_unplaced(&chat_id, &path, &parsed);
+            log_date_order(&chat_id, &path, &parsed);
             let mut history = history_from_parsed(&chat_id, parsed, timezone);
             apply_window(&mut history.messages, limit, since_ms);
             attach_media(
@@ -171,6 +174,26 @@ fn log_unplaced(chat_id: &str, path: &Path, parsed: &parser::ParsedExport) {
     }
 }
 
+/// Logs at INFO which order a file's dates were read in and which rule decided it
+/// ([`parser::DateOrderRule`]), e.g. `date order month-first: decided by 12-hour clock with
+/// AM/PM, US style (no date had a field above 12)`.
+fn log_date_order(chat_id: &str, path: &Path, parsed: &parser::ParsedExport) {
+    let (Some(order), Some(rule)) = (parsed.date_order, parsed.date_order_rule) else {
+        return;
+    };
+    let order = match order {
+        DateOrder::Mdy => "month-first",
+        DateOrder::Ymd => "year-first",
+        DateOrder::Dmy | DateOrder::Auto => "day-first",
+    };
+    tracing::info!(
+        chat_id,
+        path = %path.display(),
+        "date order {order}: decided by {}",
+        rule.describe()
+    );
+}
+
 /// Parses one export's bytes into messages with derived ids, oldest first in file order.
 pub fn history_from_export(
     chat_id: &str,
@@ -189,13 +212,22 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
         .into_iter()
         .map(|message| {
             let sender = message.sender.unwrap_or_default();
-            let digest = entry_digest(chat_id, &message.timestamp, &sender, &message.text);
+            // Ids hash the body as written, edit mark included, as before marks were removed.
+            let digest = entry_digest(
+                chat_id,
+                &message.timestamp,
+                &sender,
+                &message.text,
+                &message.edit_suffix,
+            );
             let occurrence = occurrences.entry(digest).or_insert(0);
             let mut provider_message_id = hex::encode(digest);
             provider_message_id.push('-');
             let _ =
                 std::fmt::Write::write_fmt(&mut provider_message_id, format_args!("{occurrence}"));
             *occurrence += 1;
+            // TODO(edited): NewMessage.edited = message.edited (the field is being added to
+            // NewMessage concurrently; wire it on merge).
             NewMessage {
                 provider_message_id,
                 client_message_id: None,
@@ -218,7 +250,15 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
     }
 }
 
-fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &str) -> [u8; 16] {
+/// The digest of a message's id: chat, time, sender and body as written (`text` followed by
+/// `edit_suffix`, the edit mark the parser removed), format characters ignored.
+fn entry_digest(
+    chat_id: &str,
+    timestamp: &NaiveDateTime,
+    sender: &str,
+    text: &str,
+    edit_suffix: &str,
+) -> [u8; 16] {
     let mut hasher = Sha256::new();
     hasher.update(chat_id.as_bytes());
     hasher.update([0]);
@@ -227,7 +267,7 @@ fn entry_digest(chat_id: &str, timestamp: &NaiveDateTime, sender: &str, text: &s
     hasher.update([0]);
     // Texts keep their format characters, but ids ignore them: ids derived before texts kept
     // them stay the same, so re-importing an export adds nothing.
-    for piece in parser::mark_free_pieces(text) {
+    for piece in parser::mark_free_pieces(text).chain(parser::mark_free_pieces(edit_suffix)) {
         hasher.update(piece.as_bytes());
     }
     let full = hasher.finalize();
@@ -507,4 +547,51 @@ pub fn read_zip_export<R: Read + std::io::Seek>(
         return Err(super::too_compressed(name, compressed, limits));
     }
     super::read_bounded(file, name, Some(declared), Some(compressed), limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(input: &str) -> Vec<(String, String, bool)> {
+        history_from_export(
+            "chat-1",
+            input.as_bytes(),
+            &ParseOptions::default(),
+            chrono_tz::Tz::UTC,
+        )
+        .messages
+        .into_iter()
+        .map(|m| (m.provider_message_id, m.text, m.kind == MessageKind::Text))
+        .collect()
+    }
+
+    /// The ids below are what the code gave before edit marks were removed from texts (the
+    /// SHA-256 of the body with its mark): re-importing an export imported then adds nothing.
+    #[test]
+    fn ids_of_edited_lines_are_those_derived_before_marks_were_removed() {
+        let got = ids("13/01/2023 09:02 - Ana: vou sim <Mensagem editada>\n");
+        assert_eq!(
+            got,
+            vec![(
+                "59d97b433268f438e47f7f1d3743da6d-0".to_owned(),
+                "vou sim".to_owned(),
+                true
+            )]
+        );
+        let got = ids(
+            "[13/01/2023, 09:02:00] Ana: Ho prenotato per le 9 \u{200e}<Questo messaggio è stato modificato>\n",
+        );
+        assert_eq!(got[0].0, "530aee43cd3af50b34734959877870ec-0");
+        assert_eq!(got[0].1, "Ho prenotato per le 9");
+    }
+
+    #[test]
+    fn an_edited_and_an_unedited_message_with_the_same_words_have_different_ids() {
+        let got =
+            ids("13/01/2023 09:02 - Ana: ok <Mensagem editada>\n13/01/2023 09:02 - Ana: ok\n");
+        assert_eq!(got[0].1, got[1].1);
+        assert_ne!(got[0].0, got[1].0);
+        assert!(got[1].0.ends_with("-0"), "{got:?}");
+    }
 }

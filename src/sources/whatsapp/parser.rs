@@ -38,12 +38,23 @@
 //! # How ambiguity is decided
 //!
 //! - **Day/month order** is decided once per file in a cheap first pass over all header
-//!   lines: a date whose first field is 13-31 counts for day-first, one whose second field is
-//!   13-31 counts for month-first; the larger count wins. A date whose first field has four
-//!   digits is always year-month-day. When the file cannot decide (no evidence, or a tie),
-//!   [`ParseOptions::date_order`] decides, and `Auto` means day/month/year (so does `Ymd` when
-//!   the years are written last, as in `01/02/2020`). The option is a fallback only: a file
-//!   that decides itself is read the way it decides.
+//!   lines, by the first of these rules that decides ([`DateOrderRule`], which the source
+//!   logs per file):
+//!   1. every date starts with a four-digit field: year-month-day;
+//!   2. a date whose first field is 13-31 counts for day-first, one whose second field is
+//!      13-31 for month-first; the larger count wins;
+//!   3. between consecutive dates with the same year field, the field that changed while the
+//!      other stayed is the day (chats move day by day); the larger count wins;
+//!   4. [`ParseOptions::date_order`], when it is not `Auto` (`Ymd` reads as day/month/year
+//!      when the years are written last, as in `01/02/2020`);
+//!   5. more than half of the headers have `/` dates and `AM`/`PM` written in capitals
+//!      without dots after the time (`1/2/23, 3:04 PM - `): the US style, month-first. A
+//!      24-hour clock, or lower-case or dotted markers (`3:04 pm`, `p. m.`, written by
+//!      day-first regions too), say nothing;
+//!   6. day/month/year.
+//!
+//!   The option is a fallback only: a file that decides itself by rules 1-3 is read the way
+//!   it decides.
 //! - **Hours with an AM/PM marker.** `12:xx AM` and `00:xx AM` are both the hour after
 //!   midnight (iOS with some region settings writes `00:04:03 AM`); `12:xx PM` and `0:xx PM`
 //!   (0-11 clocks) are 12:xx. An hour of 13-23 is a 24-hour time carrying a stray marker and
@@ -55,8 +66,9 @@
 //!   not followed by a space, digit, `/` or `:`; name of at most 64 bytes without quote marks)
 //!   is a sender and a text. Otherwise the line is a system notice.
 //! - **Kind.** A line without sender is [`MessageKind::System`]. With a sender, in this order:
-//!   a single-line body that is a known "deleted" sentence (English, Spanish, German, French,
-//!   Indonesian, Russian, Dutch, Italian, Portuguese, Turkish) is `Deleted`; a body whose first
+//!   a single-line body that is a known "deleted" sentence (the table of [`super::marks`], with
+//!   its sources: someone else's or your own deletion, in every language found) is `Deleted`;
+//!   a body whose first
 //!   line is a media placeholder is `Media` (`<Media omitted>` and any `<...>` naming media in
 //!   another language, `<attached: ...>`, `image omitted` and the other iOS "... omitted"
 //!   words in the corpus languages, `NAME.ext (file attached)` and its translations, Android
@@ -74,7 +86,8 @@
 //!   and `23:59 PM`; both read as what the clock shows (00:04, 23:59), as a phone writing them
 //!   would mean. The synthetic chat-miner `mmddyyyy_12hrs` file writes `00:08 a. m.`: 00:08.
 //! - Files whose dates never exceed 12 in either field (whats-reader family/iOS group chats,
-//!   chat-miner-go `default.txt`, chat-analytics `2A_5M`) fall back to day/month/year.
+//!   chat-miner-go `default.txt`, chat-analytics `2A_5M`) are day/month/year: by the field
+//!   that changes between days where they span days, else by default.
 //! - `[date] Elon Musk: ‎Messages and calls are end-to-end encrypted…` and `… ‎Your security code
 //!   with Elon changed.` are `System` with no sender.
 //! - `John Doe:.` is sender `John Doe`, text `.`; `Carol:` is sender `Carol`, empty text.
@@ -86,6 +99,11 @@
 //! text displays as it did), trailing CRs are dropped, and so are trailing blank lines of a
 //! message (lines holding only whitespace and format characters). Kinds are decided on the
 //! text without its format characters.
+//!
+//! An edit mark at the end of a message that is not `Deleted` (`<This message was edited>`,
+//! `<Se editó este mensaje.>`, ...: the table of [`super::marks`]) is removed from the text,
+//! with the space or U+200E before it, and the message is `edited`; its kind stays what the
+//! body with the mark gave. [`ParsedMessage::edit_suffix`] keeps what was removed.
 //!
 //! # Unplaced lines
 //!
@@ -104,7 +122,8 @@ use std::borrow::Cow;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
-use super::day_periods::{DayPeriod, match_day_period};
+use super::day_periods::{DayPeriod, hour_in_period, match_day_period};
+use super::marks;
 use super::normalise::{HeaderBuffer, digit_value, is_format_char};
 use crate::model::MessageKind;
 
@@ -138,10 +157,19 @@ pub struct ParsedMessage {
     /// The sender as written, without format characters, U+00A0/U+202F read as spaces,
     /// trimmed; `None` for system notices.
     pub sender: Option<String>,
-    /// The text as written; multi-line texts joined with `'\n'` (see the module docs).
+    /// The text as written; multi-line texts joined with `'\n'` (see the module docs). An edit
+    /// mark at its end is not part of it (see [`ParsedMessage::edited`]).
     pub text: String,
     /// What the message is.
     pub kind: MessageKind,
+    /// Whether the body ended with an edit mark (`<This message was edited>` and its
+    /// translations, [`super::marks`]); the mark is removed from `text`.
+    pub edited: bool,
+    /// What was removed from the end of the body with the edit mark: the space or U+200E
+    /// before it, the mark, and whatever spaces or format characters followed it. Empty when
+    /// `edited` is false. `text` followed by `edit_suffix` is the body as written (message
+    /// ids are derived from that, so that they do not change with the mark's removal).
+    pub edit_suffix: String,
     /// 1-based line number of the header line.
     pub line: usize,
 }
@@ -166,6 +194,8 @@ pub struct ParsedExport {
     pub unplaced: Vec<UnplacedLine>,
     /// The order actually used (`Dmy`, `Mdy` or `Ymd`); `None` if no line had a date.
     pub date_order: Option<DateOrder>,
+    /// The rule that decided `date_order`; `None` if no line had a date.
+    pub date_order_rule: Option<DateOrderRule>,
 }
 
 /// Reason for a non-blank line before the first header.
@@ -188,7 +218,8 @@ pub fn parse(input: &[u8], options: &ParseOptions) -> ParsedExport {
             evidence.add(&header);
         }
     }
-    let date_order = evidence.decide(options.date_order);
+    let decided = evidence.decide(options.date_order);
+    let date_order = decided.map(|(order, _)| order);
     let rules = Rules {
         order: date_order.unwrap_or(DateOrder::Dmy),
     };
@@ -198,6 +229,7 @@ pub fn parse(input: &[u8], options: &ParseOptions) -> ParsedExport {
         messages: Vec::with_capacity(evidence.headers),
         unplaced: Vec::new(),
         date_order,
+        date_order_rule: decided.map(|(_, rule)| rule),
     };
     let mut state = State::BeforeFirst;
     let mut current: Option<Building> = None;
@@ -313,6 +345,8 @@ impl Building {
                 sender,
                 text,
                 kind,
+                edited: false,
+                edit_suffix: String::new(),
                 line,
             },
             content_len,
@@ -334,6 +368,12 @@ impl Building {
         self.message.text.truncate(self.content_len);
         if self.multi_line && self.message.kind == MessageKind::Deleted {
             self.message.kind = MessageKind::Text;
+        }
+        if self.message.kind != MessageKind::Deleted
+            && let Some(cut) = marks::edit_mark_start(&self.message.text)
+        {
+            self.message.edit_suffix = self.message.text.split_off(cut);
+            self.message.edited = true;
         }
         self.message
     }
@@ -470,6 +510,8 @@ enum Marker {
     None,
     Am,
     Pm,
+    /// A CLDR flexible day period: the hours it covers (see [`hour_in_period`]).
+    Hours(u32),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -480,6 +522,8 @@ struct RawDate {
     a_digits: u8,
     c_digits: u8,
     buddhist: bool,
+    /// Whether the fields are separated by `/`.
+    slash: bool,
     /// The Gregorian year in which the Japanese era named before the year began (`c` is then
     /// the year of that era), or 0.
     era_start: u16,
@@ -491,6 +535,8 @@ struct RawTime {
     minute: u16,
     second: u16,
     marker: Marker,
+    /// The marker was written after the time as `AM` or `PM`: upper case, no dots (US style).
+    us_marker: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -670,6 +716,7 @@ fn scan_date(bytes: &[u8], p: usize) -> Option<(RawDate, usize)> {
             a_digits,
             c_digits,
             buddhist,
+            slash: separator == b'/',
             era_start,
         },
         p,
@@ -720,6 +767,7 @@ impl From<DayPeriod> for Marker {
         match period {
             DayPeriod::Am => Marker::Am,
             DayPeriod::Pm => Marker::Pm,
+            DayPeriod::Hours(hours) => Marker::Hours(hours),
         }
     }
 }
@@ -781,16 +829,19 @@ fn scan_time(bytes: &[u8], p: usize) -> Option<(RawTime, usize)> {
             minute,
             second,
             marker: prefix,
+            us_marker: false,
         };
         return Some((time, p));
     }
     let mut marker = Marker::None;
+    let mut us_marker = false;
     let q = p + space_len(bytes, p);
     // Most headers go straight on to their terminator: skip the marker lookup for those.
     if !matches!(bytes.get(q), None | Some(b'-' | b']' | b':' | b',' | b' '))
         && let Some((found, end)) = scan_marker(bytes, q)
     {
         marker = found;
+        us_marker = matches!(bytes.get(q..end), Some(b"AM" | b"PM"));
         p = end;
     }
     Some((
@@ -799,6 +850,7 @@ fn scan_time(bytes: &[u8], p: usize) -> Option<(RawTime, usize)> {
             minute,
             second,
             marker,
+            us_marker,
         },
         p,
     ))
@@ -852,6 +904,51 @@ struct Evidence {
     year_last: usize,
     day_first: usize,
     month_first: usize,
+    /// The previous date's fields (not year-first), to see which field changes.
+    previous: Option<(u16, u16, u16)>,
+    /// Consecutive dates of the same year where only the first field changed.
+    first_changed: usize,
+    /// Consecutive dates of the same year where only the second field changed.
+    second_changed: usize,
+    /// Headers (not year-first) with `/` dates and a US-style `AM`/`PM` after the time.
+    us_clock: usize,
+}
+
+/// The rule that decided a file's day/month order, in the order the rules are tried (see
+/// the module docs, "How ambiguity is decided").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateOrderRule {
+    /// Every date starts with a four-digit year.
+    YearFirst,
+    /// Some dates have a field above 12; the field that does most often is the day.
+    FieldAbove12,
+    /// No date had a field above 12; between consecutive dates of the same year, the field
+    /// that changed alone most often is the day.
+    ChangingField,
+    /// The session's `date_order` setting.
+    Setting,
+    /// Most headers have `/` dates and a US-style 12-hour clock (`3:04 PM`): month first.
+    TwelveHourClock,
+    /// Nothing decided: day first.
+    Default,
+}
+
+impl DateOrderRule {
+    /// What the rule says, for the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DateOrderRule::YearFirst => "every date starts with its year",
+            DateOrderRule::FieldAbove12 => "a date field above 12",
+            DateOrderRule::ChangingField => {
+                "the field that changes between consecutive dates (no date had a field above 12)"
+            }
+            DateOrderRule::Setting => "the date_order setting (no date had a field above 12)",
+            DateOrderRule::TwelveHourClock => {
+                "12-hour clock with AM/PM, US style (no date had a field above 12)"
+            }
+            DateOrderRule::Default => "the default, day first (nothing in the file decides)",
+        }
+    }
 }
 
 impl Evidence {
@@ -869,26 +966,48 @@ impl Evidence {
             if d.b > 12 && d.b <= 31 && d.a >= 1 && d.a <= 12 {
                 self.month_first += 1;
             }
+            if let Some((a, b, c)) = self.previous
+                && c == d.c
+            {
+                if a != d.a && b == d.b {
+                    self.first_changed += 1;
+                } else if b != d.b && a == d.a {
+                    self.second_changed += 1;
+                }
+            }
+            self.previous = Some((d.a, d.b, d.c));
+            if d.slash && header.time.us_marker {
+                self.us_clock += 1;
+            }
         }
     }
 
-    fn decide(&self, fallback: DateOrder) -> Option<DateOrder> {
+    /// The order, and the rule that decided it; `None` when no line had a date.
+    fn decide(&self, fallback: DateOrder) -> Option<(DateOrder, DateOrderRule)> {
+        use DateOrderRule::*;
         if self.headers == 0 {
             return None;
         }
         if self.not_year_first == 0 {
-            return Some(DateOrder::Ymd);
+            return Some((DateOrder::Ymd, YearFirst));
         }
         Some(if self.day_first > self.month_first {
-            DateOrder::Dmy
+            (DateOrder::Dmy, FieldAbove12)
         } else if self.month_first > self.day_first {
-            DateOrder::Mdy
+            (DateOrder::Mdy, FieldAbove12)
+        } else if self.first_changed > self.second_changed {
+            (DateOrder::Dmy, ChangingField)
+        } else if self.second_changed > self.first_changed {
+            (DateOrder::Mdy, ChangingField)
         } else {
             match fallback {
-                DateOrder::Auto => DateOrder::Dmy,
+                DateOrder::Auto if self.us_clock * 2 > self.not_year_first => {
+                    (DateOrder::Mdy, TwelveHourClock)
+                }
+                DateOrder::Auto => (DateOrder::Dmy, Default),
                 // Year-first cannot read `01/02/2020`.
-                DateOrder::Ymd if self.year_last > 0 => DateOrder::Dmy,
-                other => other,
+                DateOrder::Ymd if self.year_last > 0 => (DateOrder::Dmy, Setting),
+                other => (other, Setting),
             }
         })
     }
@@ -944,6 +1063,13 @@ impl Rules {
                 13..=23 => t.hour,
                 _ => return None,
             },
+            // `9:15 in the morning`, `3:40 de la tarde`: the half of the day the period's
+            // hours say (CLDR's dayPeriodRules); 13-23 as written, like a stray AM/PM.
+            Marker::Hours(hours) => match t.hour {
+                0..=12 => hour_in_period(t.hour, hours),
+                13..=23 => t.hour,
+                _ => return None,
+            },
         };
         let time =
             NaiveTime::from_hms_opt(u32::from(hour), u32::from(t.minute), u32::from(t.second))?;
@@ -953,35 +1079,6 @@ impl Rules {
 
 // ---------------------------------------------------------------------------------------------
 // Kinds
-
-const DELETED: &[&str] = &[
-    "This message was deleted",
-    "You deleted this message",
-    "Se eliminó este mensaje",
-    "Eliminaste este mensaje",
-    "Este mensaje fue eliminado",
-    "Diese Nachricht wurde gelöscht",
-    "Du hast diese Nachricht gelöscht",
-    "Ce message a été supprimé",
-    "Vous avez supprimé ce message",
-    "Pesan ini dihapus",
-    "Anda menghapus pesan ini",
-    "Данное сообщение удалено",
-    "Вы удалили данное сообщение",
-    "Это сообщение удалено",
-    "Вы удалили это сообщение",
-    "Dit bericht is verwijderd",
-    "U hebt dit bericht verwijderd",
-    "Je hebt dit bericht verwijderd",
-    "Questo messaggio è stato eliminato",
-    "Hai eliminato questo messaggio",
-    "Mensagem apagada",
-    "Esta mensagem foi apagada",
-    "Você apagou esta mensagem",
-    "Apagaste esta mensagem",
-    "Bu mesaj silindi",
-    "Bu mesajı sildiniz",
-];
 
 /// iOS placeholders written without a direction mark in some exports.
 const MEDIA_EXACT: &[&str] = &[
@@ -1152,11 +1249,8 @@ fn classify(raw: &str, clean: &str) -> MessageKind {
     if first.is_empty() {
         return MessageKind::Text;
     }
-    if first.len() <= 64 {
-        let sentence = first.trim_end_matches(['.', '!']);
-        if DELETED.iter().any(|d| eq_ci(sentence, d)) {
-            return MessageKind::Deleted;
-        }
+    if marks::is_deletion_sentence(first) {
+        return MessageKind::Deleted;
     }
     if is_media(raw, first) {
         return MessageKind::Media;
@@ -1492,6 +1586,70 @@ mod tests {
     }
 
     #[test]
+    fn date_order_rules_in_order() {
+        use DateOrderRule::*;
+        let rule = |input: &str, option: DateOrder| {
+            let out = parse(input.as_bytes(), &ParseOptions { date_order: option });
+            (out.date_order, out.date_order_rule)
+        };
+        let auto = DateOrder::Auto;
+        // US-style 12-hour clock, dates that never exceed 12 and a single day: month first.
+        let us = "1/2/23, 3:04 PM - A: x\n1/2/23, 3:05 PM - B: y";
+        assert_eq!(
+            rule(us, auto),
+            (Some(DateOrder::Mdy), Some(TwelveHourClock))
+        );
+        let m = one("[1/2/23, 3:04:05 PM] A: x");
+        assert_eq!(m.timestamp, ts("2023-01-02 15:04:05"));
+        // The same with a 24-hour clock, lower-case or dotted markers: no evidence.
+        for input in [
+            "1/2/23, 15:04 - A: x",
+            "1/2/23, 3:04 pm - A: x",
+            "1/2/23, 3:04 p. m. - A: x",
+            "1.2.23, 3:04 PM - A: x",
+        ] {
+            assert_eq!(
+                rule(input, auto),
+                (Some(DateOrder::Dmy), Some(Default)),
+                "{input}"
+            );
+        }
+        // The setting beats the clock.
+        assert_eq!(
+            rule(us, DateOrder::Dmy),
+            (Some(DateOrder::Dmy), Some(Setting))
+        );
+        // The field that changes from day to day beats the setting and the clock.
+        let days =
+            "05/12/2024, 8:00:15 AM - A: x\n06/12/2024, 8:00 AM - A: y\n07/12/2024, 9:00 PM - A: z";
+        assert_eq!(
+            rule(days, auto),
+            (Some(DateOrder::Dmy), Some(ChangingField))
+        );
+        assert_eq!(
+            rule(days, DateOrder::Mdy),
+            (Some(DateOrder::Dmy), Some(ChangingField))
+        );
+        let days = "12/05/2024, 08:00 - A: x\n12/06/2024, 08:00 - A: y";
+        assert_eq!(
+            rule(days, auto),
+            (Some(DateOrder::Mdy), Some(ChangingField))
+        );
+        // A field above 12 beats everything after it.
+        let mixed = "1/2/23, 3:04 PM - A: x\n25/2/23, 3:04 PM - A: y";
+        assert_eq!(
+            rule(mixed, auto),
+            (Some(DateOrder::Dmy), Some(FieldAbove12))
+        );
+        assert_eq!(
+            rule("2023-01-02, 10:00 - A: x", auto),
+            (Some(DateOrder::Ymd), Some(YearFirst))
+        );
+        assert_eq!(rule("no dates", auto), (None, None));
+        assert!(TwelveHourClock.describe().contains("12-hour clock"));
+    }
+
+    #[test]
     fn ambiguous_file_uses_option() {
         let input = "01/02/2020, 10:00 - A: x";
         let out = p(input);
@@ -1744,6 +1902,71 @@ mod tests {
     }
 
     #[test]
+    fn deletion_sentences_of_every_language_in_the_marks_table() {
+        let bodies = [
+            "\u{200e}Apagou esta mensagem.",
+            "Mensagem apagada",
+            "\u{200e}Questo messaggio è stato eliminato.",
+            "Bu mesaj silindi",
+            "\u{200e}Tuto zprávu jste smazal/a.",
+            "Tato zpráva byla odstraněna.",
+            "\u{200e}Це повідомлення було видалено.",
+            "\u{200f}لقد حذَفت هذه الرسالة.",
+            "\u{200e}यह मैसेज डिलीट कर दिया गया है.",
+            "\u{200e}このメッセージは削除されました。",
+            "\u{200e}คุณได้ลบข้อความนี้",
+            "\u{200e}Tin nhắn này đã bị xóa.",
+        ];
+        for body in bodies {
+            let m = one(&format!("[27/03/2022, 13:44:00] Dmitry S: {body}"));
+            assert_eq!(m.kind, MessageKind::Deleted, "{body}");
+            assert!(!m.edited);
+            assert_eq!(m.text, body, "the text stays as written");
+        }
+    }
+
+    #[test]
+    fn edit_marks_are_removed_and_flagged() {
+        let cases = [
+            ("hola <Se editó este mensaje.>", "hola"),
+            ("Bonjour <Ce message a été modifié>", "Bonjour"),
+            ("yarın gel <Bu mesaj düzenlendi>", "yarın gel"),
+            ("Hallo <Diese Nachricht wurde bearbeitet>", "Hallo"),
+            ("Привет <Сообщение изменено>", "Привет"),
+            ("Halo <Pesan ini diedit>", "Halo"),
+            ("Hoi <Dit bericht is bewerkt>", "Hoi"),
+            ("vou sim <Mensagem editada>", "vou sim"),
+            ("ok \u{200e}<Questo messaggio è stato modificato>", "ok"),
+            ("sample message <This message was edited>", "sample message"),
+        ];
+        for (body, text) in cases {
+            let m = one(&format!("18/03/2022, 14:56 - Ana: {body}"));
+            assert!(m.edited, "{body}");
+            assert_eq!(m.text, text, "{body}");
+            assert_eq!(format!("{}{}", m.text, m.edit_suffix), body);
+            assert_eq!(m.kind, MessageKind::Text, "{body}");
+        }
+        // A multi-line message: the mark ends its last line.
+        let m = one("18/03/2022, 14:56 - Ana: first\nsecond <This message was edited>\n\n");
+        assert!(m.edited);
+        assert_eq!(m.text, "first\nsecond");
+        // A media message keeps its kind.
+        let m = one(
+            "18/03/2022, 14:56 - Ana: IMG-20220318-WA0001.jpg (file attached)\ncaption <This message was edited>",
+        );
+        assert_eq!(m.kind, MessageKind::Media);
+        assert!(m.edited);
+        assert_eq!(m.text, "IMG-20220318-WA0001.jpg (file attached)\ncaption");
+        // Not at the end, or not a mark: kept.
+        let m = one("18/03/2022, 14:56 - Ana: <This message was edited> said nobody");
+        assert!(!m.edited);
+        assert_eq!(m.text, "<This message was edited> said nobody");
+        let m = one("18/03/2022, 14:56 - Ana: plain");
+        assert!(!m.edited);
+        assert!(m.edit_suffix.is_empty());
+    }
+
+    #[test]
     fn text_messages_and_senders() {
         let m = one("10/06/20, 15:55 - John-John Doe: Lorem ipsum : dolor sit amet.");
         assert_eq!(m.sender.as_deref(), Some("John-John Doe"));
@@ -1985,6 +2208,47 @@ mod tests {
         }
         // A word that only starts like a marker is not one.
         assert!(p("18/03/2022, 9:56 email - A: x").messages.is_empty());
+    }
+
+    #[test]
+    fn cldr_flexible_day_periods() {
+        let cases = [
+            ("3/18/22, 9:15 in the morning - A: x", "2022-03-18 09:15:00"),
+            (
+                "3/18/22, 3:40 in the afternoon - A: x",
+                "2022-03-18 15:40:00",
+            ),
+            ("3/18/22, 8:00 in the evening - A: x", "2022-03-18 20:00:00"),
+            ("3/18/22, 1:00 at night - A: x", "2022-03-18 01:00:00"),
+            ("3/18/22, 12:30 at night - A: x", "2022-03-18 00:30:00"),
+            ("[3/18/22, 11:05:00 at night] A: x", "2022-03-18 23:05:00"),
+            ("18/3/22, 9:15 de la mañana - A: x", "2022-03-18 09:15:00"),
+            ("18/3/22, 3:40 de la tarde - A: x", "2022-03-18 15:40:00"),
+            ("18/3/22, 10:40 de la noche - A: x", "2022-03-18 22:40:00"),
+            (
+                "18/3/22, 2:10 de la madrugada - A: x",
+                "2022-03-18 02:10:00",
+            ),
+            ("18/03/2022 3:40 da tarde - A: x", "2022-03-18 15:40:00"),
+            ("18/03/2022 2:10 da madrugada - A: x", "2022-03-18 02:10:00"),
+            ("18/03/2022 9:15 du matin - A: x", "2022-03-18 09:15:00"),
+            ("18/03/2022 8:00 du soir - A: x", "2022-03-18 20:00:00"),
+            (
+                "18/03/2022 3:40 de l’après-midi - A: x",
+                "2022-03-18 15:40:00",
+            ),
+            ("18.03.22, 9:15 morgens - A: x", "2022-03-18 09:15:00"),
+            ("18.03.22, 3:40 nachmittags - A: x", "2022-03-18 15:40:00"),
+            ("18.03.22, 8:00 abends - A: x", "2022-03-18 20:00:00"),
+            ("18.03.22, 2:00 nachts - A: x", "2022-03-18 02:00:00"),
+        ];
+        for (line, expected) in cases {
+            let out = p(line);
+            assert_eq!(out.messages.len(), 1, "{line}: {out:?}");
+            assert!(out.unplaced.is_empty(), "{line}");
+            assert_eq!(out.messages[0].timestamp, ts(expected), "{line}");
+            assert_eq!(out.messages[0].sender.as_deref(), Some("A"), "{line}");
+        }
     }
 
     #[test]
