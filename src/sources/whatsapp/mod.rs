@@ -226,8 +226,6 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
             let _ =
                 std::fmt::Write::write_fmt(&mut provider_message_id, format_args!("{occurrence}"));
             *occurrence += 1;
-            // TODO(edited): NewMessage.edited = message.edited (the field is being added to
-            // NewMessage concurrently; wire it on merge).
             NewMessage {
                 provider_message_id,
                 client_message_id: None,
@@ -238,6 +236,8 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
                 from_me: false,
                 sent_at_ms: to_utc_ms(&message.timestamp, timezone),
                 attachments: Vec::new(),
+                // An export marks an edit, not when it was made.
+                edited: message.edited,
                 ..NewMessage::default()
             }
         })
