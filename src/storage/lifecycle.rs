@@ -739,9 +739,10 @@ async fn fill_session(
 
     for message in ours.iter_mut() {
         let seq = message.seq as i64;
-        message.earlier_texts = texts.remove(&seq).unwrap_or_default();
-        message.reactions = reactions.remove(&seq).unwrap_or_default();
-        message.receipts = receipts.remove(&seq).unwrap_or_default();
+        // A page of changes can hold one message more than once (created, then updated).
+        message.earlier_texts = texts.get(&seq).cloned().unwrap_or_default();
+        message.reactions = reactions.get(&seq).cloned().unwrap_or_default();
+        message.receipts = receipts.get(&seq).cloned().unwrap_or_default();
         let chat_id = message.chat_id.clone();
         if let Some(reply) = message.reply_to.as_mut() {
             reply.message_id = ids

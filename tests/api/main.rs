@@ -15,6 +15,7 @@ mod contacts;
 mod faults;
 mod group_commit;
 mod grpc_web;
+mod lifecycle;
 mod matrix;
 mod matrix_media;
 mod matrix_members;
