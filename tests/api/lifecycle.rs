@@ -370,6 +370,39 @@ async fn a_local_message_lives_its_whole_life(backend: Backend) {
         .into_iter()
         .map(|m| (m.id, m))
         .collect();
+    // So do snapshot frames and search hits.
+    let mut frames = client
+        .get_snapshot(pb::GetSnapshotRequest {
+            session_id: SESSION.into(),
+            chat_ids: vec![CHAT.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("GetSnapshot")
+        .into_inner();
+    let frame = frames.message().await.expect("frame").expect("one frame");
+    for message in &frame.messages {
+        assert_eq!(
+            message, &listed[&message.id],
+            "snapshot of message {}",
+            message.id
+        );
+    }
+    assert!(frame.messages.iter().any(|m| m.id == first.id));
+    let hit = client
+        .search_messages(pb::SearchMessagesRequest {
+            session_id: SESSION.into(),
+            query: "gamma".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("SearchMessages")
+        .into_inner()
+        .hits
+        .remove(0)
+        .message
+        .expect("message");
+    assert_eq!(hit, listed[&first.id]);
     let events = replay(&mut client).await;
     let rebuilt = rebuild(&events);
     assert_eq!(rebuilt.len(), listed.len());
