@@ -25,4 +25,5 @@ mod search;
 mod server;
 mod service;
 mod snapshot;
+mod telegram_lifecycle;
 mod transport;
