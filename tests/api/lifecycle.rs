@@ -520,6 +520,7 @@ on_both_backends!(
     a_local_message_lives_its_whole_life,
     a_reaction_reaches_a_live_subscriber,
     an_export_session_refuses_changes,
+    whatsapp_edit_marks_and_deletion_sentences_in_every_language,
 );
 
 /// A configuration for replica processes of the `me` local session on `database_url`.
@@ -630,4 +631,70 @@ async fn a_reaction_racing_an_edit_on_two_replicas_loses_neither() {
         .filter(|e| matches!(e.event, Some(Event::MessageUpdated(_))))
         .count();
     assert_eq!(updates, MESSAGES * 4);
+}
+
+/// A WhatsApp export written with every deletion sentence and edit mark of the phrase table,
+/// synced through gRPC: the deletions are DELETED with no text, the edited messages are
+/// `edited` with the mark taken out of their text, and a re-sync adds nothing (the ids keep
+/// hashing the line as written).
+async fn whatsapp_edit_marks_and_deletion_sentences_in_every_language(backend: Backend) {
+    use chatsync::sources::whatsapp::marks::LANGUAGES;
+    let exports = backend.dir.path().join("exports");
+    std::fs::create_dir_all(&exports).expect("dir");
+    let mut text = String::new();
+    let mut expected: Vec<(String, bool, bool)> = Vec::new();
+    let mut minute = 0;
+    let mut line = |body: &str| {
+        let at = chrono::NaiveDate::from_ymd_opt(2024, 2, 20)
+            .and_then(|d| d.and_hms_opt(9, 0, 0))
+            .expect("date")
+            + chrono::Duration::minutes(minute);
+        minute += 1;
+        format!("{} - Ana: {body}\n", at.format("%d/%m/%Y, %H:%M"))
+    };
+    for language in LANGUAGES {
+        for phrase in language.deleted.iter().chain(language.you_deleted) {
+            text.push_str(&line(phrase.text));
+            expected.push((String::new(), true, false));
+        }
+        for (i, mark) in language.edited.iter().enumerate() {
+            let body = format!("{} message {i}", language.language);
+            text.push_str(&line(&format!("{body} {}", mark.text)));
+            expected.push((body, false, true));
+        }
+    }
+    text.push_str(&line("an ordinary message"));
+    expected.push(("an ordinary message".into(), false, false));
+    std::fs::write(exports.join("WhatsApp Chat with Ana.txt"), text).expect("write export");
+    let wa = session(
+        "wa",
+        "whatsapp-export",
+        serde_json::json!({ "path": exports }),
+    );
+    let app = TestApp::spawn(&backend, vec![wa]).await;
+    let mut client = app.client().await;
+    crate::common::sync_frames(&mut client, "wa", Some(0)).await;
+    let messages = all_messages(&mut client, "wa", "").await;
+    let got: Vec<(String, bool, bool)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m.text.clone(),
+                m.kind == pb::MessageKind::Deleted as i32,
+                m.edited,
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        expected.iter().filter(|e| e.1).count() >= 20,
+        "deletion sentences tested"
+    );
+    assert!(
+        expected.iter().filter(|e| e.2).count() >= 10,
+        "edit marks tested"
+    );
+    let frames = crate::common::sync_frames(&mut client, "wa", Some(0)).await;
+    let last = frames.last().expect("frames");
+    assert_eq!(last.total_messages_synced, 0, "a re-sync adds nothing");
 }
