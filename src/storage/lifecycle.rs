@@ -715,27 +715,36 @@ async fn fill_session(
         }
     }
 
-    let quoted: Vec<String> = ours
-        .iter()
-        .filter_map(|m| Some(m.reply_to.as_ref()?.provider_message_id.clone()))
-        .collect();
-    let mut ids: HashMap<(String, String), i64> = HashMap::new();
-    for chunk in quoted.chunks(500) {
-        let rows: Vec<(i64, String, String)> = message::Entity::find()
-            .select_only()
-            .column(message::Column::Id)
-            .column(message::Column::ChatId)
-            .column(message::Column::ProviderMessageId)
-            .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::ProviderMessageId.is_in(chunk.iter().cloned()))
-            .into_tuple()
-            .all(db)
-            .await?;
-        ids.extend(
-            rows.into_iter()
-                .map(|(id, chat, provider)| ((chat, provider), id)),
-        );
+    // Quoted ids by chat, so each lookup uses the (session, chat, provider id) index.
+    let mut quoted: HashMap<&str, Vec<&str>> = HashMap::new();
+    for message in ours.iter() {
+        if let Some(reply) = &message.reply_to {
+            quoted
+                .entry(message.chat_id.as_str())
+                .or_default()
+                .push(reply.provider_message_id.as_str());
+        }
     }
+    let mut ids: HashMap<(String, String), i64> = HashMap::new();
+    for (chat_id, provider_ids) in &quoted {
+        for chunk in provider_ids.chunks(500) {
+            let rows: Vec<(i64, String)> = message::Entity::find()
+                .select_only()
+                .column(message::Column::Id)
+                .column(message::Column::ProviderMessageId)
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(message::Column::ChatId.eq(*chat_id))
+                .filter(message::Column::ProviderMessageId.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(db)
+                .await?;
+            ids.extend(
+                rows.into_iter()
+                    .map(|(id, provider)| (((*chat_id).to_owned(), provider), id)),
+            );
+        }
+    }
+    drop(quoted);
 
     for message in ours.iter_mut() {
         let seq = message.seq as i64;
