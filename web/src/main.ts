@@ -1041,7 +1041,7 @@ function attachmentsEl(cur: Current, m: Message): HTMLElement {
       continue;
     }
     if (isImage(a.mimeType)) {
-      const img = h("img", { class: "att-img", alt: a.fileName, title: label, "data-sha256": a.sha256, loading: "lazy" });
+      const img = h("img", { class: "att-img", alt: a.fileName, title: label, "data-sha256": a.sha256 });
       box.append(img);
       mediaUrl(sessionId, a.sha256, a.mimeType).then(
         (url) => {
@@ -1136,14 +1136,14 @@ function actionsEl(cur: Current, m: Message): HTMLElement {
   // Only the session's own messages can be edited or deleted.
   if (m.fromMe) {
     if (m.kind === MessageKind.TEXT || (m.kind === MessageKind.MEDIA && m.text)) {
-      const edit = h("button", { type: "button", class: "act act-edit", title: "Edit", text: "Edit" });
+      const edit = h("button", { type: "button", class: "act act-edit", title: "Edit", "aria-label": "Edit", text: "✎" });
       edit.addEventListener("click", () => {
         const text = window.prompt("Edit the message", m.text);
         if (text !== null && text.trim() && text !== m.text) void change(cur, "edit", m, text);
       });
       bar.append(edit);
     }
-    const del = h("button", { type: "button", class: "act act-delete", title: "Delete for everyone", text: "Delete" });
+    const del = h("button", { type: "button", class: "act act-delete", title: "Delete for everyone", "aria-label": "Delete for everyone", text: "🗑" });
     del.addEventListener("click", () => {
       if (window.confirm("Delete this message for everyone?")) void change(cur, "delete", m, "");
     });
