@@ -718,7 +718,7 @@ function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
 
 function messageText(m: Message): string {
   if (m.kind === MessageKind.DELETED) return m.text || "This message was deleted";
-  if (m.kind === MessageKind.MEDIA) return m.text || "Media";
+  if (m.kind === MessageKind.MEDIA) return m.text || m.attachments.map((a) => a.fileName).join(", ") || "Media";
   return m.text;
 }
 
@@ -971,7 +971,7 @@ function messageEl(cur: Current, m: Message): HTMLElement {
       editedEl!.setAttribute("aria-expanded", String(!list.hidden));
     });
   }
-  const info = h("button", { type: "button", class: "info-btn", title: "Message info", "aria-label": "Message info", text: "ⓘ" });
+  const info = h("button", { type: "button", class: "info-btn", title: "Message info", "aria-label": "Message info", text: "i" });
   info.addEventListener("click", () => openInfo(cur, m.id));
   el.append(
     h(
@@ -1060,7 +1060,7 @@ function attachmentsEl(cur: Current, m: Message): HTMLElement {
       title: `${a.mimeType}, ${sizeLabel(a.sizeBytes)}: download`,
       "data-sha256": a.sha256,
     });
-    link.append(h("span", { class: "att-icon", "aria-hidden": "true", text: "⭳" }), h("span", { class: "att-name", text: a.fileName }), h("span", { class: "att-size", text: sizeLabel(a.sizeBytes) }));
+    link.append(h("span", { class: "att-icon", "aria-hidden": "true", text: "↓" }), h("span", { class: "att-name", text: a.fileName }), h("span", { class: "att-size", text: sizeLabel(a.sizeBytes) }));
     let ready = false;
     link.addEventListener("click", (event) => {
       if (ready) return;
@@ -1136,14 +1136,14 @@ function actionsEl(cur: Current, m: Message): HTMLElement {
   // Only the session's own messages can be edited or deleted.
   if (m.fromMe) {
     if (m.kind === MessageKind.TEXT || (m.kind === MessageKind.MEDIA && m.text)) {
-      const edit = h("button", { type: "button", class: "act act-edit", title: "Edit", "aria-label": "Edit", text: "✎" });
+      const edit = h("button", { type: "button", class: "act act-edit", title: "Edit", "aria-label": "Edit", text: "Edit" });
       edit.addEventListener("click", () => {
         const text = window.prompt("Edit the message", m.text);
         if (text !== null && text.trim() && text !== m.text) void change(cur, "edit", m, text);
       });
       bar.append(edit);
     }
-    const del = h("button", { type: "button", class: "act act-delete", title: "Delete for everyone", "aria-label": "Delete for everyone", text: "🗑" });
+    const del = h("button", { type: "button", class: "act act-delete", title: "Delete for everyone", "aria-label": "Delete for everyone", text: "Delete" });
     del.addEventListener("click", () => {
       if (window.confirm("Delete this message for everyone?")) void change(cur, "delete", m, "");
     });
