@@ -19,6 +19,11 @@
 //!   stream has seen the previous one, and reports the fan-out latency (send start → the
 //!   stream's `message_created`) over all (message, stream) pairs.
 //!
+//! - `reactions`: one subscriber and one client on a `local` session: `--rounds N` times, a
+//!   ReactToMessage (alternating two emoji on one message) and the time until the subscriber
+//!   sees its `message_updated`; then, in the same run, the same round trip for SendMessage →
+//!   `message_created`, the baseline. Reports p50/p99 of each (hdrhistogram).
+//!
 //! RLIMIT_NOFILE is raised to its hard limit at start: 10,000 connections need 10,000 fds.
 #[path = "../tests/api/common/synapse.rs"]
 mod synapse;
@@ -89,6 +94,19 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         messages: usize,
     },
+    /// Reaction round trip (ReactToMessage → message_updated at a subscriber), with the send
+    /// round trip of the same run as baseline.
+    Reactions {
+        /// The server's URL.
+        #[arg(long)]
+        server: String,
+        /// A `local` session of that server.
+        #[arg(long, default_value = "bench")]
+        session: String,
+        /// Round trips of each kind.
+        #[arg(long, default_value_t = 1_000)]
+        rounds: usize,
+    },
 }
 
 #[tokio::main]
@@ -123,7 +141,103 @@ async fn main() -> anyhow::Result<()> {
             };
             run_subscribers(setup).await
         }
+        Command::Reactions {
+            server,
+            session,
+            rounds,
+        } => reactions(&server, &session, rounds).await,
     }
+}
+
+/// See the module docs (`reactions`).
+async fn reactions(server: &str, session: &str, rounds: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(rounds > 0);
+    let mut client = ChatSyncServiceClient::new(connect(server).await?);
+    let mut subscriber = ChatSyncServiceClient::new(connect(server).await?);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let chat_id = format!("reactions-{run}");
+    let target = client
+        .send_message(pb::SendMessageRequest {
+            session_id: session.to_owned(),
+            chat_id: chat_id.clone(),
+            text: "react to me".into(),
+            client_message_id: format!("{run}-target"),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .message
+        .ok_or_else(|| anyhow::anyhow!("no message"))?;
+    let mut stream = subscriber
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: session.to_owned(),
+            chat_ids: vec![chat_id.clone()],
+            after_seq: None,
+        })
+        .await?
+        .into_inner();
+    // Waits for the next event of the wanted kind on the stream.
+    async fn next_event(
+        stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
+        wanted: fn(&Event) -> bool,
+    ) -> anyhow::Result<()> {
+        loop {
+            let next = stream
+                .message()
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the subscription ended"))?;
+            if next.event.as_ref().is_some_and(wanted) {
+                return Ok(());
+            }
+        }
+    }
+    next_event(&mut stream, |e| matches!(e, Event::Ready(_))).await?;
+    let mut reacted = histogram();
+    for i in 0..rounds {
+        let started = Instant::now();
+        client
+            .react_to_message(pb::ReactToMessageRequest {
+                session_id: session.to_owned(),
+                message_id: target.id,
+                emoji: if i % 2 == 0 { "👍" } else { "❤️" }.into(),
+                request_id: String::new(),
+            })
+            .await?;
+        next_event(&mut stream, |e| matches!(e, Event::MessageUpdated(_))).await?;
+        reacted.record(started.elapsed().as_micros() as u64)?;
+    }
+    let mut sent = histogram();
+    for i in 0..rounds {
+        let started = Instant::now();
+        client
+            .send_message(pb::SendMessageRequest {
+                session_id: session.to_owned(),
+                chat_id: chat_id.clone(),
+                text: format!("baseline {i}"),
+                client_message_id: format!("{run}-{i}"),
+                ..Default::default()
+            })
+            .await?;
+        next_event(&mut stream, |e| matches!(e, Event::MessageCreated(_))).await?;
+        sent.record(started.elapsed().as_micros() as u64)?;
+    }
+    let q = |h: &Histogram<u64>, q: f64| ms(h.value_at_quantile(q));
+    println!(
+        "ReactToMessage -> message_updated, {rounds} rounds: p50 {:.3} ms, p99 {:.3} ms; \
+         SendMessage -> message_created (baseline, same run): p50 {:.3} ms, p99 {:.3} ms",
+        q(&reacted, 0.5),
+        q(&reacted, 0.99),
+        q(&sent, 0.5),
+        q(&sent, 0.99)
+    );
+    println!(
+        "RESULT kind=reactions rounds={rounds} react_p50_ms={:.3} react_p99_ms={:.3} send_p50_ms={:.3} send_p99_ms={:.3}",
+        q(&reacted, 0.5),
+        q(&reacted, 0.99),
+        q(&sent, 0.5),
+        q(&sent, 0.99)
+    );
+    Ok(())
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit.

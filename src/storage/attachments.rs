@@ -89,8 +89,9 @@ pub(super) async fn fill<'a>(
         }
     }
     for message in messages.iter_mut() {
-        if let Some(files) = found.remove(&(message.session_id.clone(), message.seq)) {
-            message.attachments = files;
+        // A page of changes can hold one message more than once (created, then updated).
+        if let Some(files) = found.get(&(message.session_id.clone(), message.seq)) {
+            message.attachments = files.clone();
         }
     }
     Ok(())

@@ -739,9 +739,10 @@ async fn fill_session(
 
     for message in ours.iter_mut() {
         let seq = message.seq as i64;
-        message.earlier_texts = texts.remove(&seq).unwrap_or_default();
-        message.reactions = reactions.remove(&seq).unwrap_or_default();
-        message.receipts = receipts.remove(&seq).unwrap_or_default();
+        // A page of changes can hold one message more than once (created, then updated).
+        message.earlier_texts = texts.get(&seq).cloned().unwrap_or_default();
+        message.reactions = reactions.get(&seq).cloned().unwrap_or_default();
+        message.receipts = receipts.get(&seq).cloned().unwrap_or_default();
         let chat_id = message.chat_id.clone();
         if let Some(reply) = message.reply_to.as_mut() {
             reply.message_id = ids
@@ -750,4 +751,59 @@ async fn fill_session(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(recipient: &str, delivered: bool, read: bool) -> receipt::Model {
+        receipt::Model {
+            session_id: "s".into(),
+            message_seq: 1,
+            recipient: recipient.into(),
+            delivered_at: delivered.then_some(1),
+            read_at: read.then_some(2),
+        }
+    }
+
+    #[test]
+    fn the_summary_status_waits_for_every_recipient() {
+        let group = ["ana".to_owned(), "ben".to_owned()];
+        let cases: [(&[receipt::Model], &[String], Option<MessageStatus>); 7] = [
+            (&[], &group, None),
+            (&[receipt("ana", true, true)], &group, None),
+            (
+                &[receipt("ana", true, true), receipt("ben", true, false)],
+                &group,
+                Some(MessageStatus::Delivered),
+            ),
+            (
+                &[receipt("ana", false, true), receipt("ben", true, true)],
+                &group,
+                Some(MessageStatus::Read),
+            ),
+            // A direct chat: its one recipient is enough.
+            (
+                &[receipt("ana", false, true)],
+                &group[..1],
+                Some(MessageStatus::Read),
+            ),
+            // No participants known: any one receipt.
+            (
+                &[receipt("zed", true, false)],
+                &[],
+                Some(MessageStatus::Delivered),
+            ),
+            // A receipt of someone who is no longer a participant does not count.
+            (&[receipt("zed", true, true)], &group[..1], None),
+        ];
+        for (receipts, recipients, expected) in cases {
+            assert_eq!(
+                summary_status(receipts, recipients),
+                expected,
+                "{receipts:?} of {recipients:?}"
+            );
+        }
+    }
 }

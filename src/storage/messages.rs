@@ -104,7 +104,7 @@ impl WriteTxn {
         }
 
         enum Decision {
-            Done(Answer),
+            Done(Box<Answer>),
             /// The i-th new row.
             Insert(usize),
         }
@@ -115,7 +115,10 @@ impl WriteTxn {
         for (_, chat_id, new, missing_chat) in sends {
             if let Some(key) = new.client_message_id.as_deref() {
                 if let Some(row) = stored.get(key) {
-                    decisions.push(Decision::Done(Ok((message_from_row(row.clone()), false))));
+                    decisions.push(Decision::Done(Box::new(Ok((
+                        message_from_row(row.clone()),
+                        false,
+                    )))));
                     continue;
                 }
                 if let Some(&first) = keys_in_group.get(key) {
@@ -126,7 +129,7 @@ impl WriteTxn {
             if !chats.contains(*chat_id) {
                 if *missing_chat == MissingChat::Refuse {
                     let error = Error::NotFound(format!("chat {chat_id:?}"));
-                    decisions.push(Decision::Done(Err(error)));
+                    decisions.push(Decision::Done(Box::new(Err(error))));
                     continue;
                 }
                 chats.insert((*chat_id).to_owned());
@@ -181,7 +184,7 @@ impl WriteTxn {
         decisions
             .into_iter()
             .map(|decision| match decision {
-                Decision::Done(answer) => Ok(answer),
+                Decision::Done(answer) => Ok(*answer),
                 Decision::Insert(i) => {
                     let seq = (first + i as u64) as i64;
                     let row = by_seq.get(&seq).cloned().ok_or_else(|| {

@@ -23,7 +23,8 @@ pub struct ScoredMessage {
 
 const COLUMNS: &str = "m.id, m.session_id, m.chat_id, m.provider_message_id, \
      m.client_message_id, m.sender, m.text, m.kind, m.status, m.from_me, m.sent_at, m.seq, \
-     m.updated_at";
+     m.updated_at, m.reply_to, m.forwarded, m.forwarded_from, m.edited, m.edited_at, \
+     m.deleted_by, m.deleted_at";
 
 /// SQL text and its values, with placeholders in the backend's style.
 struct Sql {

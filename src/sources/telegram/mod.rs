@@ -35,7 +35,8 @@ use super::{
     media,
 };
 use crate::model::{
-    MemberEvent, Membership, MessageKind, MessageStatus, NewContact, NewMessage, People,
+    Forwarded, MemberEvent, Membership, MessageKind, MessageStatus, NewContact, NewMessage, People,
+    Reaction,
 };
 use crate::sources::SessionConfig;
 use parser::TelegramChat;
@@ -240,10 +241,41 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
                 from_me: false,
                 sent_at_ms: message.sent_at_unix.saturating_mul(1000),
                 attachments: Vec::new(),
-                ..NewMessage::default()
+                // Telegram's message ids are the provider ids of the messages that have one.
+                reply_to: message.reply_to.map(|id| id.to_string()),
+                forwarded: if message.forwarded {
+                    Forwarded::Once
+                } else {
+                    Forwarded::No
+                },
+                forwarded_from: message.forwarded_from.clone(),
+                edited: message.edited,
+                edited_at_ms: message.edited_at_unix.map(|at| at.saturating_mul(1000)),
+                reactions: message
+                    .reactions
+                    .iter()
+                    .map(|reaction| Reaction {
+                        emoji: reaction.emoji.clone(),
+                        sender: reaction.sender().to_owned(),
+                        at_ms: reaction.at_unix.saturating_mul(1000),
+                        provider_reaction_id: None,
+                    })
+                    .collect(),
             }
         })
         .collect();
+    let unattributed: u64 = chat
+        .messages
+        .iter()
+        .map(|message| message.unattributed_reactions)
+        .sum();
+    if unattributed > 0 {
+        tracing::debug!(
+            chat_id,
+            unattributed,
+            "telegram reactions without a sender in `recent` are not stored"
+        );
+    }
     ChatHistory {
         messages,
         people: people(chat),
@@ -252,8 +284,9 @@ pub fn history_from_chat(chat_id: &str, chat: &TelegramChat) -> ChatHistory {
     }
 }
 
-/// The people of a chat: every sender (`from_id` / `actor_id`, named by `from` / `actor`) is a
-/// contact and a participant; the members a service message adds or removes join or leave.
+/// The people of a chat: every sender (`from_id` / `actor_id`, named by `from` / `actor`) and
+/// every reactor with a `from_id` is a contact and a participant; the members a service message
+/// adds or removes join or leave.
 /// `members` lists names only: a name resolves to the id it is sent under in the chat, else
 /// to `tg:name:` and the first 16 hex digits of its SHA-256.
 fn people(chat: &TelegramChat) -> People {
@@ -308,6 +341,23 @@ fn people(chat: &TelegramChat) -> People {
                 add(contact_of(name), change.membership, at_ms);
             }
         }
+        // A reactor named by id is a contact too, so a client can show the name behind a
+        // reaction's sender.
+        for reaction in &message.reactions {
+            if let Some(id) = &reaction.from_id {
+                let contact = NewContact {
+                    contact_id: id.clone(),
+                    display_name: reaction.from.clone().unwrap_or_default(),
+                    phone: None,
+                    matrix_id: None,
+                };
+                add(
+                    contact,
+                    Membership::Seen,
+                    reaction.at_unix.saturating_mul(1000),
+                );
+            }
+        }
     }
     people
 }
@@ -359,4 +409,92 @@ fn is_json(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_fields_reach_new_message_and_reactors_become_contacts() {
+        let input = r#"{"name": "G", "type": "private_group", "id": 3, "messages": [
+            {"id": 10, "type": "message", "date_unixtime": "1000", "from": "Ann",
+             "from_id": "user1", "text": "q"},
+            {"id": 11, "type": "message", "date_unixtime": "1001", "from": "Bob",
+             "from_id": "user2", "text": "a", "reply_to_message_id": 10,
+             "forwarded_from": null, "edited": "1970-01-01T00:20:00", "edited_unixtime": "1200",
+             "reactions": [{"type": "emoji", "count": 2, "emoji": "👍", "recent": [
+               {"from": "Cy", "from_id": "user3", "date": "1970-01-01T00:30:00"},
+               {"from": "Dee", "date": "1970-01-01T00:31:00"}]}]},
+            {"type": "message", "date_unixtime": "1002", "from": "Bob", "text": "no id",
+             "reply_to_message_id": 11, "forwarded_from": "News"}
+        ]}"#;
+        let chat = parser::parse(input.as_bytes(), Tz::UTC)
+            .expect("parses")
+            .remove(0);
+        let history = history_from_chat("tg-3", &chat);
+        let [first, second, third] = &history.messages[..] else {
+            panic!("three messages: {:?}", history.messages);
+        };
+        assert_eq!(first.reply_to, None);
+        assert_eq!(first.forwarded, Forwarded::No);
+        assert!(!first.edited && first.reactions.is_empty());
+        assert_eq!(second.reply_to.as_deref(), Some("10"));
+        assert_eq!(
+            (second.forwarded, second.forwarded_from.as_deref()),
+            (Forwarded::Once, None)
+        );
+        assert_eq!(
+            (second.edited, second.edited_at_ms),
+            (true, Some(1_200_000))
+        );
+        assert_eq!(
+            second.reactions,
+            vec![
+                Reaction {
+                    emoji: "👍".to_owned(),
+                    sender: "user3".to_owned(),
+                    at_ms: 1_800_000,
+                    provider_reaction_id: None,
+                },
+                Reaction {
+                    emoji: "👍".to_owned(),
+                    sender: "Dee".to_owned(),
+                    at_ms: 1_860_000,
+                    provider_reaction_id: None,
+                },
+            ]
+        );
+        assert!(second.has_relations());
+        assert!(third.provider_message_id.starts_with('x'));
+        assert_eq!(third.reply_to.as_deref(), Some("11"));
+        assert_eq!(
+            (third.forwarded, third.forwarded_from.as_deref()),
+            (Forwarded::Once, Some("News"))
+        );
+        // The reactor with an id is a contact named after `from`; the one without is not.
+        let reactor = history
+            .people
+            .contacts
+            .iter()
+            .find(|c| c.contact_id == "user3")
+            .expect("reactor contact");
+        assert_eq!(reactor.display_name, "Cy");
+        assert!(
+            history
+                .people
+                .contacts
+                .iter()
+                .all(|c| c.display_name != "Dee")
+        );
+        assert!(
+            history
+                .people
+                .members
+                .iter()
+                .any(|m| m.contact_id == "user3"
+                    && m.membership == Membership::Seen
+                    && m.at_ms == 1_800_000)
+        );
+    }
 }

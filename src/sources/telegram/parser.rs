@@ -30,6 +30,40 @@
 //!   called (1 min 5 s)").
 //! - Messages keep file order; the parser neither sorts nor de-duplicates them.
 //!
+//! Message lifecycle fields (issue 17). The shapes are those Telegram Desktop's JSON writer
+//! emits (`Telegram/SourceFiles/export/output/export_output_json.cpp`, `SerializeMessage`, as
+//! of tdesktop commit 929032d5 of 2025-09-06), confirmed by exports users posted (tdesktop
+//! pull requests #28068 and #28252, mlomb/chat-analytics issue #128) and by the reaction types
+//! kant2002/TelegramExportProcessor lists (`emoji`, `custom_emoji`, `paid`):
+//! - `reply_to_message_id` (a number): the id of the quoted message. Telegram adds
+//!   `reply_to_peer_id` (`channel123`, `user123`, `chat123`) for a reply into another chat;
+//!   such a reply is dropped, as is one whose peer cannot be read, since only replies within
+//!   the chat are kept ([`TelegramMessage::reply_to`]). A peer naming the chat itself (some
+//!   versions write it) keeps the reply.
+//! - `forwarded_from`: the original sender's name, or null when Telegram has no name it may show
+//!   (a deleted account, a hidden sender's empty name): present at all means forwarded.
+//!   `forwarded_from_id` is not written by Telegram Desktop; a variant that writes it marks the
+//!   message forwarded too, and names the sender when `forwarded_from` does not. `saved_from`
+//!   (a message saved to Saved Messages) is not a forward of its own and is ignored.
+//! - `edited` (local ISO time) and `edited_unixtime` (seconds, since tdesktop 2022-06): see Time
+//!   above. A message is edited when either is present, even unreadable.
+//! - `reactions` (written since tdesktop 2024-09-30, PR #28252: exports made since then, of
+//!   reactions of any age): an array of
+//!   `{"type", "count", "emoji" | "document_id", "recent": [{"from", "from_id", "date"}]}`.
+//!   Each `recent` entry is one attributed reaction: its sender is `from_id` (the id form
+//!   senders have, `user123`), else the name `from`; an entry with neither is skipped. Its time
+//!   is `date_unixtime` when present (Telegram Desktop writes none), else `date`, a local
+//!   wall-clock time read in the export's zone like a message's `date`, else the message's own
+//!   time. `type: custom_emoji` reactions are keyed `custom_emoji:{document_id}` (the sticker
+//!   document that draws them: stable, and a client can fetch it by that id). A reaction
+//!   without `type` but with `emoji` is read as an emoji (hand-written exports). `paid`
+//!   (Telegram Stars, no emoji), `empty` and unknown types are skipped, as is any entry not
+//!   shaped as above. The gap: `recent` lists only the reactions Telegram let the exporter see
+//!   (recent ones, in small chats), so a `count` above the length of `recent` leaves reactions
+//!   without a sender. Those are not stored (a reaction in chatsync has a sender and a time);
+//!   [`TelegramMessage::unattributed_reactions`] counts them and the source logs the total
+//!   per chat at debug level.
+//!
 //! The input is streamed through hand-written serde visitors rather than a `serde_json::Value`
 //! tree, so a 100,000-message export parses in one pass with one small allocation per field.
 
@@ -95,6 +129,26 @@ pub struct TelegramMessage {
     /// When the message was last edited, in seconds since the Unix epoch: `edited_unixtime`,
     /// else `edited` read like `date`; `None` when never edited (or unreadable).
     pub edited_at_unix: Option<i64>,
+    /// Whether the message was edited: `edited` or `edited_unixtime` is present and not blank
+    /// (even when neither can be read as a time).
+    pub edited: bool,
+    /// `reply_to_message_id`: the id of the message this one replies to, in the same chat. A
+    /// reply into another chat (`reply_to_peer_id` naming a peer other than the chat) is left
+    /// out.
+    pub reply_to: Option<i64>,
+    /// Whether the message was forwarded: `forwarded_from` is present (even as null, which
+    /// Telegram writes when the original sender has no name it may show), or
+    /// `forwarded_from_id` is.
+    pub forwarded: bool,
+    /// The original sender of a forwarded message: `forwarded_from`, else `forwarded_from_id`;
+    /// `None` when neither names one.
+    pub forwarded_from: Option<String>,
+    /// The attributed reactions (`reactions[].recent[]`), in file order, at most one per
+    /// sender and emoji.
+    pub reactions: Vec<TelegramReaction>,
+    /// Reactions counted (`reactions[].count`) but not listed in `recent`, so without a sender:
+    /// not stored (see the module docs). Counted over the reaction types that are read.
+    pub unattributed_reactions: u64,
     /// `from` for ordinary messages, `actor` for service messages (each falls back to the
     /// other); `None` when absent, null or empty (Telegram writes null for deleted accounts).
     pub sender: Option<String>,
@@ -119,6 +173,37 @@ pub struct TelegramMessage {
     /// Whether `sent_at_unix` / `edited_at_unix` were read from a wall-clock `date` /
     /// `edited` as if in UTC, and still need the export's time zone ([`parse`] applies it).
     wall_clock: (bool, bool),
+    /// `reply_to_peer_id` as written, checked against the chat's id once it is known.
+    reply_to_peer: Option<String>,
+}
+
+/// One attributed reaction: an entry of `recent` under one of a message's `reactions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelegramReaction {
+    /// The reaction's `emoji`; for `type: custom_emoji`, `custom_emoji:` followed by its
+    /// `document_id` (Telegram's id of the sticker document that draws it, stable across
+    /// exports).
+    pub emoji: String,
+    /// The reactor's id as written (`from_id`: `user123`, or `channel123` / `chat123` for a
+    /// chat reacting as itself); `None` when absent.
+    pub from_id: Option<String>,
+    /// The reactor's name (`from`); `None` when absent or null (a deleted account).
+    pub from: Option<String>,
+    /// When, in seconds since the Unix epoch: `date_unixtime` when present, else `date` (local
+    /// time, read like a message's `date`), else the message's own time.
+    pub at_unix: i64,
+    /// Whether `at_unix` is a wall-clock time read as UTC ([`parse`] applies the zone).
+    wall_clock: bool,
+}
+
+impl TelegramReaction {
+    /// Who reacted, as chatsync stores it: the id when the export gives one, else the name.
+    pub fn sender(&self) -> &str {
+        self.from_id
+            .as_deref()
+            .or(self.from.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// Parses one export file; returns every chat in it (1 for a single-chat export). Wall-clock
@@ -141,6 +226,11 @@ pub fn parse(input: &[u8], timezone: Tz) -> Result<Vec<TelegramChat>, TelegramEr
         }
         if edited {
             message.edited_at_unix = message.edited_at_unix.map(|at| in_zone(at, timezone));
+        }
+        for reaction in &mut message.reactions {
+            if std::mem::take(&mut reaction.wall_clock) {
+                reaction.at_unix = in_zone(reaction.at_unix, timezone);
+            }
         }
     }
     Ok(chats)
@@ -521,12 +611,33 @@ fn build_chat(header: &ChatHeader, messages: MessageList) -> TelegramChat {
             None => "Telegram chat".to_owned(),
         },
     };
+    let mut messages = messages;
+    for message in &mut messages.messages {
+        if let Some(peer) = message.reply_to_peer.take()
+            && !same_peer(&peer, id)
+        {
+            message.reply_to = None;
+        }
+    }
     TelegramChat {
         id,
         name,
         kind,
         messages: messages.messages,
         skipped: messages.skipped,
+    }
+}
+
+/// Whether `reply_to_peer_id` (`channel123`, `user123`, `chat123`, or a bare number) names the
+/// chat whose id is `chat`. Telegram Desktop writes the peer only for a reply into another
+/// chat, but some versions write it for the same chat too; an unknown chat id matches nothing.
+fn same_peer(peer: &str, chat: Option<i64>) -> bool {
+    let digits = peer
+        .trim()
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    match (digits.parse::<i64>(), chat) {
+        (Ok(peer), Some(chat)) => peer == chat,
+        _ => false,
     }
 }
 
@@ -620,6 +731,11 @@ enum MessageKey {
     DateUnixtime,
     Edited,
     EditedUnixtime,
+    ReplyTo,
+    ReplyToPeer,
+    ForwardedFrom,
+    ForwardedFromId,
+    Reactions,
     From,
     Actor,
     Action,
@@ -644,6 +760,11 @@ impl FieldKey for MessageKey {
             "date_unixtime" => Self::DateUnixtime,
             "edited" => Self::Edited,
             "edited_unixtime" => Self::EditedUnixtime,
+            "reply_to_message_id" => Self::ReplyTo,
+            "reply_to_peer_id" => Self::ReplyToPeer,
+            "forwarded_from" => Self::ForwardedFrom,
+            "forwarded_from_id" => Self::ForwardedFromId,
+            "reactions" => Self::Reactions,
             "from" => Self::From,
             "actor" => Self::Actor,
             "action" => Self::Action,
@@ -669,6 +790,12 @@ struct RawMessage {
     date_unixtime: Value,
     edited: Value,
     edited_unixtime: Value,
+    reply_to: Value,
+    reply_to_peer: Value,
+    /// `Some` when the key is present, even as null (a hidden or deleted original sender).
+    forwarded_from: Option<Value>,
+    forwarded_from_id: Value,
+    reactions: Value,
     from: Value,
     actor: Value,
     action: Value,
@@ -707,6 +834,11 @@ impl<'de> Deserialize<'de> for MessageSlot {
                         MessageKey::DateUnixtime => raw.date_unixtime = map.next_value()?,
                         MessageKey::Edited => raw.edited = map.next_value()?,
                         MessageKey::EditedUnixtime => raw.edited_unixtime = map.next_value()?,
+                        MessageKey::ReplyTo => raw.reply_to = map.next_value()?,
+                        MessageKey::ReplyToPeer => raw.reply_to_peer = map.next_value()?,
+                        MessageKey::ForwardedFrom => raw.forwarded_from = Some(map.next_value()?),
+                        MessageKey::ForwardedFromId => raw.forwarded_from_id = map.next_value()?,
+                        MessageKey::Reactions => raw.reactions = map.next_value()?,
                         MessageKey::From => raw.from = map.next_value()?,
                         MessageKey::Actor => raw.actor = map.next_value()?,
                         MessageKey::Action => raw.action = map.next_value()?,
@@ -793,10 +925,28 @@ impl RawMessage {
         } else {
             None
         };
+        let (reactions, unattributed_reactions) =
+            reactions_of(&self.reactions, (sent_at_unix, sent_wall_clock));
+        let forwarded_from = str_of(self.forwarded_from.as_ref().unwrap_or(&Value::Null))
+            .or_else(|| str_of(&self.forwarded_from_id))
+            .map(str::to_owned);
+        let reply_to_peer = match &self.reply_to_peer {
+            Value::Null => None,
+            Value::Number(number) => Some(number.to_string()),
+            Value::String(text) => Some(text.clone()),
+            // Unreadable: not known to be this chat.
+            _ => Some(String::new()),
+        };
         Some(TelegramMessage {
             id: int_of(&self.id),
             sent_at_unix,
             edited_at_unix: edited.map(|(at, _)| at),
+            edited: edited.is_some() || is_set(&self.edited) || is_set(&self.edited_unixtime),
+            reply_to: int_of(&self.reply_to),
+            forwarded: self.forwarded_from.is_some() || forwarded_from.is_some(),
+            forwarded_from,
+            reactions,
+            unattributed_reactions,
             sender: sender.map(str::to_owned),
             sender_id: sender_id.map(str::to_owned),
             membership,
@@ -809,6 +959,7 @@ impl RawMessage {
             },
             mime_type: self.mime_type,
             wall_clock: (sent_wall_clock, edited.is_some_and(|(_, wall)| wall)),
+            reply_to_peer,
         })
     }
 
@@ -1031,6 +1182,76 @@ fn human_duration(seconds: i64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reactions.
+
+/// The attributed reactions of a message's `reactions` value, and how many of its counted
+/// reactions `recent` leaves unattributed. `sent` is the message's time (and whether it is a
+/// wall clock), used for an entry whose own time cannot be read. Anything of an unexpected
+/// shape is skipped.
+fn reactions_of(value: &Value, sent: (i64, bool)) -> (Vec<TelegramReaction>, u64) {
+    let Value::Array(items) = value else {
+        return (Vec::new(), 0);
+    };
+    let mut reactions: Vec<TelegramReaction> = Vec::new();
+    let mut unattributed = 0u64;
+    for item in items {
+        let Value::Object(fields) = item else {
+            continue;
+        };
+        let field = |name: &str| fields.get(name).unwrap_or(&Value::Null);
+        // Exports before the `type` field (and hand-written ones) have only `emoji`.
+        let emoji = match str_of(field("type")) {
+            Some("emoji") | None => str_of(field("emoji")).map(|emoji| emoji.trim().to_owned()),
+            Some("custom_emoji") => {
+                let document = field("document_id");
+                str_of(document)
+                    .map(|id| id.trim().to_owned())
+                    .or_else(|| int_of(document).map(|id| id.to_string()))
+                    .map(|id| format!("custom_emoji:{id}"))
+            }
+            // `paid` (Telegram Stars, no emoji), `empty`, and types to come.
+            Some(_) => None,
+        };
+        let Some(emoji) = emoji else {
+            continue;
+        };
+        let mut attributed = 0u64;
+        if let Value::Array(recent) = field("recent") {
+            for entry in recent {
+                let Value::Object(entry) = entry else {
+                    continue;
+                };
+                let get = |name: &str| entry.get(name).unwrap_or(&Value::Null);
+                let from_id = str_of(get("from_id")).map(|id| id.trim().to_owned());
+                let from = str_of(get("from")).map(str::to_owned);
+                if from_id.is_none() && from.is_none() {
+                    continue;
+                }
+                let (at_unix, wall_clock) =
+                    time_of(get("date_unixtime"), get("date")).unwrap_or(sent);
+                let reaction = TelegramReaction {
+                    emoji: emoji.clone(),
+                    from_id,
+                    from,
+                    at_unix,
+                    wall_clock,
+                };
+                attributed += 1;
+                let duplicate = reactions
+                    .iter()
+                    .any(|r| r.emoji == reaction.emoji && r.sender() == reaction.sender());
+                if !duplicate {
+                    reactions.push(reaction);
+                }
+            }
+        }
+        let count = int_of(field("count")).unwrap_or(0).max(0) as u64;
+        unattributed = unattributed.saturating_add(count.saturating_sub(attributed));
+    }
+    (reactions, unattributed)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Text.
 
 /// `text` or `text_entities` flattened to plain text: a string is itself, an array is the
@@ -1191,6 +1412,14 @@ fn date_of(value: &Value) -> Option<(i64, bool)> {
     None
 }
 
+/// Whether a flag-like field says yes: `true`, or any value that is not blank.
+fn is_set(value: &Value) -> bool {
+    match value {
+        Value::Bool(flag) => *flag,
+        other => !is_blank(other),
+    }
+}
+
 /// Null, an empty string, or an empty array/object.
 fn is_blank(value: &Value) -> bool {
     match value {
@@ -1235,6 +1464,12 @@ mod tests {
                 id: Some(1),
                 sent_at_unix: 1_615_811_696,
                 edited_at_unix: None,
+                edited: false,
+                reply_to: None,
+                forwarded: false,
+                forwarded_from: None,
+                reactions: Vec::new(),
+                unattributed_reactions: 0,
                 sender: Some("Alice".to_owned()),
                 sender_id: Some("user42".to_owned()),
                 membership: None,
@@ -1243,6 +1478,7 @@ mod tests {
                 media_files: Vec::new(),
                 mime_type: None,
                 wall_clock: (false, false),
+                reply_to_peer: None,
             }]
         );
     }
@@ -1522,6 +1758,204 @@ mod tests {
         assert_eq!(chat.messages[0].sent_at_unix, 1);
         assert_eq!(chat.messages[0].text, "Someone added members");
         assert_eq!(chat.messages[1].text, "1nested!");
+    }
+
+    #[test]
+    fn replies_within_the_chat_are_kept() {
+        let chat = parse_one(
+            r#"{"name": "G", "type": "private_supergroup", "id": 42, "messages": [
+                {"id": 1, "type": "message", "date_unixtime": "10", "from": "A", "text": "q"},
+                {"id": 2, "type": "message", "date_unixtime": "11", "from": "B", "text": "a",
+                 "reply_to_message_id": 1},
+                {"id": 3, "type": "message", "date_unixtime": "12", "from": "B", "text": "b",
+                 "reply_to_message_id": "1"},
+                {"id": 4, "type": "message", "date_unixtime": "13", "from": "B", "text": "c",
+                 "reply_to_message_id": 77, "reply_to_peer_id": "channel99"},
+                {"id": 5, "type": "message", "date_unixtime": "14", "from": "B", "text": "d",
+                 "reply_to_message_id": 1, "reply_to_peer_id": "channel42"},
+                {"id": 6, "type": "message", "date_unixtime": "15", "from": "B", "text": "e",
+                 "reply_to_message_id": 9, "reply_to_peer_id": {"x": 1}},
+                {"id": 7, "type": "message", "date_unixtime": "16", "from": "B", "text": "f",
+                 "reply_to_message_id": "soon"},
+                {"id": 8, "type": "message", "date_unixtime": "17", "from": "B", "text": "g",
+                 "reply_to_message_id": 100}
+            ]}"#,
+        );
+        let replies: Vec<Option<i64>> = chat.messages.iter().map(|m| m.reply_to).collect();
+        assert_eq!(
+            replies,
+            vec![
+                None,
+                Some(1),
+                Some(1),
+                // Into another chat: not a reply within this one.
+                None,
+                // The peer is this chat.
+                Some(1),
+                // An unreadable peer is not known to be this chat.
+                None,
+                None,
+                // A message not in the file is still named.
+                Some(100),
+            ]
+        );
+        // Without a chat id, a reply naming a peer cannot be placed.
+        let chat = parse_one(
+            r#"{"messages": [{"id": 2, "date_unixtime": "11", "text": "a",
+                "reply_to_message_id": 1, "reply_to_peer_id": "user5"}]}"#,
+        );
+        assert_eq!(chat.messages[0].reply_to, None);
+    }
+
+    #[test]
+    fn forwards_with_and_without_a_name() {
+        let chat = parse_one(
+            r#"{"messages": [
+                {"id": 1, "date_unixtime": "1", "from": "A", "text": "x", "forwarded_from": "News"},
+                {"id": 2, "date_unixtime": "2", "from": "A", "text": "x", "forwarded_from": null},
+                {"id": 3, "date_unixtime": "3", "from": "A", "text": "x",
+                 "forwarded_from_id": "channel7"},
+                {"id": 4, "date_unixtime": "4", "from": "A", "text": "x", "forwarded_from": null,
+                 "forwarded_from_id": "user8"},
+                {"id": 5, "date_unixtime": "5", "from": "A", "text": "x", "saved_from": "Chat"},
+                {"id": 6, "date_unixtime": "6", "from": "A", "text": "x", "forwarded_from": 12}
+            ]}"#,
+        );
+        let forwards: Vec<(bool, Option<&str>)> = chat
+            .messages
+            .iter()
+            .map(|m| (m.forwarded, m.forwarded_from.as_deref()))
+            .collect();
+        assert_eq!(
+            forwards,
+            vec![
+                (true, Some("News")),
+                // A hidden or deleted original sender: still forwarded.
+                (true, None),
+                (true, Some("channel7")),
+                (true, Some("user8")),
+                (false, None),
+                (true, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn edits_are_flagged_even_without_a_readable_time() {
+        let chat = parse_one(
+            r#"{"messages": [
+                {"id": 1, "date_unixtime": "100", "text": "a", "edited": "1970-01-01T00:03:20",
+                 "edited_unixtime": "300"},
+                {"id": 2, "date_unixtime": "100", "text": "b", "edited": "1970-01-01T00:03:20"},
+                {"id": 3, "date_unixtime": "100", "text": "c", "edited": "yesterday"},
+                {"id": 4, "date_unixtime": "100", "text": "d", "edited_unixtime": 400},
+                {"id": 5, "date_unixtime": "100", "text": "e", "edited": null},
+                {"id": 6, "date_unixtime": "100", "text": "f", "edited": false},
+                {"id": 7, "date_unixtime": "100", "text": "g"}
+            ]}"#,
+        );
+        let edits: Vec<(bool, Option<i64>)> = chat
+            .messages
+            .iter()
+            .map(|m| (m.edited, m.edited_at_unix))
+            .collect();
+        assert_eq!(
+            edits,
+            vec![
+                (true, Some(300)),
+                (true, Some(200)),
+                (true, None),
+                (true, Some(400)),
+                (false, None),
+                (false, None),
+                (false, None),
+            ]
+        );
+    }
+
+    fn reaction(
+        emoji: &str,
+        from_id: Option<&str>,
+        from: Option<&str>,
+        at: i64,
+    ) -> TelegramReaction {
+        TelegramReaction {
+            emoji: emoji.to_owned(),
+            from_id: from_id.map(str::to_owned),
+            from: from.map(str::to_owned),
+            at_unix: at,
+            wall_clock: false,
+        }
+    }
+
+    #[test]
+    fn reactions_recent_entries_are_attributed() {
+        // The shape of tdesktop's writer (PR #28252) and of mlomb/chat-analytics issue #128.
+        let input = r#"{"id": 5, "messages": [
+            {"id": 1, "type": "message", "date": "2025-01-12T15:00:00",
+             "date_unixtime": "1736694000", "from": "Ann", "from_id": "user1", "text": "hi",
+             "reactions": [
+               {"type": "emoji", "count": 3, "emoji": "👍", "recent": [
+                 {"from": "Bob", "from_id": "user2", "date": "2025-01-12T15:49:22"},
+                 {"from": null, "from_id": "user3", "date": "2025-01-12T15:50:00",
+                  "date_unixtime": "1736697000"},
+                 {"from": "Bob", "from_id": "user2", "date": "2025-01-12T15:49:23"}
+               ]},
+               {"type": "custom_emoji", "count": 1, "document_id": "5368324170671202286",
+                "recent": [{"from": "Cy", "date": "2025-01-12T16:00:00"}]},
+               {"type": "custom_emoji", "count": 1, "document_id": 77,
+                "recent": [{"from_id": "channel9", "date": "2025-01-12T16:01:00"}]},
+               {"type": "paid", "count": 50, "recent": [
+                 {"from": "Dee", "from_id": "user4", "date": "2025-01-12T16:00:00"}]},
+               {"type": "some_future_kind", "count": 1, "emoji": "x"},
+               {"count": 2, "emoji": "❤", "recent": [
+                 {"from": "Eve", "date": "not a date"},
+                 {"date": "2025-01-12T16:00:00"},
+                 "junk", 7
+               ]},
+               {"type": "emoji", "count": 4, "emoji": "🔥"},
+               {"type": "emoji", "count": 1, "emoji": "  "},
+               "junk", null, [1]
+             ]},
+            {"id": 2, "type": "message", "date_unixtime": "1736694100", "text": "x",
+             "reactions": {"not": "an array"}},
+            {"id": 3, "type": "message", "date_unixtime": "1736694200", "text": "y",
+             "reactions": [{"type": "emoji", "emoji": "👍", "count": "many",
+                            "recent": {"from": "Zed"}}]}
+        ]}"#;
+        let berlin: Tz = "Europe/Berlin".parse().expect("zone");
+        let chat = parse(input.as_bytes(), berlin).expect("parses").remove(0);
+        assert_eq!(chat.skipped, 0);
+        let first = &chat.messages[0];
+        assert_eq!(
+            first.reactions,
+            vec![
+                // 15:49:22 in Berlin (CET, UTC+1) is 14:49:22 UTC.
+                reaction("👍", Some("user2"), Some("Bob"), 1_736_693_362),
+                // date_unixtime wins over date.
+                reaction("👍", Some("user3"), None, 1_736_697_000),
+                reaction(
+                    "custom_emoji:5368324170671202286",
+                    None,
+                    Some("Cy"),
+                    1_736_694_000
+                ),
+                reaction("custom_emoji:77", Some("channel9"), None, 1_736_694_060),
+                // Unreadable date: the message's time.
+                reaction("❤", None, Some("Eve"), 1_736_694_000),
+            ]
+        );
+        assert_eq!(first.reactions[0].sender(), "user2");
+        assert_eq!(first.reactions[2].sender(), "Cy");
+        // 👍 counts 3 with 3 entries (one a duplicate), ❤ 2 with 1 attributed, 🔥 4 with none;
+        // paid and unknown types are not counted.
+        assert_eq!(first.unattributed_reactions, 1 + 4);
+        assert!(chat.messages[1].reactions.is_empty());
+        assert!(chat.messages[2].reactions.is_empty());
+        assert_eq!(chat.messages[2].unattributed_reactions, 0);
+        // The same file in UTC reads the wall clocks as UTC.
+        let utc = parse_in_utc(input.as_bytes()).expect("parses").remove(0);
+        assert_eq!(utc.messages[0].reactions[0].at_unix, 1_736_696_962);
     }
 
     #[test]

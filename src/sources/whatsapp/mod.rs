@@ -230,7 +230,13 @@ fn history_from_parsed(chat_id: &str, parsed: parser::ParsedExport, timezone: Tz
                 provider_message_id,
                 client_message_id: None,
                 sender,
-                text: message.text,
+                // A message deleted for everyone keeps no text: the export's sentence ("This
+                // message was deleted") is what its kind says. The id above hashed it.
+                text: if message.kind == MessageKind::Deleted {
+                    String::new()
+                } else {
+                    message.text
+                },
                 kind: message.kind,
                 status: MessageStatus::Sent,
                 from_me: false,
