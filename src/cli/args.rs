@@ -24,8 +24,14 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Print a session's changes as they happen.
     Subscribe(SubscribeArgs),
-    /// Send a text message.
+    /// Send a text message, optionally with files (`--attach`) or as a reply (`--reply-to`).
     Send(SendArgs),
+    /// Set the session's own reaction to a message; an empty emoji ("") removes it.
+    React(ReactArgs),
+    /// Replace the text of one of the session's own messages (the earlier text is kept).
+    Edit(EditArgs),
+    /// Delete one of the session's own messages for everyone.
+    Delete(DeleteArgs),
     /// Show a session's sync status.
     Status(SessionArgs),
     /// List a session's chats.
@@ -106,6 +112,53 @@ pub struct SendArgs {
     /// The server id of a message of the chat to reply to (quote).
     #[arg(long)]
     pub reply_to: Option<u64>,
+    /// A file to send with the message (repeatable); its MIME type is guessed by the server
+    /// from the file name's extension.
+    #[arg(long = "attach", value_name = "PATH")]
+    pub attachments: Vec<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `chatsync react`.
+#[derive(Debug, Args)]
+pub struct ReactArgs {
+    pub session: String,
+    /// The message's server id.
+    pub message_id: u64,
+    /// The emoji; "" removes the session's reaction.
+    pub emoji: String,
+    /// Idempotency key: a retry with the same key changes nothing.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `chatsync edit`.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    pub session: String,
+    /// The message's server id.
+    pub message_id: u64,
+    /// The new text.
+    pub text: String,
+    /// Idempotency key: a retry with the same key changes nothing.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `chatsync delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    pub session: String,
+    /// The message's server id.
+    pub message_id: u64,
+    /// Idempotency key: a retry with the same key changes nothing.
+    #[arg(long)]
+    pub request_id: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -8,8 +8,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use super::args::{
-    ClientArgs, Command, MessagesArgs, SearchArgs, SendArgs, ServeArgs, SessionArgs, SnapshotArgs,
-    SubscribeArgs, SyncArgs,
+    ClientArgs, Command, DeleteArgs, EditArgs, MessagesArgs, ReactArgs, SearchArgs, SendArgs,
+    ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs,
 };
 use super::output;
 use crate::config::Config;
@@ -70,6 +70,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Snapshot(args) => snapshot(args).await,
         Command::Subscribe(args) => subscribe(args).await,
         Command::Send(args) => send(args).await,
+        Command::React(args) => react(args).await,
+        Command::Edit(args) => edit(args).await,
+        Command::Delete(args) => delete(args).await,
         Command::Status(args) => status(args).await,
         Command::Chats(args) => chats(args).await,
         Command::Messages(args) => messages(args).await,
@@ -190,6 +193,20 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let mut attachments = Vec::with_capacity(args.attachments.len());
+    for path in &args.attachments {
+        let data = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read --attach {}: {e}", path.display()))?;
+        let file_name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow::anyhow!("--attach {} names no file", path.display()))?;
+        attachments.push(pb::AttachmentUpload {
+            file_name,
+            mime_type: String::new(),
+            data,
+        });
+    }
     let mut api = connect(&args.client).await?;
     let response = api
         .send_message(pb::SendMessageRequest {
@@ -197,12 +214,53 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
             chat_id: args.chat,
             text: args.text,
             client_message_id: args.client_message_id.unwrap_or_default(),
-            attachments: Vec::new(),
+            attachments,
             reply_to_message_id: args.reply_to.unwrap_or_default(),
         })
         .await?
         .into_inner();
     output::print(args.client.json, &response, output::sent)
+}
+
+async fn react(args: ReactArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let response = api
+        .react_to_message(pb::ReactToMessageRequest {
+            session_id: args.session,
+            message_id: args.message_id,
+            emoji: args.emoji,
+            request_id: args.request_id.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    output::print(args.client.json, &response, output::reacted)
+}
+
+async fn edit(args: EditArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let response = api
+        .edit_message(pb::EditMessageRequest {
+            session_id: args.session,
+            message_id: args.message_id,
+            text: args.text,
+            request_id: args.request_id.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    output::print(args.client.json, &response, output::edited)
+}
+
+async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    let response = api
+        .delete_message(pb::DeleteMessageRequest {
+            session_id: args.session,
+            message_id: args.message_id,
+            request_id: args.request_id.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    output::print(args.client.json, &response, output::deleted)
 }
 
 async fn status(args: SessionArgs) -> anyhow::Result<()> {

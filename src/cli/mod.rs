@@ -14,8 +14,8 @@ mod commands;
 mod output;
 
 pub use args::{
-    Cli, ClientArgs, Command, MessagesArgs, SearchArgs, SendArgs, ServeArgs, SessionArgs,
-    SnapshotArgs, SubscribeArgs, SyncArgs, Window,
+    Cli, ClientArgs, Command, DeleteArgs, EditArgs, MessagesArgs, ReactArgs, SearchArgs, SendArgs,
+    ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs, Window,
 };
 pub use commands::Auth;
 

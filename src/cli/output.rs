@@ -121,7 +121,8 @@ pub fn chat(chat: &pb::Chat) {
     println!("{:<40} {}", chat.chat_id, chat.name);
 }
 
-/// A message: seq, time, chat, sender, text, kind and status.
+/// A message: seq, time, chat, sender, text, kind and status on its first line; then, indented,
+/// what else it carries (see `message_details`).
 pub fn message(message: &pb::Message) {
     let sender = if message.sender.is_empty() {
         "·"
@@ -137,6 +138,188 @@ pub fn message(message: &pb::Message) {
         message.text.replace('\n', "\n        "),
         kind_name(message.kind),
         status_name(message.status)
+    );
+    for line in message_details(message) {
+        println!("        {line}");
+    }
+}
+
+/// A size for a person: bytes below 1 KiB, else KiB or MiB with one decimal.
+fn size_string(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / KIB),
+        _ => format!("{:.1} MiB", bytes as f64 / (KIB * KIB)),
+    }
+}
+
+/// One line per fact a message carries beyond its text: the message it replies to, a forward,
+/// an edit (with the earlier texts), a deletion, its reactions, its files (name, MIME type,
+/// size) and its per-recipient receipts. Empty for a plain message.
+pub fn message_details(message: &pb::Message) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(reply) = &message.reply_to {
+        if reply.message_id != 0 {
+            lines.push(format!("reply to message {}", reply.message_id));
+        } else if !reply.provider_message_id.is_empty() {
+            lines.push(format!(
+                "reply to {} (not stored)",
+                reply.provider_message_id
+            ));
+        }
+    }
+    if message.forwarded || message.frequently_forwarded {
+        let many = if message.frequently_forwarded {
+            " many times"
+        } else {
+            ""
+        };
+        let from = if message.forwarded_from.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", message.forwarded_from)
+        };
+        lines.push(format!("forwarded{many}{from}"));
+    }
+    if message.edited {
+        let at = time_string(message.edited_at.as_ref());
+        let at = if at.is_empty() {
+            String::new()
+        } else {
+            format!(" at {at}")
+        };
+        lines.push(format!(
+            "edited{at}, {} earlier text{}",
+            message.earlier_texts.len(),
+            if message.earlier_texts.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
+        for earlier in &message.earlier_texts {
+            lines.push(format!(
+                "  was {:?} until {}",
+                earlier.text,
+                time_string(earlier.replaced_at.as_ref())
+            ));
+        }
+    }
+    if message.kind == pb::MessageKind::Deleted as i32 {
+        let deletion = message.deletion.clone().unwrap_or_default();
+        let by = if deletion.deleted_by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", deletion.deleted_by)
+        };
+        let at = time_string(deletion.deleted_at.as_ref());
+        let at = if at.is_empty() {
+            String::new()
+        } else {
+            format!(" at {at}")
+        };
+        lines.push(format!("deleted{by}{at}"));
+    }
+    if !message.reactions.is_empty() {
+        let reactions: Vec<String> = message
+            .reactions
+            .iter()
+            .map(|reaction| {
+                let who: Vec<&str> = reaction
+                    .reactors
+                    .iter()
+                    .map(|r| {
+                        if r.sender.is_empty() {
+                            "me"
+                        } else {
+                            r.sender.as_str()
+                        }
+                    })
+                    .collect();
+                format!(
+                    "{} {} ({})",
+                    reaction.emoji,
+                    reaction.reactors.len(),
+                    who.join(", ")
+                )
+            })
+            .collect();
+        lines.push(format!("reactions {}", reactions.join(" · ")));
+    }
+    for attachment in &message.attachments {
+        let stored = if attachment.stored {
+            format!(", sha256 {}", attachment.sha256)
+        } else {
+            ", not stored".to_owned()
+        };
+        lines.push(format!(
+            "attachment {} ({}, {}{stored})",
+            attachment.file_name,
+            attachment.mime_type,
+            size_string(attachment.size_bytes)
+        ));
+    }
+    for receipt in &message.receipts {
+        let delivered = time_string(receipt.delivered_at.as_ref());
+        let read = time_string(receipt.read_at.as_ref());
+        lines.push(format!(
+            "receipt {}: delivered {}, read {}",
+            receipt.recipient,
+            if delivered.is_empty() {
+                "-"
+            } else {
+                &delivered
+            },
+            if read.is_empty() { "-" } else { &read }
+        ));
+    }
+    lines
+}
+
+/// What a react, edit or delete call did, then the message as stored now.
+fn changed_message(what: &str, message: Option<&pb::Message>, changed: bool, duplicate: bool) {
+    let id = message.map(|m| m.id).unwrap_or_default();
+    let note = if duplicate {
+        " (already done with this request id; nothing changed)"
+    } else if !changed {
+        " (it already was; nothing changed)"
+    } else {
+        ""
+    };
+    println!("message {id} {what}{note}");
+    if let Some(message) = message {
+        self::message(message);
+    }
+}
+
+/// ReactToMessage's answer.
+pub fn reacted(response: &pb::ReactToMessageResponse) {
+    changed_message(
+        "reaction recorded",
+        response.message.as_ref(),
+        response.changed,
+        response.duplicate,
+    );
+}
+
+/// EditMessage's answer.
+pub fn edited(response: &pb::EditMessageResponse) {
+    changed_message(
+        "edited",
+        response.message.as_ref(),
+        response.changed,
+        response.duplicate,
+    );
+}
+
+/// DeleteMessage's answer.
+pub fn deleted(response: &pb::DeleteMessageResponse) {
+    changed_message(
+        "deleted",
+        response.message.as_ref(),
+        response.changed,
+        response.duplicate,
     );
 }
 
@@ -174,7 +357,12 @@ pub fn event(event: &pb::SubscribeMessagesResponse) {
     match &event.event {
         Some(Event::MessageCreated(created)) => message(created),
         Some(Event::MessageUpdated(updated)) => {
-            print!("#{:<6} updated: ", event.seq);
+            let change = pb::MessageChange::try_from(event.message_change)
+                .map(|c| c.as_str_name())
+                .unwrap_or("UNKNOWN")
+                .trim_start_matches("MESSAGE_CHANGE_")
+                .to_lowercase();
+            print!("#{:<6} updated ({change}): ", event.seq);
             message(updated);
         }
         Some(Event::StatusUpdated(update)) => println!(
@@ -266,5 +454,89 @@ mod tests {
         assert_eq!(json["kind"], "MESSAGE_KIND_UNSPECIFIED", "defaults too");
         assert_eq!(json["attachments"], serde_json::json!([]));
         assert_eq!(json["sentAt"], "2023-11-14T22:13:20+00:00", "RFC 3339");
+    }
+
+    fn ts(seconds: i64) -> Option<pbjson_types::Timestamp> {
+        Some(pbjson_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn details_name_the_reply_edit_reactions_files_and_receipts() {
+        let message = pb::Message {
+            kind: pb::MessageKind::Media as i32,
+            reply_to: Some(pb::ReplyTo {
+                provider_message_id: "p1".into(),
+                message_id: 4,
+            }),
+            edited: true,
+            edited_at: ts(1_700_000_060),
+            earlier_texts: vec![pb::EarlierText {
+                text: "frist".into(),
+                replaced_at: ts(1_700_000_060),
+            }],
+            reactions: vec![pb::Reaction {
+                emoji: "👍".into(),
+                reactors: vec![
+                    pb::Reactor {
+                        sender: String::new(),
+                        reacted_at: ts(1_700_000_000),
+                    },
+                    pb::Reactor {
+                        sender: "bob".into(),
+                        reacted_at: ts(1_700_000_001),
+                    },
+                ],
+            }],
+            attachments: vec![
+                pb::Attachment {
+                    file_name: "dot.png".into(),
+                    mime_type: "image/png".into(),
+                    size_bytes: 68,
+                    sha256: "ab".repeat(32),
+                    stored: true,
+                },
+                pb::Attachment {
+                    file_name: "big.pdf".into(),
+                    mime_type: "application/pdf".into(),
+                    size_bytes: 3 * 1024 * 1024 / 2,
+                    ..Default::default()
+                },
+            ],
+            receipts: vec![pb::Receipt {
+                recipient: "alice".into(),
+                delivered_at: ts(1_700_000_100),
+                read_at: None,
+            }],
+            ..Default::default()
+        };
+        let lines = message_details(&message);
+        assert_eq!(
+            lines,
+            vec![
+                "reply to message 4".to_owned(),
+                "edited at 2023-11-14T22:14:20Z, 1 earlier text".to_owned(),
+                "  was \"frist\" until 2023-11-14T22:14:20Z".to_owned(),
+                "reactions 👍 2 (me, bob)".to_owned(),
+                format!(
+                    "attachment dot.png (image/png, 68 bytes, sha256 {})",
+                    "ab".repeat(32)
+                ),
+                "attachment big.pdf (application/pdf, 1.5 MiB, not stored)".to_owned(),
+                "receipt alice: delivered 2023-11-14T22:15:00Z, read -".to_owned(),
+            ]
+        );
+        let deleted = pb::Message {
+            kind: pb::MessageKind::Deleted as i32,
+            deletion: Some(pb::Deletion {
+                deleted_by: "me".into(),
+                deleted_at: ts(1_700_000_000),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            message_details(&deleted),
+            vec!["deleted by me at 2023-11-14T22:13:20Z".to_owned()]
+        );
+        assert!(message_details(&pb::Message::default()).is_empty());
     }
 }

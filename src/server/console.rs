@@ -20,9 +20,10 @@ pub const APP_JS: &[u8] = include_bytes!("../../web/dist/app.js");
 /// The console's stylesheet.
 pub const APP_CSS: &[u8] = include_bytes!("../../web/dist/app.css");
 
-/// The page is only allowed to load its own assets and to call its own origin.
+/// The page is only allowed to load its own assets and to call its own origin. `blob:` images
+/// are the attachments it fetched through GetMedia (object URLs of its own).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
 /// The gRPC `routes` behind grpc-web, with the console's page and assets in front.

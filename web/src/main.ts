@@ -25,6 +25,7 @@ import {
 } from "./api";
 import { LiveStream, type LiveState } from "./live";
 import { initSearch } from "./search";
+import { mediaUrl, resetMedia, sizeLabel } from "./media";
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
@@ -220,6 +221,8 @@ interface OpenChat {
   loadingOlder: boolean;
   /** Stream events that arrived before the first page. */
   pending: Message[];
+  /** message_updated events that arrived before the first page. */
+  pendingUpdates: Message[];
 }
 
 interface Current {
@@ -494,6 +497,8 @@ async function selectSession(s: SessionView, chatId: string | null): Promise<voi
     return;
   }
   current?.live?.stop();
+  resetMedia();
+  if (infoFor !== null) infoDialog().close();
   const cur: Current = { session: s, live: null, chats: new Map(), statuses: new Map(), open: null };
   current = cur;
   search.reset();
@@ -693,21 +698,8 @@ function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
       break;
     }
     case "messageUpdated": {
-      // Edited or deleted upstream (Matrix): the message as stored now replaces the shown one.
-      const message = e.value;
-      const view = cur.chats.get(message.chatId);
-      if (view?.preview?.id === message.id) {
-        setPreview(view, message);
-        renderChat(cur, view);
-      }
-      const open = cur.open;
-      if (open?.chatId === message.chatId && open.loaded) {
-        const index = open.messages.findIndex((m) => m.id === message.id);
-        if (index >= 0) {
-          open.messages[index] = message;
-          renderMessages(cur, open, "keep");
-        }
-      }
+      // Edited, deleted, reacted to or a receipt: the message as stored now replaces the shown one.
+      applyUpdated(cur, e.value);
       break;
     }
     case "chatUpdated": {
@@ -726,7 +718,7 @@ function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
 
 function messageText(m: Message): string {
   if (m.kind === MessageKind.DELETED) return m.text || "This message was deleted";
-  if (m.kind === MessageKind.MEDIA) return m.text || "Media";
+  if (m.kind === MessageKind.MEDIA) return m.text || m.attachments.map((a) => a.fileName).join(", ") || "Media";
   return m.text;
 }
 
@@ -773,6 +765,7 @@ async function openChat(cur: Current, chatId: string): Promise<void> {
     loaded: false,
     loadingOlder: false,
     pending: [],
+    pendingUpdates: [],
   };
   cur.open = open;
   composerError("");
@@ -799,6 +792,12 @@ async function openChat(cur: Current, chatId: string): Promise<void> {
   const pending = open.pending;
   open.pending = [];
   for (const m of pending) mergeMessage(open, m);
+  const updates = open.pendingUpdates;
+  open.pendingUpdates = [];
+  for (const m of updates) {
+    const at = open.messages.findIndex((x) => x.id === m.id);
+    if (at >= 0) open.messages[at] = m;
+  }
   renderMessages(cur, open, "bottom");
   if (!els.text.disabled) els.text.focus();
   await fillViewport(cur, open);
@@ -850,6 +849,36 @@ function receiveMessage(cur: Current, open: OpenChat, m: Message): void {
   if (stuck || m.fromMe) scrollToBottom();
 }
 
+/** A message as stored now (message_updated, or a react/edit/delete answer) replaces the shown
+ * one in place: its element, the quotes of it, the chat's preview and the info view. */
+function applyUpdated(cur: Current, message: Message): void {
+  const view = cur.chats.get(message.chatId);
+  if (view?.preview?.id === message.id) {
+    setPreview(view, message);
+    renderChat(cur, view);
+  }
+  const open = cur.open;
+  if (open?.chatId !== message.chatId) return;
+  if (!open.loaded) {
+    open.pendingUpdates.push(message);
+    return;
+  }
+  const index = open.messages.findIndex((m) => m.id === message.id);
+  if (index < 0) return;
+  open.messages[index] = message;
+  rerenderMessage(cur, open, message);
+  for (const m of open.messages) if (m.replyTo?.messageId === message.id) rerenderMessage(cur, open, m);
+  if (infoFor === message.id) renderInfo(cur);
+}
+
+function rerenderMessage(cur: Current, open: OpenChat, m: Message): void {
+  const old = open.byId.get(m.id);
+  if (!old) return;
+  const el = messageEl(cur, m);
+  old.replaceWith(el);
+  open.byId.set(m.id, el);
+}
+
 function effectiveStatus(cur: Current, m: Message): MessageStatus {
   const seen = cur.statuses.get(m.id);
   return seen !== undefined && advances(m.status, seen) ? seen : m.status;
@@ -885,27 +914,342 @@ function messageEl(cur: Current, m: Message): HTMLElement {
     );
   }
   const mark = markFor(status);
-  const kindClass = m.kind === MessageKind.MEDIA ? " msg-media" : m.kind === MessageKind.DELETED ? " msg-deleted" : "";
+  const deleted = m.kind === MessageKind.DELETED;
+  const kindClass = m.kind === MessageKind.MEDIA ? " msg-media" : deleted ? " msg-deleted" : "";
   const el = h("div", {
     class: `msg ${m.fromMe ? "msg-out" : "msg-in"}${kindClass}`,
     "data-id": String(m.id),
     "data-seq": String(m.seq),
     "data-status": mark.name,
   });
+  if (m.edited) el.dataset.edited = "true";
   const sender = m.fromMe ? "You" : m.sender || "Unknown";
   const senderEl = h("div", { class: "sender", text: sender });
   if (!m.fromMe) senderEl.style.color = avatarColor(sender);
+  el.append(senderEl);
+  if (!deleted && (m.forwarded || m.frequentlyForwarded)) {
+    const label = m.frequentlyForwarded ? "Forwarded many times" : "Forwarded";
+    el.append(h("div", { class: "forwarded", text: m.forwardedFrom ? `${label} from ${m.forwardedFrom}` : label }));
+  }
+  if (!deleted && m.replyTo && (m.replyTo.messageId !== 0n || m.replyTo.providerMessageId)) el.append(quoteEl(cur, m));
+  if (!deleted && m.attachments.length > 0) el.append(attachmentsEl(cur, m));
+  const text = messageText(m);
+  // A file sent without a caption shows the file alone.
+  if (!(m.kind === MessageKind.MEDIA && !m.text && m.attachments.length > 0)) {
+    const textEl = h("div", { class: "text", text });
+    if (deleted && m.deletion) textEl.title = deletionLabel(m);
+    el.append(textEl);
+  }
+  if (m.edited && !deleted && m.earlierTexts.length > 0) {
+    el.append(
+      h(
+        "ol",
+        { class: "earlier", hidden: "" },
+        ...m.earlierTexts.map((e) => {
+          const at = dateOf(e.replacedAt);
+          return h("li", { class: "earlier-text", title: at ? `Replaced ${fullFormat.format(at)}` : "" }, e.text);
+        }),
+      ),
+    );
+  }
+  if (!deleted && m.reactions.length > 0) el.append(reactionsEl(m));
+  let editedEl: HTMLElement | null = null;
+  if (m.edited && !deleted) {
+    const at = dateOf(m.editedAt);
+    const earlier = m.earlierTexts.map((e) => `“${e.text}”`).join(", ");
+    editedEl = h("button", {
+      type: "button",
+      class: "edited",
+      text: "edited",
+      title: `Edited${at ? ` ${fullFormat.format(at)}` : ""}${earlier ? `. Earlier: ${earlier}` : ""}`,
+      "aria-expanded": "false",
+    });
+    editedEl.addEventListener("click", () => {
+      const list = el.querySelector<HTMLElement>(".earlier");
+      if (!list) return;
+      list.hidden = !list.hidden;
+      editedEl!.setAttribute("aria-expanded", String(!list.hidden));
+    });
+  }
+  const info = h("button", { type: "button", class: "info-btn", title: "Message info", "aria-label": "Message info", text: "i" });
+  info.addEventListener("click", () => openInfo(cur, m.id));
   el.append(
-    senderEl,
-    h("div", { class: "text", text: messageText(m) }),
     h(
       "div",
       { class: "meta" },
+      editedEl,
       sentAt ? h("time", { datetime: sentAt.toISOString(), title: fullFormat.format(sentAt), text: timeFormat.format(sentAt) }) : null,
       h("span", { class: `mark mark-${mark.name}`, title: mark.label, "aria-label": mark.label, text: mark.text }),
+      info,
     ),
   );
+  if (canChange(cur, m)) el.append(actionsEl(cur, m));
   return el;
+}
+
+function deletionLabel(m: Message): string {
+  const at = dateOf(m.deletion?.deletedAt);
+  const by = m.deletion?.deletedBy;
+  return `Deleted${by ? ` by ${by}` : ""}${at ? ` ${fullFormat.format(at)}` : ""}`;
+}
+
+/** The message a reply quotes, when it is loaded. */
+function quotedMessage(cur: Current, m: Message): Message | undefined {
+  const reply = m.replyTo;
+  const open = cur.open;
+  if (!reply || !open) return undefined;
+  if (reply.messageId !== 0n) return open.messages.find((x) => x.id === reply.messageId);
+  return open.messages.find((x) => x.providerMessageId === reply.providerMessageId && x.chatId === m.chatId);
+}
+
+function quoteEl(cur: Current, m: Message): HTMLElement {
+  const quoted = quotedMessage(cur, m);
+  const el = h("blockquote", { class: "quote" });
+  if (m.replyTo?.messageId) el.dataset.replyTo = String(m.replyTo.messageId);
+  if (!quoted) {
+    el.classList.add("quote-missing");
+    el.append(h("span", { class: "quote-text", text: "Reply to a message not loaded" }));
+    return el;
+  }
+  const who = quoted.fromMe ? "You" : quoted.sender || "Unknown";
+  const sender = h("span", { class: "quote-sender", text: who });
+  if (!quoted.fromMe) sender.style.color = avatarColor(who);
+  el.append(sender, h("span", { class: "quote-text", text: messageText(quoted) }));
+  el.title = "Show the quoted message";
+  el.addEventListener("click", () => {
+    const target = cur.open?.byId.get(quoted.id);
+    if (!target) return;
+    target.scrollIntoView({ block: "center", behavior: "smooth" });
+    target.classList.remove("flash");
+    void target.offsetWidth;
+    target.classList.add("flash");
+  });
+  return el;
+}
+
+function isImage(mime: string): boolean {
+  return /^image\/(png|jpe?g|gif|webp|avif|bmp|svg\+xml)$/i.test(mime);
+}
+
+function attachmentsEl(cur: Current, m: Message): HTMLElement {
+  const box = h("div", { class: "attachments" });
+  const sessionId = cur.session.id;
+  for (const a of m.attachments) {
+    const label = `${a.fileName} · ${a.stored ? sizeLabel(a.sizeBytes) : "not stored"}`;
+    if (!a.stored || !a.sha256) {
+      box.append(h("span", { class: "att att-missing", title: `${a.mimeType}, not stored on the server`, text: label }));
+      continue;
+    }
+    if (isImage(a.mimeType)) {
+      const img = h("img", { class: "att-img", alt: a.fileName, title: label, "data-sha256": a.sha256 });
+      box.append(img);
+      mediaUrl(sessionId, a.sha256, a.mimeType).then(
+        (url) => {
+          img.src = url;
+        },
+        (error) => {
+          img.replaceWith(h("span", { class: "att att-missing", text: `${a.fileName}: ${describeError(error)}` }));
+        },
+      );
+      continue;
+    }
+    const link = h("a", {
+      class: "att att-file",
+      href: "#",
+      download: a.fileName,
+      title: `${a.mimeType}, ${sizeLabel(a.sizeBytes)}: download`,
+      "data-sha256": a.sha256,
+    });
+    link.append(h("span", { class: "att-icon", "aria-hidden": "true", text: "↓" }), h("span", { class: "att-name", text: a.fileName }), h("span", { class: "att-size", text: sizeLabel(a.sizeBytes) }));
+    let ready = false;
+    link.addEventListener("click", (event) => {
+      if (ready) return;
+      event.preventDefault();
+      link.classList.add("att-loading");
+      mediaUrl(sessionId, a.sha256, a.mimeType).then(
+        (url) => {
+          ready = true;
+          link.classList.remove("att-loading");
+          link.href = url;
+          link.click();
+        },
+        (error) => {
+          link.classList.remove("att-loading");
+          link.title = describeError(error);
+        },
+      );
+    });
+    box.append(link);
+  }
+  return box;
+}
+
+function reactorName(sender: string): string {
+  return sender || "You";
+}
+
+function reactionsEl(m: Message): HTMLElement {
+  return h(
+    "div",
+    { class: "reactions" },
+    ...m.reactions.map((r) => {
+      const mine = r.reactors.some((x) => x.sender === "");
+      return h(
+        "span",
+        {
+          class: `reaction${mine ? " reaction-mine" : ""}`,
+          "data-emoji": r.emoji,
+          "data-count": String(r.reactors.length),
+          title: `${r.emoji} ${r.reactors.map((x) => reactorName(x.sender)).join(", ")}`,
+        },
+        h("span", { class: "reaction-emoji", text: r.emoji }),
+        h("span", { class: "reaction-count", text: String(r.reactors.length) }),
+      );
+    }),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reacting, editing and deleting (sources that take them: not the read-only exports)
+
+const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮"];
+
+/** Whether the page offers reactions on the message. */
+function canChange(cur: Current, m: Message): boolean {
+  return !READ_ONLY_SOURCES.has(cur.session.source) && m.kind !== MessageKind.SYSTEM && m.kind !== MessageKind.DELETED;
+}
+
+function actionsEl(cur: Current, m: Message): HTMLElement {
+  const bar = h("div", { class: "actions", role: "toolbar", "aria-label": "Message actions" });
+  const mine = m.reactions.find((r) => r.reactors.some((x) => x.sender === ""))?.emoji ?? "";
+  for (const emoji of QUICK_REACTIONS) {
+    const b = h("button", {
+      type: "button",
+      class: `act act-react${emoji === mine ? " act-on" : ""}`,
+      "data-emoji": emoji,
+      title: emoji === mine ? "Remove your reaction" : `React with ${emoji}`,
+      text: emoji,
+    });
+    b.addEventListener("click", () => void change(cur, "react", m, emoji === mine ? "" : emoji));
+    bar.append(b);
+  }
+  // Only the session's own messages can be edited or deleted.
+  if (m.fromMe) {
+    if (m.kind === MessageKind.TEXT || (m.kind === MessageKind.MEDIA && m.text)) {
+      const edit = h("button", { type: "button", class: "act act-edit", title: "Edit", "aria-label": "Edit", text: "Edit" });
+      edit.addEventListener("click", () => {
+        const text = window.prompt("Edit the message", m.text);
+        if (text !== null && text.trim() && text !== m.text) void change(cur, "edit", m, text);
+      });
+      bar.append(edit);
+    }
+    const del = h("button", { type: "button", class: "act act-delete", title: "Delete for everyone", "aria-label": "Delete for everyone", text: "Delete" });
+    del.addEventListener("click", () => {
+      if (window.confirm("Delete this message for everyone?")) void change(cur, "delete", m, "");
+    });
+    bar.append(del);
+  }
+  return bar;
+}
+
+async function change(cur: Current, what: "react" | "edit" | "delete", m: Message, value: string): Promise<void> {
+  const base = { sessionId: cur.session.id, messageId: m.id, requestId: newClientMessageId() };
+  composerError("");
+  try {
+    const response =
+      what === "react"
+        ? await client.reactToMessage({ ...base, emoji: value })
+        : what === "edit"
+          ? await client.editMessage({ ...base, text: value })
+          : await client.deleteMessage(base);
+    if (response.message && current === cur) applyUpdated(cur, response.message);
+  } catch (error) {
+    composerError(`Could not ${what === "react" ? "react" : what}: ${describeError(error)}`);
+    if (isAuthError(error)) authFailure(error);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message info: receipts per recipient, reactions, edits
+
+let infoFor: bigint | null = null;
+
+function infoDialog(): HTMLDialogElement {
+  let dialog = document.getElementById("msg-info") as HTMLDialogElement | null;
+  if (!dialog) {
+    dialog = h("dialog", { id: "msg-info", class: "msg-info", "aria-labelledby": "msg-info-title" });
+    dialog.addEventListener("close", () => {
+      infoFor = null;
+    });
+    dialog.addEventListener("click", (event) => {
+      if (event.target === dialog) dialog!.close();
+    });
+    document.body.append(dialog);
+  }
+  return dialog;
+}
+
+function openInfo(cur: Current, id: bigint): void {
+  infoFor = id;
+  renderInfo(cur);
+  const dialog = infoDialog();
+  if (!dialog.open) dialog.showModal();
+}
+
+function when(ts: Timestamp | undefined): string {
+  const d = dateOf(ts);
+  return d ? fullFormat.format(d) : "—";
+}
+
+function renderInfo(cur: Current): void {
+  const dialog = infoDialog();
+  const m = infoFor === null ? undefined : cur.open?.messages.find((x) => x.id === infoFor);
+  if (!m) {
+    if (dialog.open) dialog.close();
+    return;
+  }
+  dialog.dataset.id = String(m.id);
+  const close = h("button", { type: "button", class: "btn btn-quiet info-close", text: "Close" });
+  close.addEventListener("click", () => dialog.close());
+  const rows = m.receipts.map((r) =>
+    h(
+      "tr",
+      { class: "receipt", "data-recipient": r.recipient },
+      h("td", { class: "recipient", text: r.recipient }),
+      h("td", { class: "delivered", "data-at": dateOf(r.deliveredAt)?.toISOString() ?? "", text: when(r.deliveredAt) }),
+      h("td", { class: "read", "data-at": dateOf(r.readAt)?.toISOString() ?? "", text: when(r.readAt) }),
+    ),
+  );
+  const mark = markFor(m.status);
+  dialog.replaceChildren(
+    h("h3", { id: "msg-info-title", text: "Message info" }),
+    h("p", { class: "info-text", text: messageText(m) }),
+    h(
+      "dl",
+      { class: "info-facts" },
+      h("dt", { text: "Sent" }),
+      h("dd", { text: when(m.sentAt) }),
+      h("dt", { text: "Status" }),
+      h("dd", { class: "info-status", text: mark.label || "—" }),
+      m.edited ? h("dt", { text: "Edited" }) : null,
+      m.edited ? h("dd", { text: `${when(m.editedAt)}${m.earlierTexts.length ? ` · earlier: ${m.earlierTexts.map((e) => `“${e.text}”`).join(", ")}` : ""}` }) : null,
+      m.kind === MessageKind.DELETED ? h("dt", { text: "Deleted" }) : null,
+      m.kind === MessageKind.DELETED ? h("dd", { text: deletionLabel(m) }) : null,
+      m.reactions.length ? h("dt", { text: "Reactions" }) : null,
+      m.reactions.length
+        ? h("dd", { class: "info-reactions", text: m.reactions.map((r) => `${r.emoji} ${r.reactors.map((x) => reactorName(x.sender)).join(", ")}`).join(" · ") })
+        : null,
+    ),
+    rows.length > 0
+      ? h(
+          "table",
+          { class: "receipts" },
+          h("thead", {}, h("tr", {}, h("th", { text: "Recipient" }), h("th", { text: "Delivered" }), h("th", { text: "Read" }))),
+          h("tbody", {}, ...rows),
+        )
+      : h("p", { class: "no-receipts", text: "No per-recipient receipts recorded." }),
+    h("div", { class: "info-actions" }, close),
+  );
 }
 
 function dayKey(m: Message | undefined): string {
