@@ -2,7 +2,7 @@
 //! `limited` timeline filled from `/messages`, and failures retried with capped exponential
 //! backoff and jitter.
 use super::*;
-use crate::model::now_ms;
+use crate::model::{Reaction, ReactionChange, now_ms};
 
 impl Matrix {
     /// Turns a room's `/sync` section into live events. `names` caches room names for this
@@ -269,6 +269,22 @@ fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
             provider_id: target,
             by: sender,
             at_ms,
+        },
+        TimelineItem::Reaction {
+            target,
+            event_id,
+            sender,
+            key,
+            at_ms,
+        } => LiveEvent::Reacted {
+            chat_id,
+            provider_message_id: target,
+            change: ReactionChange::Add(Reaction {
+                emoji: key,
+                sender,
+                at_ms,
+                provider_reaction_id: Some(event_id),
+            }),
         },
         TimelineItem::Other => return None,
     })
