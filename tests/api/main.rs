@@ -16,6 +16,7 @@ mod faults;
 mod group_commit;
 mod grpc_web;
 mod matrix;
+mod matrix_lifecycle;
 mod matrix_media;
 mod matrix_members;
 mod media;
