@@ -79,18 +79,19 @@ async fn subscribe(
         .await
         .expect("SubscribeMessages")
         .into_inner();
-    while !matches!(next_event(&mut stream).await.event, Some(Event::Ready(_))) {}
+    read_until(&mut stream, |e| matches!(e.event, Some(Event::Ready(_)))).await;
     stream
 }
 
-/// The next event that is not a heartbeat (bounded wait).
+/// The next event that is not a heartbeat, before `deadline`.
 async fn next_event(
     stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
+    deadline: tokio::time::Instant,
 ) -> pb::SubscribeMessagesResponse {
     loop {
-        let event = tokio::time::timeout(HANG_GUARD, stream.message())
+        let event = tokio::time::timeout_at(deadline, stream.message())
             .await
-            .expect("an event (the stream hangs)")
+            .expect("an event within HANG_GUARD (the stream hangs, heartbeats aside)")
             .expect("stream ok")
             .expect("stream open");
         if !matches!(event.event, Some(Event::Heartbeat(_))) {
@@ -99,14 +100,16 @@ async fn next_event(
     }
 }
 
-/// Reads events until one satisfies `done`; returns every event read, that one last.
+/// Reads events until one satisfies `done`, within [`HANG_GUARD`] in all; returns every event
+/// read, that one last.
 async fn read_until(
     stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
     done: impl Fn(&pb::SubscribeMessagesResponse) -> bool,
 ) -> Vec<pb::SubscribeMessagesResponse> {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     let mut events = Vec::new();
     loop {
-        let event = next_event(stream).await;
+        let event = next_event(stream, deadline).await;
         let last = done(&event);
         events.push(event);
         if last {
@@ -149,9 +152,10 @@ async fn updated(
     }
 }
 
-/// `(emoji, [reactors])` of a message, as stored.
+/// `(emoji, [reactors])` of a message, as stored, by emoji (each emoji's reactors oldest
+/// first, as the API gives them).
 fn reactions(message: &pb::Message) -> Vec<(String, Vec<String>)> {
-    message
+    let mut reactions: Vec<(String, Vec<String>)> = message
         .reactions
         .iter()
         .map(|r| {
@@ -160,7 +164,9 @@ fn reactions(message: &pb::Message) -> Vec<(String, Vec<String>)> {
                 r.reactors.iter().map(|who| who.sender.clone()).collect(),
             )
         })
-        .collect()
+        .collect();
+    reactions.sort();
+    reactions
 }
 
 fn enc(segment: &str) -> String {
@@ -257,11 +263,11 @@ async fn replies_reactions_edits_and_deletions_arrive_live_and_in_backfill(backe
     assert_eq!(
         reactions(&all),
         [
+            ("❤️".into(), vec![bob.user_id.clone()]),
             (
                 "👍".into(),
                 vec![bob.user_id.clone(), carol.user_id.clone()]
             ),
-            ("❤️".into(), vec![bob.user_id.clone()]),
         ],
         "{all:?}"
     );
@@ -270,8 +276,8 @@ async fn replies_reactions_edits_and_deletions_arrive_live_and_in_backfill(backe
     assert_eq!(
         reactions(&fewer),
         [
-            ("👍".into(), vec![carol.user_id.clone()]),
             ("❤️".into(), vec![bob.user_id.clone()]),
+            ("👍".into(), vec![carol.user_id.clone()]),
         ]
     );
 
@@ -383,7 +389,15 @@ async fn a_message_is_read_once_every_other_member_has_read_it(backend: Backend)
 
     // One of two other members read it: a receipt, and still not READ.
     bob.read_receipt(&group, &event).await;
-    let one = updated(&mut stream, &event, pb::MessageChange::Receipt).await;
+    let events = read_until(&mut stream, |e| {
+        e.message_change == pb::MessageChange::Receipt as i32
+            && matches!(&e.event, Some(Event::MessageUpdated(m)) if m.id == ours.id)
+    })
+    .await;
+    let one = match &events.last().unwrap().event {
+        Some(Event::MessageUpdated(message)) => message.clone(),
+        _ => unreachable!(),
+    };
     let readers: Vec<&str> = one.receipts.iter().map(|r| r.recipient.as_str()).collect();
     assert_eq!(readers, [bob.user_id.as_str()]);
     assert!(one.receipts[0].read_at.is_some());
@@ -399,17 +413,7 @@ async fn a_message_is_read_once_every_other_member_has_read_it(backend: Backend)
 
     // Both have read it: READ.
     carol.read_receipt(&group, &event).await;
-    let events = read_until(
-        &mut stream,
-        |e| matches!(&e.event, Some(Event::StatusUpdated(u)) if u.message_id == ours.id),
-    )
-    .await;
-    match &events.last().unwrap().event {
-        Some(Event::StatusUpdated(update)) => {
-            assert_eq!(update.status, pb::MessageStatus::Read as i32)
-        }
-        _ => unreachable!(),
-    }
+    let events = read_until(&mut stream, |e| read(e, ours.id)).await;
     let both = events
         .iter()
         .find_map(|e| match &e.event {
@@ -426,17 +430,18 @@ async fn a_message_is_read_once_every_other_member_has_read_it(backend: Backend)
     // In a direct chat one reader is enough.
     let dm = send(&mut client, &direct, "just us", "d-1", 0).await;
     bob.read_receipt(&direct, &dm.provider_message_id).await;
-    let events = read_until(
-        &mut stream,
-        |e| matches!(&e.event, Some(Event::StatusUpdated(u)) if u.message_id == dm.id),
-    )
-    .await;
-    match &events.last().unwrap().event {
-        Some(Event::StatusUpdated(update)) => {
-            assert_eq!(update.status, pb::MessageStatus::Read as i32)
-        }
-        _ => unreachable!(),
-    }
+    let events = read_until(&mut stream, |e| read(e, dm.id)).await;
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            Some(Event::MessageUpdated(m)) if m.id == dm.id && m.receipts.len() == 1)),
+        "{events:#?}"
+    );
+}
+
+/// Whether `event` makes message `id` READ.
+fn read(event: &pb::SubscribeMessagesResponse, id: u64) -> bool {
+    matches!(&event.event, Some(Event::StatusUpdated(u))
+        if u.message_id == id && u.status == pb::MessageStatus::Read as i32)
 }
 
 /// The room's events of `event_type` as `user` sees them, oldest first.
