@@ -550,6 +550,13 @@ async fn react_edit_and_delete_through_chatsync_reach_synapse_once(backend: Back
         reactions(&replaced.message.expect("message")),
         [("🎉".into(), vec![me.user_id.clone()])]
     );
+    // The same emoji again (a new request id): already so, and nothing posted upstream.
+    let again = client
+        .react_to_message(react_to("🎉", "re-2b"))
+        .await
+        .expect("ReactToMessage 🎉 again")
+        .into_inner();
+    assert!(!again.changed && !again.duplicate);
     let removed = client
         .react_to_message(react_to("", "re-3"))
         .await
