@@ -152,8 +152,18 @@ impl ChatSync {
             ClientChange::React { emoji } if !emoji.is_empty() => Some(emoji.as_str()),
             _ => None,
         };
+        // The account's reaction is already so: nothing to post. (Posting would redact the
+        // stored reaction upstream and send a new one, while storage, unchanged, kept the
+        // redacted one's id: the next removal would redact that, leaving the new one up.)
+        let reaction_unchanged = matches!(change, ClientChange::React { .. })
+            && match emoji {
+                Some(emoji) => mine.len() == 1 && mine[0].emoji == emoji,
+                None => mine.is_empty(),
+            };
         let upstream_id = if capabilities.native {
             None
+        } else if reaction_unchanged {
+            mine.first().and_then(|r| r.provider_reaction_id.clone())
         } else {
             let previous: Vec<String> = mine
                 .iter()

@@ -164,7 +164,11 @@ impl ChatSync {
         let new = NewMessage {
             provider_message_id,
             client_message_id: Some(client_message_id.clone()),
-            sender: String::new(),
+            // The account's own id upstream (a Matrix user id; `""` where there is none): a
+            // send usually settles (SENT, from the source's answer) before its echo, which
+            // then leaves the row alone, so the sender is right from the start; else the
+            // account would count among the recipients whose receipts make it READ.
+            sender: source.account_id().unwrap_or_default(),
             text: text.to_owned(),
             kind: if attachments.is_empty() {
                 MessageKind::Text

@@ -18,6 +18,7 @@ mod group_commit;
 mod grpc_web;
 mod lifecycle;
 mod matrix;
+mod matrix_lifecycle;
 mod matrix_media;
 mod matrix_members;
 mod media;

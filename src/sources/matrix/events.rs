@@ -1,8 +1,11 @@
 //! What Matrix events mean to chatsync: messages, edits, redactions, room names and members.
 //!
-//! Followed: the client-server spec, "m.room.message" msgtypes, "Event replacements"
-//! (`m.replace`), "Redactions", and "Calculating the display name for a room".
+//! Followed: the client-server spec, "m.room.message" msgtypes, "Rich replies"
+//! (`m.in_reply_to`), "Event replacements" (`m.replace`), "Event annotations and reactions"
+//! (`m.annotation`), "Redactions", and "Calculating the display name for a room".
 use ruma::UserId;
+use ruma::events::reaction::SyncReactionEvent;
+use ruma::events::room::message::sanitize::remove_plain_reply_fallback;
 use ruma::events::room::message::{MessageType, Relation};
 use ruma::events::room::redaction::SyncRoomRedactionEvent;
 use ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent, SyncMessageLikeEvent};
@@ -35,7 +38,17 @@ pub enum TimelineItem {
         sender: String,
         at_ms: i64,
     },
-    /// Anything else (state, reactions, calls, ...): not a message.
+    /// A reaction (`m.reaction`, an `m.annotation` of `target` with `key`) by `sender`: its
+    /// own event id is `event_id`, which a redaction of the reaction names.
+    Reaction {
+        target: String,
+        event_id: String,
+        sender: String,
+        key: String,
+        /// `origin_server_ts` (Unix ms).
+        at_ms: i64,
+    },
+    /// Anything else (state, calls, redacted reactions, ...): not a message.
     Other,
 }
 
@@ -114,11 +127,31 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
             } else {
                 Vec::new()
             };
+            // A reply names the event it quotes in `m.in_reply_to`; so does a reply within a
+            // thread, where an `m.in_reply_to` that is only a fallback for clients without
+            // threads (`is_falling_back`) is no reply.
+            let reply_to = match &event.content.relates_to {
+                Some(Relation::Reply(reply)) => Some(reply.in_reply_to.event_id.to_string()),
+                Some(Relation::Thread(thread)) if !thread.is_falling_back => thread
+                    .in_reply_to
+                    .as_ref()
+                    .map(|reply| reply.event_id.to_string()),
+                _ => None,
+            };
+            let body = event.content.msgtype.body();
+            // Older clients quote the replied-to message in the body ("> <@bob> …" lines, the
+            // reply fallback, removed from the spec in v1.13): the quote is `reply_to`.
+            let text = if reply_to.is_some() {
+                remove_plain_reply_fallback(body)
+            } else {
+                body
+            };
             TimelineItem::Message(NewMessage {
                 provider_message_id: event.event_id.to_string(),
                 client_message_id: echo_of,
                 sender: event.sender.to_string(),
-                text: event.content.msgtype.body().to_owned(),
+                text: text.to_owned(),
+                reply_to,
                 kind,
                 status: MessageStatus::Sent,
                 from_me: event.sender == me,
@@ -151,6 +184,15 @@ pub fn read_timeline_event<T>(raw: &Raw<T>, me: &UserId) -> TimelineItem {
                     at_ms: i64::from(event.origin_server_ts.get()),
                 },
                 None => TimelineItem::Other,
+            }
+        }
+        AnySyncMessageLikeEvent::Reaction(SyncReactionEvent::Original(event)) => {
+            TimelineItem::Reaction {
+                target: event.content.relates_to.event_id.to_string(),
+                event_id: event.event_id.to_string(),
+                sender: event.sender.to_string(),
+                key: event.content.relates_to.key,
+                at_ms: i64::from(event.origin_server_ts.get()),
             }
         }
         _ => TimelineItem::Other,
@@ -357,6 +399,74 @@ mod tests {
             read_timeline_event(&raw(json!({"nonsense": true})), &me()),
             TimelineItem::Other
         );
+    }
+
+    #[test]
+    fn reads_replies_and_reactions() {
+        let reply = raw(json!({
+            "type": "m.room.message", "event_id": "$b", "sender": "@bob:localhost",
+            "origin_server_ts": 10,
+            "content": {"msgtype": "m.text",
+                "body": "> <@me:localhost> hello\n> there\n\nhi yourself",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$a"}}}
+        }));
+        match read_timeline_event(&reply, &me()) {
+            TimelineItem::Message(message) => {
+                assert_eq!(message.reply_to.as_deref(), Some("$a"));
+                assert_eq!(message.text, "hi yourself", "the reply fallback removed");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without `m.in_reply_to`, a body that looks like a quote is kept as written.
+        let quote = raw(json!({
+            "type": "m.room.message", "event_id": "$q", "sender": "@bob:localhost",
+            "origin_server_ts": 10,
+            "content": {"msgtype": "m.text", "body": "> <@me:localhost> hello\n\nas you said"}
+        }));
+        assert!(matches!(
+            read_timeline_event(&quote, &me()),
+            TimelineItem::Message(message) if message.reply_to.is_none() && message.text.starts_with("> <@me")
+        ));
+        // In a thread: a genuine reply counts, the fallback for thread-less clients does not.
+        for (falling_back, expected) in [(false, Some("$a")), (true, None)] {
+            let threaded = raw(json!({
+                "type": "m.room.message", "event_id": "$t", "sender": "@bob:localhost",
+                "origin_server_ts": 11,
+                "content": {"msgtype": "m.text", "body": "in the thread",
+                    "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                        "is_falling_back": falling_back, "m.in_reply_to": {"event_id": "$a"}}}
+            }));
+            match read_timeline_event(&threaded, &me()) {
+                TimelineItem::Message(message) => {
+                    assert_eq!(message.reply_to.as_deref(), expected);
+                    assert_eq!(message.text, "in the thread");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let reaction = raw(json!({
+            "type": "m.reaction", "event_id": "$r", "sender": "@bob:localhost",
+            "origin_server_ts": 12,
+            "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$a", "key": "👍"}}
+        }));
+        assert_eq!(
+            read_timeline_event(&reaction, &me()),
+            TimelineItem::Reaction {
+                target: "$a".into(),
+                event_id: "$r".into(),
+                sender: "@bob:localhost".into(),
+                key: "👍".into(),
+                at_ms: 12,
+            }
+        );
+        // A reaction redacted before we saw it has no content left: nothing.
+        let redacted = raw(json!({
+            "type": "m.reaction", "event_id": "$r", "sender": "@bob:localhost",
+            "origin_server_ts": 12, "content": {},
+            "unsigned": {"redacted_because": {"type": "m.room.redaction", "event_id": "$x",
+                "sender": "@bob:localhost", "origin_server_ts": 13, "redacts": "$r", "content": {}}}
+        }));
+        assert_eq!(read_timeline_event(&redacted, &me()), TimelineItem::Other);
     }
 
     #[test]

@@ -89,10 +89,14 @@ impl Matrix {
 }
 
 /// A backfilled window, newest first, as messages oldest first: edits by the original sender
-/// fold into the message they replace (the newest edit wins), redactions turn their target
-/// DELETED, and the edit and redaction events themselves are not messages.
+/// fold into the message they replace (the newest edit wins, with its time), reactions
+/// (`m.annotation`) join their message's reactions (a sender's set: one per emoji), and
+/// redactions turn their target DELETED (no text, files or reactions) or take a redacted
+/// reaction back. The edit, reaction and redaction events themselves are not messages; those
+/// whose target is not in the window change nothing.
 fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage> {
-    let mut messages = Vec::new();
+    use crate::model::Reaction;
+    let mut messages: Vec<crate::model::NewMessage> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut later: Vec<TimelineItem> = Vec::new();
     for item in newest_first.into_iter().rev() {
@@ -101,10 +105,14 @@ fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage
                 index.insert(message.provider_message_id.clone(), messages.len());
                 messages.push(message);
             }
-            TimelineItem::Edit { .. } | TimelineItem::Redaction { .. } => later.push(item),
+            TimelineItem::Edit { .. }
+            | TimelineItem::Redaction { .. }
+            | TimelineItem::Reaction { .. } => later.push(item),
             TimelineItem::Other => {}
         }
     }
+    // Reaction event id → the message it reacts to, for redactions of reactions.
+    let mut reacted: HashMap<String, usize> = HashMap::new();
     for item in later {
         match item {
             TimelineItem::Edit {
@@ -122,13 +130,45 @@ fn fold_history(newest_first: Vec<TimelineItem>) -> Vec<crate::model::NewMessage
                     message.edited_at_ms = Some(at_ms);
                 }
             }
+            TimelineItem::Reaction {
+                target,
+                event_id,
+                sender,
+                key,
+                at_ms,
+            } => {
+                if let Some(&i) = index.get(&target) {
+                    let message = &mut messages[i];
+                    let known = message
+                        .reactions
+                        .iter()
+                        .any(|r| r.sender == sender && r.emoji == key);
+                    if message.kind != MessageKind::Deleted && !known {
+                        reacted.insert(event_id.clone(), i);
+                        message.reactions.push(Reaction {
+                            emoji: key,
+                            sender,
+                            at_ms,
+                            provider_reaction_id: Some(event_id),
+                        });
+                    }
+                }
+            }
             TimelineItem::Redaction { target, .. } => {
                 if let Some(message) = index.get(&target).map(|&i| &mut messages[i]) {
                     message.kind = MessageKind::Deleted;
                     message.text.clear();
+                    message.attachments.clear();
+                    message.reactions.clear();
+                    message.edited = false;
+                    message.edited_at_ms = None;
+                } else if let Some(i) = reacted.remove(&target) {
+                    messages[i]
+                        .reactions
+                        .retain(|r| r.provider_reaction_id.as_deref() != Some(target.as_str()));
                 }
             }
-            _ => {}
+            TimelineItem::Message(_) | TimelineItem::Other => {}
         }
     }
     messages
@@ -163,6 +203,69 @@ mod tests {
         }
     }
 
+    fn reaction(target: &str, id: &str, sender: &str, key: &str) -> TimelineItem {
+        TimelineItem::Reaction {
+            target: target.into(),
+            event_id: id.into(),
+            sender: sender.into(),
+            key: key.into(),
+            at_ms: 7,
+        }
+    }
+
+    fn redaction(target: &str) -> TimelineItem {
+        TimelineItem::Redaction {
+            target: target.into(),
+            sender: "@bob:localhost".into(),
+            at_ms: 8,
+        }
+    }
+
+    #[test]
+    fn folds_reactions_and_their_redactions_into_history() {
+        // Newest first.
+        let page = vec![
+            reaction("$2", "$r5", "@bob:localhost", "🎉"),
+            redaction("$r2"),
+            reaction("$9", "$r4", "@bob:localhost", "👀"),
+            reaction("$1", "$r3", "@carol:localhost", "👍"),
+            redaction("$2"),
+            reaction("$2", "$r2x", "@bob:localhost", "🙂"),
+            reaction("$1", "$r2", "@bob:localhost", "❤️"),
+            reaction("$1", "$r1-dup", "@bob:localhost", "👍"),
+            reaction("$1", "$r1", "@bob:localhost", "👍"),
+            message("$2", "two"),
+            message("$1", "one"),
+        ];
+        let messages = fold_history(page);
+        let reactions = |i: usize| -> Vec<(&str, &str, Option<&str>)> {
+            messages[i]
+                .reactions
+                .iter()
+                .map(|r| {
+                    (
+                        r.emoji.as_str(),
+                        r.sender.as_str(),
+                        r.provider_reaction_id.as_deref(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            reactions(0),
+            [
+                ("👍", "@bob:localhost", Some("$r1")),
+                ("👍", "@carol:localhost", Some("$r3")),
+            ],
+            "a sender's set, one per emoji; the redacted ❤️ taken back"
+        );
+        assert_eq!(messages[1].kind, MessageKind::Deleted);
+        assert!(
+            reactions(1).is_empty(),
+            "a deleted message keeps no reactions, and takes no new ones"
+        );
+    }
+
     #[test]
     fn folds_edits_and_redactions_into_history() {
         // Newest first, as /messages?dir=b returns them.
@@ -194,5 +297,7 @@ mod tests {
                 ("$3", "three", MessageKind::Text),
             ]
         );
+        assert!(messages[0].edited && messages[0].edited_at_ms == Some(5));
+        assert!(!messages[2].edited && messages[2].edited_at_ms.is_none());
     }
 }

@@ -2,7 +2,7 @@
 //! `limited` timeline filled from `/messages`, and failures retried with capped exponential
 //! backoff and jitter.
 use super::*;
-use crate::model::now_ms;
+use crate::model::{Reaction, ReactionChange, now_ms};
 
 impl Matrix {
     /// Turns a room's `/sync` section into live events. `names` caches room names for this
@@ -57,6 +57,9 @@ impl Matrix {
             }
         }
         for raw in &room.timeline.events {
+            if change_echo(raw) {
+                continue;
+            }
             let mut item = read_timeline_event(raw, &self.me);
             self.fetch_media(&chat_id, raw, &mut item).await;
             out.extend(live_event(&chat_id, item));
@@ -126,6 +129,9 @@ impl Matrix {
         'pages: while missed.len() < MAX_GAP_EVENTS {
             let page = self.page_back(room_id, Some(&from), PAGE_SIZE).await?;
             for raw in &page.chunk {
+                if change_echo(raw) {
+                    continue;
+                }
                 let item = read_timeline_event(raw, &self.me);
                 if let TimelineItem::Message(message) = &item {
                     let stored = sink
@@ -243,6 +249,25 @@ impl Matrix {
     }
 }
 
+/// Whether a timeline event is the echo of a change chatsync made itself (ReactToMessage,
+/// EditMessage, DeleteMessage: its `unsigned.transaction_id` has [`CHANGE_TXN_PREFIX`]). The
+/// service stores such a change when the homeserver accepts it, so its echo is passed over:
+/// applied again it would be stale whenever the echo comes back after a later change to the
+/// same message (the first of two edits would bring the old text back, and log it again as
+/// an earlier text; a reaction replaced since would come back until its redaction's echo).
+/// A backfill still reads these events, so a fresh session has them.
+fn change_echo<T>(raw: &Raw<T>) -> bool {
+    raw.get_field::<Value>("unsigned")
+        .ok()
+        .flatten()
+        .and_then(|unsigned| {
+            unsigned["transaction_id"]
+                .as_str()
+                .map(|txn| txn.starts_with(CHANGE_TXN_PREFIX))
+        })
+        .unwrap_or(false)
+}
+
 /// What a timeline item means to storage.
 fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
     let chat_id = chat_id.to_owned();
@@ -270,6 +295,22 @@ fn live_event(chat_id: &str, item: TimelineItem) -> Option<LiveEvent> {
             by: sender,
             at_ms,
         },
+        TimelineItem::Reaction {
+            target,
+            event_id,
+            sender,
+            key,
+            at_ms,
+        } => LiveEvent::Reacted {
+            chat_id,
+            provider_message_id: target,
+            change: ReactionChange::Add(Reaction {
+                emoji: key,
+                sender,
+                at_ms,
+                provider_reaction_id: Some(event_id),
+            }),
+        },
         TimelineItem::Other => return None,
     })
 }
@@ -285,6 +326,26 @@ async fn sleep_or_stop(stop: &CancellationToken, wait: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoes_of_our_own_changes_are_passed_over() {
+        let raw = |unsigned: Value| -> Raw<Value> {
+            Raw::from_json_string(
+                serde_json::json!({"type": "m.reaction", "unsigned": unsigned}).to_string(),
+            )
+            .unwrap()
+        };
+        assert!(change_echo(&raw(
+            serde_json::json!({"transaction_id": "chatsync-change.react.r1"})
+        )));
+        assert!(!change_echo(&raw(
+            serde_json::json!({"transaction_id": "chatsync.k1"})
+        )));
+        assert!(!change_echo(&raw(
+            serde_json::json!({"transaction_id": "m1700000000.1"})
+        )));
+        assert!(!change_echo(&raw(serde_json::json!({}))));
+    }
 
     #[test]
     fn backoff_grows_to_a_cap_with_jitter() {

@@ -20,6 +20,14 @@
 //!   the matching media event under the same transaction id rule.
 //! - Read receipts (`m.receipt`, `m.read`) from other members mark our messages READ, and
 //!   UpdateMessageStatus READ on an incoming message posts our `m.read` upstream.
+//! - Relations: a reply's `m.in_reply_to` is the message's `reply_to` (both ways: SendMessage
+//!   with a reply sends it); reactions (`m.reaction`, `m.annotation`) are a sender's set of
+//!   emoji per message; edits (`m.replace`, the text from `m.new_content`) and redactions
+//!   (of a message: DELETED; of a reaction: taken back) change the stored message, live and,
+//!   folded into the page, in backfill. ReactToMessage, EditMessage and DeleteMessage
+//!   ([`Source::change_message`]) redact the account's earlier reactions and send an
+//!   `m.reaction`, send an `m.replace`, or redact the message, under transaction ids derived
+//!   from the request id ([`CHANGE_TXN_PREFIX`]), so a retry never posts twice.
 //!
 //! Settings: `homeserver` (URL), `user_id`, and the access token from `access_token_env`
 //! (an environment variable's name) or `access_token_file` (a file holding only the token),
@@ -41,9 +49,15 @@ use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::api::client::membership::joined_rooms;
 use ruma::api::client::message::{get_message_events, send_message_event};
 use ruma::api::client::receipt::create_receipt;
+use ruma::api::client::redact::redact_event;
+use ruma::api::client::room::get_room_event;
 use ruma::api::client::state::get_state_events;
 use ruma::api::client::sync::sync_events;
-use ruma::events::room::message::RoomMessageEventContent;
+use ruma::events::reaction::ReactionEventContent;
+use ruma::events::relation::{Annotation, Reply};
+use ruma::events::room::message::{
+    MessageType, Relation, ReplacementMetadata, RoomMessageEventContent,
+};
 use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, UInt};
 use serde::Deserialize;
@@ -53,7 +67,7 @@ use self::client::{Client, MatrixError};
 use self::events::{TimelineItem, member_people, read_timeline_event, room_name};
 use super::{
     Capabilities, ChatHistory, LiveEvent, LiveSink, SendReceipt, Source, SourceChat, SourceContext,
-    SourceError, apply_window,
+    SourceError, UpstreamChange, apply_window,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +87,12 @@ pub const MAX_MEDIA_BYTES: u64 = 100 << 20;
 pub const LONG_POLL: Duration = Duration::from_secs(25);
 /// The prefix of the transaction ids chatsync sends with: `chatsync.<client_message_id>`.
 pub const TXN_PREFIX: &str = "chatsync.";
+/// The prefix of the transaction ids of message changes (ReactToMessage, EditMessage,
+/// DeleteMessage): `chatsync-change.<what>.<request id>`, where `<what>` is `react`, `edit`,
+/// `delete` or `unreact.<reaction event id>`. Distinct from [`TXN_PREFIX`], so a request id
+/// that is also some message's `client_message_id` never meets that message's transaction,
+/// and an echo of a change is never taken for a sent message.
+pub const CHANGE_TXN_PREFIX: &str = "chatsync-change.";
 /// Timeline events asked for per room and `/sync` answer; more come back `limited`.
 const SYNC_TIMELINE_LIMIT: u32 = 100;
 /// The most events one gap fill reads back before giving up on finding a stored message.
@@ -265,6 +285,91 @@ fn room_id(chat_id: &str) -> Result<OwnedRoomId, SourceError> {
     })
 }
 
+fn event_id(provider_id: &str) -> Result<OwnedEventId, SourceError> {
+    OwnedEventId::try_from(provider_id).map_err(|error| {
+        SourceError::Rejected(format!("{provider_id:?} is not a Matrix event id: {error}"))
+    })
+}
+
+/// `content` as a rich reply to `reply_to` (`m.relates_to.m.in_reply_to`), when given. No reply
+/// fallback in the body: the spec dropped it (v1.13).
+fn replying(
+    mut content: RoomMessageEventContent,
+    reply_to: Option<&str>,
+) -> Result<RoomMessageEventContent, SourceError> {
+    if let Some(reply_to) = reply_to {
+        content.relates_to = Some(Relation::Reply(Reply::with_event_id(event_id(reply_to)?)));
+    }
+    Ok(content)
+}
+
+/// The transaction id of one upstream request of a message change (see
+/// [`CHANGE_TXN_PREFIX`]).
+fn change_txn(what: &str, idempotency_key: &str) -> OwnedTransactionId {
+    OwnedTransactionId::from(format!("{CHANGE_TXN_PREFIX}{what}.{idempotency_key}"))
+}
+
+/// The new content of an edit of a message whose content was `original`: a media message
+/// keeps its file and takes `text` as its caption (the file name moves to `filename`, spec
+/// v1.10), anything else becomes plain text.
+fn edited_msgtype(original: Option<MessageType>, text: &str) -> MessageType {
+    let caption = |body: &mut String, filename: &mut Option<String>| {
+        if filename.is_none() {
+            *filename = Some(std::mem::take(body));
+        }
+        *body = text.to_owned();
+    };
+    match original {
+        Some(MessageType::Image(mut c)) => {
+            caption(&mut c.body, &mut c.filename);
+            MessageType::Image(c)
+        }
+        Some(MessageType::File(mut c)) => {
+            caption(&mut c.body, &mut c.filename);
+            MessageType::File(c)
+        }
+        Some(MessageType::Video(mut c)) => {
+            caption(&mut c.body, &mut c.filename);
+            MessageType::Video(c)
+        }
+        Some(MessageType::Audio(mut c)) => {
+            caption(&mut c.body, &mut c.filename);
+            MessageType::Audio(c)
+        }
+        _ => MessageType::text_plain(text),
+    }
+}
+
+impl Matrix {
+    /// Redacts an event (`PUT /rooms/{roomId}/redact/{eventId}/{txnId}`); the redaction's
+    /// event id.
+    async fn redact(
+        &self,
+        room_id: &OwnedRoomId,
+        target: OwnedEventId,
+        txn_id: OwnedTransactionId,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let request = redact_event::v3::Request::new(room_id.clone(), target, txn_id);
+        Ok(self.client.send(request, None).await?.event_id)
+    }
+
+    /// Sends a message-like event (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`); its
+    /// event id.
+    async fn send_event<C>(
+        &self,
+        room_id: &OwnedRoomId,
+        txn_id: OwnedTransactionId,
+        content: &C,
+    ) -> Result<OwnedEventId, SourceError>
+    where
+        C: ruma::events::MessageLikeEventContent,
+    {
+        let request = send_message_event::v3::Request::new(room_id.clone(), txn_id, content)
+            .map_err(|error| SourceError::Invalid(error.to_string()))?;
+        Ok(self.client.send(request, None).await?.event_id)
+    }
+}
+
 #[async_trait]
 impl Source for Matrix {
     fn kind(&self) -> &'static str {
@@ -280,8 +385,7 @@ impl Source for Matrix {
             max_files_per_message: 1,
             live: true,
             batch_size: PAGE_SIZE,
-            // TODO(issue 17, Matrix): `change_message` (m.reaction, m.replace, redaction).
-            message_changes: false,
+            message_changes: true,
         }
     }
 
@@ -349,16 +453,12 @@ impl Source for Matrix {
         reply_to: Option<&str>,
         idempotency_key: &str,
     ) -> Result<SendReceipt, SourceError> {
-        // TODO(issue 17, Matrix): `m.relates_to.m.in_reply_to` for `reply_to`.
-        let _ = reply_to;
         let room_id = room_id(chat_id)?;
         let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
-        let content = RoomMessageEventContent::text_plain(text);
-        let request = send_message_event::v3::Request::new(room_id, txn_id, &content)
-            .map_err(|error| SourceError::Invalid(error.to_string()))?;
-        let response = self.client.send(request, None).await?;
+        let content = replying(RoomMessageEventContent::text_plain(text), reply_to)?;
+        let event_id = self.send_event(&room_id, txn_id, &content).await?;
         Ok(SendReceipt {
-            provider_message_id: response.event_id.to_string(),
+            provider_message_id: event_id.to_string(),
         })
     }
 
@@ -374,11 +474,10 @@ impl Source for Matrix {
         reply_to: Option<&str>,
         idempotency_key: &str,
     ) -> Result<SendReceipt, SourceError> {
-        let _ = reply_to;
         use ruma::api::client::media::create_content;
         use ruma::events::room::message::{
             AudioMessageEventContent, FileMessageEventContent, ImageMessageEventContent,
-            MessageType, VideoMessageEventContent,
+            VideoMessageEventContent,
         };
         use ruma::events::room::{ImageInfo, MediaSource};
         let room_id = room_id(chat_id)?;
@@ -435,14 +534,69 @@ impl Source for Matrix {
                 MessageType::File(content)
             }
         };
-        let content = RoomMessageEventContent::new(msgtype);
+        let content = replying(RoomMessageEventContent::new(msgtype), reply_to)?;
         let txn_id = OwnedTransactionId::from(format!("{TXN_PREFIX}{idempotency_key}"));
-        let request = send_message_event::v3::Request::new(room_id, txn_id, &content)
-            .map_err(|error| SourceError::Invalid(error.to_string()))?;
-        let response = self.client.send(request, None).await?;
+        let event_id = self.send_event(&room_id, txn_id, &content).await?;
         Ok(SendReceipt {
-            provider_message_id: response.event_id.to_string(),
+            provider_message_id: event_id.to_string(),
         })
+    }
+
+    /// ReactToMessage: redacts each of the account's earlier reactions, then sends the new
+    /// `m.reaction` (an `m.annotation` with the emoji as its key), whose event id it returns.
+    /// EditMessage: an `m.room.message` with `m.new_content` and an `m.replace` relation (the
+    /// body `* text`, the spec's fallback); a media message keeps its file and takes the text
+    /// as its caption. DeleteMessage: a redaction of the message. Each request's transaction
+    /// id is derived from the request id ([`CHANGE_TXN_PREFIX`]): a retry is deduplicated by
+    /// the homeserver.
+    async fn change_message(
+        &self,
+        chat_id: &str,
+        provider_message_id: &str,
+        change: UpstreamChange<'_>,
+        idempotency_key: &str,
+    ) -> Result<Option<String>, SourceError> {
+        let room_id = room_id(chat_id)?;
+        let target = event_id(provider_message_id)?;
+        match change {
+            UpstreamChange::React { emoji, previous } => {
+                for previous in previous {
+                    let txn_id = change_txn(&format!("unreact.{previous}"), idempotency_key);
+                    match self.redact(&room_id, event_id(previous)?, txn_id).await {
+                        // Gone upstream already: nothing to take back.
+                        Ok(_) | Err(MatrixError::Rejected { status: 404, .. }) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                let Some(emoji) = emoji else {
+                    return Ok(None);
+                };
+                let content = ReactionEventContent::new(Annotation::new(target, emoji.to_owned()));
+                let txn_id = change_txn("react", idempotency_key);
+                let reaction = self.send_event(&room_id, txn_id, &content).await?;
+                Ok(Some(reaction.to_string()))
+            }
+            UpstreamChange::Edit { text } => {
+                let request = get_room_event::v3::Request::new(room_id.clone(), target.clone());
+                let original = self.client.send(request, None).await?;
+                let original = original
+                    .event
+                    .get_field::<RoomMessageEventContent>("content")
+                    .ok()
+                    .flatten()
+                    .map(|content| content.msgtype);
+                let content = RoomMessageEventContent::new(edited_msgtype(original, text))
+                    .make_replacement(ReplacementMetadata::new(target, None));
+                let txn_id = change_txn("edit", idempotency_key);
+                let edit = self.send_event(&room_id, txn_id, &content).await?;
+                Ok(Some(edit.to_string()))
+            }
+            UpstreamChange::Delete => {
+                let txn_id = change_txn("delete", idempotency_key);
+                let redaction = self.redact(&room_id, target, txn_id).await?;
+                Ok(Some(redaction.to_string()))
+            }
+        }
     }
 
     async fn mark_read(&self, chat_id: &str, provider_message_id: &str) -> Result<(), SourceError> {
