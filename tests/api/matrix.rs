@@ -102,16 +102,21 @@ async fn subscribe(
 async fn next_event(
     stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
 ) -> pb::SubscribeMessagesResponse {
-    loop {
-        let event = tokio::time::timeout(HANG_GUARD, stream.message())
-            .await
-            .expect("an event (the stream hangs)")
-            .expect("stream ok")
-            .expect("stream open");
-        if !matches!(event.event, Some(Event::Heartbeat(_))) {
-            return event;
+    // One bound for the whole wait: heartbeats do not extend it.
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let event = stream
+                .message()
+                .await
+                .expect("stream ok")
+                .expect("stream open");
+            if !matches!(event.event, Some(Event::Heartbeat(_))) {
+                return event;
+            }
         }
-    }
+    })
+    .await
+    .expect("an event (the stream hangs)")
 }
 
 /// Reads events until a message with `text` is created; returns every event read.
@@ -120,7 +125,12 @@ async fn until_message(
     text: &str,
 ) -> Vec<pb::SubscribeMessagesResponse> {
     let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message {text:?} within {HANG_GUARD:?}"
+        );
         let event = next_event(stream).await;
         let done = matches!(&event.event, Some(Event::MessageCreated(m)) if m.text == text);
         events.push(event);
