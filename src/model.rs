@@ -76,13 +76,14 @@ impl MessageStatus {
     }
 
     /// Whether moving from `self` to `next` is a step forward. Statuses never go backwards:
-    /// READ followed by DELIVERED stays READ. FAILED is reachable only from PENDING, and
+    /// READ followed by DELIVERED stays READ. FAILED replaces only PENDING or SENT (a WhatsApp
+    /// `failed` status can follow `sent`; one after `delivered` changes nothing), and
     /// nothing leaves FAILED except a successful retry of the send (PENDING → SENT is handled
     /// by the sender, not by receipts).
     pub fn advances_to(self, next: MessageStatus) -> bool {
         match (self, next) {
             (Self::Failed, _) => false,
-            (Self::Pending, Self::Failed) => true,
+            (Self::Pending | Self::Sent, Self::Failed) => true,
             (_, Self::Failed) => false,
             (current, next) => next.rank() > current.rank(),
         }
