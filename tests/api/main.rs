@@ -27,3 +27,4 @@ mod service;
 mod snapshot;
 mod telegram_lifecycle;
 mod transport;
+mod whatsapp_cloud;
