@@ -97,7 +97,12 @@ impl Setup {
         assert_eq!(self.post_raw(&bytes, Some(sign(&bytes, SECRET))).await, 200);
     }
 
+    /// The chat's messages; none when the chat is not stored.
     async fn messages(&self, chat: &str) -> Vec<pb::Message> {
+        let chats = common::all_chats(&mut self.app.client().await, "wa").await;
+        if !chats.iter().any(|c| c.chat_id == chat) {
+            return Vec::new();
+        }
         all_messages(&mut self.app.client().await, "wa", chat).await
     }
 
