@@ -681,3 +681,18 @@ impl ClientMessageId {
 pub trait EncodedLen {
     fn encoded_len(&self) -> usize;
 }
+
+#[cfg(test)]
+mod status_order_tests {
+    use super::MessageStatus::*;
+
+    #[test]
+    fn failed_replaces_only_pending_or_sent() {
+        assert!(Pending.advances_to(Failed));
+        assert!(Sent.advances_to(Failed));
+        assert!(!Delivered.advances_to(Failed));
+        assert!(!Read.advances_to(Failed));
+        assert!(!Failed.advances_to(Sent));
+        assert!(!Read.advances_to(Delivered));
+    }
+}

@@ -197,7 +197,9 @@ impl LiveSink for LiveStore {
 
     async fn apply(&self, events: Vec<LiveEvent>, cursor: &str) -> Result<()> {
         self.store_events(events).await?;
-        self.store.save_source_cursor(&self.session_id, cursor).await
+        self.store
+            .save_source_cursor(&self.session_id, cursor)
+            .await
     }
 
     async fn has_message(&self, chat_id: &str, provider_message_id: &str) -> Result<bool> {

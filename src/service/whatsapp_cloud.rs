@@ -90,7 +90,9 @@ impl ChatSync {
         body: &[u8],
     ) -> Result<WebhookAnswer> {
         let Some(signature) = signature else {
-            WEBHOOK_COUNTS.bad_signatures.fetch_add(1, Ordering::Relaxed);
+            WEBHOOK_COUNTS
+                .bad_signatures
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(WebhookAnswer::Unauthenticated(
                 "no X-Hub-Signature-256".into(),
             ));
@@ -104,12 +106,19 @@ impl ChatSync {
                     .whatsapp_sessions()
                     .find(|(_, s)| webhook::signature_matches(signature, body, s.app_secret()));
                 let Some((session_id, _)) = signed_for else {
-                    WEBHOOK_COUNTS.bad_signatures.fetch_add(1, Ordering::Relaxed);
+                    WEBHOOK_COUNTS
+                        .bad_signatures
+                        .fetch_add(1, Ordering::Relaxed);
                     return Ok(WebhookAnswer::Unauthenticated(error));
                 };
                 tracing::warn!(session_id, %error, "keeping an unreadable webhook body");
-                WEBHOOK_COUNTS.unreadable_items.fetch_add(1, Ordering::Relaxed);
-                let key = format!("body:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)));
+                WEBHOOK_COUNTS
+                    .unreadable_items
+                    .fetch_add(1, Ordering::Relaxed);
+                let key = format!(
+                    "body:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body))
+                );
                 let text = String::from_utf8_lossy(body);
                 self.inner
                     .store
@@ -125,7 +134,9 @@ impl ChatSync {
             .collect();
         for (session_id, source) in &targets {
             if !webhook::signature_matches(signature, body, source.app_secret()) {
-                WEBHOOK_COUNTS.bad_signatures.fetch_add(1, Ordering::Relaxed);
+                WEBHOOK_COUNTS
+                    .bad_signatures
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(WebhookAnswer::Unauthenticated(format!(
                     "the signature is not session {session_id:?}'s"
                 )));
@@ -133,7 +144,9 @@ impl ChatSync {
         }
         for number in &numbers {
             if !targets.iter().any(|(_, s)| s.phone_number_id() == number) {
-                WEBHOOK_COUNTS.unknown_numbers.fetch_add(1, Ordering::Relaxed);
+                WEBHOOK_COUNTS
+                    .unknown_numbers
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     phone_number_id = number,
                     "a webhook for a phone number no session has; acknowledged and dropped"
@@ -193,7 +206,9 @@ impl ChatSync {
             } => match self.apply_status(session_id, &status).await {
                 Ok(true) => Ok(()),
                 Ok(false) => {
-                    WEBHOOK_COUNTS.waiting_statuses.fetch_add(1, Ordering::Relaxed);
+                    WEBHOOK_COUNTS
+                        .waiting_statuses
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(session_id, key, "keeping a status until its message");
                     store
                         .keep_webhook_item(session_id, &key, &payload, None)
@@ -210,7 +225,10 @@ impl ChatSync {
                 key,
                 payload,
                 error,
-            } => self.keep_unreadable(session_id, &key, &payload, &error).await,
+            } => {
+                self.keep_unreadable(session_id, &key, &payload, &error)
+                    .await
+            }
         }
     }
 
@@ -221,8 +239,15 @@ impl ChatSync {
         payload: &str,
         error: &str,
     ) -> Result<()> {
-        WEBHOOK_COUNTS.unreadable_items.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(session_id, key, error, "keeping a webhook item that cannot be applied");
+        WEBHOOK_COUNTS
+            .unreadable_items
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            session_id,
+            key,
+            error,
+            "keeping a webhook item that cannot be applied"
+        );
         self.inner
             .store
             .keep_webhook_item(session_id, key, payload, Some(error))
@@ -307,7 +332,10 @@ impl ChatSync {
     /// the inbox. Called after a webhook stored messages and after a send's answer.
     pub(super) async fn apply_waiting_webhook_items(&self, session_id: &str) -> Result<()> {
         let store = &self.inner.store;
-        for item in store.waiting_webhook_items(session_id, WAITING_BATCH).await? {
+        for item in store
+            .waiting_webhook_items(session_id, WAITING_BATCH)
+            .await?
+        {
             let Ok(status) = serde_json::from_str::<webhook::Status>(&item.payload) else {
                 continue;
             };

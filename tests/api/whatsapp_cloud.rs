@@ -159,16 +159,28 @@ async fn handshake_and_signatures(backend: Backend) {
     ))
     .await;
     assert_eq!(ok.status().as_u16(), 200);
-    assert!(ok.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        ok.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert_eq!(ok.text().await.unwrap(), "1158201444");
     let wrong = get("hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1".into()).await;
     assert_eq!(wrong.status().as_u16(), 403);
-    let mode = get(format!("hub.mode=unsubscribe&hub.verify_token={VERIFY}&hub.challenge=1")).await;
+    let mode = get(format!(
+        "hub.mode=unsubscribe&hub.verify_token={VERIFY}&hub.challenge=1"
+    ))
+    .await;
     assert_eq!(mode.status().as_u16(), 403);
 
     let body = serde_json::to_vec(&case("message.json", "text", "wamid.sig")).unwrap();
     assert_eq!(s.post_raw(&body, None).await, 401, "missing signature");
-    assert_eq!(s.post_raw(&body, Some("sha256=00".into())).await, 401, "wrong");
+    assert_eq!(
+        s.post_raw(&body, Some("sha256=00".into())).await,
+        401,
+        "wrong"
+    );
     assert_eq!(
         s.post_raw(&body, Some(sign(&body, "another-app"))).await,
         401,
@@ -177,15 +189,25 @@ async fn handshake_and_signatures(backend: Backend) {
     let mut altered = body.clone();
     let at = altered.len() - 5;
     altered[at] = b' ';
-    assert_eq!(s.post_raw(&altered, Some(sign(&body, SECRET))).await, 401, "altered");
-    assert!(s.messages(USER).await.is_empty(), "a refused body stores nothing");
+    assert_eq!(
+        s.post_raw(&altered, Some(sign(&body, SECRET))).await,
+        401,
+        "altered"
+    );
+    assert!(
+        s.messages(USER).await.is_empty(),
+        "a refused body stores nothing"
+    );
 
     // Meta escapes non-ASCII as \uXXXX and signs those bytes.
     let escaped = String::from_utf8(body.clone())
         .unwrap()
         .replace("Body Text", "caf\\u00e9 \\ud83d\\ude00")
         .into_bytes();
-    assert_eq!(s.post_raw(&escaped, Some(sign(&escaped, SECRET))).await, 200);
+    assert_eq!(
+        s.post_raw(&escaped, Some(sign(&escaped, SECRET))).await,
+        200
+    );
     assert_eq!(s.message(USER, "wamid.sig").await.text, "café 😀");
 
     // Over 3 MiB: 413.
@@ -196,7 +218,12 @@ async fn handshake_and_signatures(backend: Backend) {
     value(&mut other)["metadata"]["phone_number_id"] = json!("999");
     let bytes = serde_json::to_vec(&other).unwrap();
     assert_eq!(s.post_raw(&bytes, Some(sign(&bytes, SECRET))).await, 200);
-    assert!(s.messages(USER).await.iter().all(|m| m.provider_message_id != "wamid.other"));
+    assert!(
+        s.messages(USER)
+            .await
+            .iter()
+            .all(|m| m.provider_message_id != "wamid.other")
+    );
 }
 
 async fn every_shared_case(backend: Backend) {
@@ -263,10 +290,17 @@ async fn every_shared_case(backend: Backend) {
             .unwrap()
     };
     assert_eq!(by("text").text, "Body Text");
-    assert_eq!(by("reply").reply_to.as_ref().unwrap().provider_message_id, "wamid.xyzxyz==");
+    assert_eq!(
+        by("reply").reply_to.as_ref().unwrap().provider_message_id,
+        "wamid.xyzxyz=="
+    );
     assert!(by("forwarded").forwarded);
     assert!(by("forwarded_many_times").frequently_forwarded);
-    assert!(by("unsupported").text.contains("131051"), "{}", by("unsupported").text);
+    assert!(
+        by("unsupported").text.contains("131051"),
+        "{}",
+        by("unsupported").text
+    );
     assert!(by("contacts").text.contains("Chandler Bing"));
     assert!(by("order").text.contains("HAMBURGER"));
     assert!(by("current_location").text.contains("Location"));
@@ -295,13 +329,19 @@ async fn every_shared_case(backend: Backend) {
     value(&mut react)["messages"][0]["reaction"]["message_id"] = json!("wamid.case.text");
     s.post(&react).await;
     assert_eq!(by_id(&s, "wamid.case.text").await.reactions[0].emoji, "😮");
-    for (name, id) in [("unreaction_empty", "wamid.r2"), ("unreaction_no_emoji", "wamid.r3")] {
+    for (name, id) in [
+        ("unreaction_empty", "wamid.r2"),
+        ("unreaction_no_emoji", "wamid.r3"),
+    ] {
         let mut react = case("message.json", "reaction", "wamid.r4");
         s.post(&react).await; // put it back (the same id: stored once)
         react = case("message.json", name, id);
         value(&mut react)["messages"][0]["reaction"]["message_id"] = json!("wamid.case.text");
         s.post(&react).await;
-        assert!(by_id(&s, "wamid.case.text").await.reactions.is_empty(), "{name}");
+        assert!(
+            by_id(&s, "wamid.case.text").await.reactions.is_empty(),
+            "{name}"
+        );
     }
 
     // Buttons.
@@ -310,12 +350,20 @@ async fn every_shared_case(backend: Backend) {
         s.post(&case("callback_button.json", name, &id)).await;
         assert!(!by_id(&s, &id).await.text.is_empty(), "{name}");
     }
-    assert!(by_id(&s, "wamid.button.button").await.text.contains("callback_data"));
+    assert!(
+        by_id(&s, "wamid.button.button")
+            .await
+            .text
+            .contains("callback_data")
+    );
 
     // An edit, then a revoke, of a stored message (the bodies' own sender and ids).
     let mut edit = cases("edited_message.json")["image"].clone();
     let original = value(&mut edit)["messages"][0]["edit"]["original_message_id"].clone();
-    let editor = value(&mut edit)["messages"][0]["from"].as_str().unwrap().to_owned();
+    let editor = value(&mut edit)["messages"][0]["from"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     value(&mut edit)["metadata"]["phone_number_id"] = json!(NUMBER);
     let mut first = case("message.json", "text", original.as_str().unwrap());
     value(&mut first)["messages"][0]["from"] = json!(editor);
@@ -345,7 +393,13 @@ async fn duplicates_and_a_malformed_item(backend: Backend) {
         s.post(&body).await;
     }
     let stored = s.messages(USER).await;
-    assert_eq!(stored.iter().filter(|m| m.provider_message_id == "wamid.dup").count(), 1);
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|m| m.provider_message_id == "wamid.dup")
+            .count(),
+        1
+    );
     // A batch with one message that has no id: the other is stored, the answer is 200.
     let mut batch = case("message.json", "text", "wamid.good");
     let good = value(&mut batch)["messages"][0].clone();
@@ -379,17 +433,23 @@ async fn statuses_in_any_order(backend: Backend) {
     for status in ["read", "sent", "delivered", "read", "delivered", "read"] {
         s.post(&status_body(&wamid, status, None)).await;
     }
-    assert_eq!(s.message(USER, &wamid).await.status, pb::MessageStatus::Read as i32);
+    assert_eq!(
+        s.message(USER, &wamid).await.status,
+        pb::MessageStatus::Read as i32
+    );
     // Failed after delivered changes nothing; failed after sent is FAILED.
     let second = send_one(&s, "second", "k2").await.unwrap();
-    s.post(&status_body(&second.provider_message_id, "delivered", None)).await;
-    s.post(&status_body(&second.provider_message_id, "failed", None)).await;
+    s.post(&status_body(&second.provider_message_id, "delivered", None))
+        .await;
+    s.post(&status_body(&second.provider_message_id, "failed", None))
+        .await;
     assert_eq!(
         s.message(USER, &second.provider_message_id).await.status,
         pb::MessageStatus::Delivered as i32
     );
     let third = send_one(&s, "third", "k3").await.unwrap();
-    s.post(&status_body(&third.provider_message_id, "failed", None)).await;
+    s.post(&status_body(&third.provider_message_id, "failed", None))
+        .await;
     assert_eq!(
         s.message(USER, &third.provider_message_id).await.status,
         pb::MessageStatus::Failed as i32
@@ -417,13 +477,18 @@ async fn status_before_the_send_answer(backend: Backend) {
     s.graph.script.lock().unwrap().hold_sends = true;
     let arrived = s.graph.arrived.notified();
     let mut client = s.app.client().await;
-    let send = tokio::spawn(async move {
-        common::send(&mut client, "wa", USER, "racing", "k-race").await
-    });
-    tokio::time::timeout(HANG_GUARD, arrived).await.expect("the send arrives");
+    let send =
+        tokio::spawn(
+            async move { common::send(&mut client, "wa", USER, "racing", "k-race").await },
+        );
+    tokio::time::timeout(HANG_GUARD, arrived)
+        .await
+        .expect("the send arrives");
     // Meta's statuses beat the answer: they name the client_message_id.
-    s.post(&status_body("wamid.standin.1", "sent", Some("k-race"))).await;
-    s.post(&status_body("wamid.standin.1", "delivered", Some("k-race"))).await;
+    s.post(&status_body("wamid.standin.1", "sent", Some("k-race")))
+        .await;
+    s.post(&status_body("wamid.standin.1", "delivered", Some("k-race")))
+        .await;
     s.graph.release.notify_one();
     let answer = tokio::time::timeout(HANG_GUARD, send)
         .await
@@ -442,17 +507,30 @@ async fn a_retry_racing_its_send_posts_once(backend: Backend) {
     s.graph.script.lock().unwrap().hold_sends = true;
     let arrived = s.graph.arrived.notified();
     let (mut a, mut b) = (s.app.client().await, s.app.client().await);
-    let first = tokio::spawn(async move { common::send(&mut a, "wa", USER, "once", "k-once").await });
-    tokio::time::timeout(HANG_GUARD, arrived).await.expect("arrives");
-    let retry = tokio::spawn(async move { common::send(&mut b, "wa", USER, "once", "k-once").await });
+    let first =
+        tokio::spawn(async move { common::send(&mut a, "wa", USER, "once", "k-once").await });
+    tokio::time::timeout(HANG_GUARD, arrived)
+        .await
+        .expect("arrives");
+    let retry =
+        tokio::spawn(async move { common::send(&mut b, "wa", USER, "once", "k-once").await });
     // The retry reaches the source's wait for the first (nothing else can end it).
     tokio::task::yield_now().await;
     s.graph.release.notify_one();
     let one = first.await.unwrap().expect("first");
     s.graph.release.notify_one();
-    let two = tokio::time::timeout(HANG_GUARD, retry).await.unwrap().unwrap().expect("retry");
+    let two = tokio::time::timeout(HANG_GUARD, retry)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("retry");
     assert_eq!(one.message.unwrap().id, two.message.unwrap().id);
-    let texts = s.graph.posts().iter().filter(|p| p["type"] == "text").count();
+    let texts = s
+        .graph
+        .posts()
+        .iter()
+        .filter(|p| p["type"] == "text")
+        .count();
     assert_eq!(texts, 1, "posted once");
 }
 
@@ -461,7 +539,9 @@ async fn graph_errors_are_typed(backend: Backend) {
     let push = |status: u16, code: i64, n: usize| {
         let mut script = s.graph.script.lock().unwrap();
         for _ in 0..n {
-            script.answers.push_back((status, error_body(code, "scripted")));
+            script
+                .answers
+                .push_back((status, error_body(code, "scripted")));
         }
     };
     push(400, 131047, 1);

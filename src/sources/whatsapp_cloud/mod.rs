@@ -42,8 +42,8 @@ use tokio::sync::OnceCell;
 
 use self::graph::{CallError, Graph};
 use super::{
-    Capabilities, ChatHistory, LiveEvent, LiveSink, SendReceipt, SessionConfig, Source,
-    SourceChat, SourceContext, SourceError, UpstreamChange,
+    Capabilities, ChatHistory, LiveEvent, LiveSink, SendReceipt, SessionConfig, Source, SourceChat,
+    SourceContext, SourceError, UpstreamChange,
 };
 use crate::model::{
     Attachment, Forwarded, MessageKind, MessageStatus, NewContact, NewMessage, People,
@@ -116,7 +116,7 @@ pub enum Item {
     Status {
         key: String,
         payload: String,
-        status: webhook::Status,
+        status: Box<webhook::Status>,
     },
     /// An item that could not be read: kept with its error.
     Unreadable {
@@ -341,7 +341,7 @@ impl WhatsAppCloud {
                 Ok(parsed) if parsed.chat_id().is_some() => items.push(Item::Status {
                     key: parsed.key(),
                     payload,
-                    status: parsed,
+                    status: Box::new(parsed),
                 }),
                 Ok(_) => items.push(Item::Unreadable {
                     key: format!("bad:{}", digest(status)),
@@ -820,7 +820,11 @@ impl Source for WhatsAppCloud {
         }
     }
 
-    async fn mark_read(&self, _chat_id: &str, provider_message_id: &str) -> Result<(), SourceError> {
+    async fn mark_read(
+        &self,
+        _chat_id: &str,
+        provider_message_id: &str,
+    ) -> Result<(), SourceError> {
         let first = self
             .read_sent
             .lock()
