@@ -76,13 +76,14 @@ impl MessageStatus {
     }
 
     /// Whether moving from `self` to `next` is a step forward. Statuses never go backwards:
-    /// READ followed by DELIVERED stays READ. FAILED is reachable only from PENDING, and
+    /// READ followed by DELIVERED stays READ. FAILED replaces only PENDING or SENT (a WhatsApp
+    /// `failed` status can follow `sent`; one after `delivered` changes nothing), and
     /// nothing leaves FAILED except a successful retry of the send (PENDING → SENT is handled
     /// by the sender, not by receipts).
     pub fn advances_to(self, next: MessageStatus) -> bool {
         match (self, next) {
             (Self::Failed, _) => false,
-            (Self::Pending, Self::Failed) => true,
+            (Self::Pending | Self::Sent, Self::Failed) => true,
             (_, Self::Failed) => false,
             (current, next) => next.rank() > current.rank(),
         }
@@ -679,4 +680,19 @@ impl ClientMessageId {
 /// cut by it so that they fit a client's message size limit.
 pub trait EncodedLen {
     fn encoded_len(&self) -> usize;
+}
+
+#[cfg(test)]
+mod status_order_tests {
+    use super::MessageStatus::*;
+
+    #[test]
+    fn failed_replaces_only_pending_or_sent() {
+        assert!(Pending.advances_to(Failed));
+        assert!(Sent.advances_to(Failed));
+        assert!(!Delivered.advances_to(Failed));
+        assert!(!Read.advances_to(Failed));
+        assert!(!Failed.advances_to(Sent));
+        assert!(!Read.advances_to(Delivered));
+    }
 }

@@ -14,6 +14,7 @@
 //! INTERRUPTED, and the server stops within [`SHUTDOWN_GRACE`] even if a client keeps a
 //! connection open.
 pub mod console;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -227,10 +228,9 @@ impl Application {
         // ---- end of transport ----
         let serve = builder
             .layer(cors_layer(&self.config.cors_allowed_origins)?)
-            .add_routes(crate::metrics::with_endpoint(
-                console::routes(grpc),
-                metrics,
-                self.tokens.clone(),
+            .add_routes(webhooks::with_webhooks(
+                crate::metrics::with_endpoint(console::routes(grpc), metrics, self.tokens.clone()),
+                self.service.clone(),
             ))
             .serve_with_incoming_shutdown(incoming, grace);
         let shutdown_seen = self.shutdown.clone();

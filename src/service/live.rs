@@ -196,6 +196,36 @@ impl LiveSink for LiveStore {
     }
 
     async fn apply(&self, events: Vec<LiveEvent>, cursor: &str) -> Result<()> {
+        self.store_events(events).await?;
+        self.store
+            .save_source_cursor(&self.session_id, cursor)
+            .await
+    }
+
+    async fn has_message(&self, chat_id: &str, provider_message_id: &str) -> Result<bool> {
+        self.store
+            .has_message(&self.session_id, chat_id, provider_message_id)
+            .await
+    }
+
+    fn set_state(&self, state: SourceState) {
+        self.state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+    }
+
+    fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+impl LiveStore {
+    /// Stores `events` in order (what [`LiveSink::apply`] does before it saves the cursor);
+    /// pushed webhooks, which have no cursor, use it directly. On error nothing after the
+    /// failing event is applied.
+    pub async fn store_events(&self, events: Vec<LiveEvent>) -> Result<()> {
         let mut names: HashMap<String, String> = HashMap::new();
         let mut run: Vec<(String, NewMessage)> = Vec::new();
         let session_id = self.session_id.as_str();
@@ -300,25 +330,6 @@ impl LiveSink for LiveStore {
                 LiveEvent::Message { .. } => unreachable!("handled above"),
             }
         }
-        self.store_messages(&mut run, &mut names).await?;
-        self.store.save_source_cursor(session_id, cursor).await
-    }
-
-    async fn has_message(&self, chat_id: &str, provider_message_id: &str) -> Result<bool> {
-        self.store
-            .has_message(&self.session_id, chat_id, provider_message_id)
-            .await
-    }
-
-    fn set_state(&self, state: SourceState) {
-        self.state.send_if_modified(|current| {
-            let changed = *current != state;
-            *current = state;
-            changed
-        });
-    }
-
-    fn stopped(&self) -> CancellationToken {
-        self.stop.clone()
+        self.store_messages(&mut run, &mut names).await
     }
 }

@@ -11,6 +11,7 @@ mod send;
 mod snapshot;
 pub mod subscriptions;
 pub mod sync;
+pub mod whatsapp_cloud;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -243,6 +243,10 @@ impl ChatSync {
                         Some(&receipt.provider_message_id),
                     )
                     .await?;
+                // Statuses that beat this answer without naming the send wait in the inbox.
+                if source.whatsapp_cloud().is_some() {
+                    self.apply_waiting_webhook_items(session_id).await?;
+                }
                 Ok((sent, false))
             }
             Err(error) => {

@@ -34,6 +34,7 @@ pub mod matrix;
 pub mod media;
 pub mod telegram;
 pub mod whatsapp;
+pub mod whatsapp_cloud;
 
 use std::sync::{Arc, RwLock};
 
@@ -105,6 +106,10 @@ pub enum SourceError {
     /// request will not help.
     #[error("the source refused: {0}")]
     Rejected(String),
+    /// The source's rate limit held after retries (WhatsApp Cloud API 130429, 131056): worth
+    /// retrying later.
+    #[error("the source's rate limit: {0}")]
+    Exhausted(String),
 }
 
 impl From<SourceError> for Error {
@@ -112,6 +117,7 @@ impl From<SourceError> for Error {
         match error {
             SourceError::ReadOnly(_) => Error::FailedPrecondition(error.to_string()),
             SourceError::Unavailable(_) => Error::Unavailable(error.to_string()),
+            SourceError::Exhausted(_) => Error::ResourceExhausted(error.to_string()),
             SourceError::Invalid(_) | SourceError::Io { .. } | SourceError::Rejected(_) => {
                 Error::FailedPrecondition(error.to_string())
             }
@@ -290,6 +296,12 @@ pub trait Source: Send + Sync + 'static {
     async fn run_live(&self, sink: Arc<dyn LiveSink>) {
         let _ = sink;
     }
+
+    /// The WhatsApp Cloud API source behind this one, which takes pushed webhooks
+    /// (`/webhooks/whatsapp`); `None` for every other kind.
+    fn whatsapp_cloud(&self) -> Option<&whatsapp_cloud::WhatsAppCloud> {
+        None
+    }
 }
 
 /// One change a live source saw upstream, in the order it happened.
@@ -425,6 +437,7 @@ const BUILT_IN: &[(&str, Factory)] = &[
     (telegram::KIND, telegram::TelegramExport::build),
     (local::KIND, local::Local::build),
     (matrix::KIND, matrix::Matrix::build),
+    (whatsapp_cloud::KIND, whatsapp_cloud::WhatsAppCloud::build),
 ];
 
 /// Kinds added with [`register`], for the whole process.

@@ -41,6 +41,7 @@ mod rows;
 pub mod search;
 pub mod sessions;
 pub mod snapshot;
+pub mod webhook_inbox;
 pub mod write;
 
 use std::borrow::Cow;

@@ -29,3 +29,4 @@ mod service;
 mod snapshot;
 mod telegram_lifecycle;
 mod transport;
+mod whatsapp_cloud;

@@ -5,6 +5,7 @@
 //! one place, [`skip_or_fail`]. Set `TEST_LOG=1` to see the server's logs.
 #![allow(dead_code)]
 
+pub mod graph_api;
 pub mod postgres_server;
 pub mod replica;
 pub mod synapse;

@@ -1,0 +1,69 @@
+//! `/webhooks/whatsapp` on the API's own port: the WhatsApp Cloud API's webhooks. No API token:
+//! Meta cannot send one; a body's signature is its authentication (checked in the service,
+//! [`ChatSync::whatsapp_webhook`]).
+//!
+//! - `GET`: the verification handshake. `hub.mode=subscribe` with a session's verify token
+//!   answers 200 with `hub.challenge` as `text/plain`; anything else 403.
+//! - `POST`: 200 once everything in the body is stored; 401 for a missing or wrong
+//!   signature; 413 over 3 MiB; 503 when storage fails (Meta delivers it again).
+//!
+//! <https://developers.facebook.com/docs/graph-api/webhooks/getting-started>
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::service::ChatSync;
+use crate::service::whatsapp_cloud::WebhookAnswer;
+use crate::sources::whatsapp_cloud::webhook::MAX_BODY_BYTES;
+
+/// The path Meta calls.
+pub const PATH: &str = "/webhooks/whatsapp";
+
+/// `routes` with the webhook endpoint in front.
+pub fn with_webhooks(routes: tonic::service::Routes, service: ChatSync) -> tonic::service::Routes {
+    let webhooks = axum::Router::new()
+        .route(PATH, get(verify).post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service);
+    tonic::service::Routes::from(routes.into_axum_router().merge(webhooks))
+}
+
+async fn verify(State(service): State<ChatSync>, RawQuery(query): RawQuery) -> Response {
+    let (mut mode, mut token, mut challenge) = (String::new(), String::new(), String::new());
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "hub.mode" => mode = value.into_owned(),
+            "hub.verify_token" => token = value.into_owned(),
+            "hub.challenge" => challenge = value.into_owned(),
+            _ => {}
+        }
+    }
+    match service.whatsapp_verify(&mode, &token, &challenge) {
+        Some(challenge) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            challenge,
+        )
+            .into_response(),
+        None => StatusCode::FORBIDDEN.into_response(),
+    }
+}
+
+async fn receive(State(service): State<ChatSync>, headers: HeaderMap, body: Bytes) -> Response {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|value| value.to_str().ok());
+    match service.whatsapp_webhook(signature, &body).await {
+        Ok(WebhookAnswer::Stored) => StatusCode::OK.into_response(),
+        Ok(WebhookAnswer::Unauthenticated(why)) => {
+            tracing::warn!(why, "refused a webhook body");
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot store a webhook body; Meta will deliver it again");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Pushed webhooks of `whatsapp-cloud` sessions (the WhatsApp Cloud API): the verification
+//! handshake, and a signed body stored before it is acknowledged.
+//!
+//! A body is routed by `entry[].changes[].value.metadata.phone_number_id` to its session,
+//! its `X-Hub-Signature-256` checked over the raw bytes with that session's app secret, and
+//! each item of it applied on its own, in storage, before the answer:
+//! - messages, reactions, edits and revokes through the live sink's path
+//!   ([`LiveStore::store_events`]): a `wamid` stored already stores nothing;
+//! - statuses through [`Store::update_status`] (never backwards) or, in a group, a
+//!   recipient's receipt; a status whose message is not stored is found by its
+//!   `biz_opaque_callback_data` (the `client_message_id` of a send still waiting for its
+//!   answer), or kept in the inbox and applied when the message arrives;
+//! - an item that cannot be read is kept in the inbox with its error, logged and counted.
+//!
+//! Any replica can take a webhook: every write goes through the session's lock.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::live::LiveStore;
+use super::*;
+use crate::model::ReceiptKind;
+use crate::sources::whatsapp_cloud::{Item, WhatsAppCloud, webhook};
+use crate::storage::MessageOp;
+
+/// Webhook counts since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WebhookCounts {
+    /// Bodies accepted (answered 200).
+    pub bodies: AtomicU64,
+    /// Bodies refused for their signature (401).
+    pub bad_signatures: AtomicU64,
+    /// Bodies or changes naming a phone number no session has.
+    pub unknown_numbers: AtomicU64,
+    /// Items that could not be read, kept with their error.
+    pub unreadable_items: AtomicU64,
+    /// Statuses kept because their message is not stored yet.
+    pub waiting_statuses: AtomicU64,
+}
+
+/// The process-wide webhook counts.
+pub static WEBHOOK_COUNTS: WebhookCounts = WebhookCounts {
+    bodies: AtomicU64::new(0),
+    bad_signatures: AtomicU64::new(0),
+    unknown_numbers: AtomicU64::new(0),
+    unreadable_items: AtomicU64::new(0),
+    waiting_statuses: AtomicU64::new(0),
+};
+
+/// What became of a webhook body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAnswer {
+    /// Everything in it is stored (applied, or kept in the inbox): answer 200.
+    Stored,
+    /// The signature is missing or wrong for the session the body names: answer 401, nothing
+    /// is stored. The text says why (for the log).
+    Unauthenticated(String),
+}
+
+/// How many waiting items one pass applies at most.
+const WAITING_BATCH: u64 = 500;
+
+impl ChatSync {
+    /// The `whatsapp-cloud` sessions: (session id, source).
+    fn whatsapp_sessions(&self) -> impl Iterator<Item = (&String, &WhatsAppCloud)> {
+        self.inner
+            .sessions
+            .iter()
+            .filter_map(|(id, session)| Some((id, session.source.whatsapp_cloud()?)))
+    }
+
+    /// The verification handshake (`GET /webhooks/whatsapp`): the challenge to answer when
+    /// `mode` is `subscribe` and `token` is the verify token of some `whatsapp-cloud`
+    /// session; `None` (answer 403) otherwise.
+    pub fn whatsapp_verify(&self, mode: &str, token: &str, challenge: &str) -> Option<String> {
+        if mode != "subscribe" {
+            return None;
+        }
+        self.whatsapp_sessions()
+            .any(|(_, source)| source.verify_token_matches(token))
+            .then(|| challenge.to_owned())
+    }
+
+    /// Takes a webhook body (`POST /webhooks/whatsapp`, at most
+    /// [`webhook::MAX_BODY_BYTES`], checked by the caller) and its `X-Hub-Signature-256`.
+    ///
+    /// Errors: a storage failure (`Unavailable`, ...): answer 5xx and Meta delivers the body
+    /// again; what was stored of it is skipped then.
+    pub async fn whatsapp_webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<WebhookAnswer> {
+        let Some(signature) = signature else {
+            WEBHOOK_COUNTS
+                .bad_signatures
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(WebhookAnswer::Unauthenticated(
+                "no X-Hub-Signature-256".into(),
+            ));
+        };
+        let parsed = match webhook::parse(body) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                // Keep a body Meta signed but nobody can read, in the first session whose
+                // secret signed it; anyone else's is refused.
+                let signed_for = self
+                    .whatsapp_sessions()
+                    .find(|(_, s)| webhook::signature_matches(signature, body, s.app_secret()));
+                let Some((session_id, _)) = signed_for else {
+                    WEBHOOK_COUNTS
+                        .bad_signatures
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(WebhookAnswer::Unauthenticated(error));
+                };
+                tracing::warn!(session_id, %error, "keeping an unreadable webhook body");
+                WEBHOOK_COUNTS
+                    .unreadable_items
+                    .fetch_add(1, Ordering::Relaxed);
+                let key = format!(
+                    "body:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body))
+                );
+                let text = String::from_utf8_lossy(body);
+                self.inner
+                    .store
+                    .keep_webhook_item(session_id, &key, &text, Some(&error))
+                    .await?;
+                return Ok(WebhookAnswer::Stored);
+            }
+        };
+        let numbers = webhook::phone_number_ids(&parsed);
+        let targets: Vec<(&String, &WhatsAppCloud)> = self
+            .whatsapp_sessions()
+            .filter(|(_, s)| numbers.iter().any(|n| n == s.phone_number_id()))
+            .collect();
+        for (session_id, source) in &targets {
+            if !webhook::signature_matches(signature, body, source.app_secret()) {
+                WEBHOOK_COUNTS
+                    .bad_signatures
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(WebhookAnswer::Unauthenticated(format!(
+                    "the signature is not session {session_id:?}'s"
+                )));
+            }
+        }
+        for number in &numbers {
+            if !targets.iter().any(|(_, s)| s.phone_number_id() == number) {
+                WEBHOOK_COUNTS
+                    .unknown_numbers
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    phone_number_id = number,
+                    "a webhook for a phone number no session has; acknowledged and dropped"
+                );
+            }
+        }
+        for (session_id, source) in targets {
+            let changes = parsed
+                .entry
+                .iter()
+                .flat_map(|entry| &entry.changes)
+                .filter(|change| change.phone_number_id() == Some(source.phone_number_id()));
+            let mut stored_messages = false;
+            for change in changes {
+                for item in source.read_change(change).await {
+                    stored_messages |= matches!(item, Item::Events { .. });
+                    self.apply_webhook_item(session_id, item).await?;
+                }
+            }
+            if stored_messages {
+                self.apply_waiting_webhook_items(session_id).await?;
+            }
+        }
+        WEBHOOK_COUNTS.bodies.fetch_add(1, Ordering::Relaxed);
+        Ok(WebhookAnswer::Stored)
+    }
+
+    fn webhook_sink(&self, session_id: &str) -> Result<LiveStore> {
+        let session = self.session(session_id)?;
+        Ok(LiveStore {
+            session_id: session_id.to_owned(),
+            store: self.inner.store.clone(),
+            state: session.state.clone(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Applies (or keeps) one item. Errors only for storage failures worth a redelivery.
+    async fn apply_webhook_item(&self, session_id: &str, item: Item) -> Result<()> {
+        let store = &self.inner.store;
+        match item {
+            Item::Events { key, events } => {
+                let payload = format!("{events:?}");
+                match self.webhook_sink(session_id)?.store_events(events).await {
+                    Ok(()) => Ok(()),
+                    Err(error) if retry_worthy(&error) => Err(error),
+                    Err(error) => {
+                        self.keep_unreadable(session_id, &key, &payload, &error.to_string())
+                            .await
+                    }
+                }
+            }
+            Item::Status {
+                key,
+                payload,
+                status,
+            } => match self.apply_status(session_id, &status).await {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    WEBHOOK_COUNTS
+                        .waiting_statuses
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(session_id, key, "keeping a status until its message");
+                    store
+                        .keep_webhook_item(session_id, &key, &payload, None)
+                        .await
+                        .map(|_| ())
+                }
+                Err(error) if retry_worthy(&error) => Err(error),
+                Err(error) => {
+                    self.keep_unreadable(session_id, &key, &payload, &error.to_string())
+                        .await
+                }
+            },
+            Item::Unreadable {
+                key,
+                payload,
+                error,
+            } => {
+                self.keep_unreadable(session_id, &key, &payload, &error)
+                    .await
+            }
+        }
+    }
+
+    async fn keep_unreadable(
+        &self,
+        session_id: &str,
+        key: &str,
+        payload: &str,
+        error: &str,
+    ) -> Result<()> {
+        WEBHOOK_COUNTS
+            .unreadable_items
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            session_id,
+            key,
+            error,
+            "keeping a webhook item that cannot be applied"
+        );
+        self.inner
+            .store
+            .keep_webhook_item(session_id, key, payload, Some(error))
+            .await
+            .map(|_| ())
+    }
+
+    /// Applies a status. `Ok(false)`: its message is not stored (yet).
+    async fn apply_status(&self, session_id: &str, status: &webhook::Status) -> Result<bool> {
+        let store = &self.inner.store;
+        let chat_id = status.chat_id().unwrap_or_default().to_owned();
+        let next = match status.status.as_str() {
+            "sent" => MessageStatus::Sent,
+            "delivered" => MessageStatus::Delivered,
+            "read" | "played" => MessageStatus::Read,
+            "failed" => MessageStatus::Failed,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown status {other:?} of {}",
+                    status.id
+                )));
+            }
+        };
+        if next == MessageStatus::Failed {
+            for error in &status.errors {
+                tracing::warn!(
+                    session_id,
+                    wamid = status.id,
+                    code = error.code,
+                    title = error.title,
+                    "WhatsApp could not deliver a message"
+                );
+            }
+        }
+        let by_wamid = MessageRef::Provider {
+            chat_id: chat_id.clone(),
+            provider_message_id: status.id.clone(),
+        };
+        // A group's delivered and read come per participant.
+        if let Some(participant) = status.participant()
+            && matches!(next, MessageStatus::Delivered | MessageStatus::Read)
+        {
+            let op = MessageOp::Receipt {
+                recipient: participant.to_owned(),
+                kind: if next == MessageStatus::Read {
+                    ReceiptKind::Read
+                } else {
+                    ReceiptKind::Delivered
+                },
+                at_ms: status.at_ms(),
+            };
+            return match store.update_message(session_id, &by_wamid, &op, None).await {
+                Ok(_) => Ok(true),
+                Err(Error::NotFound(_)) => Ok(false),
+                Err(error) => Err(error),
+            };
+        }
+        match store.update_status(session_id, &by_wamid, next, None).await {
+            Ok(_) => return Ok(true),
+            Err(Error::NotFound(_)) => {}
+            Err(error) => return Err(error),
+        }
+        // The send's answer has not come back yet: the message still has its pending id.
+        let Some(client_message_id) = status.biz_opaque_callback_data.as_deref() else {
+            return Ok(false);
+        };
+        let pending = MessageRef::Provider {
+            chat_id,
+            provider_message_id: format!("pending-{client_message_id}"),
+        };
+        match store
+            .update_status(session_id, &pending, next, Some(&status.id))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Applies the session's statuses that waited for their message; each applied one leaves
+    /// the inbox. Called after a webhook stored messages and after a send's answer.
+    pub(super) async fn apply_waiting_webhook_items(&self, session_id: &str) -> Result<()> {
+        let store = &self.inner.store;
+        for item in store
+            .waiting_webhook_items(session_id, WAITING_BATCH)
+            .await?
+        {
+            let Ok(status) = serde_json::from_str::<webhook::Status>(&item.payload) else {
+                continue;
+            };
+            if self.apply_status(session_id, &status).await? {
+                store.drop_webhook_item(session_id, &item.key).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a failure is the storage's (worth Meta's redelivery) rather than the item's.
+fn retry_worthy(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Unavailable(_) | Error::Aborted(_) | Error::Storage(_) | Error::LeaseLost(_)
+    )
+}

@@ -1,0 +1,286 @@
+//! The Graph API calls of the `whatsapp-cloud` source, and every request and response shape
+//! they use, each with the Meta reference page it follows. Errors become [`SourceError`]s
+//! with Meta's code in the text ([`GraphError::into_source_error`]).
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sources::SourceError;
+
+/// `POST /{version}/{phone_number_id}/messages`: a text message.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages#text-object>
+/// A reply carries `context.message_id`; `biz_opaque_callback_data` (at most 512 characters)
+/// comes back on the message's status webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SendText {
+    pub messaging_product: String,
+    pub recipient_type: String,
+    pub to: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: TextBody,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub context: Option<Context>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub biz_opaque_callback_data: Option<String>,
+}
+
+/// The `text` object of a sent message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TextBody {
+    pub preview_url: bool,
+    pub body: String,
+}
+
+/// The `context` object of a reply: the quoted message's wamid.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Context {
+    pub message_id: String,
+}
+
+/// `POST /{version}/{phone_number_id}/messages` with `type: reaction`; an empty `emoji`
+/// removes the reaction.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages#reaction-object>
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SendReaction {
+    pub messaging_product: String,
+    pub recipient_type: String,
+    pub to: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reaction: ReactionBody,
+}
+
+/// The `reaction` object: the wamid reacted to and the emoji (`""` removes it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReactionBody {
+    pub message_id: String,
+    pub emoji: String,
+}
+
+/// `POST /{version}/{phone_number_id}/messages` marking an incoming message read; answered
+/// `{"success": true}`.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/guides/mark-message-as-read>
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MarkRead {
+    pub messaging_product: String,
+    pub status: String,
+    pub message_id: String,
+}
+
+/// The answer to a sent message.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages#response>
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SendAnswer {
+    pub messaging_product: String,
+    #[serde(default)]
+    pub contacts: Vec<AnswerContact>,
+    pub messages: Vec<AnswerMessage>,
+}
+
+/// One `contacts[]` entry of [`SendAnswer`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AnswerContact {
+    pub input: String,
+    pub wa_id: String,
+}
+
+/// One `messages[]` entry of [`SendAnswer`]: the wamid.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AnswerMessage {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_status: Option<String>,
+}
+
+/// `GET /{version}/{media_id}`: where a media file is, for 5 minutes.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#retrieve-media-url>
+/// `sha256` is the file's hash (hex here; base64 in webhooks), `file_size` bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MediaUrl {
+    pub messaging_product: String,
+    pub url: String,
+    pub mime_type: String,
+    pub sha256: String,
+    pub file_size: serde_json::Value,
+    pub id: String,
+}
+
+/// A Graph error answer: `{"error": {...}}`.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes>
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorAnswer {
+    pub error: GraphError,
+}
+
+/// The `error` object of a Graph error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GraphError {
+    pub message: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    pub code: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_subcode: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fbtrace_id: Option<String>,
+}
+
+/// Meta's code for "re-engagement message": more than 24 hours since the user last wrote.
+pub const OUTSIDE_WINDOW: i64 = 131047;
+/// Meta's codes for throughput limits: "rate limit hit" and "pair rate limit hit".
+pub const RATE_LIMITS: [i64; 2] = [130429, 131056];
+/// Meta's code for an invalid or expired access token (OAuthException 190).
+pub const INVALID_TOKEN: i64 = 190;
+
+/// A failed Graph call: Meta's error, or no answer at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// Meta answered with an error body.
+    Graph { http: u16, error: GraphError },
+    /// No readable answer (network, timeout, a body that is not Graph's).
+    Transport(String),
+}
+
+impl CallError {
+    /// Whether the call is worth repeating after a pause (rate limits, no answer, 5xx).
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self, CallError::Graph { error, .. } if RATE_LIMITS.contains(&error.code))
+    }
+
+    /// Whether the access token is invalid (the source is then DOWN).
+    pub fn is_invalid_token(&self) -> bool {
+        matches!(self, CallError::Graph { error, .. } if error.code == INVALID_TOKEN)
+            || matches!(self, CallError::Graph { http: 401, .. })
+    }
+
+    /// The source error: a rate limit is `Exhausted`, an invalid token or no answer is
+    /// `Unavailable`, anything else (131047, a bad recipient, ...) `Rejected`. The text
+    /// carries Meta's code.
+    pub fn into_source_error(self) -> SourceError {
+        match self {
+            CallError::Transport(why) => SourceError::Unavailable(format!("Graph API: {why}")),
+            CallError::Graph { http, ref error } => {
+                let text = format!(
+                    "Graph API error {} (HTTP {http}): {}",
+                    error.code, error.message
+                );
+                if self.is_rate_limit() {
+                    SourceError::Exhausted(text)
+                } else if self.is_invalid_token() || http >= 500 {
+                    SourceError::Unavailable(text)
+                } else {
+                    SourceError::Rejected(text)
+                }
+            }
+        }
+    }
+}
+
+/// A Graph API client for one phone number.
+#[derive(Clone)]
+pub struct Graph {
+    http: reqwest::Client,
+    /// `{graph_api_url}/{graph_api_version}`, no trailing slash.
+    base: String,
+    phone_number_id: String,
+    token: String,
+}
+
+impl Graph {
+    /// A client for `base` (`https://graph.facebook.com/v23.0`) and the number.
+    pub fn new(base: String, phone_number_id: String, token: String) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base,
+            phone_number_id,
+            token,
+        }
+    }
+
+    async fn answer<T: serde::de::DeserializeOwned>(
+        response: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, CallError> {
+        let response = response.map_err(|e| CallError::Transport(e.to_string()))?;
+        let http = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        if (200..300).contains(&http) {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| CallError::Transport(format!("unreadable answer: {e}")));
+        }
+        match serde_json::from_slice::<ErrorAnswer>(&bytes) {
+            Ok(answer) => Err(CallError::Graph {
+                http,
+                error: answer.error,
+            }),
+            Err(_) => Err(CallError::Transport(format!("HTTP {http}"))),
+        }
+    }
+
+    /// `POST /{version}/{phone_number_id}/messages` with `body`.
+    pub async fn post_message<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        body: &B,
+    ) -> Result<T, CallError> {
+        let url = format!("{}/{}/messages", self.base, self.phone_number_id);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await;
+        Self::answer(response).await
+    }
+
+    /// `GET /{version}/{media_id}`.
+    pub async fn media_url(&self, media_id: &str) -> Result<MediaUrl, CallError> {
+        let url = format!("{}/{media_id}", self.base);
+        let response = self.http.get(url).bearer_auth(&self.token).send().await;
+        Self::answer(response).await
+    }
+
+    /// The bytes at a media URL (with the bearer token), at most `limit` bytes.
+    /// Errors: `Graph` for an error answer (an expired URL), `Transport` otherwise.
+    pub async fn download(&self, url: &str, limit: u64) -> Result<Vec<u8>, CallError> {
+        let mut response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let http = response.status().as_u16();
+        if !(200..300).contains(&http) {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ErrorAnswer>(&bytes) {
+                Ok(answer) => CallError::Graph {
+                    http,
+                    error: answer.error,
+                },
+                Err(_) => CallError::Transport(format!("HTTP {http}")),
+            });
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?
+        {
+            if bytes.len() as u64 + chunk.len() as u64 > limit {
+                return Err(CallError::Transport(format!("file over {limit} bytes")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+}

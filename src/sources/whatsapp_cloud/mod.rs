@@ -1,0 +1,863 @@
+//! The `whatsapp-cloud` source: a WhatsApp Business number through Meta's official Cloud API.
+//!
+//! - Upstream changes arrive as signed webhooks on the server's own port
+//!   (`/webhooks/whatsapp`, see `server::webhooks`); the domain layer routes a body to its
+//!   session by `metadata.phone_number_id`, checks the signature with
+//!   [`WhatsAppCloud::app_secret`] ([`webhook::signature_matches`]) and reads each change into
+//!   [`Item`]s with [`WhatsAppCloud::read_change`]: events to store, statuses, and items that
+//!   could not be read (kept with their error).
+//! - Chats are one per user, keyed by `wa_id`, or by the business-scoped `user_id` (BSUID)
+//!   when there is no `wa_id`; contacts come from `contacts[]`.
+//! - Media (`image`, `video`, `audio`, `document`, `sticker`) is downloaded at once
+//!   (`GET /{media-id}`, then the URL with the bearer token), its `sha256` checked, into the
+//!   blob store; a failed download is an attachment with `stored = false`.
+//! - SendMessage posts `POST /{version}/{phone_number_id}/messages` with
+//!   `biz_opaque_callback_data` = `client_message_id`, so a status that beats the send's answer
+//!   still finds its message. Graph has no idempotency key: a retry racing its first call on
+//!   this process waits for it and gets its wamid, so it never posts twice. Rate limits
+//!   (130429, 131056) are retried with backoff, then `Exhausted` (RESOURCE_EXHAUSTED); 131047
+//!   (outside the 24-hour window) is `Rejected` (FAILED_PRECONDITION); an invalid token is
+//!   `Unavailable` and puts the source DOWN.
+//! - ReactToMessage posts `type: reaction`; UpdateMessageStatus READ posts `status: read`.
+//!
+//! Settings: `phone_number_id`; `access_token_env` / `access_token_file`; `app_secret_env` /
+//! `app_secret_file`; `verify_token_env` / `verify_token_file`; `graph_api_url` (default
+//! [`DEFAULT_GRAPH_API_URL`]), `graph_api_version` (default [`DEFAULT_GRAPH_API_VERSION`]),
+//! `send_rate_per_second` (default 80), `rate_limit_retries` (default 3) and
+//! `rate_limit_backoff_ms` (default 1000, doubled per retry).
+pub mod graph;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use self::graph::{CallError, Graph};
+use super::{
+    Capabilities, ChatHistory, LiveEvent, LiveSink, SendReceipt, SessionConfig, Source, SourceChat,
+    SourceContext, SourceError, UpstreamChange,
+};
+use crate::model::{
+    Attachment, Forwarded, MessageKind, MessageStatus, NewContact, NewMessage, People,
+    ReactionChange, SourceState,
+};
+
+/// The source kind in the configuration.
+pub const KIND: &str = "whatsapp-cloud";
+/// Where the Graph API is.
+pub const DEFAULT_GRAPH_API_URL: &str = "https://graph.facebook.com";
+/// The Graph API version called when the configuration names none.
+pub const DEFAULT_GRAPH_API_VERSION: &str = "v23.0";
+/// The largest media file downloaded into the blob store: 100 MiB (Meta's own limit for
+/// documents); larger files are attachments with `stored = false`.
+pub const MAX_MEDIA_BYTES: u64 = 100 << 20;
+
+/// The `[[sessions]]` settings of a `whatsapp-cloud` session.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    phone_number_id: String,
+    #[serde(default)]
+    access_token_env: Option<String>,
+    #[serde(default)]
+    access_token_file: Option<PathBuf>,
+    #[serde(default)]
+    app_secret_env: Option<String>,
+    #[serde(default)]
+    app_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    verify_token_env: Option<String>,
+    #[serde(default)]
+    verify_token_file: Option<PathBuf>,
+    #[serde(default)]
+    graph_api_url: Option<String>,
+    #[serde(default)]
+    graph_api_version: Option<String>,
+    #[serde(default)]
+    send_rate_per_second: Option<u32>,
+    #[serde(default)]
+    rate_limit_retries: Option<u32>,
+    #[serde(default)]
+    rate_limit_backoff_ms: Option<u64>,
+}
+
+/// Reads a secret from the environment variable or the file a pair of settings names.
+fn secret(name: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
+    let value = match (env, file) {
+        (Some(var), None) => std::env::var(var).map_err(|_| {
+            format!("{name}_env names {var:?}, which is not set in the environment")
+        })?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {name}_file {}: {error}", path.display()))?,
+        _ => return Err(format!("set exactly one of {name}_env and {name}_file")),
+    };
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(format!("the {name} is empty"));
+    }
+    Ok(value)
+}
+
+/// One item of a webhook change, applied or kept on its own.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// Events to store in order (the chat, its contact, a message or a change to one).
+    /// `key` names the item in logs.
+    Events { key: String, events: Vec<LiveEvent> },
+    /// A message status; kept in the inbox while its message is not stored.
+    Status {
+        key: String,
+        payload: String,
+        status: Box<webhook::Status>,
+    },
+    /// An item that could not be read: kept with its error.
+    Unreadable {
+        key: String,
+        payload: String,
+        error: String,
+    },
+}
+
+/// A WhatsApp Business number as a source.
+pub struct WhatsAppCloud {
+    graph: Graph,
+    phone_number_id: String,
+    app_secret: String,
+    verify_token: String,
+    context: SourceContext,
+    /// Sends in flight or done, by idempotency key: a racing retry waits for the first.
+    sends: Mutex<HashMap<String, Arc<OnceCell<String>>>>,
+    /// Reads said upstream, by wamid: each once.
+    read_sent: Mutex<std::collections::HashSet<String>>,
+    /// The next instant a send may start (the per-number rate limit).
+    next_send: tokio::sync::Mutex<Instant>,
+    send_interval: Duration,
+    retries: u32,
+    backoff: Duration,
+    /// The live sink while the live loop runs: an invalid token puts the source DOWN.
+    sink: Mutex<Option<Arc<dyn LiveSink>>>,
+}
+
+impl WhatsAppCloud {
+    /// Builds the source from its settings; reads the secrets from the environment variables
+    /// or files they name. Errors name the setting at fault.
+    pub fn build(
+        config: &SessionConfig,
+        context: &SourceContext,
+    ) -> Result<Arc<dyn Source>, String> {
+        let settings: Settings = super::settings(config)?;
+        if settings.phone_number_id.trim().is_empty() {
+            return Err("phone_number_id must not be empty".into());
+        }
+        let token = secret(
+            "access_token",
+            &settings.access_token_env,
+            &settings.access_token_file,
+        )?;
+        let app_secret = secret(
+            "app_secret",
+            &settings.app_secret_env,
+            &settings.app_secret_file,
+        )?;
+        let verify_token = secret(
+            "verify_token",
+            &settings.verify_token_env,
+            &settings.verify_token_file,
+        )?;
+        let url = settings
+            .graph_api_url
+            .unwrap_or_else(|| DEFAULT_GRAPH_API_URL.to_owned());
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|error| format!("graph_api_url {url:?} is not a URL: {error}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("graph_api_url {url:?} must be http:// or https://"));
+        }
+        let version = settings
+            .graph_api_version
+            .unwrap_or_else(|| DEFAULT_GRAPH_API_VERSION.to_owned());
+        let rate = settings.send_rate_per_second.unwrap_or(80).max(1);
+        let base = format!("{}/{}", url.trim_end_matches('/'), version);
+        Ok(Arc::new(Self {
+            graph: Graph::new(base, settings.phone_number_id.clone(), token),
+            phone_number_id: settings.phone_number_id,
+            app_secret,
+            verify_token,
+            context: context.clone(),
+            sends: Mutex::new(HashMap::new()),
+            read_sent: Mutex::new(Default::default()),
+            next_send: tokio::sync::Mutex::new(Instant::now()),
+            send_interval: Duration::from_secs(1) / rate,
+            retries: settings.rate_limit_retries.unwrap_or(3),
+            backoff: Duration::from_millis(settings.rate_limit_backoff_ms.unwrap_or(1000)),
+            sink: Mutex::new(None),
+        }))
+    }
+
+    /// The number's id at Meta (`metadata.phone_number_id` of its webhooks).
+    pub fn phone_number_id(&self) -> &str {
+        &self.phone_number_id
+    }
+
+    /// The app secret that signs this number's webhooks.
+    pub fn app_secret(&self) -> &[u8] {
+        self.app_secret.as_bytes()
+    }
+
+    /// Whether `token` is the configured verify token (compared in constant time).
+    pub fn verify_token_matches(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let (a, b) = (Sha256::digest(token), Sha256::digest(&self.verify_token));
+        a.ct_eq(&b).into()
+    }
+
+    fn report(&self, error: &CallError) {
+        if error.is_invalid_token()
+            && let Some(sink) = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        {
+            sink.set_state(SourceState::Down(
+                "the Graph API refused the access token".into(),
+            ));
+        }
+    }
+
+    /// Waits for the number's next send slot (`send_rate_per_second`).
+    async fn pace(&self) {
+        let wait = {
+            let mut next = self.next_send.lock().await;
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + self.send_interval;
+            start - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Posts a message body, retrying rate limits with doubling backoff.
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        body: &B,
+    ) -> Result<T, SourceError> {
+        let mut attempt = 0;
+        loop {
+            self.pace().await;
+            match self.graph.post_message(body).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) if error.is_rate_limit() && attempt < self.retries => {
+                    tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    self.report(&error);
+                    return Err(error.into_source_error());
+                }
+            }
+        }
+    }
+
+    /// Reads one webhook change into items. Media is downloaded here, before anything is
+    /// stored. Never fails: what cannot be read is an [`Item::Unreadable`].
+    pub async fn read_change(&self, change: &webhook::Change) -> Vec<Item> {
+        let value = &change.value;
+        let mut items = Vec::new();
+        if change.field != "messages" {
+            items.push(Item::Unreadable {
+                key: format!("field:{}:{}", change.field, digest(value)),
+                payload: value.to_string(),
+                error: format!("webhook field {:?} is not read", change.field),
+            });
+            return items;
+        }
+        // Contacts: a chat per user, named after the profile.
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut people_events = Vec::new();
+        for contact in value
+            .get("contacts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let wa_id = str_at(contact, &["wa_id"]);
+            let user_id = str_at(contact, &["user_id"]);
+            let Some(id) = wa_id.or(user_id) else {
+                continue;
+            };
+            let name = str_at(contact, &["profile", "name"])
+                .or(str_at(contact, &["profile", "username"]))
+                .unwrap_or(id)
+                .to_owned();
+            names.insert(id.to_owned(), name.clone());
+            if let Some(user_id) = user_id {
+                names.insert(user_id.to_owned(), name.clone());
+            }
+            people_events.push(LiveEvent::Chat {
+                chat_id: id.to_owned(),
+                name: name.clone(),
+            });
+            people_events.push(LiveEvent::People {
+                chat_id: id.to_owned(),
+                people: People {
+                    contacts: vec![NewContact {
+                        contact_id: id.to_owned(),
+                        display_name: name,
+                        phone: wa_id.map(|w| format!("+{w}")),
+                        matrix_id: None,
+                    }],
+                    members: Vec::new(),
+                },
+            });
+        }
+        if !people_events.is_empty() {
+            items.push(Item::Events {
+                key: "contacts".into(),
+                events: people_events,
+            });
+        }
+        for message in value
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            items.push(self.read_message(message, &names).await);
+        }
+        for status in value
+            .get("statuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let payload = status.to_string();
+            match serde_json::from_value::<webhook::Status>(status.clone()) {
+                Ok(parsed) if parsed.chat_id().is_some() => items.push(Item::Status {
+                    key: parsed.key(),
+                    payload,
+                    status: Box::new(parsed),
+                }),
+                Ok(_) => items.push(Item::Unreadable {
+                    key: format!("bad:{}", digest(status)),
+                    payload,
+                    error: "a status with no recipient".into(),
+                }),
+                Err(error) => items.push(Item::Unreadable {
+                    key: format!("bad:{}", digest(status)),
+                    payload,
+                    error: format!("unreadable status: {error}"),
+                }),
+            }
+        }
+        // Value-level errors (Meta could not deliver something): a notice, once.
+        if let Some(errors) = value.get("errors").and_then(Value::as_array)
+            && value.get("messages").is_none()
+        {
+            items.push(Item::Unreadable {
+                key: format!("errors:{}", digest(value)),
+                payload: Value::Array(errors.clone()).to_string(),
+                error: "the webhook reports errors".into(),
+            });
+        }
+        items
+    }
+
+    /// Reads one `messages[]` entry.
+    async fn read_message(&self, message: &Value, names: &HashMap<String, String>) -> Item {
+        let payload = message.to_string();
+        let unreadable = |error: String| Item::Unreadable {
+            key: format!("bad:{}", digest(message)),
+            payload: payload.clone(),
+            error,
+        };
+        let Some(wamid) = str_at(message, &["id"]).filter(|id| !id.is_empty()) else {
+            return unreadable("a message with no id".into());
+        };
+        let Some(sender) = str_at(message, &["from"])
+            .or(str_at(message, &["from_user_id"]))
+            .filter(|s| !s.is_empty())
+        else {
+            return unreadable(format!("message {wamid} has no sender"));
+        };
+        let chat_id = sender.to_owned();
+        let kind = str_at(message, &["type"]).unwrap_or("unknown");
+        let at_ms = webhook::seconds_ms(message.get("timestamp").unwrap_or(&Value::Null));
+        let key = format!("message:{wamid}");
+        let mut events = Vec::new();
+        if let Some(name) = names.get(sender) {
+            events.push(LiveEvent::Chat {
+                chat_id: chat_id.clone(),
+                name: name.clone(),
+            });
+        }
+        let mut new = NewMessage {
+            provider_message_id: wamid.to_owned(),
+            sender: sender.to_owned(),
+            kind: MessageKind::Text,
+            status: MessageStatus::Read,
+            sent_at_ms: at_ms,
+            reply_to: str_at(message, &["context", "id"]).map(str::to_owned),
+            forwarded: if bool_at(message, &["context", "frequently_forwarded"]) {
+                Forwarded::Frequently
+            } else if bool_at(message, &["context", "forwarded"]) {
+                Forwarded::Once
+            } else {
+                Forwarded::No
+            },
+            ..NewMessage::default()
+        };
+        // Incoming messages are stored as received (DELIVERED); chatsync marks them READ.
+        new.status = MessageStatus::Delivered;
+        let body = message.get(kind);
+        match kind {
+            "text" => new.text = str_at(message, &["text", "body"]).unwrap_or("").to_owned(),
+            "image" | "video" | "audio" | "document" | "sticker" => {
+                let Some(media) = body else {
+                    return unreadable(format!("{kind} message {wamid} has no {kind} object"));
+                };
+                new.kind = MessageKind::Media;
+                new.text = str_at(media, &["caption"]).unwrap_or("").to_owned();
+                new.attachments.push(self.store_media(kind, media).await);
+            }
+            "location" => {
+                let location = body.cloned().unwrap_or_default();
+                let place = [
+                    str_at(&location, &["name"]),
+                    str_at(&location, &["address"]),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
+                let lat = location.get("latitude").cloned().unwrap_or_default();
+                let long = location.get("longitude").cloned().unwrap_or_default();
+                new.text = if place.is_empty() {
+                    format!("📍 Location: {lat}, {long}")
+                } else {
+                    format!("📍 Location: {place} ({lat}, {long})")
+                };
+            }
+            "contacts" => {
+                let cards: Vec<String> = body
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|card| {
+                        let name = str_at(card, &["name", "formatted_name"]).unwrap_or("?");
+                        let phones: Vec<&str> = card
+                            .get("phones")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|p| str_at(p, &["phone"]))
+                            .collect();
+                        if phones.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{name} ({})", phones.join(", "))
+                        }
+                    })
+                    .collect();
+                new.text = format!("👤 Contacts: {}", cards.join("; "));
+            }
+            "interactive" => {
+                let answer = body.and_then(|i| {
+                    let kind = str_at(i, &["type"])?;
+                    let reply = i.get(kind)?;
+                    Some((
+                        str_at(reply, &["title"]).unwrap_or("").to_owned(),
+                        str_at(reply, &["id"]).unwrap_or("").to_owned(),
+                    ))
+                });
+                new.text = match answer {
+                    Some((title, id)) => format!("{title} [{id}]"),
+                    None => format!(
+                        "⚠ An interactive answer Meta could not deliver{}",
+                        errors_text(message)
+                    ),
+                };
+            }
+            "button" => {
+                let text = str_at(message, &["button", "text"]).unwrap_or("");
+                let payload = str_at(message, &["button", "payload"]).unwrap_or("");
+                new.text = format!("{text} [{payload}]");
+            }
+            "order" => {
+                let order = body.cloned().unwrap_or_default();
+                let items: Vec<String> = order
+                    .get("product_items")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|item| {
+                        format!(
+                            "{} × {} ({} {})",
+                            item.get("quantity").cloned().unwrap_or_default(),
+                            str_at(item, &["product_retailer_id"]).unwrap_or("?"),
+                            item.get("item_price").cloned().unwrap_or_default(),
+                            str_at(item, &["currency"]).unwrap_or(""),
+                        )
+                    })
+                    .collect();
+                new.text = format!(
+                    "🛒 Order from catalog {}: {}",
+                    str_at(&order, &["catalog_id"]).unwrap_or("?"),
+                    items.join(", ")
+                );
+            }
+            "reaction" => {
+                let Some(target) = str_at(message, &["reaction", "message_id"]) else {
+                    return unreadable(format!("reaction {wamid} names no message"));
+                };
+                let emoji = str_at(message, &["reaction", "emoji"])
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned);
+                events.push(LiveEvent::Reacted {
+                    chat_id,
+                    provider_message_id: target.to_owned(),
+                    change: ReactionChange::Set {
+                        sender: sender.to_owned(),
+                        emoji,
+                        at_ms,
+                        provider_reaction_id: Some(wamid.to_owned()),
+                    },
+                });
+                return Item::Events { key, events };
+            }
+            "edit" => {
+                let Some(original) = str_at(message, &["edit", "original_message_id"]) else {
+                    return unreadable(format!("edit {wamid} names no message"));
+                };
+                let edited = message
+                    .get("edit")
+                    .and_then(|e| e.get("message"))
+                    .cloned()
+                    .unwrap_or_default();
+                let inner = str_at(&edited, &["type"]).unwrap_or("text");
+                let text = str_at(&edited, &["text", "body"])
+                    .or(str_at(&edited, &[inner, "caption"]))
+                    .unwrap_or("")
+                    .to_owned();
+                events.push(LiveEvent::Edited {
+                    chat_id,
+                    provider_message_id: original.to_owned(),
+                    editor: sender.to_owned(),
+                    text,
+                    at_ms,
+                });
+                return Item::Events { key, events };
+            }
+            "revoke" => {
+                let Some(original) = str_at(message, &["revoke", "original_message_id"]) else {
+                    return unreadable(format!("revoke {wamid} names no message"));
+                };
+                events.push(LiveEvent::Redacted {
+                    chat_id,
+                    provider_id: original.to_owned(),
+                    by: sender.to_owned(),
+                    at_ms,
+                });
+                return Item::Events { key, events };
+            }
+            "system" => {
+                new.kind = MessageKind::System;
+                new.sender = String::new();
+                new.text = str_at(message, &["system", "body"])
+                    .unwrap_or("A system change")
+                    .to_owned();
+            }
+            _ => {
+                new.kind = MessageKind::System;
+                new.sender = String::new();
+                new.text = format!(
+                    "⚠ A message WhatsApp could not show (type {kind}){}",
+                    errors_text(message)
+                );
+            }
+        }
+        // A click-to-WhatsApp ad the user came from: its headline and link, after the text.
+        if let Some(referral) = message.get("referral") {
+            let headline = str_at(referral, &["headline"]).unwrap_or("");
+            let url = str_at(referral, &["source_url"]).unwrap_or("");
+            new.text = format!("{}\n↪ from ad: {headline} {url}", new.text)
+                .trim()
+                .to_owned();
+        }
+        events.push(LiveEvent::Message {
+            chat_id,
+            message: new,
+        });
+        Item::Events { key, events }
+    }
+
+    /// Downloads a media object's file into the blob store; `stored = false` when it cannot.
+    async fn store_media(&self, kind: &str, media: &Value) -> Attachment {
+        let id = str_at(media, &["id"]).unwrap_or("");
+        let mime = str_at(media, &["mime_type"])
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let extension = mime
+            .split(['/', ';'])
+            .nth(1)
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .unwrap_or("bin");
+        let file_name = str_at(media, &["filename"])
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{kind}-{id}.{extension}"));
+        let expected = str_at(media, &["sha256"]).map(str::to_owned);
+        match self.download(id, expected.as_deref()).await {
+            Ok(bytes) => match self.context.blobs.put(bytes).await {
+                Ok(blob) => Attachment {
+                    file_name,
+                    mime_type: mime,
+                    size_bytes: blob.size,
+                    sha256: blob.sha256,
+                    stored: true,
+                },
+                Err(error) => {
+                    tracing::warn!(media_id = id, %error, "cannot store a media file");
+                    Attachment::missing(&file_name, &mime)
+                }
+            },
+            Err(error) => {
+                tracing::warn!(media_id = id, %error, "cannot download a media file");
+                Attachment::missing(&file_name, &mime)
+            }
+        }
+    }
+
+    /// `GET /{media-id}`, then its URL; an expired URL is asked for again once.
+    async fn download(&self, media_id: &str, expected: Option<&str>) -> Result<Vec<u8>, String> {
+        if media_id.is_empty() {
+            return Err("no media id".into());
+        }
+        let mut last = String::new();
+        for _ in 0..2 {
+            let location = self
+                .graph
+                .media_url(media_id)
+                .await
+                .map_err(|e| format!("{:?}", e))?;
+            match self.graph.download(&location.url, MAX_MEDIA_BYTES).await {
+                Ok(bytes) => {
+                    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                    let matches = |want: &str| {
+                        hex::decode(want).is_ok_and(|d| d == digest)
+                            || base64::engine::general_purpose::STANDARD
+                                .decode(want)
+                                .is_ok_and(|d| d == digest)
+                    };
+                    let want = expected.unwrap_or(&location.sha256);
+                    if !matches(want) && !matches(&location.sha256) {
+                        return Err(format!("sha256 mismatch for media {media_id}"));
+                    }
+                    return Ok(bytes);
+                }
+                Err(error) => last = format!("{error:?}"),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The string at a path of object keys.
+fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut at = value;
+    for key in path {
+        at = at.get(key)?;
+    }
+    at.as_str()
+}
+
+fn bool_at(value: &Value, path: &[&str]) -> bool {
+    let mut at = value;
+    for key in path {
+        match at.get(key) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    at.as_bool().unwrap_or(false)
+}
+
+/// ": <title> (<code>)" for each of a message's `errors[]`, or "".
+fn errors_text(message: &Value) -> String {
+    let errors: Vec<String> = message
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} ({})",
+                str_at(e, &["title"]).unwrap_or("error"),
+                e.get("code").cloned().unwrap_or_default()
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", errors.join("; "))
+    }
+}
+
+/// A short stable digest of a JSON value, for the keys of items that have no id.
+fn digest(value: &Value) -> String {
+    hex::encode(&Sha256::digest(value.to_string().as_bytes())[..12])
+}
+
+#[async_trait]
+impl Source for WhatsAppCloud {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            send: true,
+            native: false,
+            max_files_per_message: 0,
+            live: true,
+            batch_size: usize::MAX,
+            message_changes: true,
+        }
+    }
+
+    /// Chats arrive with webhooks; the Cloud API lists none.
+    async fn list_chats(&self) -> Result<Vec<SourceChat>, SourceError> {
+        Ok(Vec::new())
+    }
+
+    async fn fetch_history(
+        &self,
+        _chat: &SourceChat,
+        _limit: Option<usize>,
+    ) -> Result<ChatHistory, SourceError> {
+        Ok(ChatHistory::default())
+    }
+
+    async fn send(
+        &self,
+        chat_id: &str,
+        text: &str,
+        reply_to: Option<&str>,
+        idempotency_key: &str,
+    ) -> Result<SendReceipt, SourceError> {
+        let cell = {
+            let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+            if sends.len() > 100_000 {
+                sends.retain(|_, cell| !cell.initialized());
+            }
+            sends.entry(idempotency_key.to_owned()).or_default().clone()
+        };
+        let body = graph::SendText {
+            messaging_product: "whatsapp".into(),
+            recipient_type: "individual".into(),
+            to: chat_id.to_owned(),
+            kind: "text".into(),
+            text: graph::TextBody {
+                preview_url: false,
+                body: text.to_owned(),
+            },
+            context: reply_to.map(|id| graph::Context {
+                message_id: id.to_owned(),
+            }),
+            biz_opaque_callback_data: Some(idempotency_key.to_owned()),
+        };
+        let wamid = cell
+            .get_or_try_init(|| async {
+                let answer: graph::SendAnswer = self.post(&body).await?;
+                answer
+                    .messages
+                    .into_iter()
+                    .next()
+                    .map(|m| m.id)
+                    .ok_or_else(|| SourceError::Unavailable("Graph API: no message id".into()))
+            })
+            .await?;
+        Ok(SendReceipt {
+            provider_message_id: wamid.clone(),
+        })
+    }
+
+    fn account_id(&self) -> Option<String> {
+        Some(self.phone_number_id.clone())
+    }
+
+    async fn change_message(
+        &self,
+        chat_id: &str,
+        provider_message_id: &str,
+        change: UpstreamChange<'_>,
+        _idempotency_key: &str,
+    ) -> Result<Option<String>, SourceError> {
+        match change {
+            UpstreamChange::React { emoji, .. } => {
+                let body = graph::SendReaction {
+                    messaging_product: "whatsapp".into(),
+                    recipient_type: "individual".into(),
+                    to: chat_id.to_owned(),
+                    kind: "reaction".into(),
+                    reaction: graph::ReactionBody {
+                        message_id: provider_message_id.to_owned(),
+                        emoji: emoji.unwrap_or("").to_owned(),
+                    },
+                };
+                let answer: graph::SendAnswer = self.post(&body).await?;
+                Ok(answer.messages.into_iter().next().map(|m| m.id))
+            }
+            UpstreamChange::Edit { .. } | UpstreamChange::Delete => Err(SourceError::ReadOnly(
+                "whatsapp-cloud (the Cloud API cannot edit or delete a sent message)",
+            )),
+        }
+    }
+
+    async fn mark_read(
+        &self,
+        _chat_id: &str,
+        provider_message_id: &str,
+    ) -> Result<(), SourceError> {
+        let first = self
+            .read_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(provider_message_id.to_owned());
+        if !first {
+            return Ok(());
+        }
+        let body = graph::MarkRead {
+            messaging_product: "whatsapp".into(),
+            status: "read".into(),
+            message_id: provider_message_id.to_owned(),
+        };
+        let result: Result<Value, SourceError> = self.post(&body).await;
+        if result.is_err() {
+            self.read_sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(provider_message_id);
+        }
+        result.map(|_| ())
+    }
+
+    /// Webhooks are pushed to the server; the loop only holds the state (UP until the Graph
+    /// API refuses the token).
+    async fn run_live(&self, sink: Arc<dyn LiveSink>) {
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
+        sink.set_state(SourceState::Up);
+        sink.stopped().cancelled().await;
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn whatsapp_cloud(&self) -> Option<&WhatsAppCloud> {
+        Some(self)
+    }
+}

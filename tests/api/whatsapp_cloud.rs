@@ -1,0 +1,646 @@
+//! The `whatsapp-cloud` source against a Graph API stand-in (`common::graph_api`) and real
+//! webhook bodies written by others (`../shared/cloudapi/pywa`), signed with a test secret,
+//! POSTed to `/webhooks/whatsapp` over real HTTP. Both backends.
+use std::path::PathBuf;
+
+use chatsync::grpc::pb;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2_011::Sha256;
+
+use crate::common::graph_api::{GraphApi, VERSION, error_body};
+use crate::common::{self, Backend, HANG_GUARD, TestApp, all_messages, on_both_backends};
+
+const NUMBER: &str = "1122334455667";
+const SECRET: &str = "test-app-secret";
+const VERIFY: &str = "test-verify-token";
+const TOKEN: &str = "test-access-token";
+const USER: &str = "972987654321";
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/cloudapi/pywa")
+}
+
+/// The cases of one shared file: name → body.
+fn cases(file: &str) -> serde_json::Map<String, Value> {
+    let path = shared().join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is needed (see its README): {e}", path.display()));
+    serde_json::from_str::<Value>(&text)
+        .expect("json")
+        .as_object()
+        .cloned()
+        .expect("object")
+}
+
+fn sign(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+struct Setup {
+    app: TestApp,
+    graph: GraphApi,
+    http: reqwest::Client,
+    _backend: Backend,
+}
+
+impl Setup {
+    async fn start(backend: Backend) -> Self {
+        let graph = GraphApi::start(TOKEN).await;
+        // One process-wide variable per secret; every test uses the same values.
+        unsafe {
+            std::env::set_var("WC_TEST_TOKEN", TOKEN);
+            std::env::set_var("WC_TEST_SECRET", SECRET);
+            std::env::set_var("WC_TEST_VERIFY", VERIFY);
+        }
+        let session = common::session(
+            "wa",
+            "whatsapp-cloud",
+            json!({
+                "phone_number_id": NUMBER,
+                "access_token_env": "WC_TEST_TOKEN",
+                "app_secret_env": "WC_TEST_SECRET",
+                "verify_token_env": "WC_TEST_VERIFY",
+                "graph_api_url": graph.url,
+                "graph_api_version": VERSION,
+                "rate_limit_retries": 2,
+                "rate_limit_backoff_ms": 10,
+            }),
+        );
+        let app = TestApp::spawn(&backend, vec![session]).await;
+        Setup {
+            app,
+            graph,
+            http: reqwest::Client::new(),
+            _backend: backend,
+        }
+    }
+
+    /// POSTs raw bytes with a signature header (or none); the HTTP status.
+    async fn post_raw(&self, body: &[u8], signature: Option<String>) -> u16 {
+        let mut request = self
+            .http
+            .post(format!("{}/webhooks/whatsapp", self.app.url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        request.send().await.expect("post").status().as_u16()
+    }
+
+    /// POSTs a body signed with the test secret; asserts 200.
+    async fn post(&self, body: &Value) {
+        let bytes = serde_json::to_vec(body).expect("json");
+        assert_eq!(self.post_raw(&bytes, Some(sign(&bytes, SECRET))).await, 200);
+    }
+
+    /// The chat's messages; none when the chat is not stored.
+    async fn messages(&self, chat: &str) -> Vec<pb::Message> {
+        let chats = common::all_chats(&mut self.app.client().await, "wa").await;
+        if !chats.iter().any(|c| c.chat_id == chat) {
+            return Vec::new();
+        }
+        all_messages(&mut self.app.client().await, "wa", chat).await
+    }
+
+    async fn message(&self, chat: &str, wamid: &str) -> pb::Message {
+        self.messages(chat)
+            .await
+            .into_iter()
+            .find(|m| m.provider_message_id == wamid)
+            .unwrap_or_else(|| panic!("{wamid} is stored"))
+    }
+}
+
+/// The one change of a body.
+fn value(body: &mut Value) -> &mut Value {
+    &mut body["entry"][0]["changes"][0]["value"]
+}
+
+/// A body with its number set to ours and its (first) message or status id set.
+fn case(file: &str, name: &str, id: &str) -> Value {
+    let mut body = cases(file)[name].clone();
+    let v = value(&mut body);
+    v["metadata"]["phone_number_id"] = json!(NUMBER);
+    if v.get("messages").is_some() {
+        v["messages"][0]["id"] = json!(id);
+    }
+    if v.get("statuses").is_some() {
+        v["statuses"][0]["id"] = json!(id);
+    }
+    body
+}
+
+fn status_body(wamid: &str, status: &str, callback: Option<&str>) -> Value {
+    let mut body = case("message_status.json", "sent", wamid);
+    let s = &mut value(&mut body)["statuses"][0];
+    s["status"] = json!(status);
+    if status == "failed" {
+        s["errors"] = json!([{"code": 131026, "title": "Message undeliverable"}]);
+    }
+    if let Some(callback) = callback {
+        s["biz_opaque_callback_data"] = json!(callback);
+    }
+    body
+}
+
+async fn handshake_and_signatures(backend: Backend) {
+    let s = Setup::start(backend).await;
+    let get = |q: String| {
+        let http = s.http.clone();
+        let url = format!("{}/webhooks/whatsapp?{q}", s.app.url);
+        async move { http.get(url).send().await.expect("get") }
+    };
+    let ok = get(format!(
+        "hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=1158201444"
+    ))
+    .await;
+    assert_eq!(ok.status().as_u16(), 200);
+    assert!(
+        ok.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let wrong = get("hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1".into()).await;
+    assert_eq!(wrong.status().as_u16(), 403);
+    let mode = get(format!(
+        "hub.mode=unsubscribe&hub.verify_token={VERIFY}&hub.challenge=1"
+    ))
+    .await;
+    assert_eq!(mode.status().as_u16(), 403);
+
+    let body = serde_json::to_vec(&case("message.json", "text", "wamid.sig")).unwrap();
+    assert_eq!(s.post_raw(&body, None).await, 401, "missing signature");
+    assert_eq!(
+        s.post_raw(&body, Some("sha256=00".into())).await,
+        401,
+        "wrong"
+    );
+    assert_eq!(
+        s.post_raw(&body, Some(sign(&body, "another-app"))).await,
+        401,
+        "another app's"
+    );
+    let mut altered = body.clone();
+    let at = altered.len() - 5;
+    altered[at] = b' ';
+    assert_eq!(
+        s.post_raw(&altered, Some(sign(&body, SECRET))).await,
+        401,
+        "altered"
+    );
+    assert!(
+        s.messages(USER).await.is_empty(),
+        "a refused body stores nothing"
+    );
+
+    // Meta escapes non-ASCII as \uXXXX and signs those bytes.
+    let escaped = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("Body Text", "caf\\u00e9 \\ud83d\\ude00")
+        .into_bytes();
+    assert_eq!(
+        s.post_raw(&escaped, Some(sign(&escaped, SECRET))).await,
+        200
+    );
+    assert_eq!(s.message(USER, "wamid.sig").await.text, "café 😀");
+
+    // Over 3 MiB: 413.
+    let big = vec![b' '; (3 << 20) + 10];
+    assert_eq!(s.post_raw(&big, Some(sign(&big, SECRET))).await, 413);
+    // A number no session has: 200 (Meta stops retrying), nothing stored.
+    let mut other = case("message.json", "text", "wamid.other");
+    value(&mut other)["metadata"]["phone_number_id"] = json!("999");
+    let bytes = serde_json::to_vec(&other).unwrap();
+    assert_eq!(s.post_raw(&bytes, Some(sign(&bytes, SECRET))).await, 200);
+    assert!(
+        s.messages(USER)
+            .await
+            .iter()
+            .all(|m| m.provider_message_id != "wamid.other")
+    );
+}
+
+async fn every_shared_case(backend: Backend) {
+    let s = Setup::start(backend).await;
+    // Media: the stand-in serves each media id's bytes.
+    let jpeg = b"\xff\xd8\xffjpeg bytes".to_vec();
+    for id in ["65463453", "1234567890"] {
+        s.graph
+            .script
+            .lock()
+            .unwrap()
+            .media
+            .insert(id.into(), (jpeg.clone(), 0));
+    }
+    // Every media case in message.json, each with the real hash of the stand-in's bytes.
+    let real_b64 = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&jpeg))
+    };
+    let mut expected: Vec<(String, pb::MessageKind, String)> = Vec::new();
+    for (name, _) in cases("message.json") {
+        let id = format!("wamid.case.{name}");
+        let mut body = case("message.json", &name, &id);
+        let m = &mut value(&mut body)["messages"][0];
+        let kind = m["type"].as_str().unwrap_or_default().to_owned();
+        if let Some(media) = m.get_mut(&kind).filter(|v| v.get("sha256").is_some()) {
+            media["sha256"] = json!(real_b64);
+            media["id"] = json!("65463453");
+        }
+        s.post(&body).await;
+        if kind == "reaction" {
+            continue;
+        }
+        let want = match kind.as_str() {
+            "text" => pb::MessageKind::Text,
+            "image" | "video" | "audio" | "document" | "sticker" => pb::MessageKind::Media,
+            "unsupported" => pb::MessageKind::System,
+            _ => pb::MessageKind::Text,
+        };
+        expected.push((id, want, name));
+    }
+    let stored = s.messages(USER).await;
+    for (id, kind, name) in &expected {
+        let m = stored
+            .iter()
+            .find(|m| &m.provider_message_id == id)
+            .unwrap_or_else(|| panic!("case {name} is stored"));
+        assert_eq!(m.kind, *kind as i32, "case {name}");
+        assert_eq!(m.chat_id, USER, "case {name}");
+        if *kind != pb::MessageKind::System {
+            assert_eq!(m.sender, USER, "case {name}");
+        }
+        if *kind == pb::MessageKind::Media {
+            assert_eq!(m.attachments.len(), 1, "case {name}");
+            assert!(m.attachments[0].stored, "case {name}: downloaded");
+        }
+    }
+    let by = |name: &str| {
+        stored
+            .iter()
+            .find(|m| m.provider_message_id == format!("wamid.case.{name}"))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by("text").text, "Body Text");
+    assert_eq!(
+        by("reply").reply_to.as_ref().unwrap().provider_message_id,
+        "wamid.xyzxyz=="
+    );
+    assert!(by("forwarded").forwarded);
+    assert!(by("forwarded_many_times").frequently_forwarded);
+    assert!(
+        by("unsupported").text.contains("131051"),
+        "{}",
+        by("unsupported").text
+    );
+    assert!(by("contacts").text.contains("Chandler Bing"));
+    assert!(by("order").text.contains("HAMBURGER"));
+    assert!(by("current_location").text.contains("Location"));
+    assert!(by("referral").text.contains("AD_TITLE"));
+    // GetMedia serves the downloaded bytes.
+    let sha = by("image").attachments[0].sha256.clone();
+    let mut chunks = s
+        .app
+        .client()
+        .await
+        .get_media(pb::GetMediaRequest {
+            session_id: "wa".into(),
+            sha256: sha,
+        })
+        .await
+        .expect("GetMedia")
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.message().await.expect("chunk") {
+        bytes.extend(chunk.data);
+    }
+    assert_eq!(bytes, jpeg);
+
+    // Reactions on a stored message, and their removal (empty emoji, no emoji).
+    let mut react = case("message.json", "reaction", "wamid.r1");
+    value(&mut react)["messages"][0]["reaction"]["message_id"] = json!("wamid.case.text");
+    s.post(&react).await;
+    assert_eq!(by_id(&s, "wamid.case.text").await.reactions[0].emoji, "😮");
+    for (name, id) in [
+        ("unreaction_empty", "wamid.r2"),
+        ("unreaction_no_emoji", "wamid.r3"),
+    ] {
+        let mut react = case("message.json", "reaction", "wamid.r4");
+        s.post(&react).await; // put it back (the same id: stored once)
+        react = case("message.json", name, id);
+        value(&mut react)["messages"][0]["reaction"]["message_id"] = json!("wamid.case.text");
+        s.post(&react).await;
+        assert!(
+            by_id(&s, "wamid.case.text").await.reactions.is_empty(),
+            "{name}"
+        );
+    }
+
+    // Buttons.
+    for name in ["button", "quick_reply", "quick_reply_without_context"] {
+        let id = format!("wamid.button.{name}");
+        s.post(&case("callback_button.json", name, &id)).await;
+        assert!(!by_id(&s, &id).await.text.is_empty(), "{name}");
+    }
+    assert!(
+        by_id(&s, "wamid.button.button")
+            .await
+            .text
+            .contains("callback_data")
+    );
+
+    // An edit, then a revoke, of a stored message (the bodies' own sender and ids).
+    let mut edit = cases("edited_message.json")["image"].clone();
+    let original = value(&mut edit)["messages"][0]["edit"]["original_message_id"].clone();
+    let editor = value(&mut edit)["messages"][0]["from"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    value(&mut edit)["metadata"]["phone_number_id"] = json!(NUMBER);
+    let mut first = case("message.json", "text", original.as_str().unwrap());
+    value(&mut first)["messages"][0]["from"] = json!(editor);
+    s.post(&first).await;
+    s.post(&edit).await;
+    let edited = s.message(&editor, original.as_str().unwrap()).await;
+    assert_eq!(edited.text, "Updated image caption");
+    assert!(edited.edited);
+    let mut revoke = cases("deleted_message.json")["revoke"].clone();
+    let v = value(&mut revoke);
+    v["metadata"]["phone_number_id"] = json!(NUMBER);
+    v["messages"][0]["from"] = json!(editor);
+    v["messages"][0]["revoke"]["original_message_id"] = original.clone();
+    s.post(&revoke).await;
+    let deleted = s.message(&editor, original.as_str().unwrap()).await;
+    assert_eq!(deleted.kind, pb::MessageKind::Deleted as i32);
+}
+
+async fn by_id(s: &Setup, wamid: &str) -> pb::Message {
+    s.message(USER, wamid).await
+}
+
+async fn duplicates_and_a_malformed_item(backend: Backend) {
+    let s = Setup::start(backend).await;
+    let body = case("message.json", "text", "wamid.dup");
+    for _ in 0..3 {
+        s.post(&body).await;
+    }
+    let stored = s.messages(USER).await;
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|m| m.provider_message_id == "wamid.dup")
+            .count(),
+        1
+    );
+    // A batch with one message that has no id: the other is stored, the answer is 200.
+    let mut batch = case("message.json", "text", "wamid.good");
+    let good = value(&mut batch)["messages"][0].clone();
+    let mut bad = good.clone();
+    bad.as_object_mut().unwrap().remove("id");
+    value(&mut batch)["messages"] = json!([bad, good]);
+    s.post(&batch).await;
+    s.message(USER, "wamid.good").await;
+}
+
+/// Creates the chat (an incoming message) and sends one message; its wamid.
+async fn send_one(s: &Setup, text: &str, key: &str) -> Result<pb::Message, tonic::Status> {
+    if s.messages(USER).await.is_empty() {
+        s.post(&case("message.json", "text", "wamid.hello")).await;
+    }
+    let mut client = s.app.client().await;
+    common::send(&mut client, "wa", USER, text, key)
+        .await
+        .map(|r| r.message.expect("message"))
+}
+
+async fn statuses_in_any_order(backend: Backend) {
+    let s = Setup::start(backend).await;
+    let sent = send_one(&s, "first", "k1").await.expect("send");
+    assert_eq!(sent.status, pb::MessageStatus::Sent as i32);
+    let post = s.posts_last();
+    assert_eq!(post["biz_opaque_callback_data"], "k1");
+    assert_eq!(post["text"]["body"], "first");
+    let wamid = sent.provider_message_id.clone();
+    // Read before delivered: stays READ; the same body 3 times, shuffled with the others.
+    for status in ["read", "sent", "delivered", "read", "delivered", "read"] {
+        s.post(&status_body(&wamid, status, None)).await;
+    }
+    assert_eq!(
+        s.message(USER, &wamid).await.status,
+        pb::MessageStatus::Read as i32
+    );
+    // Failed after delivered changes nothing; failed after sent is FAILED.
+    let second = send_one(&s, "second", "k2").await.unwrap();
+    s.post(&status_body(&second.provider_message_id, "delivered", None))
+        .await;
+    s.post(&status_body(&second.provider_message_id, "failed", None))
+        .await;
+    assert_eq!(
+        s.message(USER, &second.provider_message_id).await.status,
+        pb::MessageStatus::Delivered as i32
+    );
+    let third = send_one(&s, "third", "k3").await.unwrap();
+    s.post(&status_body(&third.provider_message_id, "failed", None))
+        .await;
+    assert_eq!(
+        s.message(USER, &third.provider_message_id).await.status,
+        pb::MessageStatus::Failed as i32
+    );
+    // A status for a wamid not stored yet is kept, and applied when the message arrives.
+    s.post(&status_body("wamid.later", "read", None)).await;
+    let mut later = case("message.json", "text", "wamid.later");
+    value(&mut later)["statuses"] = json!([]);
+    s.post(&later).await;
+    assert_eq!(
+        s.message(USER, "wamid.later").await.status,
+        pb::MessageStatus::Read as i32
+    );
+}
+
+impl Setup {
+    fn posts_last(&self) -> Value {
+        self.graph.posts().last().cloned().expect("a post")
+    }
+}
+
+async fn status_before_the_send_answer(backend: Backend) {
+    let s = Setup::start(backend).await;
+    s.post(&case("message.json", "text", "wamid.hello")).await;
+    s.graph.script.lock().unwrap().hold_sends = true;
+    let arrived = s.graph.arrived.notified();
+    let mut client = s.app.client().await;
+    let send =
+        tokio::spawn(
+            async move { common::send(&mut client, "wa", USER, "racing", "k-race").await },
+        );
+    tokio::time::timeout(HANG_GUARD, arrived)
+        .await
+        .expect("the send arrives");
+    // Meta's statuses beat the answer: they name the client_message_id.
+    s.post(&status_body("wamid.standin.1", "sent", Some("k-race")))
+        .await;
+    s.post(&status_body("wamid.standin.1", "delivered", Some("k-race")))
+        .await;
+    s.graph.release.notify_one();
+    let answer = tokio::time::timeout(HANG_GUARD, send)
+        .await
+        .expect("answers")
+        .unwrap()
+        .expect("sent");
+    let message = answer.message.unwrap();
+    let stored = s.message(USER, "wamid.standin.1").await;
+    assert_eq!(stored.id, message.id);
+    assert_eq!(stored.status, pb::MessageStatus::Delivered as i32);
+}
+
+async fn a_retry_racing_its_send_posts_once(backend: Backend) {
+    let s = Setup::start(backend).await;
+    s.post(&case("message.json", "text", "wamid.hello")).await;
+    s.graph.script.lock().unwrap().hold_sends = true;
+    let arrived = s.graph.arrived.notified();
+    let (mut a, mut b) = (s.app.client().await, s.app.client().await);
+    let first =
+        tokio::spawn(async move { common::send(&mut a, "wa", USER, "once", "k-once").await });
+    tokio::time::timeout(HANG_GUARD, arrived)
+        .await
+        .expect("arrives");
+    let retry =
+        tokio::spawn(async move { common::send(&mut b, "wa", USER, "once", "k-once").await });
+    // The retry reaches the source's wait for the first (nothing else can end it).
+    tokio::task::yield_now().await;
+    s.graph.release.notify_one();
+    let one = first.await.unwrap().expect("first");
+    s.graph.release.notify_one();
+    let two = tokio::time::timeout(HANG_GUARD, retry)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("retry");
+    assert_eq!(one.message.unwrap().id, two.message.unwrap().id);
+    let texts = s
+        .graph
+        .posts()
+        .iter()
+        .filter(|p| p["type"] == "text")
+        .count();
+    assert_eq!(texts, 1, "posted once");
+}
+
+async fn graph_errors_are_typed(backend: Backend) {
+    let s = Setup::start(backend).await;
+    let push = |status: u16, code: i64, n: usize| {
+        let mut script = s.graph.script.lock().unwrap();
+        for _ in 0..n {
+            script
+                .answers
+                .push_back((status, error_body(code, "scripted")));
+        }
+    };
+    push(400, 131047, 1);
+    let error = send_one(&s, "late", "e1").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert!(error.message().contains("131047"));
+    // A rate limit twice, then through: retried.
+    push(429, 130429, 2);
+    send_one(&s, "busy", "e2").await.expect("retried through");
+    // Longer than the retries: RESOURCE_EXHAUSTED.
+    push(400, 131056, 3);
+    let error = send_one(&s, "busier", "e3").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    // An invalid token: UNAVAILABLE and the source DOWN.
+    push(401, 190, 1);
+    let error = send_one(&s, "token", "e4").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
+    let status = s
+        .app
+        .client()
+        .await
+        .get_sync_status(pb::GetSyncStatusRequest {
+            session_id: "wa".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.source_state, pb::SourceState::Down as i32);
+}
+
+async fn reactions_and_reads_go_upstream(backend: Backend) {
+    let s = Setup::start(backend).await;
+    s.post(&case("message.json", "text", "wamid.in")).await;
+    let incoming = s.message(USER, "wamid.in").await;
+    let mut client = s.app.client().await;
+    client
+        .react_to_message(pb::ReactToMessageRequest {
+            session_id: "wa".into(),
+            message_id: incoming.id,
+            emoji: "👍".into(),
+            request_id: "r1".into(),
+        })
+        .await
+        .expect("react");
+    let post = s.posts_last();
+    assert_eq!(post["type"], "reaction");
+    assert_eq!(post["reaction"]["message_id"], "wamid.in");
+    assert_eq!(post["reaction"]["emoji"], "👍");
+    for _ in 0..2 {
+        client
+            .update_message_status(pb::UpdateMessageStatusRequest {
+                session_id: "wa".into(),
+                message_id: incoming.id,
+                status: pb::MessageStatus::Read as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("read");
+    }
+    let reads: Vec<Value> = s
+        .graph
+        .posts()
+        .into_iter()
+        .filter(|p| p["status"] == "read")
+        .collect();
+    assert_eq!(reads.len(), 1, "read upstream once");
+    assert_eq!(reads[0]["message_id"], "wamid.in");
+}
+
+async fn media_with_an_expired_url(backend: Backend) {
+    let s = Setup::start(backend).await;
+    {
+        let mut script = s.graph.script.lock().unwrap();
+        script.media.insert("m1".into(), (b"photo".to_vec(), 0));
+        script.expire_first_url.push("m1".into());
+    }
+    let mut body = case("message.json", "image", "wamid.img");
+    let image = &mut value(&mut body)["messages"][0]["image"];
+    image["id"] = json!("m1");
+    image["sha256"] = json!(common::hex_sha256(b"photo"));
+    s.post(&body).await;
+    let stored = s.message(USER, "wamid.img").await;
+    assert!(stored.attachments[0].stored, "a fresh URL was asked for");
+    assert_eq!(stored.attachments[0].sha256, common::hex_sha256(b"photo"));
+    // A media id Meta no longer has: stored false, the message kept.
+    let mut gone = case("message.json", "image", "wamid.gone");
+    value(&mut gone)["messages"][0]["image"]["id"] = json!("nope");
+    s.post(&gone).await;
+    assert!(!s.message(USER, "wamid.gone").await.attachments[0].stored);
+}
+
+on_both_backends!(
+    handshake_and_signatures,
+    every_shared_case,
+    duplicates_and_a_malformed_item,
+    statuses_in_any_order,
+    status_before_the_send_answer,
+    a_retry_racing_its_send_posts_once,
+    graph_errors_are_typed,
+    reactions_and_reads_go_upstream,
+    media_with_an_expired_url,
+);
