@@ -41,6 +41,7 @@ mod rows;
 pub mod search;
 pub mod sessions;
 pub mod snapshot;
+pub mod webhooks;
 pub mod write;
 
 use std::borrow::Cow;
