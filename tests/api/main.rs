@@ -28,3 +28,4 @@ mod service;
 mod snapshot;
 mod telegram_lifecycle;
 mod transport;
+mod webhooks;
