@@ -47,15 +47,13 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 /// Why an IP-literal URL is refused (a private address without `allow_private_network`).
+/// Names (`localhost` too) are checked by the resolver, on every connection.
 pub fn literal_refusal(config: &WebhookConfig) -> Option<String> {
     if config.allow_private_network {
         return None;
     }
     let url = reqwest::Url::parse(&config.url).ok()?;
     let host = url.host_str()?;
-    if host.eq_ignore_ascii_case("localhost") {
-        return Some(refusal("localhost"));
-    }
     let ip: IpAddr = host
         .trim_start_matches('[')
         .trim_end_matches(']')

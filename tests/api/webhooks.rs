@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -187,8 +188,7 @@ async fn serve(
         let retry_after = retry_after
             .map(|after| format!("retry-after: {after}\r\n"))
             .unwrap_or_default();
-        let response =
-            format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n{retry_after}\r\n");
+        let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n{retry_after}\r\n");
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
@@ -282,9 +282,16 @@ async fn delivers_every_change_in_order_signed(backend: Backend) {
     let hits = receiver.until_acknowledged(head).await;
     // A healthy receiver sees each webhook-id once, every seq from 1 to the head in order.
     let ids: HashSet<_> = hits.iter().map(|hit| hit.id.clone()).collect();
-    assert_eq!(ids.len(), hits.len(), "each webhook-id once on a healthy receiver");
+    assert_eq!(
+        ids.len(),
+        hits.len(),
+        "each webhook-id once on a healthy receiver"
+    );
     assert_eq!(assert_in_order(&hits), (1..=head).collect::<Vec<_>>());
-    let created: Vec<_> = hits.iter().filter(|h| h.kind == "message.created").collect();
+    let created: Vec<_> = hits
+        .iter()
+        .filter(|h| h.kind == "message.created")
+        .collect();
     assert_eq!(created.len(), 1_000);
     assert_eq!(
         hits.iter().filter(|h| h.kind == "chat.updated").count(),
@@ -293,7 +300,10 @@ async fn delivers_every_change_in_order_signed(backend: Backend) {
     );
     let first = &created[0].body;
     assert_eq!(first["session_id"], "notes");
-    assert!(first["messageCreated"]["text"].as_str().is_some(), "{first}");
+    assert!(
+        first["messageCreated"]["text"].as_str().is_some(),
+        "{first}"
+    );
     assert!(created.iter().all(|h| h.session == "notes"));
 }
 
@@ -329,11 +339,17 @@ async fn a_failing_receiver_loses_nothing_and_keeps_order(backend: Backend) {
         *counts.entry(&hit.id).or_default() += 1;
     }
     for (id, count) in counts {
-        assert!(count == 1 || failed.contains(id), "{id} repeated without a failure");
+        assert!(
+            count == 1 || failed.contains(id),
+            "{id} repeated without a failure"
+        );
     }
     // Retried in place: every 500 was retried until the same id got its 200.
     for hit in hits.iter().filter(|h| h.answered == Some(500)) {
-        assert!(hits.iter().any(|h| h.id == hit.id && h.answered == Some(200)));
+        assert!(
+            hits.iter()
+                .any(|h| h.id == hit.id && h.answered == Some(200))
+        );
     }
 }
 
@@ -355,7 +371,9 @@ async fn retry_after_a_hang_a_410_and_429(backend: Backend) {
     })
     .await;
     let mut client = app.client().await;
-    send(&mut client, "notes", "c", "one", "k1").await.expect("send");
+    send(&mut client, "notes", "c", "one", "k1")
+        .await
+        .expect("send");
     let head = head(&mut client, "notes").await;
     let hits = receiver.until_acknowledged(head).await;
     // The same change (seq 1, the chat) was attempted 4 times, then the rest followed.
@@ -388,8 +406,12 @@ async fn events_and_sessions_filters(backend: Backend) {
     .await;
     let mut client = app.client().await;
     for session in ["a", "b"] {
-        send(&mut client, session, "x", "1", "k1").await.expect("send");
-        send(&mut client, session, "y", "2", "k2").await.expect("send");
+        send(&mut client, session, "x", "1", "k1")
+            .await
+            .expect("send");
+        send(&mut client, session, "y", "2", "k2")
+            .await
+            .expect("send");
     }
     let (head_a, head_b) = (head(&mut client, "a").await, head(&mut client, "b").await);
     let mut a = Vec::new();
@@ -397,7 +419,11 @@ async fn events_and_sessions_filters(backend: Backend) {
     // `chats` gets a's two chat.updated; `all-b` gets all 4 changes of b.
     while a.len() < 2 || b.len() < head_b as usize {
         let hit = receiver.next().await;
-        if hit.session == "a" { a.push(hit) } else { b.push(hit) }
+        if hit.session == "a" {
+            a.push(hit)
+        } else {
+            b.push(hit)
+        }
     }
     assert!(a.iter().all(|h| h.kind == "chat.updated"), "{a:?}");
     assert_eq!(a.len(), 2);
@@ -415,7 +441,7 @@ async fn a_private_destination_is_refused_without_the_flag(backend: Backend) {
         let mut by_name = endpoint(
             backend.dir.path(),
             "by-name",
-            &url.replace("127.0.0.1", "localhost.localdomain"),
+            &url.replace("127.0.0.1", "localhost"),
         );
         by_name.allow_private_network = false;
         // A control endpoint that may: it proves the change was there to deliver.
@@ -424,10 +450,16 @@ async fn a_private_destination_is_refused_without_the_flag(backend: Backend) {
     })
     .await;
     let mut client = app.client().await;
-    send(&mut client, "notes", "c", "one", "k1").await.expect("send");
+    send(&mut client, "notes", "c", "one", "k1")
+        .await
+        .expect("send");
     let head = head(&mut client, "notes").await;
     let hits = receiver.until_acknowledged(head).await;
-    assert_eq!(hits.len() as u64, head, "only the allowed endpoint's requests arrive");
+    assert_eq!(
+        hits.len() as u64,
+        head,
+        "only the allowed endpoint's requests arrive"
+    );
     // The refused ones record why, and keep their place.
     let statuses = webhook_status(&mut client).await;
     for id in ["refused", "by-name"] {
@@ -441,7 +473,10 @@ async fn a_private_destination_is_refused_without_the_flag(backend: Backend) {
         })
         .await;
     }
-    assert!(receiver.hits.try_recv().is_err(), "nothing reached the receiver from them");
+    assert!(
+        receiver.hits.try_recv().is_err(),
+        "nothing reached the receiver from them"
+    );
     assert!(statuses.iter().any(|s| s.webhook_id == "allowed"));
 }
 
@@ -454,7 +489,149 @@ async fn webhook_status(client: &mut Client) -> Vec<pb::WebhookStatus> {
         .statuses
 }
 
+async fn replay_webhook_redelivers_from_an_earlier_seq(backend: Backend) {
+    let mut receiver = Receiver::start(|_, _| Answer::Status(200)).await;
+    let url = receiver.url();
+    let app = TestApp::spawn_with(&backend, vec![local_session("notes")], |config| {
+        config.webhooks = vec![endpoint(backend.dir.path(), "crm", &url)];
+    })
+    .await;
+    let mut client = app.client().await;
+    send_many(&client, "notes", 1, 5).await;
+    let head = head(&mut client, "notes").await;
+    receiver.until_acknowledged(head).await;
+    common::eventually("the cursor reaches the head", || {
+        let mut client = client.clone();
+        async move {
+            webhook_status(&mut client).await.iter().any(|s| {
+                s.cursor == head && s.state == pb::WebhookState::UpToDate as i32 && s.lag == 0
+            })
+        }
+    })
+    .await;
+    let replay = pb::ReplayWebhookRequest {
+        webhook_id: "crm".into(),
+        session_id: "notes".into(),
+        after_seq: head - 3,
+    };
+    let previous = client
+        .replay_webhook(replay.clone())
+        .await
+        .expect("ReplayWebhook")
+        .into_inner()
+        .previous_seq;
+    assert_eq!(previous, head);
+    let again = receiver.until_acknowledged(head).await;
+    assert_eq!(
+        again.iter().map(|h| h.seq).collect::<Vec<_>>(),
+        vec![head - 2, head - 1, head]
+    );
+    let beyond = client
+        .replay_webhook(pb::ReplayWebhookRequest {
+            after_seq: head + 1,
+            ..replay.clone()
+        })
+        .await
+        .expect_err("beyond the head");
+    assert_eq!(beyond.code(), tonic::Code::InvalidArgument);
+    let unknown = client
+        .replay_webhook(pb::ReplayWebhookRequest {
+            webhook_id: "nope".into(),
+            ..replay
+        })
+        .await
+        .expect_err("unknown endpoint");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+/// A `chatsync serve` configuration: the `notes` (local) session, one endpoint `crm` to
+/// `url` with fast retries, leases of `lease_secs`.
+fn replica_config(dir: &Path, database_url: &str, url: &str, lease_secs: u64) -> PathBuf {
+    let secret_file = dir.join("crm.secret");
+    std::fs::write(&secret_file, SECRET).expect("write secret");
+    let path = dir.join("replica.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nlease_secs = {lease_secs}\n\
+             database_max_connections = 6\n\
+             [[sessions]]\nid = \"notes\"\nsource = \"local\"\n\
+             [[webhooks]]\nid = \"crm\"\nurl = \"{url}\"\nsecret_file = \"{}\"\n\
+             allow_private_network = true\nretry_initial_ms = 5\nretry_max_ms = 50\n",
+            secret_file.display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+async fn kill_9_mid_delivery_then_restart_loses_nothing(backend: Backend) {
+    let mut receiver = Receiver::start(|_, _| Answer::Status(200)).await;
+    let config = replica_config(
+        backend.dir.path(),
+        &backend.database_url,
+        &receiver.url(),
+        2,
+    );
+    let mut replica = Replica::start(&config).await;
+    let client = replica.client().await;
+    send_many(&client, "notes", 4, 50).await;
+    let mut hits = Vec::new();
+    for _ in 0..50 {
+        hits.push(receiver.next().await);
+    }
+    replica.kill().await;
+    let restarted = Replica::start(&config).await;
+    let mut client = restarted.client().await;
+    let head = head(&mut client, "notes").await;
+    assert_eq!(head, 204);
+    hits.extend(receiver.until_acknowledged(head).await);
+    // Every change at least once, no new one before an earlier one.
+    assert_eq!(assert_in_order(&hits), (1..=head).collect::<Vec<_>>());
+}
+
+/// Two replicas on PostgreSQL: the first delivers; kill it and the second takes over from
+/// the stored cursor, within about the lease time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_replica_takes_over_when_the_holder_dies() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let mut receiver = Receiver::start(|_, _| Answer::Status(200)).await;
+    let config = replica_config(
+        backend.dir.path(),
+        &backend.database_url,
+        &receiver.url(),
+        2,
+    );
+    let mut holder = Replica::start(&config).await;
+    let client = holder.client().await;
+    send_many(&client, "notes", 4, 50).await;
+    let mut hits = Vec::new();
+    for _ in 0..30 {
+        hits.push(receiver.next().await);
+    }
+    let other = Replica::start(&config).await;
+    holder.kill().await;
+    let killed = Instant::now();
+    let mut client = other.client().await;
+    let head = head(&mut client, "notes").await;
+    let after = receiver.until_acknowledged(head).await;
+    eprintln!(
+        "takeover: first request from the other replica {:?} after the kill",
+        after.iter().find(|h| h.at > killed).map(|h| h.at - killed)
+    );
+    hits.extend(after);
+    assert_eq!(assert_in_order(&hits), (1..=head).collect::<Vec<_>>());
+    // Only the change in flight (at most one per kill) repeats.
+    let mut seen = HashSet::new();
+    let repeats = hits.iter().filter(|h| !seen.insert(h.id.clone())).count();
+    assert!(repeats <= 1, "{repeats} repeats");
+}
+
 on_both_backends!(
+    replay_webhook_redelivers_from_an_earlier_seq,
+    kill_9_mid_delivery_then_restart_loses_nothing,
     delivers_every_change_in_order_signed,
     a_failing_receiver_loses_nothing_and_keeps_order,
     retry_after_a_hang_a_410_and_429,
