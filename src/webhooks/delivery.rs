@@ -48,6 +48,23 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Seconds per attempt, from the request to the end of the answer.
     pub latency: Histogram,
+    /// Per (endpoint, session) this replica delivers: head seq minus cursor.
+    pub lag: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+impl Stats {
+    fn set_lag(&self, webhook_id: &str, session_id: &str, lag: Option<u64>) {
+        let mut lags = self.lag.lock().unwrap_or_else(|poison| poison.into_inner());
+        let key = (webhook_id.to_owned(), session_id.to_owned());
+        match lag {
+            Some(lag) => {
+                lags.insert(key, lag);
+            }
+            None => {
+                lags.remove(&key);
+            }
+        }
+    }
 }
 
 impl Default for Stats {
@@ -59,6 +76,7 @@ impl Default for Stats {
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 0.0005, 2.0, 16,
             )),
+            lag: Default::default(),
         }
     }
 }
@@ -163,6 +181,8 @@ async fn keep(pair: Pair) {
             }
             _ = pair.shutdown.cancelled() => true,
         };
+        pair.stats
+            .set_lag(&pair.endpoint.id, &pair.session_id, None);
         keeper.release().await;
         if shutting_down {
             return;
@@ -190,6 +210,11 @@ async fn deliver(pair: &Pair, store: &Store) -> Result<()> {
     };
     'feed: loop {
         let head = *heads.borrow_and_update();
+        pair.stats.set_lag(
+            &endpoint.id,
+            session_id,
+            Some(head.saturating_sub(cursor.seq)),
+        );
         if cursor.seq >= head {
             tokio::select! {
                 changed = heads.changed() => if changed.is_err() {
@@ -225,6 +250,8 @@ async fn deliver(pair: &Pair, store: &Store) -> Result<()> {
                     }
                     acknowledged = seq;
                     cursor.seq = seq;
+                    pair.stats
+                        .set_lag(&endpoint.id, session_id, Some(head.saturating_sub(seq)));
                 }
                 None => {
                     cursor = reread(store, pair).await?;
@@ -448,5 +475,67 @@ mod tests {
             let bound = Duration::from_secs(1u64 << attempt.min(20)).min(max);
             assert!(full_jitter(initial, max, attempt) <= bound);
         }
+    }
+}
+
+/// Exports [`Stats`]: `chatsync_webhook_deliveries{outcome}`,
+/// `chatsync_webhook_delivery_seconds` and `chatsync_webhook_lag_seq{webhook_id, session_id}`.
+#[derive(Debug)]
+pub struct StatsCollector(pub Arc<Stats>);
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for StatsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::result::Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let stats = &self.0;
+        let mut deliveries = encoder.encode_descriptor(
+            "chatsync_webhook_deliveries",
+            "Webhook delivery attempts by this replica, by outcome: delivered (2xx), retried (timeout, connection error, 408, 429, 5xx), failed (other answers, refused destinations)",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (outcome, count) in [
+            ("delivered", &stats.delivered),
+            ("retried", &stats.retried),
+            ("failed", &stats.failed),
+        ] {
+            ConstCounter::new(count.load(Ordering::Relaxed))
+                .encode(deliveries.encode_family(&[("outcome", outcome)])?)?;
+        }
+        stats.latency.encode(encoder.encode_descriptor(
+            "chatsync_webhook_delivery_seconds",
+            "Duration of webhook delivery attempts, request to the end of the answer, in seconds",
+            None,
+            stats.latency.metric_type(),
+        )?)?;
+        let mut lag = encoder.encode_descriptor(
+            "chatsync_webhook_lag_seq",
+            "Per (endpoint, session) this replica delivers: head seq minus the endpoint's cursor",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        let lags = stats
+            .lag
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for ((webhook_id, session_id), behind) in lags.iter() {
+            let labels = [
+                ("webhook_id", webhook_id.as_str()),
+                ("session_id", session_id.as_str()),
+            ];
+            ConstGauge::new(i64::try_from(*behind).unwrap_or(i64::MAX))
+                .encode(lag.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
