@@ -259,14 +259,13 @@ async fn deliver(pair: &Pair, store: &Store) -> Result<()> {
                 }
             }
         }
-        if reached > acknowledged {
-            if !store
+        if reached > acknowledged
+            && !store
                 .advance_webhook_cursor(&endpoint.id, session_id, cursor.generation, reached, None)
                 .await?
-            {
-                cursor = reread(store, pair).await?;
-                continue 'feed;
-            }
+        {
+            cursor = reread(store, pair).await?;
+            continue 'feed;
         }
         cursor.seq = reached;
     }
