@@ -5,10 +5,13 @@
 //! - `reply_to`: the quoted message's `provider_message_id` in the same chat, or NULL. Its
 //!   server id is not stored: it is looked up when the message is read, so a reply stored
 //!   before the message it quotes resolves once that message arrives.
-//! - `forwarded`: 0 not forwarded, 1 forwarded, 2 forwarded many times.
+//! - `forwarded`: NULL not forwarded, 1 forwarded, 2 forwarded many times.
 //! - `forwarded_from`: the original sender's name, when the source gives it.
-//! - `edited`: whether the text was edited; `edited_at`: when (Unix ms), NULL when the source
-//!   does not say.
+//! - `edited`: true when the text was edited (NULL otherwise); `edited_at`: when (Unix ms),
+//!   NULL when the source does not say.
+//!
+//! Every new column is NULL for a message without that property, so a plain message stores no
+//! byte more than before (PostgreSQL only sets bits of the row's null bitmap).
 //! - `deleted_by` / `deleted_at`: who deleted the message for everyone, and when (Unix ms).
 //!
 //! New tables, keyed like `attachments` by (session_id, message_seq): the creation seq names a
@@ -35,9 +38,9 @@ impl MigrationTrait for Migration {
         // SQLite takes one column per ALTER TABLE.
         let columns = [
             text_null(Messages::ReplyTo),
-            small_integer(Messages::Forwarded).default(0).to_owned(),
+            small_integer_null(Messages::Forwarded),
             text_null(Messages::ForwardedFrom),
-            boolean(Messages::Edited).default(false).to_owned(),
+            boolean_null(Messages::Edited),
             big_integer_null(Messages::EditedAt),
             text_null(Messages::DeletedBy),
             big_integer_null(Messages::DeletedAt),

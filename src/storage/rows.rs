@@ -71,12 +71,12 @@ pub(super) fn new_message_row(
         seq: Set(seq as i64),
         updated_at: Set(now),
         reply_to: Set(new.reply_to.as_deref().map(|id| storable(id).into_owned())),
-        forwarded: Set(new.forwarded as i16),
+        forwarded: Set(stored_forwarded(new.forwarded)),
         forwarded_from: Set(new
             .forwarded_from
             .as_deref()
             .map(|name| storable(name).into_owned())),
-        edited: Set(new.edited),
+        edited: Set(new.edited.then_some(true)),
         edited_at: Set(new.edited_at_ms),
         deleted_by: Set(None),
         deleted_at: Set(None),
@@ -135,18 +135,23 @@ pub(super) fn messages_insert_sqlite(
         if relations {
             values.extend([
                 Value::from(new.reply_to.as_deref().map(|id| storable(id).into_owned())),
-                Value::from(new.forwarded as i16),
+                Value::from(stored_forwarded(new.forwarded)),
                 Value::from(
                     new.forwarded_from
                         .as_deref()
                         .map(|name| storable(name).into_owned()),
                 ),
-                Value::from(new.edited),
+                Value::from(new.edited.then_some(true)),
                 Value::from(new.edited_at_ms),
             ]);
         }
     }
     sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values)
+}
+
+/// `messages.forwarded` for a message: NULL when it was not forwarded.
+pub(super) fn stored_forwarded(forwarded: Forwarded) -> Option<i16> {
+    (forwarded != Forwarded::No).then_some(forwarded as i16)
 }
 
 pub(super) fn message_from_row(row: message::Model) -> Message {
@@ -167,9 +172,9 @@ pub(super) fn message_from_row(row: message::Model) -> Message {
             provider_message_id,
             message_id: None,
         }),
-        forwarded: Forwarded::from_i16(row.forwarded),
+        forwarded: row.forwarded.map_or(Forwarded::No, Forwarded::from_i16),
         forwarded_from: row.forwarded_from,
-        edited: row.edited,
+        edited: row.edited.unwrap_or(false),
         edited_at_ms: row.edited_at,
         deletion: row.deleted_at.map(|deleted_at_ms| Deletion {
             deleted_by: row.deleted_by.unwrap_or_default(),
@@ -314,7 +319,8 @@ fn messages_unnest_with_relations(
          sender, text, kind, status, from_me, sent_at, seq, updated_at, reply_to, forwarded, \
          forwarded_from, edited, edited_at) \
          SELECT $1, u.c, u.p, CASE WHEN u.h THEN u.k END, u.s, u.t, u.kind, u.st, u.f, u.sa, \
-         u.seq, $12, CASE WHEN u.rh THEN u.r END, u.fw, CASE WHEN u.ffh THEN u.ff END, u.e, \
+         u.seq, $12, CASE WHEN u.rh THEN u.r END, NULLIF(u.fw, 0), \
+         CASE WHEN u.ffh THEN u.ff END, NULLIF(u.e, false), \
          CASE WHEN u.eah THEN u.ea END \
          FROM UNNEST($2::text[], $3::text[], $4::text[], $13::bool[], $5::text[], \
          $6::text[], $7::int2[], $8::int2[], $9::bool[], $10::int8[], $11::int8[], \

@@ -20,10 +20,11 @@ pub struct Model {
     pub updated_at: i64,
     /// The quoted message's `provider_message_id` in the same chat.
     pub reply_to: Option<String>,
-    /// 0 not forwarded, 1 forwarded, 2 forwarded many times ([`crate::model::Forwarded`]).
-    pub forwarded: i16,
+    /// `None` not forwarded, 1 forwarded, 2 forwarded many times ([`crate::model::Forwarded`]).
+    pub forwarded: Option<i16>,
     pub forwarded_from: Option<String>,
-    pub edited: bool,
+    /// `Some(true)` when edited; `None` otherwise.
+    pub edited: Option<bool>,
     pub edited_at: Option<i64>,
     pub deleted_by: Option<String>,
     pub deleted_at: Option<i64>,
