@@ -249,7 +249,6 @@ impl Collector for DomainCollector {
         ] {
             gauge(u64::from(count)).encode(pool.encode_family(&[("state", state)])?)?;
         }
-        drop(pool);
         encode_whatsapp_webhooks(&mut encoder)?;
         Ok(())
     }
@@ -274,7 +273,6 @@ fn encode_whatsapp_webhooks(encoder: &mut DescriptorEncoder) -> Result<(), std::
     ] {
         ConstCounter::new(count).encode(bodies.encode_family(&[("outcome", outcome)])?)?;
     }
-    drop(bodies);
     let mut items = encoder.encode_descriptor(
         "chatsync_whatsapp_webhook_items",
         "Webhook items kept in the inbox: unreadable (kept with their error) and waiting (a status whose message is not stored yet)",
