@@ -10,6 +10,8 @@
 //! | `chatsync_sync_runs_active` | gauge | sync runs this replica is running (not the ones it follows for another replica) |
 //! | `chatsync_feed_lag_seq{session_id}` | gauge | per session with open subscriptions: the committed head seq minus the slowest subscription's cursor, in seqs |
 //! | `chatsync_db_pool_connections{state}` | gauge | the database pool's connections, `in_use` and `idle` |
+//! | `chatsync_whatsapp_webhook_bodies_total{outcome}` | counter | `POST /webhooks/whatsapp` bodies since start: `stored` (answered 200), `bad_signature` (401), `unknown_number` (a body or change for a phone number no session has: 200, dropped) |
+//! | `chatsync_whatsapp_webhook_items_total{outcome}` | counter | webhook items kept in the inbox since start: `unreadable` (kept with their error), `waiting` (a status whose message is not stored yet) |
 //!
 //! **When an RPC is counted.** One tower layer around the gRPC service ([`RpcMetricsLayer`])
 //! records every call once, when its status is known: a unary call when it answers, a
@@ -250,8 +252,43 @@ impl Collector for DomainCollector {
         ] {
             gauge(u64::from(count)).encode(pool.encode_family(&[("state", state)])?)?;
         }
+        encode_whatsapp_webhooks(&mut encoder)?;
         Ok(())
     }
+}
+
+/// The `whatsapp-cloud` webhook intake's counts since start
+/// ([`crate::service::whatsapp_cloud::WEBHOOK_COUNTS`]).
+fn encode_whatsapp_webhooks(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::service::whatsapp_cloud::WEBHOOK_COUNTS as counts;
+    let mut bodies = encoder.encode_descriptor(
+        "chatsync_whatsapp_webhook_bodies",
+        "POST /webhooks/whatsapp bodies by outcome: stored (200), bad_signature (401), unknown_number (a body or change naming a phone number no session has, acknowledged and dropped)",
+        None,
+        ConstCounter::new(0u64).metric_type(),
+    )?;
+    for (outcome, count) in [
+        ("stored", counts.bodies.load(Relaxed)),
+        ("bad_signature", counts.bad_signatures.load(Relaxed)),
+        ("unknown_number", counts.unknown_numbers.load(Relaxed)),
+    ] {
+        ConstCounter::new(count).encode(bodies.encode_family(&[("outcome", outcome)])?)?;
+    }
+    let mut items = encoder.encode_descriptor(
+        "chatsync_whatsapp_webhook_items",
+        "Webhook items kept in the inbox: unreadable (kept with their error) and waiting (a status whose message is not stored yet)",
+        None,
+        ConstCounter::new(0u64).metric_type(),
+    )?;
+    for (outcome, count) in [
+        ("unreadable", counts.unreadable_items.load(Relaxed)),
+        ("waiting", counts.waiting_statuses.load(Relaxed)),
+    ] {
+        ConstCounter::new(count).encode(items.encode_family(&[("outcome", outcome)])?)?;
+    }
+    Ok(())
 }
 
 /// The live RPC metrics, shared by the layer's services.

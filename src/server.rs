@@ -231,6 +231,7 @@ impl Application {
             .add_routes(webhooks::with_webhooks(
                 crate::metrics::with_endpoint(console::routes(grpc), metrics, self.tokens.clone()),
                 self.service.clone(),
+                Duration::from_secs(self.config.unary_timeout_secs) / 2,
             ))
             .serve_with_incoming_shutdown(incoming, grace);
         let shutdown_seen = self.shutdown.clone();

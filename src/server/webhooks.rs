@@ -8,6 +8,8 @@
 //!   signature; 413 over 3 MiB; 503 when storage fails (Meta delivers it again).
 //!
 //! <https://developers.facebook.com/docs/graph-api/webhooks/getting-started>
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,16 +23,31 @@ use crate::sources::whatsapp_cloud::webhook::MAX_BODY_BYTES;
 /// The path Meta calls.
 pub const PATH: &str = "/webhooks/whatsapp";
 
-/// `routes` with the webhook endpoint in front.
-pub fn with_webhooks(routes: tonic::service::Routes, service: ChatSync) -> tonic::service::Routes {
+/// `routes` with the webhook endpoint in front. `deadline`: how long a POST waits for its body
+/// to be stored before it answers 503 (the storing goes on; Meta's redelivery then stores
+/// nothing twice). It must be shorter than the server's call timeout (`unary_timeout_secs`):
+/// that timeout answers with a gRPC status, which is HTTP 200, and Meta would take the body
+/// as delivered.
+pub fn with_webhooks(
+    routes: tonic::service::Routes,
+    service: ChatSync,
+    deadline: Duration,
+) -> tonic::service::Routes {
     let webhooks = axum::Router::new()
         .route(PATH, get(verify).post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(service);
+        .with_state(Intake { service, deadline });
     tonic::service::Routes::from(routes.into_axum_router().merge(webhooks))
 }
 
-async fn verify(State(service): State<ChatSync>, RawQuery(query): RawQuery) -> Response {
+#[derive(Clone)]
+struct Intake {
+    service: ChatSync,
+    deadline: Duration,
+}
+
+async fn verify(State(intake): State<Intake>, RawQuery(query): RawQuery) -> Response {
+    let service = intake.service;
     let (mut mode, mut token, mut challenge) = (String::new(), String::new(), String::new());
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*key {
@@ -51,11 +68,31 @@ async fn verify(State(service): State<ChatSync>, RawQuery(query): RawQuery) -> R
     }
 }
 
-async fn receive(State(service): State<ChatSync>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(intake): State<Intake>, headers: HeaderMap, body: Bytes) -> Response {
     let signature = headers
         .get("x-hub-signature-256")
-        .and_then(|value| value.to_str().ok());
-    match service.whatsapp_webhook(signature, &body).await {
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    // A task of its own: a body is stored to the end even when this answer is given up (the
+    // deadline, the server's call timeout, a client that hangs up), never left half-applied.
+    let service = intake.service;
+    let work =
+        tokio::spawn(async move { service.whatsapp_webhook(signature.as_deref(), &body).await });
+    let outcome = match tokio::time::timeout(intake.deadline, work).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panicked)) => {
+            tracing::error!(%panicked, "a webhook body's task failed; Meta will deliver it again");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        Err(_) => {
+            tracing::warn!(
+                deadline = ?intake.deadline,
+                "a webhook body is not stored yet; answering 503 (it goes on being stored, and Meta's redelivery stores nothing twice)"
+            );
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    match outcome {
         Ok(WebhookAnswer::Stored) => StatusCode::OK.into_response(),
         Ok(WebhookAnswer::Unauthenticated(why)) => {
             tracing::warn!(why, "refused a webhook body");

@@ -159,15 +159,20 @@ impl ChatSync {
                 .iter()
                 .flat_map(|entry| &entry.changes)
                 .filter(|change| change.phone_number_id() == Some(source.phone_number_id()));
-            let mut stored_messages = false;
+            // The wamids of the messages this body stored: statuses kept for them apply now.
+            let mut wamids = Vec::new();
             for change in changes {
                 for item in source.read_change(change).await {
-                    stored_messages |= matches!(item, Item::Events { .. });
+                    if let Item::Events { key, .. } = &item
+                        && let Some(wamid) = key.strip_prefix("message:")
+                    {
+                        wamids.push(wamid.to_owned());
+                    }
                     self.apply_webhook_item(session_id, item).await?;
                 }
             }
-            if stored_messages {
-                self.apply_waiting_webhook_items(session_id).await?;
+            for wamid in &wamids {
+                self.apply_waiting_statuses_of(session_id, wamid).await?;
             }
         }
         WEBHOOK_COUNTS.bodies.fetch_add(1, Ordering::Relaxed);
@@ -212,8 +217,18 @@ impl ChatSync {
                     tracing::debug!(session_id, key, "keeping a status until its message");
                     store
                         .keep_webhook_item(session_id, &key, &payload, None)
-                        .await
-                        .map(|_| ())
+                        .await?;
+                    // The message may have been stored meanwhile (by another request or
+                    // replica), its look at the inbox done before this item was there: look
+                    // again now that it is kept. Either that look sees the item, or this one
+                    // sees the message.
+                    match self.apply_status(session_id, &status).await {
+                        Ok(true) => store.drop_webhook_item(session_id, &key).await,
+                        Ok(false) => Ok(()),
+                        Err(error) if retry_worthy(&error) => Err(error),
+                        // Kept already; the message's arrival applies it (or says why not).
+                        Err(_) => Ok(()),
+                    }
                 }
                 Err(error) if retry_worthy(&error) => Err(error),
                 Err(error) => {
@@ -328,8 +343,29 @@ impl ChatSync {
         }
     }
 
+    /// Applies the statuses kept for `wamid` (a message a webhook just stored); each applied
+    /// one leaves the inbox. Only that message's items are read, so a busy inbox costs a
+    /// message body nothing.
+    async fn apply_waiting_statuses_of(&self, session_id: &str, wamid: &str) -> Result<()> {
+        let store = &self.inner.store;
+        let prefix = format!("status:{wamid}:");
+        for item in store
+            .waiting_webhook_items_with_prefix(session_id, &prefix, WAITING_BATCH)
+            .await?
+        {
+            let Ok(status) = serde_json::from_str::<webhook::Status>(&item.payload) else {
+                continue;
+            };
+            if status.id == wamid && self.apply_status(session_id, &status).await? {
+                store.drop_webhook_item(session_id, &item.key).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Applies the session's statuses that waited for their message; each applied one leaves
-    /// the inbox. Called after a webhook stored messages and after a send's answer.
+    /// the inbox. Called after a send's answer (a status may have named its
+    /// `client_message_id`).
     pub(super) async fn apply_waiting_webhook_items(&self, session_id: &str) -> Result<()> {
         let store = &self.inner.store;
         for item in store

@@ -82,6 +82,32 @@ impl Store {
             .collect())
     }
 
+    /// The session's waiting items whose key starts with `prefix` (`status:WAMID:`, the
+    /// statuses of one message), oldest first, at most `limit`.
+    pub async fn waiting_webhook_items_with_prefix(
+        &self,
+        session_id: &str,
+        prefix: &str,
+        limit: u64,
+    ) -> Result<Vec<InboxItem>> {
+        Ok(webhook_inbox::Entity::find()
+            .filter(webhook_inbox::Column::SessionId.eq(session_id))
+            .filter(webhook_inbox::Column::ItemKey.starts_with(prefix))
+            .filter(webhook_inbox::Column::Error.is_null())
+            .order_by_asc(webhook_inbox::Column::ReceivedAt)
+            .order_by_asc(webhook_inbox::Column::ItemKey)
+            .paginate(&self.db, limit.max(1))
+            .fetch_page(0)
+            .await?
+            .into_iter()
+            .map(|row| InboxItem {
+                key: row.item_key,
+                payload: row.payload,
+                error: row.error,
+            })
+            .collect())
+    }
+
     /// How many of the session's items are kept with an error.
     pub async fn failed_webhook_items(&self, session_id: &str) -> Result<u64> {
         Ok(webhook_inbox::Entity::find()

@@ -1,14 +1,17 @@
 //! The `whatsapp-cloud` source against a Graph API stand-in (`common::graph_api`) and real
 //! webhook bodies written by others (`../shared/cloudapi/pywa`), signed with a test secret,
 //! POSTed to `/webhooks/whatsapp` over real HTTP. Both backends.
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use chatsync::grpc::pb;
+use chatsync::grpc::pb::subscribe_messages_response::Event;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2_011::Sha256;
 
 use crate::common::graph_api::{GraphApi, VERSION, error_body};
+use crate::common::replica::Replica;
 use crate::common::{self, Backend, HANG_GUARD, TestApp, all_messages, on_both_backends};
 
 const NUMBER: &str = "1122334455667";
@@ -633,6 +636,456 @@ async fn media_with_an_expired_url(backend: Backend) {
     assert!(!s.message(USER, "wamid.gone").await.attachments[0].stored);
 }
 
+/// A configuration for `chatsync serve` processes with the `wa` session (its secrets in files
+/// beside it) against `graph`, on `backend`'s database.
+fn replica_config(backend: &Backend, graph: &GraphApi) -> PathBuf {
+    let dir = backend.dir.path();
+    for (name, value) in [("token", TOKEN), ("secret", SECRET), ("verify", VERIFY)] {
+        std::fs::write(dir.join(name), value).expect("write a secret");
+    }
+    let path = dir.join("replica.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n\
+             [[sessions]]\nid = \"wa\"\nsource = \"whatsapp-cloud\"\n\
+             phone_number_id = \"{NUMBER}\"\naccess_token_file = \"{}\"\n\
+             app_secret_file = \"{}\"\nverify_token_file = \"{}\"\n\
+             graph_api_url = \"{}\"\ngraph_api_version = \"{VERSION}\"\n",
+            backend.database_url,
+            dir.join("token").display(),
+            dir.join("secret").display(),
+            dir.join("verify").display(),
+            graph.url,
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// POSTs a body signed with the test secret to a server at `url`: the HTTP status, or the
+/// transport error (a killed server).
+async fn post_signed(http: &reqwest::Client, url: &str, bytes: Vec<u8>) -> Result<u16, String> {
+    http.post(format!("{url}/webhooks/whatsapp"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign(&bytes, SECRET))
+        .body(bytes)
+        .send()
+        .await
+        .map(|answer| answer.status().as_u16())
+        .map_err(|error| error.to_string())
+}
+
+/// Every event of `wa` from seq 0, and the head seq the replay ends at.
+async fn replay_wa(
+    client: &mut chatsync::grpc::pb::chat_sync_service_client::ChatSyncServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> (u64, Vec<Event>) {
+    let mut stream = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: Vec::new(),
+            after_seq: Some(0),
+        })
+        .await
+        .expect("SubscribeMessages")
+        .into_inner();
+    let mut events = Vec::new();
+    loop {
+        let next = tokio::time::timeout(HANG_GUARD, stream.message())
+            .await
+            .expect("the replay ends")
+            .expect("a frame")
+            .expect("the stream stays open");
+        match next.event {
+            Some(Event::Ready(ready)) => return (ready.head_seq, events),
+            Some(event) => events.push(event),
+            None => {}
+        }
+    }
+}
+
+/// Asserts that no message's status ever went backwards in `events`: each message's
+/// `status_updated` events climb strictly (none here is FAILED).
+fn assert_statuses_only_climb(events: &[Event]) {
+    let mut last: HashMap<u64, i32> = HashMap::new();
+    for event in events {
+        if let Event::StatusUpdated(update) = event {
+            assert_ne!(update.status, pb::MessageStatus::Failed as i32);
+            let before = last.insert(update.message_id, update.status);
+            if let Some(before) = before {
+                assert!(
+                    update.status > before,
+                    "{}: status {before} then {}",
+                    update.provider_message_id,
+                    update.status
+                );
+            }
+        }
+    }
+}
+
+/// The webhook bodies of `wamid`: its message twice, and its statuses (each read one twice),
+/// all signed as Meta would send them.
+fn bodies_of(wamid: &str, statuses: &[&str]) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    let message = serde_json::to_vec(&case("message.json", "text", wamid)).unwrap();
+    bodies.push(message.clone());
+    bodies.push(message);
+    for status in statuses {
+        bodies.push(serde_json::to_vec(&status_body(wamid, status, None)).unwrap());
+    }
+    bodies
+}
+
+/// The messages of `USER`'s chat whose wamid starts with `prefix`, by wamid; asserts each is
+/// stored once.
+async fn stored_once(replica: &Replica, prefix: &str) -> HashMap<String, pb::Message> {
+    let mut client = replica.client().await;
+    let chats = common::all_chats(&mut client, "wa").await;
+    if !chats.iter().any(|c| c.chat_id == USER) {
+        return HashMap::new();
+    }
+    let mut by_wamid = HashMap::new();
+    for message in all_messages(&mut client, "wa", USER).await {
+        if message.provider_message_id.starts_with(prefix) {
+            let wamid = message.provider_message_id.clone();
+            assert!(
+                by_wamid.insert(wamid.clone(), message).is_none(),
+                "{wamid} stored twice"
+            );
+        }
+    }
+    by_wamid
+}
+
+/// Messages and their statuses (sent, delivered, read, duplicated, in a shuffled order, a
+/// status often before its message) POSTed at once over two replica processes on one
+/// PostgreSQL database: every message is stored once, no status goes backwards, each ends
+/// where its furthest status says, and no status is left waiting in the inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhooks_spread_over_two_replicas_store_once_and_never_go_back() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let graph = GraphApi::start(TOKEN).await;
+    let config = replica_config(&backend, &graph);
+    let first = Replica::start(&config).await;
+    let second = Replica::start(&config).await;
+    const WAMIDS: usize = 40;
+    let mut bodies = Vec::new();
+    for i in 0..WAMIDS {
+        let statuses: &[&str] = if i % 3 == 0 {
+            &["delivered", "sent", "delivered"]
+        } else {
+            &["read", "delivered", "sent", "read", "delivered"]
+        };
+        bodies.extend(bodies_of(&format!("wamid.race.{i}"), statuses));
+    }
+    // A shuffle (Fisher-Yates, xorshift) from a seed printed with any failure.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        | 1;
+    let mut x = seed;
+    for i in (1..bodies.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bodies.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let http = reqwest::Client::new();
+    let posts: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let url = if i % 2 == 0 { &first.url } else { &second.url }.clone();
+            let http = http.clone();
+            tokio::spawn(async move { post_signed(&http, &url, bytes).await })
+        })
+        .collect();
+    for post in posts {
+        let status = tokio::time::timeout(HANG_GUARD, post)
+            .await
+            .expect("no POST hangs")
+            .expect("poster");
+        assert_eq!(status, Ok(200), "seed {seed}");
+    }
+    let db = sea_orm::Database::connect(&backend.database_url)
+        .await
+        .expect("connect");
+    let kept: Vec<(String, Option<String>)> = sea_orm::ConnectionTrait::query_all_raw(
+        &db,
+        sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT item_key, error FROM webhook_inbox".to_owned(),
+        ),
+    )
+    .await
+    .expect("read the inbox")
+    .into_iter()
+    .map(|row| {
+        (
+            row.try_get("", "item_key").expect("key"),
+            row.try_get("", "error").expect("error"),
+        )
+    })
+    .collect();
+    let stored = stored_once(&second, "wamid.race.").await;
+    let stuck: Vec<_> = kept
+        .iter()
+        .map(|(key, _)| {
+            let wamid = key.split(':').nth(1).unwrap_or_default();
+            (
+                key,
+                stored
+                    .get(wamid)
+                    .map(|m| (m.id, m.status, m.chat_id.clone())),
+            )
+        })
+        .collect();
+    assert!(
+        kept.is_empty(),
+        "nothing left in the inbox (seed {seed}): {stuck:?}"
+    );
+    let stored = stored_once(&second, "wamid.race.").await;
+    assert_eq!(stored.len(), WAMIDS, "seed {seed}");
+    for i in 0..WAMIDS {
+        let want = if i % 3 == 0 {
+            pb::MessageStatus::Delivered
+        } else {
+            pb::MessageStatus::Read
+        };
+        let wamid = format!("wamid.race.{i}");
+        assert_eq!(stored[&wamid].status, want as i32, "{wamid}, seed {seed}");
+    }
+    let (_, events) = replay_wa(&mut first.client().await).await;
+    assert_statuses_only_climb(&events);
+    let created = events
+        .iter()
+        .filter(|e| matches!(e, Event::MessageCreated(m) if m.provider_message_id.starts_with("wamid.race.")))
+        .count();
+    assert_eq!(created, WAMIDS, "one message_created per wamid");
+}
+
+/// Webhook bodies POSTed at once to a replica process, which is killed -9 as soon as the first
+/// 200 arrives, three times over, restarted on the same database each time: every body
+/// acknowledged is stored (a message present, its acknowledged status applied), POSTing the
+/// acknowledged bodies again stores nothing new, and once everything is in, a redelivery of
+/// every body takes no seq at all.
+async fn nothing_acknowledged_is_lost_to_a_kill_9(backend: Backend) {
+    let graph = GraphApi::start(TOKEN).await;
+    let config = replica_config(&backend, &graph);
+    let http = reqwest::Client::new();
+    const ROUNDS: usize = 3;
+    const PER_ROUND: usize = 16;
+    let mut replica = Replica::start(&config).await;
+    let mut every_body: Vec<Vec<u8>> = Vec::new();
+    // (wamid, the acknowledged body was its message) → acknowledged
+    let mut acked_messages: HashSet<String> = HashSet::new();
+    let mut acked_reads: HashSet<String> = HashSet::new();
+    let mut acked_bodies: Vec<Vec<u8>> = Vec::new();
+    for round in 0..ROUNDS {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..PER_ROUND {
+            let wamid = format!("wamid.kill.{round}.{i}");
+            let message = serde_json::to_vec(&case("message.json", "text", &wamid)).unwrap();
+            let read = serde_json::to_vec(&status_body(&wamid, "read", None)).unwrap();
+            // The read goes first half the time: it waits in the inbox for its message.
+            let pair = if i % 2 == 0 {
+                [(true, message), (false, read)]
+            } else {
+                [(false, read), (true, message)]
+            };
+            for (is_message, bytes) in pair {
+                every_body.push(bytes.clone());
+                let (http, url, tx, wamid) =
+                    (http.clone(), replica.url.clone(), tx.clone(), wamid.clone());
+                tokio::spawn(async move {
+                    let answer = post_signed(&http, &url, bytes.clone()).await;
+                    let _ = tx.send((wamid, is_message, bytes, answer));
+                });
+            }
+        }
+        drop(tx);
+        let mut answers = Vec::new();
+        loop {
+            let answer = tokio::time::timeout(HANG_GUARD, rx.recv())
+                .await
+                .expect("an answer")
+                .expect("some POST is answered 200 before the kill");
+            let ok = answer.3 == Ok(200);
+            answers.push(answer);
+            if ok {
+                break;
+            }
+        }
+        // kill -9 right after the first 200, with the other POSTs in flight.
+        replica.kill().await;
+        while let Some(answer) = tokio::time::timeout(HANG_GUARD, rx.recv())
+            .await
+            .expect("every POST ends once the server is gone")
+        {
+            answers.push(answer);
+        }
+        for (wamid, is_message, bytes, answer) in answers {
+            if answer == Ok(200) {
+                if is_message {
+                    acked_messages.insert(wamid);
+                } else {
+                    acked_reads.insert(wamid);
+                }
+                acked_bodies.push(bytes);
+            }
+        }
+        replica = Replica::start(&config).await;
+        let stored = stored_once(&replica, "wamid.kill.").await;
+        for wamid in &acked_messages {
+            let message = stored
+                .get(wamid)
+                .unwrap_or_else(|| panic!("{wamid} was acknowledged and is lost"));
+            if acked_reads.contains(wamid) {
+                assert_eq!(
+                    message.status,
+                    pb::MessageStatus::Read as i32,
+                    "{wamid}: its read was acknowledged"
+                );
+            }
+        }
+    }
+    assert!(!acked_bodies.is_empty());
+    // The acknowledged bodies again: nothing new.
+    let (head, _) = replay_wa(&mut replica.client().await).await;
+    for bytes in acked_bodies {
+        assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
+    }
+    let (again, events) = replay_wa(&mut replica.client().await).await;
+    // Nothing new, except a read kept while its message was being stored by a body the kill
+    // cut off before it looked at the inbox: a redelivery of the message applies it. A read
+    // acknowledged together with its message was applied already.
+    let new = &events[events.len().saturating_sub((again - head) as usize)..];
+    assert!(
+        new.iter().all(|e| matches!(e, Event::StatusUpdated(u)
+            if !(acked_reads.contains(&u.provider_message_id)
+                && acked_messages.contains(&u.provider_message_id)))),
+        "a redelivery of acknowledged bodies stores nothing: {new:?}"
+    );
+    // Everything again (what was cut off by the kills arrives now), then once more: each
+    // message stored once and read, and the second time stores nothing.
+    for bytes in &every_body {
+        assert_eq!(
+            post_signed(&http, &replica.url, bytes.clone()).await,
+            Ok(200)
+        );
+    }
+    let stored = stored_once(&replica, "wamid.kill.").await;
+    assert_eq!(stored.len(), ROUNDS * PER_ROUND);
+    assert!(
+        stored
+            .values()
+            .all(|m| m.status == pb::MessageStatus::Read as i32)
+    );
+    let (head, events) = replay_wa(&mut replica.client().await).await;
+    assert_statuses_only_climb(&events);
+    for bytes in every_body {
+        assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
+    }
+    assert_eq!(replay_wa(&mut replica.client().await).await.0, head);
+}
+
+/// The value of one series in a `/metrics` scrape (0 when it is absent).
+async fn scrape(http: &reqwest::Client, url: &str, series: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the scrape");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The intake's counts on `/metrics` of a server process of its own (so that they start at 0):
+/// a body for a number no session has, a batch with one malformed item, a bad signature and
+/// a status waiting for its message each move their count, and only theirs.
+async fn webhook_counts_on_metrics(backend: Backend) {
+    let graph = GraphApi::start(TOKEN).await;
+    let replica = Replica::start(&replica_config(&backend, &graph)).await;
+    let http = reqwest::Client::new();
+    let url = replica.url.as_str();
+    const BODIES: &str = "chatsync_whatsapp_webhook_bodies_total";
+    const ITEMS: &str = "chatsync_whatsapp_webhook_items_total";
+    let counts = || async {
+        [
+            scrape(&http, url, &format!("{BODIES}{{outcome=\"stored\"}}")).await,
+            scrape(
+                &http,
+                url,
+                &format!("{BODIES}{{outcome=\"bad_signature\"}}"),
+            )
+            .await,
+            scrape(
+                &http,
+                url,
+                &format!("{BODIES}{{outcome=\"unknown_number\"}}"),
+            )
+            .await,
+            scrape(&http, url, &format!("{ITEMS}{{outcome=\"unreadable\"}}")).await,
+            scrape(&http, url, &format!("{ITEMS}{{outcome=\"waiting\"}}")).await,
+        ]
+    };
+    assert_eq!(counts().await, [0, 0, 0, 0, 0]);
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains(&format!("# TYPE {BODIES} counter")), "{text}");
+
+    let mut other = case("message.json", "text", "wamid.metrics.other");
+    value(&mut other)["metadata"]["phone_number_id"] = json!("999");
+    let bytes = serde_json::to_vec(&other).unwrap();
+    assert_eq!(post_signed(&http, url, bytes).await, Ok(200));
+    assert_eq!(counts().await, [1, 0, 1, 0, 0], "an unknown number");
+
+    let mut batch = case("message.json", "text", "wamid.metrics.good");
+    let good = value(&mut batch)["messages"][0].clone();
+    let mut bad = good.clone();
+    bad.as_object_mut().unwrap().remove("id");
+    value(&mut batch)["messages"] = json!([bad, good]);
+    let bytes = serde_json::to_vec(&batch).unwrap();
+    assert_eq!(post_signed(&http, url, bytes).await, Ok(200));
+    assert_eq!(counts().await, [2, 0, 1, 1, 0], "one malformed item");
+    assert!(stored_once(&replica, "wamid.metrics.good").await.len() == 1);
+
+    let bytes = serde_json::to_vec(&batch).unwrap();
+    let refused = http
+        .post(format!("{url}/webhooks/whatsapp"))
+        .header("x-hub-signature-256", sign(&bytes, "another-app"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert_eq!(counts().await, [2, 1, 1, 1, 0], "a bad signature");
+
+    let bytes = serde_json::to_vec(&status_body("wamid.metrics.later", "read", None)).unwrap();
+    assert_eq!(post_signed(&http, url, bytes).await, Ok(200));
+    assert_eq!(
+        counts().await,
+        [3, 1, 1, 1, 1],
+        "a status before its message"
+    );
+}
+
 on_both_backends!(
     handshake_and_signatures,
     every_shared_case,
@@ -643,4 +1096,6 @@ on_both_backends!(
     graph_errors_are_typed,
     reactions_and_reads_go_upstream,
     media_with_an_expired_url,
+    nothing_acknowledged_is_lost_to_a_kill_9,
+    webhook_counts_on_metrics,
 );
