@@ -42,7 +42,6 @@ pub mod search;
 pub mod sessions;
 pub mod snapshot;
 pub mod webhook_inbox;
-pub mod webhooks;
 pub mod write;
 
 use std::borrow::Cow;

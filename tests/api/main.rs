@@ -29,5 +29,4 @@ mod service;
 mod snapshot;
 mod telegram_lifecycle;
 mod transport;
-mod webhooks;
 mod whatsapp_cloud;

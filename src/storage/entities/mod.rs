@@ -13,5 +13,4 @@ pub mod reaction;
 pub mod receipt;
 pub mod session;
 pub mod source_file;
-pub mod webhook_cursor;
 pub mod webhook_inbox;
