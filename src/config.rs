@@ -99,6 +99,10 @@ pub struct Config {
     /// sets the levels (default `info`). Read by `chatsync serve`, which installs the
     /// logger ([`crate::logging`]); a server built in-process logs through its host's.
     pub log_format: LogFormat,
+    /// Webhook endpoints (`[[webhooks]]`): every change of their sessions is POSTed to each,
+    /// in seq order, signed, at least once ([`crate::webhooks`]). Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// The format of log lines ([`Config::log_format`]).
@@ -274,6 +278,7 @@ impl Default for Config {
             max_response_bytes: 4 << 20,
             unary_timeout_secs: 30,
             log_format: LogFormat::Text,
+            webhooks: Vec::new(),
             blob_dir: data_dir().join("blobs"),
             sessions: vec![
                 session("demo", "whatsapp-export", Some(samples.join("whatsapp"))),
@@ -366,6 +371,8 @@ impl Config {
             }
         }
         self.validate_transport()?;
+        let session_ids: Vec<&str> = self.sessions.iter().map(|s| s.id.as_str()).collect();
+        crate::webhooks::validate(&self.webhooks, &session_ids)?;
         if self.tokens.is_empty() && !self.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without API tokens: anyone on the network could read \

@@ -17,3 +17,4 @@ pub mod server;
 pub mod service;
 pub mod sources;
 pub mod storage;
+pub mod webhooks;

@@ -15,6 +15,7 @@ mod m20261201_000008_attachments;
 mod m20261206_000009_lease_epochs;
 mod m20261206_000010_message_lifecycle;
 mod m20261206_000011_webhook_inbox;
+mod m20261206_000012_webhook_cursors;
 
 pub use m20261201_000006_search::CJK_RANGES;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_lease_epochs::Migration),
             Box::new(m20261206_000010_message_lifecycle::Migration),
             Box::new(m20261206_000011_webhook_inbox::Migration),
+            Box::new(m20261206_000012_webhook_cursors::Migration),
         ]
     }
 }

@@ -41,6 +41,9 @@ pub enum Command {
     /// Search a session's messages, best matches first, with the matches highlighted
     /// (reverse video on a terminal, `[` `]` otherwise).
     Search(SearchArgs),
+    /// Show each webhook endpoint's delivery per session (cursor, lag, last attempt, state),
+    /// or move an endpoint's cursor with `--replay-after`.
+    Webhooks(WebhooksArgs),
 }
 
 /// `chatsync serve`.
@@ -167,6 +170,23 @@ pub struct DeleteArgs {
 #[derive(Debug, Args)]
 pub struct SessionArgs {
     pub session: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `chatsync webhooks`.
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    /// Only this endpoint.
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// Only this session.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Move the cursor of `--webhook` for `--session`: delivery continues after this seq
+    /// (earlier replays, later skips ahead).
+    #[arg(long, requires_all = ["webhook", "session"])]
+    pub replay_after: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -9,7 +9,7 @@ use tonic::{Request, Status};
 
 use super::args::{
     ClientArgs, Command, DeleteArgs, EditArgs, MessagesArgs, ReactArgs, SearchArgs, SendArgs,
-    ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs,
+    ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs, WebhooksArgs,
 };
 use super::output;
 use crate::config::Config;
@@ -77,6 +77,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Chats(args) => chats(args).await,
         Command::Messages(args) => messages(args).await,
         Command::Search(args) => search(args).await,
+        Command::Webhooks(args) => webhooks(args).await,
     }
 }
 
@@ -272,6 +273,37 @@ async fn status(args: SessionArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     output::print(args.client.json, &status, output::status)
+}
+
+async fn webhooks(args: WebhooksArgs) -> anyhow::Result<()> {
+    let mut api = connect(&args.client).await?;
+    if let (Some(after_seq), Some(webhook_id), Some(session_id)) =
+        (args.replay_after, &args.webhook, &args.session)
+    {
+        let moved = api
+            .replay_webhook(pb::ReplayWebhookRequest {
+                webhook_id: webhook_id.clone(),
+                session_id: session_id.clone(),
+                after_seq,
+            })
+            .await?
+            .into_inner();
+        return output::print(args.client.json, &moved, |moved| {
+            println!("cursor moved from seq {}", moved.previous_seq)
+        });
+    }
+    let statuses = api
+        .get_webhook_status(pb::GetWebhookStatusRequest {
+            webhook_id: args.webhook.unwrap_or_default(),
+            session_id: args.session.unwrap_or_default(),
+        })
+        .await?
+        .into_inner()
+        .statuses;
+    for status in &statuses {
+        output::print(args.client.json, status, output::webhook_status)?;
+    }
+    Ok(())
 }
 
 async fn chats(args: SessionArgs) -> anyhow::Result<()> {

@@ -404,6 +404,38 @@ pub fn event(event: &pb::SubscribeMessagesResponse) {
 }
 
 /// A session's sync status, one fact a line.
+/// One webhook endpoint's delivery for one session, on one line.
+pub fn webhook_status(status: &pb::WebhookStatus) {
+    let state = match pb::WebhookState::try_from(status.state) {
+        Ok(pb::WebhookState::UpToDate) => "up to date",
+        Ok(pb::WebhookState::Delivering) => "delivering",
+        Ok(pb::WebhookState::Retrying) => "retrying",
+        Ok(pb::WebhookState::Failing) => "FAILING",
+        _ => "unknown",
+    };
+    let mut line = format!(
+        "{} {}: {state}, cursor {} of {} (lag {})",
+        status.webhook_id, status.session_id, status.cursor, status.head_seq, status.lag
+    );
+    if status.last_attempt_at.is_some() {
+        line.push_str(&format!(
+            ", last attempt {} → {}",
+            time_string(status.last_attempt_at.as_ref()),
+            status.last_status
+        ));
+    }
+    if !status.last_error.is_empty() {
+        line.push_str(&format!(
+            ", {} failures since {}: {}",
+            status.failures,
+            time_string(status.failing_since.as_ref()),
+            status.last_error
+        ));
+    }
+    println!("{line}");
+}
+
+/// A session's sync status, for a human.
 pub fn status(status: &pb::GetSyncStatusResponse) {
     println!("session   {} ({})", status.session_id, status.source);
     println!("state     {}", state_name(status.state));

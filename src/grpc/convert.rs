@@ -421,3 +421,28 @@ impl From<SearchHit> for pb::SearchHit {
         }
     }
 }
+
+impl From<crate::webhooks::WebhookStatus> for pb::WebhookStatus {
+    fn from(status: crate::webhooks::WebhookStatus) -> Self {
+        use crate::webhooks::WebhookState;
+        let state = match status.state {
+            WebhookState::UpToDate => pb::WebhookState::UpToDate,
+            WebhookState::Delivering => pb::WebhookState::Delivering,
+            WebhookState::Retrying => pb::WebhookState::Retrying,
+            WebhookState::Failing => pb::WebhookState::Failing,
+        };
+        pb::WebhookStatus {
+            lag: status.lag(),
+            webhook_id: status.webhook_id,
+            session_id: status.session_id,
+            cursor: status.cursor,
+            head_seq: status.head_seq,
+            last_attempt_at: status.last_attempt_at_ms.map(timestamp),
+            last_status: status.last_status as u32,
+            last_error: status.last_error,
+            failing_since: status.failing_since_ms.map(timestamp),
+            failures: status.failures,
+            state: state as i32,
+        }
+    }
+}

@@ -51,7 +51,14 @@ scoped_to_session!(
     ReactToMessageRequest,
     EditMessageRequest,
     DeleteMessageRequest,
+    ReplayWebhookRequest,
 );
+
+impl Scoped for pb::GetWebhookStatusRequest {
+    fn session_id(&self) -> Option<&str> {
+        (!self.session_id.is_empty()).then_some(self.session_id.as_str())
+    }
+}
 
 impl Scoped for pb::ListSessionsRequest {
     fn session_id(&self) -> Option<&str> {
@@ -322,6 +329,42 @@ impl ChatSyncService for Api {
                 changed: answer.changed,
                 duplicate: answer.duplicate,
             })
+        })
+        .await
+    }
+
+    async fn get_webhook_status(
+        &self,
+        request: Request<pb::GetWebhookStatusRequest>,
+    ) -> Result<Response<pb::GetWebhookStatusResponse>, Status> {
+        self.rpc("GetWebhookStatus", request, |scope, body| async move {
+            let statuses = self
+                .service
+                .webhooks()
+                .status(
+                    Some(body.webhook_id.as_str()).filter(|id| !id.is_empty()),
+                    Some(body.session_id.as_str()).filter(|id| !id.is_empty()),
+                    |session| scope.allows(session),
+                )
+                .await?;
+            Ok(pb::GetWebhookStatusResponse {
+                statuses: statuses.into_iter().map(pb::WebhookStatus::from).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn replay_webhook(
+        &self,
+        request: Request<pb::ReplayWebhookRequest>,
+    ) -> Result<Response<pb::ReplayWebhookResponse>, Status> {
+        self.rpc("ReplayWebhook", request, |_, body| async move {
+            let previous_seq = self
+                .service
+                .webhooks()
+                .replay(&body.webhook_id, &body.session_id, body.after_seq)
+                .await?;
+            Ok(pb::ReplayWebhookResponse { previous_seq })
         })
         .await
     }

@@ -108,6 +108,8 @@ struct Inner {
     /// Slots for snapshots in progress: each holds a pooled database connection (and, on
     /// SQLite, holds back WAL checkpoints) until its last frame is sent.
     snapshots: Arc<tokio::sync::Semaphore>,
+    /// The webhook endpoints and their deliverers.
+    webhooks: crate::webhooks::Webhooks,
 }
 
 impl ChatSync {
@@ -167,6 +169,18 @@ impl ChatSync {
         if store.is_postgres() {
             spawn_run_sweeper(store.clone(), lease, shutdown.clone());
         }
+        let session_ids: Vec<String> = config.sessions.iter().map(|s| s.id.clone()).collect();
+        let webhooks = crate::webhooks::Webhooks::start(
+            &config.webhooks,
+            &session_ids,
+            store.clone(),
+            crate::webhooks::Cluster {
+                holder: replica_id.clone(),
+                lease,
+                shutdown: shutdown.clone(),
+            },
+        )
+        .await?;
         let hub_store = store.clone();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -185,8 +199,14 @@ impl ChatSync {
                     &config.database_url,
                     config.database_max_connections,
                 ))),
+                webhooks,
             }),
         })
+    }
+
+    /// The webhook endpoints: their status and cursors (GetWebhookStatus, ReplayWebhook).
+    pub fn webhooks(&self) -> &crate::webhooks::Webhooks {
+        &self.inner.webhooks
     }
 
     /// Cancelled when the server starts shutting down; open streams end then.

@@ -42,6 +42,7 @@ pub mod search;
 pub mod sessions;
 pub mod snapshot;
 pub mod webhook_inbox;
+pub mod webhooks;
 pub mod write;
 
 use std::borrow::Cow;

@@ -69,6 +69,9 @@ pub enum LeaseKind {
     Sync,
     /// The session's one live-source loop in the cluster (the Matrix `/sync` loop).
     Live,
+    /// The session's one webhook deliverer of an endpoint in the cluster: the lease's kind,
+    /// `webhook:<endpoint id>` (see [`crate::webhooks`]).
+    Webhook(&'static str),
 }
 
 impl LeaseKind {
@@ -76,6 +79,7 @@ impl LeaseKind {
         match self {
             Self::Sync => "sync",
             Self::Live => "live",
+            Self::Webhook(kind) => kind,
         }
     }
 }

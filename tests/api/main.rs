@@ -29,4 +29,5 @@ mod service;
 mod snapshot;
 mod telegram_lifecycle;
 mod transport;
+mod webhooks;
 mod whatsapp_cloud;

@@ -13,4 +13,5 @@ pub mod reaction;
 pub mod receipt;
 pub mod session;
 pub mod source_file;
+pub mod webhook_cursor;
 pub mod webhook_inbox;
