@@ -17,4 +17,3 @@ pub mod server;
 pub mod service;
 pub mod sources;
 pub mod storage;
-pub mod webhooks;

@@ -92,9 +92,9 @@ impl Metrics {
             "Duration of ChatSyncService calls from arrival to status, in seconds; for streams, how long they were open",
             rpc.durations.clone(),
         );
-        registry.register_collector(Box::new(crate::webhooks::delivery::StatsCollector(
-            service.webhooks().stats(),
-        )));
+        registry.register_collector(Box::new(
+            crate::service::webhooks::delivery::StatsCollector(service.webhooks().stats()),
+        ));
         registry.register_collector(Box::new(DomainCollector { service }));
         Self { registry, rpc }
     }

@@ -682,6 +682,15 @@ pub trait EncodedLen {
     fn encoded_len(&self) -> usize;
 }
 
+/// A value in the protobuf JSON mapping of its API message
+/// (<https://protobuf.dev/programming-guides/json/>): 64-bit integers as decimal strings,
+/// enums by name, fields in lowerCamelCase unless the proto names them otherwise. Implemented
+/// by the gRPC adapter (`grpc::convert`), the one place that knows the proto types; a
+/// [`Change`] maps to its `SubscribeMessagesResponse`. Webhook bodies are built from it.
+pub trait ProtoJson {
+    fn proto_json(&self) -> serde_json::Value;
+}
+
 #[cfg(test)]
 mod status_order_tests {
     use super::MessageStatus::*;

@@ -412,6 +412,15 @@ impl model::EncodedLen for SearchHit {
     }
 }
 
+impl model::ProtoJson for model::Change {
+    fn proto_json(&self) -> serde_json::Value {
+        let event = pb::SubscribeMessagesResponse::from(crate::service::Event::Change(
+            std::sync::Arc::new(self.clone()),
+        ));
+        serde_json::to_value(&event).unwrap_or_default()
+    }
+}
+
 impl From<SearchHit> for pb::SearchHit {
     fn from(hit: SearchHit) -> Self {
         pb::SearchHit {
@@ -422,9 +431,9 @@ impl From<SearchHit> for pb::SearchHit {
     }
 }
 
-impl From<crate::webhooks::WebhookStatus> for pb::WebhookStatus {
-    fn from(status: crate::webhooks::WebhookStatus) -> Self {
-        use crate::webhooks::WebhookState;
+impl From<crate::service::webhooks::WebhookStatus> for pb::WebhookStatus {
+    fn from(status: crate::service::webhooks::WebhookStatus) -> Self {
+        use crate::service::webhooks::WebhookState;
         let state = match status.state {
             WebhookState::UpToDate => pb::WebhookState::UpToDate,
             WebhookState::Delivering => pb::WebhookState::Delivering,

@@ -11,6 +11,7 @@ mod send;
 mod snapshot;
 pub mod subscriptions;
 pub mod sync;
+pub mod webhooks;
 pub mod whatsapp_cloud;
 
 use std::collections::HashMap;
@@ -109,7 +110,7 @@ struct Inner {
     /// SQLite, holds back WAL checkpoints) until its last frame is sent.
     snapshots: Arc<tokio::sync::Semaphore>,
     /// The webhook endpoints and their deliverers.
-    webhooks: crate::webhooks::Webhooks,
+    webhooks: webhooks::Webhooks,
 }
 
 impl ChatSync {
@@ -170,11 +171,11 @@ impl ChatSync {
             spawn_run_sweeper(store.clone(), lease, shutdown.clone());
         }
         let session_ids: Vec<String> = config.sessions.iter().map(|s| s.id.clone()).collect();
-        let webhooks = crate::webhooks::Webhooks::start(
+        let webhooks = webhooks::Webhooks::start(
             &config.webhooks,
             &session_ids,
             store.clone(),
-            crate::webhooks::Cluster {
+            webhooks::Cluster {
                 holder: replica_id.clone(),
                 lease,
                 shutdown: shutdown.clone(),
@@ -205,7 +206,7 @@ impl ChatSync {
     }
 
     /// The webhook endpoints: their status and cursors (GetWebhookStatus, ReplayWebhook).
-    pub fn webhooks(&self) -> &crate::webhooks::Webhooks {
+    pub fn webhooks(&self) -> &webhooks::Webhooks {
         &self.inner.webhooks
     }
 

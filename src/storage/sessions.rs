@@ -70,7 +70,7 @@ pub enum LeaseKind {
     /// The session's one live-source loop in the cluster (the Matrix `/sync` loop).
     Live,
     /// The session's one webhook deliverer of an endpoint in the cluster: the lease's kind,
-    /// `webhook:<endpoint id>` (see [`crate::webhooks`]).
+    /// `webhook:<endpoint id>` (see `service::webhooks`).
     Webhook(&'static str),
 }
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatsync::config::webhooks::WebhookConfig;
 use chatsync::grpc::pb;
-use chatsync::webhooks::WebhookConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 

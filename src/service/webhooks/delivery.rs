@@ -25,12 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::WebhookConfig;
-use super::config::EventType;
 use super::sign::Signer;
+use crate::config::webhooks::EventType;
 use crate::error::{Error, Result};
-use crate::grpc::pb;
-use crate::model::{Change, now_ms};
-use crate::service::Event;
+use crate::model::{Change, ProtoJson, now_ms};
 use crate::service::lease::LeaseKeeper;
 use crate::storage::{LeaseKind, Store};
 
@@ -290,8 +288,7 @@ pub fn retryable_status(status: u16) -> bool {
 /// plus `type` and `session_id` (`seq` is the mapping's, a decimal string).
 pub fn body(session_id: &str, change: Change) -> Vec<u8> {
     let kind = EventType::of(&change);
-    let event = pb::SubscribeMessagesResponse::from(Event::Change(Arc::new(change)));
-    let mut value = serde_json::to_value(&event).unwrap_or_default();
+    let mut value = change.proto_json();
     if let Some(object) = value.as_object_mut() {
         object.insert("type".into(), kind.as_str().into());
         object.insert("session_id".into(), session_id.into());

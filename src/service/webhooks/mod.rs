@@ -11,10 +11,9 @@
 //! with backoff; nothing is skipped unless an operator moves the cursor
 //! ([`Webhooks::replay`]).
 //!
-//! Layout: [`config`] (`[[webhooks]]`), [`sign`] (signatures), [`client`] (the HTTP client
+//! Layout: [`crate::config::webhooks`] (`[[webhooks]]`), [`sign`] (signatures), [`client`] (the HTTP client
 //! and its destination guard), [`delivery`] (the deliverer and its lease).
 pub mod client;
-pub mod config;
 pub mod delivery;
 pub mod sign;
 
@@ -25,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{EventType, WebhookConfig, validate};
+pub use crate::config::webhooks::{EventType, WebhookConfig};
 pub use delivery::Stats;
 
 use crate::error::{Error, Result};

@@ -10,6 +10,8 @@
 //!
 //! Export paths come only from here, never from a request. Secrets (API tokens) can come from
 //! the environment or a file instead of the configuration itself ([`TokenConfig`]).
+pub mod webhooks;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -100,9 +102,9 @@ pub struct Config {
     /// logger ([`crate::logging`]); a server built in-process logs through its host's.
     pub log_format: LogFormat,
     /// Webhook endpoints (`[[webhooks]]`): every change of their sessions is POSTed to each,
-    /// in seq order, signed, at least once ([`crate::webhooks`]). Default none.
+    /// in seq order, signed, at least once ([`crate::service::webhooks`]). Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    pub webhooks: Vec<webhooks::WebhookConfig>,
 }
 
 /// The format of log lines ([`Config::log_format`]).
@@ -372,7 +374,7 @@ impl Config {
         }
         self.validate_transport()?;
         let session_ids: Vec<&str> = self.sessions.iter().map(|s| s.id.as_str()).collect();
-        crate::webhooks::validate(&self.webhooks, &session_ids)?;
+        webhooks::validate(&self.webhooks, &session_ids)?;
         if self.tokens.is_empty() && !self.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without API tokens: anyone on the network could read \

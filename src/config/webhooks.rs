@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use super::ConfigError;
 use crate::model::Change;
 
 /// One webhook endpoint: where chatsync POSTs each change of its sessions, signed per
