@@ -13,7 +13,7 @@ mkdir -p "$ROOT/bench/out"
 out="$ROOT/bench/out/all-$(cd "$ROOT" && git rev-parse --short HEAD).log"
 {
     echo "== bench/all.sh: $(nproc) cores, commit $(cd "$ROOT" && git rev-parse --short HEAD), RUNS=$RUNS, $(date -u +%FT%TZ)"
-    for bench in imports group_commit connections tls snapshot search; do
+    for bench in imports group_commit connections tls snapshot search webhooks; do
         echo
         echo "######## bench/$bench.sh"
         "$ROOT/bench/$bench.sh"

@@ -41,7 +41,11 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: pathlib.Path, tokens: bool, extra_config: str = "") -> None:
+    def __init__(
+        self, tmp: pathlib.Path, tokens: bool, extra_config: str = "", extra_tables: str = ""
+    ) -> None:
+        """``extra_config``: top-level keys, put first; ``extra_tables``: tables
+        (``[[webhooks]]`` …), put last."""
         binary = pathlib.Path(os.environ.get("CHATSYNC_BIN", REPO / "target/debug/chatsync"))
         if not binary.is_absolute():
             binary = REPO / binary
@@ -73,7 +77,7 @@ sessions = ["*"]
 token = "{NOTES_TOKEN}"
 sessions = ["notes"]
 """
-        (tmp / "chatsync.toml").write_text(config)
+        (tmp / "chatsync.toml").write_text(config + extra_tables)
         self.log_path = tmp / "server.log"
         self.log = open(self.log_path, "wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSYNC_")}
