@@ -377,6 +377,13 @@ pub enum Change {
     /// A participant of a chat was first seen, joined or left; it carries the participant as
     /// stored now.
     ParticipantsChanged { seq: u64, participant: Participant },
+    /// A sync run of the session ended: `state` is SUCCEEDED, FAILED or INTERRUPTED, at
+    /// `finished_at_ms` (Unix milliseconds). Session-wide: it passes every chat filter.
+    SyncRunFinished {
+        seq: u64,
+        state: SyncState,
+        finished_at_ms: i64,
+    },
 }
 
 impl Change {
@@ -389,27 +396,31 @@ impl Change {
             Self::MessageUpdated { seq, .. } => *seq,
             Self::ContactUpdated { seq, .. } => *seq,
             Self::ParticipantsChanged { seq, .. } => *seq,
+            Self::SyncRunFinished { seq, .. } => *seq,
         }
     }
 
-    /// The chat this change belongs to; empty for a session-wide change (a contact).
+    /// The chat this change belongs to; empty for a session-wide change (a contact, a sync
+    /// run).
     pub fn chat_id(&self) -> &str {
         match self {
             Self::MessageCreated(message) => &message.chat_id,
             Self::StatusUpdated(update) => &update.chat_id,
             Self::ChatUpdated(chat) => &chat.chat_id,
             Self::MessageUpdated { message, .. } => &message.chat_id,
-            Self::ContactUpdated { .. } => "",
+            Self::ContactUpdated { .. } | Self::SyncRunFinished { .. } => "",
             Self::ParticipantsChanged { participant, .. } => &participant.chat_id,
         }
     }
 
     /// Whether a subscription filtered to `chat_ids` (empty: all chats) carries this change.
-    /// Contacts belong to no chat and pass every filter: a client showing some chats needs
-    /// their senders' names.
+    /// Contacts and sync runs belong to no chat and pass every filter: a client showing some
+    /// chats needs their senders' names, and to know when a backfill ended.
     pub fn passes(&self, chat_ids: &[String]) -> bool {
-        matches!(self, Self::ContactUpdated { .. })
-            || chat_ids.is_empty()
+        matches!(
+            self,
+            Self::ContactUpdated { .. } | Self::SyncRunFinished { .. }
+        ) || chat_ids.is_empty()
             || chat_ids.iter().any(|id| id == self.chat_id())
     }
 }

@@ -248,6 +248,9 @@ def test_sync_chats_streams_ordered_frames(client, first_sync):
 
 
 def test_sync_again_is_idempotent_and_status_reports_it(client, first_sync):
+    # 3 chats + 30 messages + 6 contacts + 6 participants (the senders), each one seq, and
+    # the end of the first run (`sync_run_finished`)
+    assert client.status("demo").head_seq == 46
     again = []
     last = client.sync("demo", limit_per_chat=0, on_progress=again.append)
     assert last.stage == pb.SYNC_STAGE_COMPLETED
@@ -259,8 +262,8 @@ def test_sync_again_is_idempotent_and_status_reports_it(client, first_sync):
     assert status.source == "whatsapp-export"
     assert status.state == pb.SYNC_STATE_SUCCEEDED
     assert (status.chat_count, status.message_count) == (3, 30)
-    # 3 chats + 30 messages + 6 contacts + 6 participants (the senders), each one seq
-    assert status.head_seq == 45
+    # the same again stores nothing: one seq, the end of the second run
+    assert status.head_seq == 47
     assert status.last_error == ""
     assert status.progress.stage == pb.SYNC_STAGE_COMPLETED
     assert status.progress.sync_id == last.sync_id

@@ -391,6 +391,12 @@ pub fn event(event: &pb::SubscribeMessagesResponse) {
                 );
             }
         }
+        Some(Event::SyncRunFinished(run)) => println!(
+            "#{:<6} sync run ended {} at {}",
+            event.seq,
+            state_name(run.state),
+            time_string(run.finished_at.as_ref())
+        ),
         Some(Event::ChatUpdated(chat)) => println!(
             "#{:<6} chat {} is named {:?}",
             event.seq, chat.chat_id, chat.name

@@ -73,17 +73,20 @@ pub enum EventType {
     ContactUpdated,
     /// `participants.changed`: a chat's participant was seen, joined or left.
     ParticipantsChanged,
+    /// `sync.finished`: a sync run of the session ended (`sync_run_finished`).
+    SyncRunFinished,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         Self::MessageCreated,
         Self::MessageUpdated,
         Self::StatusUpdated,
         Self::ChatUpdated,
         Self::ContactUpdated,
         Self::ParticipantsChanged,
+        Self::SyncRunFinished,
     ];
 
     /// The name in configuration and in the body's `type`.
@@ -95,6 +98,7 @@ impl EventType {
             Self::ChatUpdated => "chat.updated",
             Self::ContactUpdated => "contact.updated",
             Self::ParticipantsChanged => "participants.changed",
+            Self::SyncRunFinished => "sync.finished",
         }
     }
 
@@ -112,6 +116,7 @@ impl EventType {
             Change::ChatUpdated(_) => Self::ChatUpdated,
             Change::ContactUpdated { .. } => Self::ContactUpdated,
             Change::ParticipantsChanged { .. } => Self::ParticipantsChanged,
+            Change::SyncRunFinished { .. } => Self::SyncRunFinished,
         }
     }
 }

@@ -263,15 +263,21 @@ impl From<Progress> for pb::SyncProgress {
     }
 }
 
-impl From<SyncStatus> for pb::GetSyncStatusResponse {
-    fn from(status: SyncStatus) -> Self {
-        let state = match status.state {
+impl From<SyncState> for pb::SyncState {
+    fn from(state: SyncState) -> Self {
+        match state {
             SyncState::NeverSynced => pb::SyncState::NeverSynced,
             SyncState::Running => pb::SyncState::Running,
             SyncState::Succeeded => pb::SyncState::Succeeded,
             SyncState::Failed => pb::SyncState::Failed,
             SyncState::Interrupted => pb::SyncState::Interrupted,
-        };
+        }
+    }
+}
+
+impl From<SyncStatus> for pb::GetSyncStatusResponse {
+    fn from(status: SyncStatus) -> Self {
+        let state = pb::SyncState::from(status.state);
         let (source_state, source_error) = match status.source_state {
             SourceState::NotLive => (pb::SourceState::NotLive, String::new()),
             SourceState::Connecting => (pb::SourceState::Connecting, String::new()),
@@ -357,6 +363,17 @@ pub(super) fn change_to_pb(change: model::Change) -> (u64, pb::subscribe_message
             PbEvent::ParticipantsChanged(pb::ParticipantsChanged {
                 chat_id: participant.chat_id.clone(),
                 participants: vec![pb::Participant::from(participant)],
+            }),
+        ),
+        model::Change::SyncRunFinished {
+            seq,
+            state,
+            finished_at_ms,
+        } => (
+            seq,
+            PbEvent::SyncRunFinished(pb::SyncRunFinished {
+                state: pb::SyncState::from(state) as i32,
+                finished_at: Some(timestamp(finished_at_ms)),
             }),
         ),
     }

@@ -8,7 +8,7 @@ use super::entities::{change, chat, message};
 use super::rows::{chat_from_row, message_from_row};
 use super::{Store, Take};
 use crate::error::Result;
-use crate::model::{Change, Chat, Message, MessageChange, MessageStatus, StatusUpdate};
+use crate::model::{Change, Chat, Message, MessageChange, MessageStatus, StatusUpdate, SyncState};
 
 impl Store {
     /// Chats with `seq > after_seq`, in seq order, at most `limit`.
@@ -96,11 +96,12 @@ impl Store {
             .filter(change::Column::Seq.lte(up_to as i64));
         if !chat_ids.is_empty() {
             created = created.filter(message::Column::ChatId.is_in(chat_ids.iter().cloned()));
-            // Contacts belong to no chat: they pass every filter (`Change::passes`).
+            // Contacts and sync runs belong to no chat: they pass every filter
+            // (`Change::passes`).
             logged = logged.filter(
                 Condition::any()
                     .add(change::Column::ChatId.is_in(chat_ids.iter().cloned()))
-                    .add(change::Column::Kind.eq(change::KIND_CONTACT)),
+                    .add(change::Column::Kind.is_in([change::KIND_CONTACT, change::KIND_RUN])),
             );
         }
         let created = created
@@ -259,6 +260,11 @@ impl Store {
                     chat_id: row.chat_id,
                     seq,
                 }),
+                change::KIND_RUN => Change::SyncRunFinished {
+                    seq,
+                    state: SyncState::from_i16(row.status.unwrap_or_default()),
+                    finished_at_ms: row.at,
+                },
                 // A kind a newer replica of the cluster writes: skipped (the cursor still
                 // passes its seq), never shown as another kind.
                 _ => continue,

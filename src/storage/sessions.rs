@@ -14,7 +14,7 @@ use sea_orm::{
 };
 
 use super::Store;
-use super::entities::{chat, lease, message, session};
+use super::entities::{change, chat, lease, message, session};
 use crate::error::{Error, Result};
 use crate::model::{SyncState, now_ms};
 
@@ -22,7 +22,8 @@ use crate::model::{SyncState, now_ms};
 pub const RUNS_CHANNEL: &str = "chatsync_runs";
 
 impl SyncState {
-    fn from_i16(value: i16) -> Self {
+    /// The state stored as `value` (`sessions.sync_state`, `changes.status` of a run end).
+    pub(super) fn from_i16(value: i16) -> Self {
         match value {
             2 => Self::Running,
             3 => Self::Succeeded,
@@ -150,7 +151,7 @@ impl Store {
         if !dead_process && self.lease_held(session_id, LeaseKind::Sync).await? {
             return Ok(false);
         }
-        let txn = self.write(session_id).await?;
+        let mut txn = self.write(session_id).await?;
         let Some(row) = session::Entity::find_by_id(session_id)
             .one(txn.conn())
             .await?
@@ -167,6 +168,7 @@ impl Store {
         if held && !dead_process {
             return Ok(false);
         }
+        let finished_at_ms = now_ms();
         let reason = if dead_process {
             "the server stopped while the run was in progress"
         } else {
@@ -178,12 +180,13 @@ impl Store {
                 Expr::value(SyncState::Interrupted as i16),
             )
             .col_expr(session::Column::SyncError, Expr::value(reason))
-            .col_expr(session::Column::SyncFinishedAt, Expr::value(now_ms()))
+            .col_expr(session::Column::SyncFinishedAt, Expr::value(finished_at_ms))
             .filter(session::Column::Id.eq(session_id))
             .exec(txn.conn())
             .await?;
         self.vacate_lease(&txn, session_id, LeaseKind::Sync, None)
             .await?;
+        log_run_end(&mut txn, session_id, SyncState::Interrupted, finished_at_ms).await?;
         self.notify_run(&txn, session_id).await?;
         txn.commit().await?;
         self.heads.run_changed(session_id);
@@ -289,13 +292,14 @@ impl Store {
         record: &SyncRecord<'_>,
         fence: &Fence,
     ) -> Result<()> {
-        let txn = self.write(session_id).await?;
+        let mut txn = self.write(session_id).await?;
         let changed = self
             .write_sync_state(&txn, session_id, record, true)
             .await?;
-        if changed && record.finished_at_ms.is_some() {
+        if let (true, Some(finished_at_ms)) = (changed, record.finished_at_ms) {
             self.vacate_lease(&txn, session_id, LeaseKind::Sync, Some(fence))
                 .await?;
+            log_run_end(&mut txn, session_id, record.state, finished_at_ms).await?;
         }
         self.notify_run(&txn, session_id).await?;
         txn.commit().await?;
@@ -586,4 +590,29 @@ pub(super) async fn check_fence(
             current.map_or(0, |current| current.epoch)
         ))),
     }
+}
+
+/// Logs the end of a sync run in the change feed (kind [`change::KIND_RUN`], one seq), in the
+/// transaction that persists it: subscribers and webhooks see `sync_run_finished`.
+async fn log_run_end(
+    txn: &mut super::WriteTxn,
+    session_id: &str,
+    state: SyncState,
+    finished_at_ms: i64,
+) -> Result<()> {
+    let seq = txn.next_seq();
+    change::Entity::insert(change::ActiveModel {
+        session_id: Set(session_id.to_owned()),
+        seq: Set(seq as i64),
+        kind: Set(change::KIND_RUN),
+        chat_id: Set(String::new()),
+        message_id: Set(None),
+        status: Set(Some(state as i16)),
+        at: Set(finished_at_ms),
+        what: Set(None),
+        contact_id: Set(None),
+    })
+    .exec(txn.conn())
+    .await?;
+    Ok(())
 }

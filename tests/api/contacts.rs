@@ -297,10 +297,11 @@ async fn telegram_senders_and_member_actions_become_contacts_and_participants(ba
             ("user4", Some(1500), None),
         ]
     );
-    // Telegram is read whole on every run: storing the same again takes no seq.
+    // Telegram is read whole on every run: storing the same again takes no seq (only the
+    // run's end takes one).
     let head = sync_status(&client, "tg").await.head_seq;
     sync_frames(&mut client, "tg", Some(0)).await;
-    assert_eq!(sync_status(&client, "tg").await.head_seq, head);
+    assert_eq!(sync_status(&client, "tg").await.head_seq, head + 1);
 }
 
 /// Reads events until `ready`, then (live) until one with seq >= `until`; returns the change
@@ -356,7 +357,11 @@ async fn a_resync_changes_nothing_and_new_notices_arrive_live(backend: Backend) 
     // The same export again: nothing new.
     let trip_path = dir.join("WhatsApp Chat with Trip.txt");
     sync_frames(&mut client, "wa", Some(0)).await;
-    assert_eq!(sync_status(&client, "wa").await.head_seq, head);
+    assert_eq!(
+        sync_status(&client, "wa").await.head_seq,
+        head + 1,
+        "only the run's end"
+    );
     assert_eq!(contacts_page(&mut client, "wa", 0, 1000).await, before);
 
     // A longer export, read again in full (its earlier people change nothing): one more
@@ -371,8 +376,8 @@ async fn a_resync_changes_nothing_and_new_notices_arrive_live(backend: Backend) 
     sync_frames(&mut client, "wa", Some(0)).await;
     let new_head = sync_status(&client, "wa").await.head_seq;
     // Three messages, one new contact (Dee), two participant changes (+1 555 0100 left, Dee
-    // joined).
-    assert_eq!(new_head, head + 6);
+    // joined), and the end of each of the two runs since `head`.
+    assert_eq!(new_head, head + 8);
     let events = read_changes(&mut stream, new_head).await;
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, ((head + 1)..=new_head).collect::<Vec<_>>());
@@ -459,6 +464,10 @@ async fn changes_replay_in_seq_order_with_the_chat_filter(backend: Backend) {
             Some(Event::MessageCreated(m)) => assert_eq!(m.chat_id, trip),
             Some(Event::ChatUpdated(c)) => assert_eq!(c.chat_id, trip),
             Some(Event::ContactUpdated(u)) => assert!(u.contact.is_some()),
+            // A run's end belongs to no chat and passes the filter.
+            Some(Event::SyncRunFinished(run)) => {
+                assert_eq!(run.state, pb::SyncState::Succeeded as i32)
+            }
             other => panic!("unexpected event {other:?}"),
         }
     }

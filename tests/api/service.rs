@@ -426,7 +426,11 @@ async fn a_resync_adds_nothing_and_a_longer_export_adds_only_the_new_messages(ba
 
     let again = sync_frames(&mut client, "s", Some(0)).await;
     assert_eq!(again.last().map(|f| f.total_messages_synced), Some(0));
-    assert_eq!(head(&client).await, head_before, "nothing new takes a seq");
+    assert_eq!(
+        head(&client).await,
+        head_before + 1,
+        "nothing new takes a seq; the run's end takes one"
+    );
 
     // A later export of the same chat, as a zip, holding three more messages.
     text.push_str("13/01/2023, 09:01 - Ben: new one\n13/01/2023, 09:02 - Ana: same\n13/01/2023, 09:03 - Ben: last\n");
@@ -444,7 +448,8 @@ async fn a_resync_adds_nothing_and_a_longer_export_adds_only_the_new_messages(ba
     let messages = all_messages(&mut client, "s", "").await;
     assert_eq!(messages.len(), 25);
     assert_eq!(messages.iter().filter(|m| m.text == "same").count(), 3);
-    assert_eq!(head(&client).await, head_before + 3);
+    // The three messages, and the ends of the two runs since `head_before`.
+    assert_eq!(head(&client).await, head_before + 5);
 }
 
 /// Sets a file's modification time.
@@ -528,7 +533,11 @@ async fn unchanged_files_are_skipped_and_changed_files_imported_again(backend: B
         total(&sync_frames(&mut client, "s", Some(0)).await),
         Some(0)
     );
-    assert_eq!(sync_status(&client, "s").await.head_seq, head);
+    assert_eq!(
+        sync_status(&client, "s").await.head_seq,
+        head + 1,
+        "only the run's end"
+    );
 
     // A file modified at (or after) the time it was looked at may change again within the
     // same clock tick: its size and time prove nothing, so a same-size change with the same
@@ -1259,8 +1268,8 @@ async fn sync_status_reports_state_counts_and_head_seq(backend: Backend) {
     assert_eq!(after.state, pb::SyncState::Succeeded as i32);
     assert_eq!((after.chat_count, after.message_count), (3, 30));
     assert_eq!(
-        after.head_seq, 45,
-        "3 chats, 30 messages, 6 contacts and 6 participants"
+        after.head_seq, 46,
+        "3 chats, 30 messages, 6 contacts, 6 participants and the run's end"
     );
     assert!(after.started_at.is_some() && after.finished_at.is_some());
     let progress = after.progress.expect("last run's progress");

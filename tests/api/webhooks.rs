@@ -629,6 +629,60 @@ async fn another_replica_takes_over_when_the_holder_dies() {
     assert!(repeats <= 1, "{repeats} repeats");
 }
 
+/// A sync run that ends reaches an endpoint that takes only `sync.finished`, as the feed's
+/// last change, with its final state; subscribers get the same change.
+async fn a_sync_run_that_ends_is_delivered_as_sync_finished(backend: Backend) {
+    let mut receiver = Receiver::start(|_, _| Answer::Status(200)).await;
+    let url = receiver.url();
+    let app = TestApp::spawn_with(
+        &backend,
+        vec![common::whatsapp_session(
+            "demo",
+            &common::samples().join("whatsapp"),
+        )],
+        |config| {
+            let mut runs = endpoint(backend.dir.path(), "runs", &url);
+            runs.events = vec!["sync.finished".into()];
+            config.webhooks = vec![runs];
+        },
+    )
+    .await;
+    let mut client = app.client().await;
+    let frames = common::sync_frames(&mut client, "demo", Some(0)).await;
+    assert!(frames.len() > 1, "{frames:?}");
+    let head = head(&mut client, "demo").await;
+    let hit = receiver.next().await;
+    assert_eq!(hit.kind, "sync.finished", "{hit:?}");
+    assert_eq!(hit.seq, head, "the run's end is the feed's last change");
+    assert_eq!(
+        hit.body["syncRunFinished"]["state"], "SYNC_STATE_SUCCEEDED",
+        "{}",
+        hit.body
+    );
+    assert!(
+        hit.body["syncRunFinished"]["finishedAt"].is_string(),
+        "{}",
+        hit.body
+    );
+
+    // The same change replays to a subscriber, past a chat filter.
+    let mut stream = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "demo".into(),
+            after_seq: Some(head - 1),
+            chat_ids: vec!["no-such-chat".into()],
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let event = stream.message().await.expect("stream").expect("an event");
+    assert_eq!(event.seq, head);
+    let Some(pb::subscribe_messages_response::Event::SyncRunFinished(run)) = event.event else {
+        panic!("expected sync_run_finished, got {event:?}");
+    };
+    assert_eq!(run.state, pb::SyncState::Succeeded as i32);
+}
+
 on_both_backends!(
     replay_webhook_redelivers_from_an_earlier_seq,
     kill_9_mid_delivery_then_restart_loses_nothing,
@@ -637,4 +691,5 @@ on_both_backends!(
     retry_after_a_hang_a_410_and_429,
     events_and_sessions_filters,
     a_private_destination_is_refused_without_the_flag,
+    a_sync_run_that_ends_is_delivered_as_sync_finished,
 );

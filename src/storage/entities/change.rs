@@ -1,6 +1,6 @@
 //! `changes`: the change log for everything that is not a message creation (those are
 //! `messages.seq`): status updates, chat updates, message updates, contact
-//! updates and participant changes. Primary key (session_id, seq).
+//! updates, participant changes and sync runs that ended. Primary key (session_id, seq).
 use sea_orm::entity::prelude::*;
 
 /// `kind` value of a status update.
@@ -14,6 +14,9 @@ pub const KIND_CONTACT: i16 = 4;
 /// `kind` value of a participant of `chat_id` joined, left or first seen (`contact_id`
 /// names it).
 pub const KIND_PARTICIPANT: i16 = 5;
+/// `kind` value of a sync run that ended: `status` holds its final `SyncState`, `at` when it
+/// ended; `chat_id` is empty.
+pub const KIND_RUN: i16 = 6;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "changes")]
