@@ -409,7 +409,6 @@ pub fn event(event: &pb::SubscribeMessagesResponse) {
     }
 }
 
-/// A session's sync status, one fact a line.
 /// One webhook endpoint's delivery for one session, on one line.
 pub fn webhook_status(status: &pb::WebhookStatus) {
     let state = match pb::WebhookState::try_from(status.state) {

@@ -25,6 +25,7 @@ import {
 } from "./api";
 import { LiveStream, type LiveState } from "./live";
 import { initSearch } from "./search";
+import { startWebhooks } from "./webhooks";
 import { mediaUrl, resetMedia, sizeLabel } from "./media";
 
 // ---------------------------------------------------------------------------------------------
@@ -430,6 +431,8 @@ async function runSync(s: SessionView): Promise<void> {
   if (current?.session === s) await loadSnapshot(current);
 }
 
+let webhooksStarted = false;
+
 async function loadSessions(): Promise<void> {
   let list;
   try {
@@ -464,6 +467,10 @@ async function loadSessions(): Promise<void> {
     els.sessions.append(h("li", { class: "placeholder", text: "This token may not use any session." }));
   }
   await Promise.all([...sessions.values()].map(refreshStatus));
+  if (!webhooksStarted) {
+    webhooksStarted = true;
+    startWebhooks($("webhooks-section"), $("webhooks"));
+  }
   const route = readRoute();
   const first = (route.session && sessions.get(route.session)) || sessions.values().next().value;
   if (first) await selectSession(first, route.session === first.id ? route.chat : null);

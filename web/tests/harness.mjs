@@ -30,8 +30,9 @@ export async function freePort() {
   });
 }
 
-/** A temp folder with a config for the `demo` (sample WhatsApp exports) and `notes` sessions. */
-export async function makeConfig({ tokens = [], bigMessages = 0 } = {}) {
+/** A temp folder with a config for the `demo` (sample WhatsApp exports) and `notes` sessions.
+ * `extraToml(dir)` gives more tables (`[[webhooks]]` …), appended last. */
+export async function makeConfig({ tokens = [], bigMessages = 0, extraToml = null } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "chatsync-web-"));
   const port = await freePort();
   const big = bigMessages > 0 ? writeBigExports(join(dir, "big"), bigMessages) : null;
@@ -48,6 +49,7 @@ export async function makeConfig({ tokens = [], bigMessages = 0 } = {}) {
     'id = "notes"',
     'source = "local"',
     ...(big ? ["[[sessions]]", 'id = "big"', 'source = "whatsapp-export"', `path = ${JSON.stringify(big.folder)}`] : []),
+    ...(extraToml ? [extraToml(dir)] : []),
     "",
   ].join("\n");
   const config = join(dir, "chatsync.toml");
