@@ -21,6 +21,12 @@
 //!   the time until the receiver has every session's head again: events/s = replayed events
 //!   / that time. Each (endpoint, session) pair delivers one event at a time, so one session
 //!   is bound by the round trip, and many sessions deliver in parallel.
+//! - **An endpoint down** (`--down-secs S`, default 0: skipped): then the receiver answers 503
+//!   for S seconds while the sender goes on at `--rate` (round-robin over the sessions); the
+//!   process's RSS (`VmRSS`, server and clients together) is sampled every 5 s. Then the
+//!   receiver recovers and the time to deliver the backlog is measured. Delivery state is the
+//!   stored cursor, so RSS should stay flat however long the endpoint is down. (The retry
+//!   cap is 5 s here, not the default 10 min, so that the catch-up is not the last wait.)
 //! - Prints one `RESULT key=value …` line for scripts.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +59,9 @@ struct Args {
     /// Offered send rate, messages/s (the latency phase).
     #[arg(long, default_value_t = 1_000.0)]
     rate: f64,
+    /// Seconds the receiver answers 503 while sends go on (0: no outage phase).
+    #[arg(long, default_value_t = 0)]
+    down_secs: u64,
 }
 
 /// What the receiver saw.
@@ -64,6 +73,8 @@ struct Seen {
     requests: u64,
     /// Arrival times of `message.created` events by client message id.
     arrivals: HashMap<String, Instant>,
+    /// Answer 503 until then.
+    down_until: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -76,8 +87,17 @@ async fn receive(
     State(receiver): State<Receiver>,
     headers: HeaderMap,
     body: Bytes,
-) -> &'static str {
+) -> axum::http::StatusCode {
     let at = Instant::now();
+    if receiver
+        .seen
+        .lock()
+        .unwrap()
+        .down_until
+        .is_some_and(|until| at < until)
+    {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
     let id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
@@ -101,7 +121,23 @@ async fn receive(
         }
     }
     receiver.changed.notify_waiters();
-    ""
+    axum::http::StatusCode::OK
+}
+
+/// This process's resident set in KiB (`VmRSS` of /proc/self/status).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Waits until `done` holds for what the receiver saw (checked after every request).
@@ -168,7 +204,9 @@ async fn main() -> anyhow::Result<()> {
             allow_private_network: true,
             timeout_secs: 10,
             retry_initial_ms: 1_000,
-            retry_max_ms: 600_000,
+            // Capped at 5 s (default 10 min) so that the outage phase's catch-up measures
+            // delivery, not the backoff's last wait.
+            retry_max_ms: 5_000,
             ..WebhookConfig::default()
         }],
         ..Config::default()
@@ -258,6 +296,72 @@ async fn main() -> anyhow::Result<()> {
     let replay_secs = replay_start.elapsed().as_secs_f64();
     let requests = receiver.seen.lock().unwrap().requests;
 
+    // An endpoint down for `--down-secs` under load.
+    let mut outage = String::new();
+    if args.down_secs > 0 {
+        let down = Duration::from_secs(args.down_secs);
+        receiver.seen.lock().unwrap().down_until = Some(Instant::now() + down);
+        let start = Instant::now();
+        let mut samples = vec![rss_kib()];
+        let mut next_sample = start + Duration::from_secs(5);
+        let mut sent = 0usize;
+        while start.elapsed() < down {
+            tokio::time::sleep_until((start + interval * sent as u32).into()).await;
+            let mut client = client.clone();
+            let session_id = session_ids[sent % session_ids.len()].clone();
+            tokio::spawn(async move {
+                client
+                    .send_message(pb::SendMessageRequest {
+                        session_id,
+                        chat_id: "bench-room".into(),
+                        text: format!("while down {sent}"),
+                        ..Default::default()
+                    })
+                    .await
+            });
+            sent += 1;
+            if Instant::now() >= next_sample {
+                samples.push(rss_kib());
+                next_sample += Duration::from_secs(5);
+            }
+        }
+        samples.push(rss_kib());
+        let mut heads = HashMap::new();
+        for session_id in &session_ids {
+            let head = client
+                .clone()
+                .get_sync_status(pb::GetSyncStatusRequest {
+                    session_id: session_id.clone(),
+                })
+                .await?
+                .into_inner()
+                .head_seq;
+            heads.insert(session_id.clone(), head);
+        }
+        let recovered = Instant::now();
+        wait_for(&receiver, |seen| {
+            heads
+                .iter()
+                .all(|(session, head)| seen.heads.get(session).is_some_and(|seq| seq >= head))
+        })
+        .await;
+        let catch_up = recovered.elapsed().as_secs_f64();
+        let (first, last) = (samples[0], *samples.last().unwrap_or(&0));
+        let max = samples.iter().copied().max().unwrap_or(0);
+        println!(
+            "outage: {} s down with {sent} messages sent meanwhile; RSS first {} MiB, last {} MiB, max {} MiB ({} samples); backlog delivered {catch_up:.1} s after recovery",
+            args.down_secs,
+            first / 1024,
+            last / 1024,
+            max / 1024,
+            samples.len()
+        );
+        outage = format!(
+            " down_secs={} down_sent={sent} rss_first_kib={first} rss_last_kib={last} rss_max_kib={max} catch_up_secs={catch_up:.1}",
+            args.down_secs
+        );
+    }
+
     let _ = stop.send(());
     server.await??;
 
@@ -277,7 +381,7 @@ async fn main() -> anyhow::Result<()> {
         args.sessions,
     );
     println!(
-        "RESULT sessions={} messages={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} events={replayed} events_per_sec={rate:.0}",
+        "RESULT sessions={} messages={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} events={replayed} events_per_sec={rate:.0}{outage}",
         args.sessions,
         args.messages,
         ms(latency.value_at_quantile(0.5)),
