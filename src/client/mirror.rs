@@ -422,13 +422,13 @@ impl Mirror {
             _lock: lock,
             media_failed: HashSet::new(),
         };
-        if let Some(state) = mirror.state().await? {
-            if state.session_id != mirror.options.session_id {
-                return Err(MirrorError::OtherSession {
-                    found: state.session_id,
-                    wanted: mirror.options.session_id.clone(),
-                });
-            }
+        if let Some(state) = mirror.state().await?
+            && state.session_id != mirror.options.session_id
+        {
+            return Err(MirrorError::OtherSession {
+                found: state.session_id,
+                wanted: mirror.options.session_id.clone(),
+            });
         }
         Ok(mirror)
     }
@@ -501,17 +501,17 @@ impl Mirror {
             .map_err(MirrorError::Server)?
             .into_inner();
         let mut state = self.state().await?;
-        if let Some(current) = &state {
-            if status.head_seq < current.head_seq {
-                progress(Progress::Resnapshot {
-                    reason: format!(
-                        "the server's head seq {} is behind this file's seq {} (was the \
-                         server's database replaced?)",
-                        status.head_seq, current.head_seq
-                    ),
-                });
-                state = None;
-            }
+        if let Some(current) = &state
+            && status.head_seq < current.head_seq
+        {
+            progress(Progress::Resnapshot {
+                reason: format!(
+                    "the server's head seq {} is behind this file's seq {} (was the \
+                     server's database replaced?)",
+                    status.head_seq, current.head_seq
+                ),
+            });
+            state = None;
         }
         let after_seq = match state {
             Some(state) => state.head_seq,
