@@ -512,3 +512,45 @@ async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapsho
     let local = assert_file_equals_server(&mut other_client, "notes", &file).await;
     assert_eq!(local.state.map(|s| s.snapshots), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_sends_its_token_and_a_refusal_ends_it_without_retrying() {
+    let backend = Backend::sqlite();
+    let app = TestApp::spawn_with(&backend, vec![local_session("notes")], |config| {
+        config.tokens = vec![token("mirror-secret", &["notes"])];
+    })
+    .await;
+    let file = backend.dir.path().join("notes.db");
+
+    // No token: UNAUTHENTICATED is not transient, so it ends at once with the server's word.
+    let output = tokio::time::timeout(
+        HANG_GUARD,
+        mirror_process(&app.url, "notes", &file, &["--once"]).wait_with_output(),
+    )
+    .await
+    .expect("the mirror ends in time")
+    .expect("output");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
+
+    // With the token it mirrors the session.
+    let (summary, _) = mirror_once(&app.url, "notes", &file, &["--token", "mirror-secret"]).await;
+    assert_eq!(summary["snapshot"], true, "{summary}");
+    // A file of one session refuses another.
+    let output = tokio::process::Command::new(binary())
+        .args(["mirror", "other", "--to"])
+        .arg(&file)
+        .args(["--server", &app.url, "--once", "--token", "mirror-secret"])
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("mirrors session \"notes\", not \"other\""),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
