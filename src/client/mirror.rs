@@ -602,7 +602,8 @@ impl Mirror {
                 .await
                 .map_err(&local)?;
             for message in &frame.messages {
-                upsert_message(&mut tx, message, message.seq)
+                // The tables were emptied above and a snapshot holds each message once.
+                upsert_message_rows(&mut tx, message, message.seq, false)
                     .await
                     .map_err(&local)?;
             }
@@ -1171,6 +1172,17 @@ async fn upsert_message(
     m: &pb::Message,
     changed_seq: u64,
 ) -> Result<(), sqlx::Error> {
+    upsert_message_rows(tx, m, changed_seq, true).await
+}
+
+/// [`upsert_message`]; `replace` false skips deleting child rows that cannot exist (a snapshot
+/// writes into emptied tables).
+async fn upsert_message_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    m: &pb::Message,
+    changed_seq: u64,
+    replace: bool,
+) -> Result<(), sqlx::Error> {
     let (reply_provider, reply_id) = match &m.reply_to {
         Some(reply) => (
             Some(reply.provider_message_id.as_str()),
@@ -1224,7 +1236,7 @@ async fn upsert_message(
     .bind(changed_seq as i64)
     .execute(&mut **tx)
     .await?;
-    for statement in CLEAR_CHILDREN {
+    for statement in CLEAR_CHILDREN.iter().filter(|_| replace) {
         sqlx::query(*statement)
             .bind(m.id as i64)
             .execute(&mut **tx)
