@@ -554,3 +554,60 @@ async fn the_mirror_sends_its_token_and_a_refusal_ends_it_without_retrying() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_mirror_retries_with_backoff_until_the_server_is_up() {
+    use tokio::io::AsyncBufReadExt;
+    let backend = Backend::sqlite();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let file = backend.dir.path().join("notes.db");
+    // Live (no --once), started before any server listens.
+    let mut child = mirror_process(&url, "notes", &file, &[]);
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(HANG_GUARD, stderr.next_line())
+        .await
+        .expect("a line in time")
+        .expect("read stderr")
+        .expect("a line");
+    assert!(
+        line.contains("cannot reach chatsync") && line.contains("reconnecting in"),
+        "{line}"
+    );
+
+    let app = TestApp::spawn_with(&backend, vec![local_session("notes")], |config| {
+        config.listen = format!("127.0.0.1:{port}").parse().expect("address");
+    })
+    .await;
+    let mut client = app.client().await;
+    send(
+        &mut client,
+        "notes",
+        "general",
+        "while the mirror waited",
+        "waited",
+    )
+    .await
+    .expect("send");
+    let head = sync_status(&client, "notes").await.head_seq;
+    eventually("the live mirror to reach the server's head", || {
+        let file = file.clone();
+        async move { local_head(&file).await == Some(head) }
+    })
+    .await;
+    child.start_kill().expect("kill");
+    child.wait().await.expect("wait");
+    let local = read_file(&file).await.expect("read");
+    assert_eq!(
+        local
+            .messages
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect::<Vec<_>>(),
+        ["while the mirror waited"]
+    );
+}
