@@ -278,7 +278,9 @@ pub struct Outcome {
 /// The file's `sync_state` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncState {
+    /// The session the file mirrors.
     pub session_id: String,
+    /// The server it was last snapshotted from.
     pub server_url: String,
     /// Every change up to this seq is in the file, none after it.
     pub head_seq: u64,
@@ -296,13 +298,23 @@ pub struct SyncState {
 pub enum MirrorError {
     /// The local file could not be opened, created or written.
     #[error("local file {path}: {error}")]
-    Local { path: PathBuf, error: sqlx::Error },
+    Local {
+        /// The local file.
+        path: PathBuf,
+        /// What SQLite (through sqlx) said.
+        error: sqlx::Error,
+    },
     /// Another mirror holds the file.
     #[error("the local file {0} is in use by another mirror")]
     Locked(PathBuf),
     /// The file mirrors another session.
     #[error("the local file mirrors session {found:?}, not {wanted:?}")]
-    OtherSession { found: String, wanted: String },
+    OtherSession {
+        /// The session in the file's `sync_state`.
+        found: String,
+        /// The session asked for.
+        wanted: String,
+    },
     /// The file was made by a newer version of chatsync.
     #[error("the local file has schema version {0}; this chatsync knows {SCHEMA_VERSION}")]
     Schema(i64),
@@ -318,7 +330,9 @@ pub enum MirrorError {
     /// The media folder could not be written.
     #[error("media folder {path}: {error}")]
     Media {
+        /// The file or folder.
         path: PathBuf,
+        /// What the file system said.
         error: std::io::Error,
     },
     /// The server broke the protocol (a snapshot at a seq behind the file, …).
@@ -1526,10 +1540,15 @@ pub async fn read_file(path: &Path) -> Result<LocalContents, sqlx::Error> {
 /// What a mirror file holds, in the generated types (see [`read_file`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalContents {
+    /// `sync_state`; `None` before the first snapshot.
     pub state: Option<SyncState>,
+    /// Chats by seq (then id), as ListChats orders them.
     pub chats: Vec<pb::Chat>,
+    /// Messages by creation seq, as ListMessages orders them, `session_id` filled in.
     pub messages: Vec<pb::Message>,
+    /// Contacts by seq (then id).
     pub contacts: Vec<pb::Contact>,
+    /// Participants by seq (then chat and contact).
     pub participants: Vec<pb::Participant>,
 }
 

@@ -49,13 +49,17 @@ pub enum ConnectError {
     /// The URL or the TLS settings are not usable.
     #[error("bad server address {url}: {error}")]
     Address {
+        /// The URL given.
         url: String,
+        /// What tonic said of it.
         error: tonic::transport::Error,
     },
     /// The server did not answer (refused, unreachable, TLS handshake failed, 5 s timeout).
     #[error("cannot reach chatsync at {url}: {error}")]
     Unreachable {
+        /// The URL given.
         url: String,
+        /// The transport's error.
         error: tonic::transport::Error,
     },
     /// The token cannot be put into an HTTP header.
