@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod grpc;

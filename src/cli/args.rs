@@ -44,6 +44,10 @@ pub enum Command {
     /// Show each webhook endpoint's delivery per session (cursor, lag, last attempt, state),
     /// or move an endpoint's cursor with `--replay-after`.
     Webhooks(WebhooksArgs),
+    /// Keep a local SQLite file in step with a session (a local-first client's own store):
+    /// a snapshot on the first run, then every change from the stored seq, resumable after
+    /// any crash. Schema: the guide's "Local-first clients" page.
+    Mirror(MirrorArgs),
 }
 
 /// `chatsync serve`.
@@ -219,6 +223,37 @@ pub struct SearchArgs {
     /// At most this many hits (default 20).
     #[arg(long, default_value_t = 20)]
     pub limit: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `chatsync mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    pub session: String,
+    /// The local SQLite file (created with the schema when missing).
+    #[arg(long, value_name = "FILE.db")]
+    pub to: PathBuf,
+    /// For the first snapshot: the most recent messages per chat (default 50, at most 1,000).
+    /// Older history comes in with --backfill.
+    #[arg(long)]
+    pub limit_per_chat: Option<u32>,
+    /// For the first snapshot: only messages sent in the last N days.
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Stop once the file has reached the server's head instead of staying live.
+    #[arg(long)]
+    pub once: bool,
+    /// Page the whole older history of this chat into the file (ListMessages before_seq),
+    /// then stop. Needs a file that already mirrors the session.
+    #[arg(long, value_name = "CHAT")]
+    pub backfill: Option<String>,
+    /// Fetch attachments' bytes (GetMedia) into this folder, one file per SHA-256.
+    #[arg(long, value_name = "DIR")]
+    pub media: Option<PathBuf>,
+    /// With --media: files larger than this are not fetched.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, requires = "media")]
+    pub media_max_bytes: u64,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -2,61 +2,34 @@
 //! running server with the generated client and print what it answers (see `output.rs`).
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
-
 use super::args::{
-    ClientArgs, Command, DeleteArgs, EditArgs, MessagesArgs, ReactArgs, SearchArgs, SendArgs,
-    ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs, WebhooksArgs,
+    ClientArgs, Command, DeleteArgs, EditArgs, MessagesArgs, MirrorArgs, ReactArgs, SearchArgs,
+    SendArgs, ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs, WebhooksArgs,
 };
 use super::output;
+use crate::client::{self, Client};
 use crate::config::Config;
 use crate::grpc::pb;
-use pb::chat_sync_service_client::ChatSyncServiceClient;
+use indicatif::{ProgressBar, ProgressStyle};
 
-type Client = ChatSyncServiceClient<InterceptedService<Channel, Auth>>;
-
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
+/// The server and credentials of a client command.
+fn server_of(args: &ClientArgs) -> anyhow::Result<client::Server> {
+    let ca_cert_pem = match &args.ca_cert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(client::Server {
+        url: args.server.clone(),
+        token: args.token.clone(),
+        ca_cert_pem,
+    })
 }
 
 async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    let mut endpoint =
-        Endpoint::from_shared(args.server.clone())?.connect_timeout(Duration::from_secs(5));
-    if args.server.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(path) = &args.ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach chatsync at {}: {e}", args.server))?;
-    let auth =
-        match &args.token {
-            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
-                anyhow::anyhow!("the token holds characters a header cannot carry")
-            })?),
-            None => None,
-        };
-    Ok(ChatSyncServiceClient::with_interceptor(channel, Auth(auth)))
+    Ok(client::connect(&server_of(args)?).await?)
 }
 
 /// Runs one command to its end.
@@ -78,6 +51,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Messages(args) => messages(args).await,
         Command::Search(args) => search(args).await,
         Command::Webhooks(args) => webhooks(args).await,
+        Command::Mirror(args) => mirror(args).await,
     }
 }
 
@@ -379,6 +353,107 @@ async fn search(args: SearchArgs) -> anyhow::Result<()> {
         if page_token.is_empty() {
             break;
         }
+    }
+    Ok(())
+}
+
+async fn mirror(args: MirrorArgs) -> anyhow::Result<()> {
+    use crate::client::mirror::{MediaOptions, Mirror, MirrorOptions, Progress};
+    let window = super::args::Window {
+        since: None,
+        days: args.days,
+    };
+    let options = MirrorOptions {
+        session_id: args.session.clone(),
+        file: args.to.clone(),
+        limit_per_chat: args.limit_per_chat,
+        since: window.since()?,
+        once: args.once,
+        media: args.media.clone().map(|dir| MediaOptions {
+            dir,
+            max_bytes: args.media_max_bytes,
+        }),
+    };
+    let mut mirror = Mirror::open(server_of(&args.client)?, options).await?;
+    let json = args.client.json;
+    let bar = ProgressBar::hidden();
+    let mut report = |progress: Progress| {
+        // Warnings and failures go to stderr always; the bar and the rest only for a human.
+        match progress {
+            Progress::Resnapshot { reason } => {
+                eprintln!("warning: {reason}: taking a new snapshot");
+            }
+            Progress::Reconnecting { error, delay } => {
+                eprintln!("{error}; reconnecting in {delay:?}");
+            }
+            Progress::MediaFailed { sha256, error } => {
+                eprintln!("media {sha256} not fetched: {error}");
+            }
+            _ if json => {}
+            Progress::SnapshotStarted { n_chats } => {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} chat {pos}/{len} {msg}",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_length(n_chats);
+                bar.set_message("snapshot");
+                bar.enable_steady_tick(Duration::from_millis(120));
+            }
+            Progress::SnapshotChat { done, messages, .. } => {
+                bar.set_position(done);
+                bar.set_message(format!("snapshot, {messages} messages"));
+            }
+            Progress::SnapshotDone { head_seq, messages } => {
+                bar.finish_and_clear();
+                eprintln!("snapshot at seq {head_seq}: {messages} messages");
+            }
+            Progress::Subscribed {
+                after_seq,
+                server_head,
+            } if server_head > after_seq => {
+                eprintln!("catching up from seq {after_seq} to the server's head {server_head}");
+            }
+            Progress::CaughtUp { head_seq } => {
+                eprintln!("caught up at seq {head_seq}");
+            }
+            Progress::Backfilled { chat_id, messages } => {
+                eprintln!("backfilled {messages} older messages of {chat_id}");
+            }
+            _ => {}
+        }
+    };
+    let file = args.to.display();
+    if let Some(chat) = &args.backfill {
+        if mirror.state().await?.is_none() {
+            anyhow::bail!(
+                "{file} mirrors nothing yet: run `chatsync mirror {} --to {file}` first",
+                args.session
+            );
+        }
+        let added = mirror.backfill(chat, None, &mut report).await?;
+        println!("backfilled {added} messages of {chat} into {file}");
+        return Ok(());
+    }
+    let outcome = mirror.run(&mut report).await?;
+    let summary = serde_json::json!({
+        "session_id": args.session,
+        "file": args.to,
+        "head_seq": outcome.head_seq,
+        "snapshot": outcome.snapshot,
+        "events": outcome.events,
+    });
+    if json {
+        println!("{summary}");
+    } else {
+        println!(
+            "mirrored {} into {file} at seq {} ({}{} events)",
+            args.session,
+            outcome.head_seq,
+            if outcome.snapshot { "snapshot, " } else { "" },
+            outcome.events
+        );
     }
     Ok(())
 }

@@ -13,11 +13,11 @@ mod args;
 mod commands;
 mod output;
 
+pub use crate::client::Auth;
 pub use args::{
-    Cli, ClientArgs, Command, DeleteArgs, EditArgs, MessagesArgs, ReactArgs, SearchArgs, SendArgs,
-    ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs, Window,
+    Cli, ClientArgs, Command, DeleteArgs, EditArgs, MessagesArgs, MirrorArgs, ReactArgs,
+    SearchArgs, SendArgs, ServeArgs, SessionArgs, SnapshotArgs, SubscribeArgs, SyncArgs, Window,
 };
-pub use commands::Auth;
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

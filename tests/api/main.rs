@@ -22,6 +22,7 @@ mod matrix_lifecycle;
 mod matrix_media;
 mod matrix_members;
 mod media;
+mod mirror;
 mod operations;
 mod search;
 mod server;
