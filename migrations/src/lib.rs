@@ -15,8 +15,10 @@ mod m20261201_000008_attachments;
 mod m20261206_000009_lease_epochs;
 mod m20261206_000010_message_lifecycle;
 mod m20261206_000011_webhook_inbox;
+mod m20261206_000013_search_bulk;
 
 pub use m20261201_000006_search::CJK_RANGES;
+pub use m20261206_000013_search_bulk::{SEARCH_DEFERRED, bulk_index_statements};
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -36,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_lease_epochs::Migration),
             Box::new(m20261206_000010_message_lifecycle::Migration),
             Box::new(m20261206_000011_webhook_inbox::Migration),
+            Box::new(m20261206_000013_search_bulk::Migration),
         ]
     }
 }
