@@ -18,7 +18,7 @@ mod m20261206_000011_webhook_inbox;
 mod m20261206_000013_search_bulk;
 
 pub use m20261201_000006_search::CJK_RANGES;
-pub use m20261206_000013_search_bulk::{SEARCH_DEFERRED, bulk_index_statements};
+pub use m20261206_000013_search_bulk::{BULK_INDEX_WORDS, SEARCH_DEFERRED};
 
 /// Every migration, in order.
 pub struct Migrator;
