@@ -27,11 +27,12 @@ mv "$INPUT.tmp" "$INPUT"
 (cd "$ROOT" && cargo build --release --quiet --locked --example import_guard)
 
 # Instructions of one run: callgrind's "summary:" line.
-count() { # MODE ARGS...
-    local out="$OUT/callgrind.$1.out"
+count() { # NAME ARGS...
+    local name="$1"; shift
+    local out="$OUT/callgrind.$name.out"
     rm -f "$out"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" "$@" >"$OUT/$1.log" 2>&1 ||
-        { cat "$OUT/$1.log" >&2; return 1; }
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" "$@" >"$OUT/$name.log" 2>&1 ||
+        { cat "$OUT/$name.log" >&2; return 1; }
     awk '/^summary:/ {print $2}' "$out"
 }
 budget() { # NAME
