@@ -8,6 +8,11 @@ Usage:
       TARGET_DB holding a table shaped like chatsync's `messages` (the same DDL) with one
       unique index (session_id, chat_id, provider_message_id): WAL, synchronous=NORMAL (as
       chatsync opens its file), one transaction, from BEGIN to after COMMIT.
+  baselines.py executemany-fts SOURCE_DB TARGET_DB
+      The same, and in the same timed transaction, after the rows, the word index the way a
+      Python program would build it: an external-content FTS5 table (content='messages',
+      content_rowid='id', tokenize='unicode61 remove_diacritics 2', as chatsync's) filled with
+      one 'rebuild'.
   baselines.py whatstk FILE            whatstk 0.9 parses a WhatsApp export (auto-detected
                                        header format).
   baselines.py chatminer-whatsapp FILE chat-miner 0.6's WhatsAppParser.
@@ -29,7 +34,7 @@ COLUMNS = ("session_id, chat_id, provider_message_id, client_message_id, sender,
            "status, from_me, sent_at, seq, updated_at")
 
 
-def executemany(source: str, target: str) -> None:
+def executemany(source: str, target: str, fts: bool = False) -> None:
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     ddl = src.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone()[0]
     rows = src.execute(f"SELECT {COLUMNS} FROM messages ORDER BY seq").fetchall()
@@ -45,6 +50,10 @@ def executemany(source: str, target: str) -> None:
     start = time.perf_counter()
     db.execute("BEGIN")
     db.executemany(f"INSERT INTO messages ({COLUMNS}) VALUES ({placeholders})", rows)
+    if fts:
+        db.execute("CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', "
+                   "content_rowid='id', tokenize='unicode61 remove_diacritics 2')")
+        db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
     db.execute("COMMIT")
     seconds = time.perf_counter() - start
     db.close()
@@ -75,6 +84,8 @@ def main() -> None:
     args = sys.argv[1:]
     if len(args) == 3 and args[0] == "executemany":
         executemany(args[1], args[2])
+    elif len(args) == 3 and args[0] == "executemany-fts":
+        executemany(args[1], args[2], fts=True)
     elif len(args) == 2 and args[0] == "whatstk":
         whatstk(args[1])
     elif len(args) == 2 and args[0] == "chatminer-whatsapp":

@@ -150,7 +150,12 @@ TOML
     record "$run" "$label.resync_ratio" "$(python3 -c "print($resync_s / $sync_s)")"
     record "$run" "$label.executemany_rate" "$(python3 -c "print($base_rows / $base_s)")"
     record "$run" "$label.ratio" "$(python3 -c "print(($messages / $sync_s) / ($base_rows / $base_s))")"
-    log "run $run $label: sync ${sync_s}s ($messages messages, $failed failed chats), peak RSS ${rss_kb} kB, re-sync ${resync_s}s ($resync_messages new); executemany ${base_s}s ($base_rows rows)"
+    local fts fts_s
+    fts="$("$PY" "$ROOT/bench/baselines.py" executemany-fts "$dir/chatsync.db" "$dir/baseline-fts.db" | grep '^RESULT ')"
+    fts_s="$(result seconds "$fts")"
+    record "$run" "$label.executemany_fts_rate" "$(python3 -c "print($base_rows / $fts_s)")"
+    record "$run" "$label.fts_ratio" "$(python3 -c "print(($messages / $sync_s) / ($base_rows / $fts_s))")"
+    log "run $run $label: sync ${sync_s}s ($messages messages, $failed failed chats), peak RSS ${rss_kb} kB, re-sync ${resync_s}s ($resync_messages new); executemany ${base_s}s, executemany + FTS5 rebuild ${fts_s}s ($base_rows rows)"
     rm -rf "$dir"
 }
 
@@ -178,6 +183,7 @@ parse_bench() { # RUN LABEL FORMAT FILE PY_PARSERS...
 for run in $(seq 1 "$RUNS"); do
     sync_bench "$run" corpus "$CORPUS"
     sync_bench "$run" single "$SINGLE_DIR"
+    [[ "${IMPORTS_ONLY:-0}" == 1 ]] && continue
     parse_bench "$run" whatsapp_parse whatsapp "$SINGLE" whatstk chatminer-whatsapp
     parse_bench "$run" telegram_parse telegram "$TELEGRAM" chatminer-telegram
 done
@@ -191,7 +197,7 @@ instructions() { # FORMAT FILE FUNCTION
     { callgrind_annotate --inclusive=yes "$cg" 2>/dev/null || true; } |
         awk -v pattern="$3" '!found && $0 ~ pattern {gsub(",", "", $1); print $1; found = 1}'
 }
-if command -v valgrind >/dev/null; then
+if [[ "${IMPORTS_ONLY:-0}" != 1 ]] && command -v valgrind >/dev/null; then
     wa_ir="$(instructions whatsapp "$SINGLE" 'whatsapp::parser::parse$')"
     tg_ir="$(instructions telegram "$TELEGRAM" 'telegram::parser::parse$')"
     record 0 whatsapp_parse.instructions "${wa_ir:-0}"
@@ -219,6 +225,8 @@ for label, name in (("corpus", "corpus (7,168 chats)"), ("single", "single chat"
     show("chats failed", f"{label}.failed")
     show("executemany of the same rows (Python sqlite3), rows/s", f"{label}.executemany_rate")
     show("ratio chatsync / executemany", f"{label}.ratio", ".2f")
+    show("executemany + FTS5 rebuild (Python sqlite3), rows/s", f"{label}.executemany_fts_rate")
+    show("ratio chatsync / (executemany + FTS5 rebuild)", f"{label}.fts_ratio", ".2f")
     show("peak RSS of the server (VmHWM), MB", f"{label}.rss_mb", ".1f", "MB")
     show("re-sync of the unchanged files, s", f"{label}.resync_s", ".3f", "s")
     show("re-sync / full sync", f"{label}.resync_ratio", ".3f")

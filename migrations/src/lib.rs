@@ -16,8 +16,10 @@ mod m20261206_000009_lease_epochs;
 mod m20261206_000010_message_lifecycle;
 mod m20261206_000011_webhook_inbox;
 mod m20261206_000012_webhook_cursors;
+mod m20261206_000013_search_bulk;
 
 pub use m20261201_000006_search::CJK_RANGES;
+pub use m20261206_000013_search_bulk::{BULK_INDEX_WORDS, SEARCH_DEFERRED};
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -38,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_message_lifecycle::Migration),
             Box::new(m20261206_000011_webhook_inbox::Migration),
             Box::new(m20261206_000012_webhook_cursors::Migration),
+            Box::new(m20261206_000013_search_bulk::Migration),
         ]
     }
 }

@@ -50,7 +50,7 @@ pub const CJK_RANGES: &[(char, char)] = &[
 ];
 
 /// `[a-b…]`: the ranges as a bracket expression (SQLite GLOB and PostgreSQL regex alike).
-fn cjk_class() -> String {
+pub(crate) fn cjk_class() -> String {
     let mut class = String::from("[");
     for (from, to) in CJK_RANGES {
         class.push(*from);
