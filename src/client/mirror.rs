@@ -50,6 +50,7 @@ use tonic::Code;
 
 use super::{Client, ConnectError, Server, connect};
 use crate::grpc::pb;
+use crate::model::now_ms;
 use pb::subscribe_messages_response::Event;
 
 /// The local schema's version, kept in `PRAGMA user_version`.
@@ -1345,10 +1346,6 @@ fn timestamp(ms: Option<i64>) -> Option<pbjson_types::Timestamp> {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     })
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Reads a mirror file back: its `sync_state`, chats (by seq), messages (by seq, with their
