@@ -124,6 +124,9 @@ pub struct Store {
     writers: write::WriterQueues,
     /// Group commit of sends and status changes, per session ([`group`]).
     groups: Arc<group::Groups>,
+    /// Webhook acknowledgements waiting for the next shared cursor transaction
+    /// ([`Store::acknowledge_webhook`]).
+    acks: Arc<webhooks::Acks>,
     /// SQLite only: the open database file, locked so that no second process serves it.
     _sqlite_lock: Option<Arc<std::fs::File>>,
     /// Set on a store handed to a lease holder's work ([`Store::fenced`]): every write checks
@@ -246,6 +249,7 @@ impl Store {
             heads,
             writers: write::WriterQueues::new(sqlite),
             groups: Arc::default(),
+            acks: Arc::default(),
             _sqlite_lock: sqlite_lock.map(Arc::new),
             fence: None,
         })

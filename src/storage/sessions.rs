@@ -76,7 +76,7 @@ pub enum LeaseKind {
 }
 
 impl LeaseKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Sync => "sync",
             Self::Live => "live",

@@ -5,7 +5,10 @@
 //! [`LeaseKeeper`]: read the cursor, read the change feed in pages of [`PAGE`] from it up to
 //! the head, POST each change the endpoint takes, one at a time, in seq order, and after each
 //! 2xx advance the cursor through the keeper's fenced store (a replica that lost the lease
-//! cannot move it: its write is refused and its work stops). Changes the endpoint does not
+//! cannot move it: its write is refused and its work stops), in a transaction shared with the
+//! other pairs' acknowledgements of that moment ([`Store::acknowledge_webhook`]); the next
+//! change is posted only once the cursor is stored, so a crash repeats at most the change in
+//! flight. Changes the endpoint does not
 //! take move the cursor once per page. When caught up it waits on the session's head watch
 //! (woken across replicas on PostgreSQL).
 //!
@@ -30,6 +33,7 @@ use crate::config::webhooks::EventType;
 use crate::error::{Error, Result};
 use crate::model::{Change, ProtoJson, now_ms};
 use crate::service::lease::LeaseKeeper;
+use crate::storage::webhooks::Ack;
 use crate::storage::{LeaseKind, Store};
 
 /// Changes read from the feed at once.
@@ -232,16 +236,25 @@ async fn deliver(pair: &Pair, store: &Store) -> Result<()> {
             }
             let seq = change.seq();
             match attempt_until_delivered(pair, store, &cursor, change).await? {
-                Some(delivered) => {
-                    if !store
-                        .advance_webhook_cursor(
-                            &endpoint.id,
-                            session_id,
-                            cursor.generation,
-                            seq,
-                            Some(delivered),
-                        )
-                        .await?
+                Some((at_ms, status)) => {
+                    let ack = Ack {
+                        webhook_id: endpoint.id.clone(),
+                        session_id: session_id.to_owned(),
+                        generation: cursor.generation,
+                        seq,
+                        at_ms,
+                        status,
+                    };
+                    if !store.acknowledge_webhook(ack).await
+                        && !store
+                            .advance_webhook_cursor(
+                                &endpoint.id,
+                                session_id,
+                                cursor.generation,
+                                seq,
+                                Some((at_ms, status)),
+                            )
+                            .await?
                     {
                         cursor = reread(store, pair).await?;
                         continue 'feed;
