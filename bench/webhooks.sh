@@ -26,7 +26,8 @@ import statistics, sys
 rows = [dict(kv.split("=") for kv in line.split()[1:]) for line in sys.stdin]
 def med(key):
     return statistics.median(float(row[key]) for row in rows)
-print("median of %d: sessions=%s events/s=%.0f p50=%.2f ms p99=%.2f ms" % (
-    len(rows), rows[0]["sessions"], med("events_per_sec"), med("p50_ms"), med("p99_ms")))
+print("median of %d: sessions=%s events/s=%.0f send->receiver p50=%.2f ms p99=%.2f ms; answer->receiver p50=%.2f ms p99=%.2f ms" % (
+    len(rows), rows[0]["sessions"], med("events_per_sec"), med("p50_ms"), med("p99_ms"),
+    med("answer_p50_ms"), med("answer_p99_ms")))
 '
 done

@@ -16,7 +16,9 @@
 //!   flight). Message i carries `client_message_id = "wh-i"`; its send start is recorded
 //!   before the RPC. The receiver takes each `message.created` body's `clientMessageId` and
 //!   records arrival − send start: p50/p99/max (hdrhistogram). This is send → receiver, so it
-//!   includes the SendMessage commit.
+//!   includes the SendMessage commit: an upper bound of commit → receiver. The lower bound is
+//!   answer → receiver, from the moment the SendMessage answer (sent after the commit) reached
+//!   the client, 0 when the webhook came first; both are printed.
 //! - **Throughput** (a backlog): then `ReplayWebhook(after_seq = 0)` for every session, and
 //!   the time until the receiver has every session's head again: events/s = replayed events
 //!   / that time. Each (endpoint, session) pair delivers one event at a time, so one session
@@ -243,19 +245,27 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 })
                 .await
+                .map(|_| Instant::now())
         }));
     }
+    let mut answers = Vec::with_capacity(args.messages);
     for task in tasks {
-        task.await??;
+        answers.push(task.await??);
     }
     let sent_secs = begin.elapsed().as_secs_f64();
     wait_for(&receiver, |seen| seen.arrivals.len() >= args.messages).await;
-    let latency = {
+    let (latency, after_answer) = {
         let seen = receiver.seen.lock().unwrap();
-        histogram((0..args.messages).map(|i| {
-            let at = seen.arrivals[&format!("wh-{i}")];
-            at.duration_since(starts[i]).as_nanos() as u64
-        }))?
+        let arrival = |i: usize| seen.arrivals[&format!("wh-{i}")];
+        (
+            histogram(
+                (0..args.messages).map(|i| arrival(i).duration_since(starts[i]).as_nanos() as u64),
+            )?,
+            // `duration_since` saturates at 0: the webhook arrived before the answer.
+            histogram(
+                (0..args.messages).map(|i| arrival(i).duration_since(answers[i]).as_nanos() as u64),
+            )?,
+        )
     };
 
     // Throughput: replay every session from the start.
@@ -367,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
 
     let rate = replayed as f64 / replay_secs;
     println!(
-        "latency: {} messages at {:.0}/s offered ({:.0}/s achieved) over {} sessions: send → receiver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency: {} messages at {:.0}/s offered ({:.0}/s achieved) over {} sessions: send → receiver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; answer → receiver p50 {:.2} ms, p99 {:.2} ms",
         args.messages,
         args.rate,
         args.messages as f64 / sent_secs,
@@ -375,18 +385,22 @@ async fn main() -> anyhow::Result<()> {
         ms(latency.value_at_quantile(0.5)),
         ms(latency.value_at_quantile(0.99)),
         ms(latency.max()),
+        ms(after_answer.value_at_quantile(0.5)),
+        ms(after_answer.value_at_quantile(0.99)),
     );
     println!(
         "throughput: {replayed} events replayed over {} sessions in {replay_secs:.2} s: {rate:.0} events/s ({requests} requests received)",
         args.sessions,
     );
     println!(
-        "RESULT sessions={} messages={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} events={replayed} events_per_sec={rate:.0}{outage}",
+        "RESULT sessions={} messages={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} answer_p50_ms={:.2} answer_p99_ms={:.2} events={replayed} events_per_sec={rate:.0}{outage}",
         args.sessions,
         args.messages,
         ms(latency.value_at_quantile(0.5)),
         ms(latency.value_at_quantile(0.99)),
         ms(latency.max()),
+        ms(after_answer.value_at_quantile(0.5)),
+        ms(after_answer.value_at_quantile(0.99)),
     );
     Ok(())
 }
