@@ -16,8 +16,9 @@ export interface LiveHandlers {
   state(state: LiveState, detail: string): void;
   /** A failure retrying cannot fix (credentials). */
   fatal(error: unknown): void;
-  /** The server cannot continue from the cursor (OUT_OF_RANGE): the page must start over
-   * from a snapshot. The stream has stopped. */
+  /** The server cannot continue from the cursor: OUT_OF_RANGE (it no longer keeps the changes
+   * after it) or INVALID_ARGUMENT (a cursor ahead of its head: its database was replaced). The
+   * page must start over from a snapshot. The stream has stopped. */
   gone(error: unknown): void;
 }
 
@@ -114,7 +115,8 @@ export class LiveStream {
       this.handlers.fatal(failure);
       return;
     }
-    if (failure !== null && asConnectError(failure).code === Code.OutOfRange) {
+    const code = failure === null ? null : asConnectError(failure).code;
+    if (code === Code.OutOfRange || code === Code.InvalidArgument) {
       this.stop();
       this.handlers.gone(failure);
       return;
