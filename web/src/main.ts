@@ -478,6 +478,7 @@ async function loadSessions(): Promise<void> {
     // The session opened from this browser's copy before the list came is the same one.
     const s = current?.session.id === summary.sessionId ? current.session : sessionView(summary.sessionId);
     s.source = summary.source;
+    sessions.set(s.id, s);
     els.sessions.append(s.el);
     renderSession(s);
   }
