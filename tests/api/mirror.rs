@@ -330,7 +330,9 @@ async fn churn(mut client: ChatSyncServiceClient<Channel>, writer: usize, rounds
     changes
 }
 
-async fn a_mirror_killed_at_ten_random_points_ends_equal_to_the_server_with_no_duplicate(backend: Backend) {
+async fn a_mirror_killed_at_ten_random_points_ends_equal_to_the_server_with_no_duplicate(
+    backend: Backend,
+) {
     let app = TestApp::spawn(&backend, vec![local_session("notes")]).await;
     let mut client = app.client().await;
     send(&mut client, "notes", "room0", "before the mirror", "first")
@@ -414,7 +416,9 @@ async fn a_mirror_killed_at_ten_random_points_ends_equal_to_the_server_with_no_d
     );
 }
 
-async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapshot(backend: Backend) {
+async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapshot(
+    backend: Backend,
+) {
     let app = TestApp::spawn(&backend, vec![local_session("notes")]).await;
     let mut client = app.client().await;
     for i in 0..20 {
@@ -498,7 +502,9 @@ async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapsho
     // A server that lost its history (a fresh database for the same session): the file's
     // seq is ahead of it, so the mirror says so and takes a new snapshot, never skipping.
     let fresh = if backend.is_postgres() {
-        Backend::postgres().await.expect("PostgreSQL, as for this test")
+        Backend::postgres()
+            .await
+            .expect("PostgreSQL, as for this test")
     } else {
         Backend::sqlite()
     };
