@@ -47,6 +47,7 @@ async function waitStored(page, setup, session) {
   }
 }
 
+const EDITED = "first in alpha, edited";
 const preview = (chatId, text) => `#chats [data-chat="${chatId}"] .chat-preview:text-is("You: ${text}")`;
 
 describe("the console's chats in IndexedDB", () => {
@@ -84,6 +85,12 @@ describe("the console's chats in IndexedDB", () => {
     assert.equal(snapshotsSince(0), 1, "the first load takes one snapshot");
     await cli(setup, ["send", "notes", "beta", "second in beta"]);
     await page.waitForSelector(preview("beta", "second in beta"));
+    // An edit, then a status change, applied live to the open chat: both are stored with it.
+    const id = await page.getAttribute('#messages .msg:has(.text:text-is("first in alpha"))', "data-id");
+    await rpc(setup, "EditMessage", { session_id: "notes", message_id: id, text: EDITED, request_id: "localfirst-edit" });
+    await rpc(setup, "UpdateMessageStatus", { session_id: "notes", message_id: id, status: "MESSAGE_STATUS_READ" });
+    const alphaMessage = `#messages .msg[data-id="${id}"][data-status="read"][data-edited="true"] .text:text-is("${EDITED}")`;
+    await page.waitForSelector(alphaMessage);
     const kept = await waitStored(page, setup, "notes");
     assert.equal(kept.chats, 2);
     assert.ok(kept.messages >= 1, "the open chat's messages are kept");
@@ -101,8 +108,8 @@ describe("the console's chats in IndexedDB", () => {
     await page.goto(`${setup.url}/#session=notes&chat=alpha`);
     // Every call to the server fails; the chats and the open chat's messages come from IndexedDB.
     await page.waitForSelector(preview("beta", "second in beta"));
-    await page.waitForSelector(preview("alpha", "first in alpha"));
-    await page.waitForSelector('#messages .msg .text:text-is("first in alpha")');
+    await page.waitForSelector(preview("alpha", EDITED));
+    await page.waitForSelector(alphaMessage);
     await page.waitForSelector('#banner:text("Showing the chats stored in this browser")');
     assert.notEqual(await page.getAttribute("#conn", "data-state"), "live");
     await screenshot(page, "console-offline-from-indexeddb");
@@ -113,7 +120,7 @@ describe("the console's chats in IndexedDB", () => {
     await page.waitForSelector(preview("beta", "while the page was away"));
     await cli(setup, ["send", "notes", "alpha", "after the outage"]);
     await page.waitForSelector('#messages .msg .text:text-is("after the outage")');
-    assert.deepEqual(await shownTexts(page), ["first in alpha", "after the outage"], "no gap, no duplicate");
+    assert.deepEqual(await shownTexts(page), [EDITED, "after the outage"], "no gap, no duplicate");
     const since = calls.slice(atReload);
     assert.equal(snapshotsSince(atReload), 0, `no GetSnapshot after the reload: ${since}`);
     assert.ok(since.some((p) => p.endsWith("/SubscribeMessages")), "the page subscribed");
