@@ -3,7 +3,8 @@
 //! (`chatsync::client::mirror::read_file` reads it back into the generated types); the mirror
 //! is killed with SIGKILL at random points while writers send, edit, react and delete; and an
 //! offline gap of 1,000 changes is caught up without a snapshot. Tests wait on the file's
-//! `sync_state` and on process exits, never on time.
+//! `sync_state` and on process exits, never on time. Each test runs against a server on SQLite
+//! and one on PostgreSQL (the mirror's own file is SQLite either way).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,6 +15,14 @@ use chatsync::grpc::pb;
 use pb::chat_sync_service_client::ChatSyncServiceClient;
 use serde_json::Value;
 use tonic::transport::Channel;
+
+on_both_backends!(
+    a_mirror_of_a_synced_corpus_session_equals_the_servers_listings,
+    a_mirror_killed_at_ten_random_points_ends_equal_to_the_server_with_no_duplicate,
+    a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapshot,
+    the_mirror_sends_its_token_and_a_refusal_ends_it_without_retrying,
+    a_live_mirror_retries_with_backoff_until_the_server_is_up,
+);
 
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_chatsync")
@@ -165,9 +174,7 @@ fn corpus_folder(backend: &Backend) -> Option<PathBuf> {
     Some(folder)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mirror_of_a_synced_corpus_session_equals_the_servers_listings() {
-    let backend = Backend::sqlite();
+async fn a_mirror_of_a_synced_corpus_session_equals_the_servers_listings(backend: Backend) {
     let Some(folder) = corpus_folder(&backend) else {
         return;
     };
@@ -323,9 +330,9 @@ async fn churn(mut client: ChatSyncServiceClient<Channel>, writer: usize, rounds
     changes
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_mirror_killed_at_ten_random_points_ends_equal_to_the_server_with_no_duplicate() {
-    let backend = Backend::sqlite();
+async fn a_mirror_killed_at_ten_random_points_ends_equal_to_the_server_with_no_duplicate(
+    backend: Backend,
+) {
     let app = TestApp::spawn(&backend, vec![local_session("notes")]).await;
     let mut client = app.client().await;
     send(&mut client, "notes", "room0", "before the mirror", "first")
@@ -409,9 +416,9 @@ async fn a_mirror_killed_at_ten_random_points_ends_equal_to_the_server_with_no_d
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapshot() {
-    let backend = Backend::sqlite();
+async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapshot(
+    backend: Backend,
+) {
     let app = TestApp::spawn(&backend, vec![local_session("notes")]).await;
     let mut client = app.client().await;
     for i in 0..20 {
@@ -494,7 +501,13 @@ async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapsho
 
     // A server that lost its history (a fresh database for the same session): the file's
     // seq is ahead of it, so the mirror says so and takes a new snapshot, never skipping.
-    let fresh = Backend::sqlite();
+    let fresh = if backend.is_postgres() {
+        Backend::postgres()
+            .await
+            .expect("PostgreSQL, as for this test")
+    } else {
+        Backend::sqlite()
+    };
     let other = TestApp::spawn(&fresh, vec![local_session("notes")]).await;
     let mut other_client = other.client().await;
     send(
@@ -513,9 +526,7 @@ async fn a_mirror_catches_up_1000_changes_after_an_offline_gap_without_a_snapsho
     assert_eq!(local.state.map(|s| s.snapshots), Some(2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_mirror_sends_its_token_and_a_refusal_ends_it_without_retrying() {
-    let backend = Backend::sqlite();
+async fn the_mirror_sends_its_token_and_a_refusal_ends_it_without_retrying(backend: Backend) {
     let app = TestApp::spawn_with(&backend, vec![local_session("notes")], |config| {
         config.tokens = vec![token("mirror-secret", &["notes"])];
     })
@@ -555,10 +566,8 @@ async fn the_mirror_sends_its_token_and_a_refusal_ends_it_without_retrying() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_mirror_retries_with_backoff_until_the_server_is_up() {
+async fn a_live_mirror_retries_with_backoff_until_the_server_is_up(backend: Backend) {
     use tokio::io::AsyncBufReadExt;
-    let backend = Backend::sqlite();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()

@@ -5,7 +5,8 @@
 // forward; a dropped stream reconnects with backoff from that cursor, so nothing is missed
 // and, with the page de-duplicating by message id, nothing shows twice.
 import type { SubscribeMessagesResponse } from "./gen/chatsync/v1/chatsync_pb";
-import { client, isAbort, isAuthError } from "./api";
+import { Code } from "@connectrpc/connect";
+import { asConnectError, client, isAbort, isAuthError } from "./api";
 
 /** What the connection indicator shows. */
 export type LiveState = "connecting" | "live" | "reconnecting" | "error";
@@ -15,6 +16,10 @@ export interface LiveHandlers {
   state(state: LiveState, detail: string): void;
   /** A failure retrying cannot fix (credentials). */
   fatal(error: unknown): void;
+  /** The server cannot continue from the cursor: OUT_OF_RANGE (it no longer keeps the changes
+   * after it) or INVALID_ARGUMENT (a cursor ahead of its head: its database was replaced). The
+   * page must start over from a snapshot. The stream has stopped. */
+  gone(error: unknown): void;
 }
 
 /** With heartbeats every 15 s by default, this long without a frame means a dead stream;
@@ -108,6 +113,12 @@ export class LiveStream {
     if (failure !== null && !isAbort(failure) && isAuthError(failure)) {
       this.handlers.state("error", "Not authorised");
       this.handlers.fatal(failure);
+      return;
+    }
+    const code = failure === null ? null : asConnectError(failure).code;
+    if (code === Code.OutOfRange || code === Code.InvalidArgument) {
+      this.stop();
+      this.handlers.gone(failure);
       return;
     }
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt) * (0.8 + Math.random() * 0.4);

@@ -27,6 +27,7 @@ import { LiveStream, type LiveState } from "./live";
 import { initSearch } from "./search";
 import { startWebhooks } from "./webhooks";
 import { mediaUrl, resetMedia, sizeLabel } from "./media";
+import { advances, LocalStore, storedSessions, type Change, type ChatRow, type Stored } from "./store";
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
@@ -72,6 +73,7 @@ const els = {
   search: $("search") as HTMLFormElement,
   searchQuery: $("search-query") as HTMLInputElement,
   searchResults: $("search-results"),
+  forget: $("forget") as HTMLButtonElement,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -152,22 +154,6 @@ function markFor(status: MessageStatus): { text: string; name: string; label: st
   }
 }
 
-const RANK: Record<number, number> = {
-  [MessageStatus.PENDING]: 0,
-  [MessageStatus.SENT]: 1,
-  [MessageStatus.DELIVERED]: 2,
-  [MessageStatus.READ]: 3,
-  [MessageStatus.FAILED]: 0,
-};
-
-/** The server's rule: statuses only move forward; FAILED is terminal and follows PENDING. */
-function advances(current: MessageStatus, next: MessageStatus): boolean {
-  if (current === MessageStatus.UNSPECIFIED) return next !== MessageStatus.UNSPECIFIED;
-  if (current === MessageStatus.FAILED) return false;
-  if (next === MessageStatus.FAILED) return current === MessageStatus.PENDING;
-  return (RANK[next] ?? 0) > (RANK[current] ?? 0);
-}
-
 /** A stable colour per name (FNV-1a), so people keep their colour across chats. */
 function avatarColor(name: string): string {
   let hash = 0x811c9dc5;
@@ -233,6 +219,10 @@ interface Current {
   /** The newest status seen per message id, for messages not loaded yet. */
   statuses: Map<bigint, MessageStatus>;
   open: OpenChat | null;
+  /** The session's copy in this browser (IndexedDB); null when unavailable or forgotten. */
+  store: LocalStore | null;
+  /** The stored seq the page resumed from, until the server's head is checked against it. */
+  resumedFrom: bigint | null;
 }
 
 const sessions = new Map<string, SessionView>();
@@ -397,6 +387,7 @@ async function refreshStatus(s: SessionView): Promise<void> {
     if (isAuthError(error)) authFailure(error);
     return;
   }
+  if (current?.session === s) checkResume(current);
   // A run started elsewhere (or before a reload): attach to it to show its progress.
   if (serverRunning(s) && !s.sync?.running) void runSync(s);
   renderSession(s);
@@ -433,34 +424,62 @@ async function runSync(s: SessionView): Promise<void> {
 
 let webhooksStarted = false;
 
+/** A session's entry in the sessions list; the source comes with the list (or the store). */
+function sessionView(id: string, source = ""): SessionView {
+  const el = h("li", { class: "session", "data-session": id, tabindex: "0" });
+  const s: SessionView = { id, source, status: null, sync: null, finished: new Set(), el };
+  el.addEventListener("click", () => void selectSession(s, null));
+  el.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target === el) void selectSession(s, null);
+  });
+  return s;
+}
+
+/** Opens the route's session (or, with none in the route, one this browser keeps) from the
+ * store at once, before and without the server; then loads the sessions from the server. */
+async function start(): Promise<void> {
+  const route = readRoute();
+  const kept = await storedSessions();
+  const found = route.session ? kept.find((k) => k.session === route.session) : kept[0];
+  if (found) {
+    const s = sessionView(found.session, found.source);
+    els.sessions.replaceChildren(s.el);
+    renderSession(s);
+    void selectSession(s, route.session ? route.chat : null);
+  }
+  await loadSessions();
+}
+
 async function loadSessions(): Promise<void> {
   let list;
   try {
     list = await client.listSessions({});
   } catch (error) {
     if (isAuthError(error)) authFailure(error);
-    else showBanner(describeError(error));
-    setConn(isAuthError(error) ? "error" : "idle", describeError(error));
-    els.sessions.replaceChildren(
-      h("li", { class: "placeholder", text: isAuthError(error) ? "Enter a token to see the sessions." : "No sessions to show." }),
-    );
+    else showBanner(describeError(error) + (current ? " Showing the chats stored in this browser." : ""));
+    if (current) {
+      // Opened from this browser's copy: it stays, and its stream says whether it is live.
+      els.sessions.replaceChildren(current.session.el);
+    } else {
+      setConn(isAuthError(error) ? "error" : "idle", describeError(error));
+      els.sessions.replaceChildren(
+        h("li", { class: "placeholder", text: isAuthError(error) ? "Enter a token to see the sessions." : "No sessions to show." }),
+      );
+    }
     window.setTimeout(() => {
       if (!authBlocked) void loadSessions();
     }, 3000);
     return;
   }
-  hideBanner();
+  if (els.banner.dataset.kind === "error") hideBanner();
   els.sessions.replaceChildren();
   sessions.clear();
   for (const summary of list.sessions) {
-    const el = h("li", { class: "session", "data-session": summary.sessionId, tabindex: "0" });
-    const s: SessionView = { id: summary.sessionId, source: summary.source, status: null, sync: null, finished: new Set(), el };
-    el.addEventListener("click", () => void selectSession(s, null));
-    el.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && event.target === el) void selectSession(s, null);
-    });
+    // The session opened from this browser's copy before the list came is the same one.
+    const s = current?.session.id === summary.sessionId ? current.session : sessionView(summary.sessionId);
+    s.source = summary.source;
     sessions.set(s.id, s);
-    els.sessions.append(el);
+    els.sessions.append(s.el);
     renderSession(s);
   }
   if (list.sessions.length === 0) {
@@ -472,7 +491,8 @@ async function loadSessions(): Promise<void> {
     startWebhooks($("webhooks-section"), $("webhooks"));
   }
   const route = readRoute();
-  const first = (route.session && sessions.get(route.session)) || sessions.values().next().value;
+  const first =
+    (route.session && sessions.get(route.session)) || (current && sessions.get(current.session.id)) || sessions.values().next().value;
   if (first) await selectSession(first, route.session === first.id ? route.chat : null);
   window.setInterval(() => {
     if (authBlocked || document.hidden) return;
@@ -506,7 +526,7 @@ async function selectSession(s: SessionView, chatId: string | null): Promise<voi
   current?.live?.stop();
   resetMedia();
   if (infoFor !== null) infoDialog().close();
-  const cur: Current = { session: s, live: null, chats: new Map(), statuses: new Map(), open: null };
+  const cur: Current = { session: s, live: null, chats: new Map(), statuses: new Map(), open: null, store: null, resumedFrom: null };
   current = cur;
   search.reset();
   for (const other of sessions.values()) other.el.setAttribute("aria-selected", String(other === s));
@@ -516,20 +536,96 @@ async function selectSession(s: SessionView, chatId: string | null): Promise<voi
   renderConversation(cur);
   writeRoute();
 
+  // The chats stored in this browser show at once, and the stream resumes from their seq.
+  cur.store = await LocalStore.open(s.id);
+  els.forget.hidden = cur.store === null;
+  const stored = (await cur.store?.load().catch(() => null)) ?? null;
+  if (current !== cur) return;
+  if (stored) resume(cur, stored);
+
   try {
     const status = await client.getSyncStatus({ sessionId: s.id });
     s.status = status;
     renderSession(s);
   } catch (error) {
     if (isAuthError(error)) authFailure(error);
-    else showBanner(describeError(error));
-    return;
+    else showBanner(describeError(error) + (stored ? " Showing the chats stored in this browser." : ""));
+    // With stored chats the page goes on from them; the stream retries until the server is back.
+    if (!stored) return;
   }
   if (current !== cur) return;
-  await loadSnapshot(cur);
+  if (stored) checkResume(cur);
+  else await loadSnapshot(cur);
   if (current !== cur) return;
   if (chatId) await openChat(cur, chatId);
 }
+
+/** Shows the stored chats and starts the stream after their seq: no snapshot. */
+function resume(cur: Current, stored: Stored): void {
+  for (const row of stored.chats) {
+    const view = upsertChat(cur, row.chatId, row.name, row.activity);
+    view.unread = row.unread;
+    view.preview = row.preview;
+    renderChat(cur, view);
+  }
+  renderChats(cur);
+  cur.resumedFrom = stored.head;
+  startLive(cur, stored.head);
+}
+
+/** Once the server's head is known: a head behind the stored seq means the server lost what the
+ * browser holds (a new database), so the stored chats are dropped and loaded again. */
+function checkResume(cur: Current): void {
+  const head = cur.session.status?.headSeq;
+  const from = cur.resumedFrom;
+  if (current !== cur || head === undefined || from === null) return;
+  cur.resumedFrom = null;
+  if (head < from) {
+    void startOver(cur, `The server's head (seq ${head}) is behind the chats stored in this browser (seq ${from}); they were dropped and loaded again.`);
+  }
+}
+
+/** Drops the session's stored chats and loads it again from a new snapshot, saying why. */
+async function startOver(cur: Current, why: string): Promise<void> {
+  if (current !== cur) return;
+  cur.live?.stop();
+  await cur.store?.forget().catch((error) => console.error("chatsync: local store", error));
+  if (current !== cur) return;
+  current = null;
+  showBanner(why, "info");
+  await selectSession(cur.session, cur.open?.chatId ?? null);
+}
+
+/** The subscription from `afterSeq`, applying every event to the page and the store. */
+function startLive(cur: Current, afterSeq: bigint): void {
+  cur.live = new LiveStream(cur.session.id, afterSeq, {
+    event: (event) => onEvent(cur, event),
+    state: (state, detail) => {
+      if (current === cur) setConn(state, detail);
+    },
+    fatal: (error) => authFailure(error),
+    gone: (error) =>
+      void startOver(cur, `The server cannot continue from the chats stored in this browser (${describeError(error)}); they were dropped and loaded again.`),
+  });
+  cur.live.start();
+}
+
+/** A chat list row as the store keeps it. */
+function rowOf(view: ChatView): ChatRow {
+  return { chatId: view.chatId, name: view.name, activity: view.activity, unread: view.unread, preview: view.preview };
+}
+
+els.forget.addEventListener("click", () => {
+  const cur = current;
+  const store = cur?.store;
+  if (!cur || !store) return;
+  cur.store = null;
+  els.forget.hidden = true;
+  void store.forget().then(
+    () => showBanner(`This browser keeps no chats of ${cur.session.id} now; the next load stores them again.`, "info"),
+    (error) => showBanner(`Could not forget the local data: ${String(error)}`),
+  );
+});
 
 /** Messages per chat the first load asks for: the newest, for the chat list's preview. */
 const SNAPSHOT_MESSAGES_PER_CHAT = 1;
@@ -541,6 +637,8 @@ const SNAPSHOT_MESSAGES_PER_CHAT = 1;
 async function loadSnapshot(cur: Current): Promise<void> {
   const s = cur.session;
   let head: bigint | null = null;
+  // The stream's events wait for the snapshot's rows, and apply on top of them.
+  if (cur.live === null) cur.store?.hold();
   try {
     const frames = client.getSnapshot({ sessionId: s.id, limitPerChat: SNAPSHOT_MESSAGES_PER_CHAT });
     for await (const frame of frames) {
@@ -548,14 +646,7 @@ async function loadSnapshot(cur: Current): Promise<void> {
       if (head === null && cur.live === null) {
         head = frame.headSeq;
         // Everything after the snapshot's head comes from the stream.
-        cur.live = new LiveStream(s.id, head, {
-          event: (event) => onEvent(cur, event),
-          state: (state, detail) => {
-            if (current === cur) setConn(state, detail);
-          },
-          fatal: (error) => authFailure(error),
-        });
-        cur.live.start();
+        startLive(cur, head);
       }
       const chat = frame.chat;
       if (!chat) continue;
@@ -575,7 +666,11 @@ async function loadSnapshot(cur: Current): Promise<void> {
     els.chats.replaceChildren(h("li", { class: "placeholder error", text: describeError(error) }));
     return;
   }
-  if (current === cur) renderChats(cur);
+  if (current !== cur) return;
+  renderChats(cur);
+  const rows = [...cur.chats.values()].map(rowOf);
+  if (head !== null) await cur.store?.saveSnapshot(s.source, head, rows);
+  else cur.store?.apply({ chats: rows });
 }
 
 function upsertChat(cur: Current, chatId: string, name: string, seq: bigint): ChatView {
@@ -679,6 +774,12 @@ function isFresh(m: Message): boolean {
 
 function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
   if (current !== cur) return;
+  // What the event changed, for the store: written with the event's seq in one transaction.
+  const change: Change = { seq: event.seq };
+  const touched = (chatId: string) => {
+    const view = cur.chats.get(chatId);
+    if (view) change.chats = [rowOf(view)];
+  };
   const e = event.event;
   switch (e.case) {
     case "messageCreated": {
@@ -691,6 +792,8 @@ function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
       queueRenderChats(cur);
       if (isOpen) receiveMessage(cur, cur.open!, message);
       queueStatusRefresh(cur.session);
+      touched(message.chatId);
+      change.messages = [message];
       break;
     }
     case "statusUpdated": {
@@ -702,22 +805,28 @@ function onEvent(cur: Current, event: SubscribeMessagesResponse): void {
       if (view?.preview?.id === update.messageId && advances(view.preview.status, update.status)) {
         view.preview.status = update.status;
       }
+      touched(update.chatId);
+      change.statuses = [{ messageId: update.messageId, status: update.status }];
       break;
     }
     case "messageUpdated": {
       // Edited, deleted, reacted to or a receipt: the message as stored now replaces the shown one.
       applyUpdated(cur, e.value);
+      touched(e.value.chatId);
+      change.messages = [e.value];
       break;
     }
     case "chatUpdated": {
       upsertChat(cur, e.value.chatId, e.value.name, e.value.seq);
       queueRenderChats(cur);
       if (cur.open?.chatId === e.value.chatId) renderConversationHeader(cur);
+      touched(e.value.chatId);
       break;
     }
     default:
       break;
   }
+  cur.store?.apply(change);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -777,23 +886,38 @@ async function openChat(cur: Current, chatId: string): Promise<void> {
   cur.open = open;
   composerError("");
   const view = cur.chats.get(chatId);
-  if (view) view.unread = 0;
+  if (view?.unread) {
+    view.unread = 0;
+    cur.store?.apply({ chats: [rowOf(view)] });
+  }
   for (const v of cur.chats.values()) renderChat(cur, v);
   renderConversation(cur);
   els.messages.replaceChildren(h("div", { class: "empty", text: "Loading messages…" }));
   writeRoute();
-  try {
-    const page = await client.listMessages({ sessionId: cur.session.id, chatId, beforeSeq: MAX_SEQ, limit: PAGE });
-    if (cur.open !== open) return;
-    open.messages = page.messages.slice();
-    open.boundary = page.messages.length > 0 ? page.nextSeq : MAX_SEQ;
-    open.hasOlder = page.hasMore;
-  } catch (error) {
-    if (cur.open !== open) return;
-    // A chat that does not exist yet (a new chat in a local session) starts empty.
-    open.messages = [];
-    open.hasOlder = false;
-    if (asConnectError(error).code !== Code.NotFound) composerError(describeError(error));
+  // The messages stored in this browser (kept current by the stream), else the newest page.
+  const saved = (await cur.store?.window(chatId).catch(() => null)) ?? null;
+  if (cur.open !== open) return;
+  let fetched = false;
+  if (saved) {
+    open.messages = saved.messages;
+    open.boundary = saved.boundary;
+    open.hasOlder = saved.hasOlder;
+  } else {
+    try {
+      const page = await client.listMessages({ sessionId: cur.session.id, chatId, beforeSeq: MAX_SEQ, limit: PAGE });
+      if (cur.open !== open) return;
+      open.messages = page.messages.slice();
+      open.boundary = page.messages.length > 0 ? page.nextSeq : MAX_SEQ;
+      open.hasOlder = page.hasMore;
+      fetched = true;
+    } catch (error) {
+      if (cur.open !== open) return;
+      // A chat that does not exist yet (a new chat in a local session) starts empty.
+      open.messages = [];
+      open.hasOlder = false;
+      fetched = asConnectError(error).code === Code.NotFound;
+      if (!fetched) composerError(describeError(error));
+    }
   }
   open.loaded = true;
   const pending = open.pending;
@@ -805,6 +929,7 @@ async function openChat(cur: Current, chatId: string): Promise<void> {
     const at = open.messages.findIndex((x) => x.id === m.id);
     if (at >= 0) open.messages[at] = m;
   }
+  if (fetched) saveWindow(cur, open, open.messages);
   renderMessages(cur, open, "bottom");
   if (!els.text.disabled) els.text.focus();
   await fillViewport(cur, open);
@@ -1329,12 +1454,18 @@ async function loadOlder(cur: Current, open: OpenChat): Promise<void> {
     open.messages = [...page.messages.filter((m) => !known.has(m.id)), ...open.messages];
     open.boundary = page.nextSeq;
     open.hasOlder = page.hasMore;
+    saveWindow(cur, open, page.messages);
   } catch (error) {
     composerError(describeError(error));
   } finally {
     open.loadingOlder = false;
   }
   if (cur.open === open) renderMessages(cur, open, "anchor");
+}
+
+/** Stores the open chat's loaded window, with the messages that were added to it. */
+function saveWindow(cur: Current, open: OpenChat, messages: Message[]): void {
+  cur.store?.apply({ window: { chatId: open.chatId, boundary: open.boundary, hasOlder: open.hasOlder, messages } });
 }
 
 /** Loads older pages until the view can scroll (or the history is complete). */
@@ -1447,4 +1578,4 @@ els.tokenForm.addEventListener("submit", (event) => {
 // ---------------------------------------------------------------------------------------------
 
 setConn("idle", "No session open");
-void loadSessions();
+void start();

@@ -194,7 +194,9 @@ describe("the web console", () => {
   it("loads a session from one GetSnapshot, then goes live from its head", async () => {
     await cli(setup, ["send", "notes", "snap-a", "first of the snapshot"]);
     await cli(setup, ["send", "notes", "snap-b", "newest of the snapshot"]);
-    const fresh = await browser.context.newPage();
+    // A browser of its own: this one keeps the session in IndexedDB, and would resume from it.
+    const other = await launchBrowser();
+    const fresh = await other.context.newPage();
     fresh.on("pageerror", (error) => pageErrors.push(String(error)));
     const calls = [];
     fresh.on("request", (request) => calls.push(new URL(request.url()).pathname));
@@ -211,7 +213,7 @@ describe("the web console", () => {
       await cli(setup, ["send", "notes", "snap-a", "after the snapshot"]);
       await fresh.waitForSelector('#chats [data-chat="snap-a"] .chat-preview:text-is("You: after the snapshot")', { timeout: 2000 });
     } finally {
-      await fresh.close();
+      await other.close();
     }
   });
 });
