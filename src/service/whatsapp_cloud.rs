@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::live::LiveStore;
 use super::*;
-use crate::model::ReceiptKind;
+use crate::model::{ReceiptKind, StatusError};
 use crate::sources::whatsapp_cloud::{Item, WhatsAppCloud, webhook};
 use crate::storage::MessageOp;
 
@@ -286,7 +286,12 @@ impl ChatSync {
                 )));
             }
         };
+        let mut reason = None;
         if next == MessageStatus::Failed {
+            reason = status.errors.first().map(|error| StatusError {
+                code: error.code,
+                title: error.title.clone(),
+            });
             for error in &status.errors {
                 tracing::warn!(
                     session_id,
@@ -320,7 +325,10 @@ impl ChatSync {
                 Err(error) => Err(error),
             };
         }
-        match store.update_status(session_id, &by_wamid, next, None).await {
+        match store
+            .update_status_because(session_id, &by_wamid, next, None, reason.as_ref())
+            .await
+        {
             Ok(_) => return Ok(true),
             Err(Error::NotFound(_)) => {}
             Err(error) => return Err(error),
@@ -334,7 +342,13 @@ impl ChatSync {
             provider_message_id: format!("pending-{client_message_id}"),
         };
         match store
-            .update_status(session_id, &pending, next, Some(&status.id))
+            .update_status_because(
+                session_id,
+                &pending,
+                next,
+                Some(&status.id),
+                reason.as_ref(),
+            )
             .await
         {
             Ok(_) => Ok(true),

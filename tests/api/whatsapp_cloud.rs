@@ -51,6 +51,14 @@ struct Setup {
 
 impl Setup {
     async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// [`start`](Self::start), letting the test adjust the configuration first.
+    async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut chatsync::config::Config),
+    ) -> Self {
         let graph = GraphApi::start(TOKEN).await;
         // One process-wide variable per secret; every test uses the same values.
         unsafe {
@@ -72,7 +80,7 @@ impl Setup {
                 "rate_limit_backoff_ms": 10,
             }),
         );
-        let app = TestApp::spawn(&backend, vec![session]).await;
+        let app = TestApp::spawn_with(&backend, vec![session], adjust).await;
         Setup {
             app,
             graph,
@@ -466,6 +474,93 @@ async fn statuses_in_any_order(backend: Backend) {
         s.message(USER, "wamid.later").await.status,
         pb::MessageStatus::Read as i32
     );
+}
+
+/// A `failed` status with Meta's `errors[]` (the shared body) keeps the first error's code and
+/// title: the `status_updated` event carries them, live and replayed, and so does the
+/// `status.updated` webhook's JSON body. Other statuses carry none.
+async fn a_failed_status_keeps_its_error(backend: Backend) {
+    let mut receiver =
+        crate::webhooks::Receiver::start(|_, _| crate::webhooks::Answer::Status(200)).await;
+    let url = receiver.url();
+    let dir = backend.dir.path().to_owned();
+    let s = Setup::start_with(backend, |config| {
+        config.webhooks = vec![crate::webhooks::endpoint(&dir, "crm", &url)];
+    })
+    .await;
+    s.post(&case("message.json", "text", "wamid.hello")).await;
+    let mut client = s.app.client().await;
+    let mut live = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: vec![],
+            after_seq: None,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let sent = send_one(&s, "doomed", "k-fail").await.expect("send");
+    let wamid = sent.provider_message_id.clone();
+    let body = case("message_status.json", "failed", &wamid);
+    let errors = &body["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"];
+    let (code, title) = (130472, "User's number is part of an experiment");
+    assert_eq!(errors[0]["code"], code, "the shared body's error");
+    assert_eq!(errors[0]["title"], title);
+    s.post(&body).await;
+
+    // Live: the send's SENT carries no error, the FAILED carries Meta's.
+    let mut statuses = Vec::new();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while statuses.len() < 2 {
+        let event = tokio::time::timeout_at(deadline, live.message())
+            .await
+            .expect("status events in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(Event::StatusUpdated(update)) = event.event
+            && update.message_id == sent.id
+        {
+            statuses.push((event.seq, update));
+        }
+    }
+    assert_eq!(statuses[0].1.status, pb::MessageStatus::Sent as i32);
+    assert_eq!(statuses[0].1.error, None);
+    let (failed_seq, failed) = statuses[1].clone();
+    assert_eq!(failed.status, pb::MessageStatus::Failed as i32);
+    assert_eq!(
+        failed.error,
+        Some(pb::StatusError {
+            code,
+            title: title.into()
+        })
+    );
+    // Replayed from storage: the same.
+    let mut replay = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: vec![],
+            after_seq: Some(failed_seq - 1),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let replayed = common::read_until(&mut replay, failed_seq).await;
+    let Some(Event::StatusUpdated(update)) = &replayed[0].event else {
+        panic!("the replay starts with the FAILED: {replayed:?}");
+    };
+    assert_eq!(update, &failed);
+    // The webhook body: the protobuf JSON mapping (int64 as a decimal string).
+    let hit = loop {
+        let hit = receiver.next().await;
+        if hit.seq == failed_seq {
+            break hit;
+        }
+    };
+    assert_eq!(hit.kind, "status.updated");
+    let update = &hit.body["statusUpdated"];
+    assert_eq!(update["status"], "MESSAGE_STATUS_FAILED", "{}", hit.body);
+    assert_eq!(update["error"]["code"], code.to_string(), "{}", hit.body);
+    assert_eq!(update["error"]["title"], title, "{}", hit.body);
 }
 
 impl Setup {
@@ -1091,6 +1186,7 @@ on_both_backends!(
     every_shared_case,
     duplicates_and_a_malformed_item,
     statuses_in_any_order,
+    a_failed_status_keeps_its_error,
     status_before_the_send_answer,
     a_retry_racing_its_send_posts_once,
     graph_errors_are_typed,
