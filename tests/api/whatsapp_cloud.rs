@@ -1058,8 +1058,8 @@ async fn nothing_acknowledged_is_lost_to_a_kill_9(backend: Backend) {
     }
     let (again, events) = replay_wa(&mut replica.client().await).await;
     // Nothing new, except a read kept while its message was being stored by a body the kill
-    // cut off before it looked at the inbox: a redelivery of the message applies it. A read
-    // acknowledged together with its message was applied already.
+    // cut off before it looked at the inbox: the restart's sweep or a redelivery of the
+    // message applies it. A read acknowledged together with its message was applied already.
     let new = &events[events.len().saturating_sub((again - head) as usize)..];
     assert!(
         new.iter().all(|e| matches!(e, Event::StatusUpdated(u)
@@ -1088,6 +1088,156 @@ async fn nothing_acknowledged_is_lost_to_a_kill_9(backend: Backend) {
         assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
     }
     assert_eq!(replay_wa(&mut replica.client().await).await.0, head);
+}
+
+/// The first status of a status body, as Meta sent it (what the inbox keeps), and its key.
+fn kept_status(body: &Value) -> (String, String) {
+    let status = &body["entry"][0]["changes"][0]["value"]["statuses"][0];
+    let parsed: chatsync::sources::whatsapp_cloud::webhook::Status =
+        serde_json::from_value(status.clone()).expect("a status");
+    (parsed.key(), status.to_string())
+}
+
+/// The keys of the statuses waiting in `wa`'s inbox, paged through the store's own reads.
+async fn waiting_keys(store: &chatsync::storage::Store) -> HashSet<String> {
+    let mut keys = HashSet::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .waiting_webhook_items("wa", after.as_ref(), 200)
+            .await
+            .expect("read the inbox");
+        keys.extend(page.iter().map(|item| item.key.clone()));
+        match page.into_iter().last() {
+            Some(last) => after = Some(last),
+            None => return keys,
+        }
+    }
+}
+
+/// The keys of the statuses waiting in `wa`'s inbox, read with SQL of its own while a server
+/// runs on the database (on SQLite the server's store locks the file for its process).
+async fn waiting_keys_sql(database_url: &str) -> HashSet<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(database_url)
+        .await
+        .expect("connect");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT item_key FROM webhook_inbox WHERE session_id = 'wa' AND error IS NULL",
+        ))
+        .await
+        .expect("read the inbox");
+    let keys = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "item_key").expect("item_key"))
+        .collect();
+    db.close().await.ok();
+    keys
+}
+
+/// A restart of the server process applies the statuses a crash left waiting in the inbox for
+/// a message that is stored already. The state is the one a kill -9 leaves when a body stored
+/// a message and died before it looked at the inbox, while another request kept that
+/// message's read there: written here, with the server down, through the store's own calls,
+/// behind more never-applicable statuses than one page of the sweep (a status whose message
+/// was sent from outside chatsync waits for ever). The restarted server applies the read (a
+/// `status_updated` READ event), leaves the others waiting, and a message arriving later
+/// still takes its own.
+async fn a_restart_applies_statuses_left_waiting(backend: Backend) {
+    let graph = GraphApi::start(TOKEN).await;
+    let config = replica_config(&backend, &graph);
+    let http = reqwest::Client::new();
+    let mut replica = Replica::start(&config).await;
+    let stored = "wamid.restart.stored";
+    let message = serde_json::to_vec(&case("message.json", "text", stored)).unwrap();
+    assert_eq!(post_signed(&http, &replica.url, message).await, Ok(200));
+    // A read and a delivered for a message not stored yet: kept.
+    let later = "wamid.restart.later";
+    for status in ["delivered", "read"] {
+        let bytes = serde_json::to_vec(&status_body(later, status, None)).unwrap();
+        assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
+    }
+    replica.kill().await;
+
+    let mut never = HashSet::new();
+    {
+        let store = chatsync::storage::Store::connect(&backend.database_url)
+            .await
+            .expect("open the store");
+        for i in 0..510 {
+            let wamid = format!("wamid.restart.a{i:03}");
+            let (key, payload) = kept_status(&status_body(&wamid, "read", None));
+            assert!(
+                store
+                    .keep_webhook_item("wa", &key, &payload, None)
+                    .await
+                    .unwrap()
+            );
+            never.insert(key);
+        }
+        let (read_key, payload) = kept_status(&status_body(stored, "read", None));
+        assert!(
+            store
+                .keep_webhook_item("wa", &read_key, &payload, None)
+                .await
+                .unwrap()
+        );
+        let waiting = waiting_keys(&store).await;
+        assert_eq!(
+            waiting.len(),
+            513,
+            "510 + the stored one's read + the later two"
+        );
+        assert!(waiting.contains(&read_key));
+        assert_eq!(waiting, waiting_keys_sql(&backend.database_url).await);
+    } // The store closes: on SQLite, the file is free for the next process.
+
+    let replica = Replica::start(&config).await;
+    let mut client = replica.client().await;
+    let mut stream = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: Vec::new(),
+            after_seq: Some(0),
+        })
+        .await
+        .expect("SubscribeMessages")
+        .into_inner();
+    // Replayed or live, the read arrives as a status_updated event.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let read = loop {
+        let event = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("the kept read is applied after the restart")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(Event::StatusUpdated(update)) = event.event
+            && update.provider_message_id == stored
+        {
+            break update;
+        }
+    };
+    assert_eq!(read.status, pb::MessageStatus::Read as i32);
+    let message = stored_once(&replica, stored).await;
+    assert_eq!(message[stored].status, pb::MessageStatus::Read as i32);
+    // The applied read leaves the inbox; the others wait on.
+    let mut expected = never.clone();
+    for status in ["delivered", "read"] {
+        expected.insert(kept_status(&status_body(later, status, None)).0);
+    }
+    common::eventually("the applied read leaves the inbox", || {
+        let (url, expected) = (&backend.database_url, &expected);
+        async move { waiting_keys_sql(url).await == *expected }
+    })
+    .await;
+    // The later message arrives: its kept statuses apply (READ, never back to DELIVERED).
+    let bytes = serde_json::to_vec(&case("message.json", "text", later)).unwrap();
+    assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
+    let message = stored_once(&replica, later).await;
+    assert_eq!(message[later].status, pb::MessageStatus::Read as i32);
+    assert_eq!(waiting_keys_sql(&backend.database_url).await, never);
 }
 
 /// The value of one series in a `/metrics` scrape (0 when it is absent).
@@ -1193,5 +1343,6 @@ on_both_backends!(
     reactions_and_reads_go_upstream,
     media_with_an_expired_url,
     nothing_acknowledged_is_lost_to_a_kill_9,
+    a_restart_applies_statuses_left_waiting,
     webhook_counts_on_metrics,
 );
