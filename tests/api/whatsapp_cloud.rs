@@ -670,6 +670,199 @@ async fn graph_errors_are_typed(backend: Backend) {
     assert_eq!(status.source_state, pb::SourceState::Down as i32);
 }
 
+/// SendMessage with a file of `mime_type` named `name` (and `text`) under `key`.
+async fn send_file(
+    s: &Setup,
+    text: &str,
+    name: &str,
+    mime_type: &str,
+    data: &[u8],
+    key: &str,
+) -> Result<pb::Message, tonic::Status> {
+    s.app
+        .client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            session_id: "wa".into(),
+            chat_id: USER.into(),
+            text: text.into(),
+            client_message_id: key.into(),
+            attachments: vec![pb::AttachmentUpload {
+                file_name: name.into(),
+                mime_type: mime_type.into(),
+                data: data.to_vec(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().message.expect("message"))
+}
+
+/// A file is uploaded first (`POST /{version}/{phone_number_id}/media`, multipart, checked by
+/// the stand-in against Meta's form), then sent by its media id as an image, video, audio or
+/// document by its MIME type, with the text as caption (none on audio) and a document's file
+/// name; a retry uploads and posts nothing again; text with audio, and a type the Cloud API
+/// refuses, fail the message.
+async fn files_are_uploaded_then_sent(backend: Backend) {
+    let s = Setup::start(backend).await;
+    s.post(&case("message.json", "text", "wamid.hello")).await;
+    let quoted = s.message(USER, "wamid.hello").await;
+    let cases = [
+        (
+            "look",
+            "photo.jpg",
+            "image/jpeg",
+            "image",
+            &b"\xff\xd8 jpeg"[..],
+        ),
+        (
+            "",
+            "report \"q3\".pdf",
+            "application/pdf",
+            "document",
+            &b"%PDF-1.7"[..],
+        ),
+        ("", "voice.ogg", "audio/ogg", "audio", &b"OggS opus"[..]),
+        (
+            "watch",
+            "clip.mp4",
+            "video/mp4",
+            "video",
+            &b"\0\0\0 ftypmp42"[..],
+        ),
+    ];
+    for (i, (text, name, mime, kind, data)) in cases.into_iter().enumerate() {
+        let key = format!("f{i}");
+        let sent = send_file(&s, text, name, mime, data, &key)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(sent.status, pb::MessageStatus::Sent as i32, "{name}");
+        assert_eq!(sent.kind, pb::MessageKind::Media as i32, "{name}");
+        let upload = s.graph.uploads().last().cloned().expect("an upload");
+        assert_eq!(s.graph.uploads().len(), i + 1, "one upload per file");
+        assert_eq!(upload.bytes, data, "{name}: the bytes");
+        assert_eq!(upload.mime_type, mime);
+        let shown_name = name.replace('"', "%22");
+        assert_eq!(upload.file_name, shown_name);
+        let post = s.posts_last();
+        assert_eq!(post["type"], kind, "{post}");
+        assert_eq!(post[kind]["id"], upload.id.as_str(), "{post}");
+        assert_eq!(post["to"], USER);
+        assert_eq!(post["biz_opaque_callback_data"], key.as_str());
+        match text {
+            "" => assert!(post[kind].get("caption").is_none(), "{post}"),
+            text => assert_eq!(post[kind]["caption"], text, "{post}"),
+        }
+        if kind == "document" {
+            assert_eq!(post[kind]["filename"], name, "{post}");
+        }
+        let stored = s.message(USER, &sent.provider_message_id).await;
+        assert_eq!(stored.id, sent.id);
+        assert_eq!(stored.attachments.len(), 1);
+        assert_eq!(stored.attachments[0].file_name, name);
+    }
+    // A retry under a used key: the same message, nothing uploaded or posted again.
+    let (uploads, posts) = (s.graph.uploads().len(), s.graph.posts().len());
+    let again = send_file(
+        &s,
+        "look",
+        "photo.jpg",
+        "image/jpeg",
+        b"\xff\xd8 jpeg",
+        "f0",
+    )
+    .await
+    .expect("retry");
+    let first = s
+        .messages(USER)
+        .await
+        .into_iter()
+        .find(|m| m.client_message_id == "f0")
+        .expect("the first send");
+    assert_eq!(
+        (again.id, &again.provider_message_id),
+        (first.id, &first.provider_message_id)
+    );
+    assert_eq!(
+        (s.graph.uploads().len(), s.graph.posts().len()),
+        (uploads, posts)
+    );
+    // A reply with a file carries context.message_id.
+    s.app
+        .client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            session_id: "wa".into(),
+            chat_id: USER.into(),
+            text: "this one".into(),
+            client_message_id: "f-reply".into(),
+            attachments: vec![pb::AttachmentUpload {
+                file_name: "a.png".into(),
+                mime_type: "image/png".into(),
+                data: b"\x89PNG".to_vec(),
+            }],
+            reply_to_message_id: quoted.id,
+        })
+        .await
+        .expect("a reply with a file");
+    assert_eq!(s.posts_last()["context"]["message_id"], "wamid.hello");
+    // Text with audio: WhatsApp shows no caption there; refused before any upload.
+    let uploads = s.graph.uploads().len();
+    let error = send_file(
+        &s,
+        "hear this",
+        "v.ogg",
+        "audio/ogg",
+        b"OggS",
+        "f-audio-text",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert_eq!(s.graph.uploads().len(), uploads);
+    // A type the Cloud API does not take: Meta's upload error, the message FAILED.
+    let error = send_file(&s, "", "anim.gif", "image/gif", b"GIF89a", "f-gif")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert!(error.message().contains("131053"), "{error:?}");
+    let failed = s
+        .messages(USER)
+        .await
+        .into_iter()
+        .find(|m| m.client_message_id == "f-gif")
+        .expect("the refused send is stored");
+    assert_eq!(failed.status, pb::MessageStatus::Failed as i32);
+    // Two files in one message: INVALID_ARGUMENT, nothing sent.
+    let error = s
+        .app
+        .client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            session_id: "wa".into(),
+            chat_id: USER.into(),
+            text: String::new(),
+            client_message_id: "f-two".into(),
+            attachments: vec![
+                pb::AttachmentUpload {
+                    file_name: "a.png".into(),
+                    mime_type: "image/png".into(),
+                    data: b"a".to_vec(),
+                },
+                pb::AttachmentUpload {
+                    file_name: "b.png".into(),
+                    mime_type: "image/png".into(),
+                    data: b"b".to_vec(),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert_eq!(s.graph.uploads().len(), uploads);
+}
+
 async fn reactions_and_reads_go_upstream(backend: Backend) {
     let s = Setup::start(backend).await;
     s.post(&case("message.json", "text", "wamid.in")).await;
@@ -1340,6 +1533,7 @@ on_both_backends!(
     status_before_the_send_answer,
     a_retry_racing_its_send_posts_once,
     graph_errors_are_typed,
+    files_are_uploaded_then_sent,
     reactions_and_reads_go_upstream,
     media_with_an_expired_url,
     nothing_acknowledged_is_lost_to_a_kill_9,
