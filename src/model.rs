@@ -435,6 +435,21 @@ pub struct StatusUpdate {
     pub status: MessageStatus,
     /// Unix milliseconds (UTC).
     pub updated_at_ms: i64,
+    /// Why the message failed, when `status` is FAILED and the source said why.
+    pub error: Option<StatusError>,
+}
+
+/// Why a source could not deliver a message, as the source says it: for the WhatsApp Cloud
+/// API the first entry of a failed status's `errors[]`
+/// (<https://developers.facebook.com/docs/whatsapp/cloud-api/webhooks/components#statuses-object>),
+/// whose codes are listed at
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes>.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusError {
+    /// The source's error code (`131047`: the 24-hour window is closed).
+    pub code: i64,
+    /// The source's short title (`Re-engagement message`).
+    pub title: String,
 }
 
 /// A stored contact: a person a session's source knows.

@@ -17,6 +17,7 @@ mod m20261206_000010_message_lifecycle;
 mod m20261206_000011_webhook_inbox;
 mod m20261206_000012_webhook_cursors;
 mod m20261206_000013_search_bulk;
+mod m20261206_000014_status_errors;
 
 pub use m20261201_000006_search::CJK_RANGES;
 pub use m20261206_000013_search_bulk::{BULK_INDEX_WORDS, SEARCH_DEFERRED};
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_webhook_inbox::Migration),
             Box::new(m20261206_000012_webhook_cursors::Migration),
             Box::new(m20261206_000013_search_bulk::Migration),
+            Box::new(m20261206_000014_status_errors::Migration),
         ]
     }
 }

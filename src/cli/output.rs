@@ -366,11 +366,16 @@ pub fn event(event: &pb::SubscribeMessagesResponse) {
             message(updated);
         }
         Some(Event::StatusUpdated(update)) => println!(
-            "#{:<6} message {} in {} is now {}",
+            "#{:<6} message {} in {} is now {}{}",
             event.seq,
             update.message_id,
             update.chat_id,
-            status_name(update.status)
+            status_name(update.status),
+            update
+                .error
+                .as_ref()
+                .map(|error| format!(" ({} {})", error.code, error.title))
+                .unwrap_or_default()
         ),
         Some(Event::ContactUpdated(update)) => {
             let contact = update.contact.clone().unwrap_or_default();

@@ -346,6 +346,10 @@ pub(super) fn change_to_pb(change: model::Change) -> (u64, pb::subscribe_message
                 provider_message_id: update.provider_message_id,
                 status: pb::MessageStatus::from(update.status) as i32,
                 updated_at: Some(timestamp(update.updated_at_ms)),
+                error: update.error.map(|error| pb::StatusError {
+                    code: error.code,
+                    title: error.title,
+                }),
             }),
         ),
         model::Change::ChatUpdated(chat) => (chat.seq, PbEvent::ChatUpdated(pb::Chat::from(chat))),

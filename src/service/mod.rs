@@ -115,7 +115,9 @@ struct Inner {
 
 impl ChatSync {
     /// Builds the sources of every configured session and makes sure each session has its
-    /// row. Runs left RUNNING by a crash become INTERRUPTED.
+    /// row. Runs left RUNNING by a crash become INTERRUPTED. Statuses a crash left waiting in
+    /// a `whatsapp-cloud` session's webhook inbox for a message stored meanwhile are applied
+    /// in the background ([`whatsapp_cloud::spawn_waiting_sweep`]).
     pub async fn new(
         config: &Config,
         store: Store,
@@ -183,7 +185,7 @@ impl ChatSync {
         )
         .await?;
         let hub_store = store.clone();
-        Ok(Self {
+        let service = Self {
             inner: Arc::new(Inner {
                 store,
                 sessions,
@@ -202,7 +204,9 @@ impl ChatSync {
                 ))),
                 webhooks,
             }),
-        })
+        };
+        whatsapp_cloud::spawn_waiting_sweep(service.clone());
+        Ok(service)
     }
 
     /// The webhook endpoints: their status and cursors (GetWebhookStatus, ReplayWebhook).

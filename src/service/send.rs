@@ -243,9 +243,11 @@ impl ChatSync {
                         Some(&receipt.provider_message_id),
                     )
                     .await?;
-                // Statuses that beat this answer without naming the send wait in the inbox.
+                // Statuses that beat this answer without naming the send wait in the inbox,
+                // under the wamid it gives.
                 if source.whatsapp_cloud().is_some() {
-                    self.apply_waiting_webhook_items(session_id).await?;
+                    self.apply_waiting_statuses_of(session_id, &receipt.provider_message_id)
+                        .await?;
                 }
                 Ok((sent, false))
             }

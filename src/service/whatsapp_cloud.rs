@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::live::LiveStore;
 use super::*;
-use crate::model::ReceiptKind;
+use crate::model::{ReceiptKind, StatusError};
 use crate::sources::whatsapp_cloud::{Item, WhatsAppCloud, webhook};
 use crate::storage::MessageOp;
 
@@ -286,7 +286,12 @@ impl ChatSync {
                 )));
             }
         };
+        let mut reason = None;
         if next == MessageStatus::Failed {
+            reason = status.errors.first().map(|error| StatusError {
+                code: error.code,
+                title: error.title.clone(),
+            });
             for error in &status.errors {
                 tracing::warn!(
                     session_id,
@@ -320,7 +325,10 @@ impl ChatSync {
                 Err(error) => Err(error),
             };
         }
-        match store.update_status(session_id, &by_wamid, next, None).await {
+        match store
+            .update_status_because(session_id, &by_wamid, next, None, reason.as_ref())
+            .await
+        {
             Ok(_) => return Ok(true),
             Err(Error::NotFound(_)) => {}
             Err(error) => return Err(error),
@@ -334,7 +342,13 @@ impl ChatSync {
             provider_message_id: format!("pending-{client_message_id}"),
         };
         match store
-            .update_status(session_id, &pending, next, Some(&status.id))
+            .update_status_because(
+                session_id,
+                &pending,
+                next,
+                Some(&status.id),
+                reason.as_ref(),
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -343,10 +357,14 @@ impl ChatSync {
         }
     }
 
-    /// Applies the statuses kept for `wamid` (a message a webhook just stored); each applied
-    /// one leaves the inbox. Only that message's items are read, so a busy inbox costs a
-    /// message body nothing.
-    async fn apply_waiting_statuses_of(&self, session_id: &str, wamid: &str) -> Result<()> {
+    /// Applies the statuses kept for `wamid` (a message a webhook just stored, or the wamid a
+    /// send's answer just gave its message); each applied one leaves the inbox. Only that
+    /// message's items are read, so a busy inbox costs a message body nothing.
+    pub(super) async fn apply_waiting_statuses_of(
+        &self,
+        session_id: &str,
+        wamid: &str,
+    ) -> Result<()> {
         let store = &self.inner.store;
         let prefix = format!("status:{wamid}:");
         for item in store
@@ -363,23 +381,85 @@ impl ChatSync {
         Ok(())
     }
 
-    /// Applies the session's statuses that waited for their message; each applied one leaves
-    /// the inbox. Called after a send's answer (a status may have named its
-    /// `client_message_id`).
-    pub(super) async fn apply_waiting_webhook_items(&self, session_id: &str) -> Result<()> {
+    /// Applies every status of the session that waits in the inbox and whose message is
+    /// stored by now; each applied one leaves the inbox, the others stay. Reads the whole
+    /// inbox, [`WAITING_BATCH`] items at a time, so a status whose message never comes (one
+    /// sent from outside chatsync) holds back none behind it. Returns how many were applied.
+    ///
+    /// Run at start-up ([`spawn_waiting_sweep`]): a crash can leave a status waiting for a
+    /// message that is stored already (a body stored the message and died before it looked
+    /// at the inbox, or a send saved its wamid and died before it did), and nothing else
+    /// would look at it again until Meta redelivers.
+    ///
+    /// Errors: storage failures; a status that cannot be applied otherwise stays, logged.
+    pub(super) async fn apply_waiting_webhook_items(&self, session_id: &str) -> Result<u64> {
         let store = &self.inner.store;
-        for item in store
-            .waiting_webhook_items(session_id, WAITING_BATCH)
-            .await?
-        {
-            let Ok(status) = serde_json::from_str::<webhook::Status>(&item.payload) else {
-                continue;
-            };
-            if self.apply_status(session_id, &status).await? {
-                store.drop_webhook_item(session_id, &item.key).await?;
+        let mut applied = 0;
+        let mut after = None;
+        loop {
+            let page = store
+                .waiting_webhook_items(session_id, after.as_ref(), WAITING_BATCH)
+                .await?;
+            let full = page.len() as u64 == WAITING_BATCH;
+            for item in &page {
+                let Ok(status) = serde_json::from_str::<webhook::Status>(&item.payload) else {
+                    continue;
+                };
+                match self.apply_status(session_id, &status).await {
+                    Ok(true) => {
+                        store.drop_webhook_item(session_id, &item.key).await?;
+                        applied += 1;
+                    }
+                    Ok(false) => {}
+                    Err(error) if retry_worthy(&error) => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(session_id, key = item.key, %error, "a waiting status cannot be applied");
+                    }
+                }
+            }
+            after = page.into_iter().last();
+            if !full {
+                return Ok(applied);
             }
         }
-        Ok(())
+    }
+}
+
+/// Sweeps the inbox of each `whatsapp-cloud` session once, in the background
+/// ([`ChatSync::apply_waiting_webhook_items`]), retrying a storage failure with a growing
+/// pause (1 s doubling, at most 60 s) until it passes or the server shuts down.
+pub(super) fn spawn_waiting_sweep(service: ChatSync) {
+    let session_ids: Vec<String> = service
+        .whatsapp_sessions()
+        .map(|(id, _)| id.clone())
+        .collect();
+    for session_id in session_ids {
+        let service = service.clone();
+        let shutdown = service.inner.shutdown.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                match service.apply_waiting_webhook_items(&session_id).await {
+                    Ok(0) => return,
+                    Ok(applied) => {
+                        tracing::info!(
+                            session_id,
+                            applied,
+                            "applied statuses that waited for messages stored before a restart"
+                        );
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(session_id, %error, "cannot sweep the webhook inbox; retrying");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
+        });
     }
 }
 

@@ -8,7 +8,9 @@ use super::entities::{change, chat, message};
 use super::rows::{chat_from_row, message_from_row};
 use super::{Store, Take};
 use crate::error::Result;
-use crate::model::{Change, Chat, Message, MessageChange, MessageStatus, StatusUpdate, SyncState};
+use crate::model::{
+    Change, Chat, Message, MessageChange, MessageStatus, StatusError, StatusUpdate, SyncState,
+};
 
 impl Store {
     /// Chats with `seq > after_seq`, in seq order, at most `limit`.
@@ -223,6 +225,10 @@ impl Store {
                     chat_id: row.chat_id,
                     status: MessageStatus::from_i16(row.status.unwrap_or_default()),
                     updated_at_ms: row.at,
+                    error: row.error_code.map(|code| StatusError {
+                        code,
+                        title: row.error_title.clone().unwrap_or_default(),
+                    }),
                 }),
                 change::KIND_MESSAGE => {
                     let Some(message) = row.message_id.and_then(|id| updated.get(&id)) else {

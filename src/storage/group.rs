@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::Store;
 use crate::error::{Error, Result};
-use crate::model::{Message, MessageRef, MessageStatus, MissingChat, NewMessage};
+use crate::model::{Message, MessageRef, MessageStatus, MissingChat, NewMessage, StatusError};
 
 /// One write that may share its transaction with others of its session.
 #[derive(Debug, Clone)]
@@ -35,11 +35,12 @@ pub(super) enum GroupedWrite {
         new: NewMessage,
         missing_chat: MissingChat,
     },
-    /// [`Store::update_status`].
+    /// [`Store::update_status_because`].
     Status {
         reference: MessageRef,
         status: MessageStatus,
         provider_message_id: Option<String>,
+        error: Option<StatusError>,
     },
 }
 
@@ -255,10 +256,16 @@ impl Store {
                 reference,
                 status,
                 provider_message_id,
+                error,
             } = write
             {
                 let answer = txn
-                    .set_status(reference, *status, provider_message_id.as_deref())
+                    .set_status(
+                        reference,
+                        *status,
+                        provider_message_id.as_deref(),
+                        error.as_ref(),
+                    )
                     .await?;
                 outcomes[i] = Some(answer);
             }

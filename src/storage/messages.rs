@@ -14,7 +14,8 @@ use super::rows::{change_row, chat_from_row, message_from_row, message_query, ne
 use super::{ROWS_PER_INSERT, Store, WriteTxn};
 use crate::error::{Error, Result};
 use crate::model::{
-    Chat, Message, MessageChange, MessageRef, MessageStatus, MissingChat, NewMessage, now_ms,
+    Chat, Message, MessageChange, MessageRef, MessageStatus, MissingChat, NewMessage, StatusError,
+    now_ms,
 };
 
 impl WriteTxn {
@@ -27,6 +28,21 @@ impl WriteTxn {
         kind: i16,
         status: Option<i16>,
         what: Option<MessageChange>,
+        columns: Vec<(message::Column, Expr)>,
+    ) -> Result<()> {
+        self.change_message_because(row, kind, status, what, None, columns)
+            .await
+    }
+
+    /// [`change_message`](Self::change_message), logging `error` (why a message failed) on
+    /// the change.
+    async fn change_message_because(
+        &mut self,
+        row: &message::Model,
+        kind: i16,
+        status: Option<i16>,
+        what: Option<MessageChange>,
+        error: Option<&StatusError>,
         columns: Vec<(message::Column, Expr)>,
     ) -> Result<()> {
         let seq = self.next_seq();
@@ -50,6 +66,8 @@ impl WriteTxn {
             now,
         );
         change.what = sea_orm::ActiveValue::Set(what.map(MessageChange::as_i16));
+        change.error_code = sea_orm::ActiveValue::Set(error.map(|error| error.code));
+        change.error_title = sea_orm::ActiveValue::Set(error.map(|error| error.title.clone()));
         change::Entity::insert(change)
             .exec_without_returning(self.conn())
             .await?;
@@ -198,14 +216,15 @@ impl WriteTxn {
             .collect()
     }
 
-    /// The status change of [`Store::update_status`], inside this transaction. The outer error
-    /// is the transaction's; the inner one (`NotFound`) this change's, decided before it
-    /// writes anything.
+    /// The status change of [`Store::update_status_because`], inside this transaction. The
+    /// outer error is the transaction's; the inner one (`NotFound`) this change's, decided
+    /// before it writes anything. `error` is logged only on a change to FAILED.
     pub(super) async fn set_status(
         &mut self,
         reference: &MessageRef,
         status: MessageStatus,
         provider_message_id: Option<&str>,
+        error: Option<&StatusError>,
     ) -> Result<Answer> {
         let query = message_query(self.session_id(), reference);
         let Some(row) = query.one(self.conn()).await? else {
@@ -219,11 +238,13 @@ impl WriteTxn {
         if let Some(provider_id) = provider_message_id {
             columns.push((message::Column::ProviderMessageId, Expr::value(provider_id)));
         }
-        self.change_message(
+        let error = error.filter(|_| status == MessageStatus::Failed);
+        self.change_message_because(
             &row,
             change::KIND_STATUS,
             Some(status.as_i16()),
             None,
+            error,
             columns,
         )
         .await?;
@@ -303,10 +324,28 @@ impl Store {
         status: MessageStatus,
         provider_message_id: Option<&str>,
     ) -> Result<(Message, bool)> {
+        self.update_status_because(session_id, reference, status, provider_message_id, None)
+            .await
+    }
+
+    /// [`update_status`](Self::update_status), keeping `error` (why the message failed, as
+    /// the source says it) on the logged change when `status` is FAILED: the
+    /// `status_updated` event carries it. Ignored for other statuses.
+    ///
+    /// Errors: `NotFound` for an unknown message.
+    pub async fn update_status_because(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+        status: MessageStatus,
+        provider_message_id: Option<&str>,
+        error: Option<&StatusError>,
+    ) -> Result<(Message, bool)> {
         let write = GroupedWrite::Status {
             reference: reference.clone(),
             status,
             provider_message_id: provider_message_id.map(str::to_owned),
+            error: error.cloned(),
         };
         let (mut message, changed) = self.grouped(session_id, write).await?;
         self.fill_details([&mut message]).await?;

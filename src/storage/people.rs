@@ -422,6 +422,8 @@ fn people_change(
         status: Set(None),
         at: Set(at),
         contact_id: Set(Some(contact_id.to_owned())),
+        error_code: Set(None),
+        error_title: Set(None),
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) fn change_row(
         at: Set(at),
         contact_id: Set(None),
         what: Set(None),
+        error_code: Set(None),
+        error_title: Set(None),
     }
 }
 

@@ -611,6 +611,8 @@ async fn log_run_end(
         at: Set(finished_at_ms),
         what: Set(None),
         contact_id: Set(None),
+        error_code: Set(None),
+        error_title: Set(None),
     })
     .exec(txn.conn())
     .await?;

@@ -10,7 +10,7 @@
 //! [`Store::ensure_session`].
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
 use super::Store;
 use super::entities::webhook_inbox;
@@ -26,6 +26,19 @@ pub struct InboxItem {
     pub payload: String,
     /// Why it could not be read; `None` while it waits to be applied.
     pub error: Option<String>,
+    /// When it was kept (Unix ms); with `key`, its place in the inbox's order.
+    pub received_at_ms: i64,
+}
+
+impl From<webhook_inbox::Model> for InboxItem {
+    fn from(row: webhook_inbox::Model) -> Self {
+        InboxItem {
+            key: row.item_key,
+            payload: row.payload,
+            error: row.error,
+            received_at_ms: row.received_at,
+        }
+    }
 }
 
 impl Store {
@@ -59,26 +72,38 @@ impl Store {
         Ok(inserted > 0)
     }
 
-    /// The session's items waiting to be applied (no error), oldest first, at most `limit`.
+    /// The session's items waiting to be applied (no error), oldest first (by
+    /// `received_at_ms`, then `key`), at most `limit`, after `after` (the last item of the
+    /// previous page; `None` from the start). Paging by the last item, not by an offset, so
+    /// that items applied and dropped meanwhile move nothing past the reader.
     pub async fn waiting_webhook_items(
         &self,
         session_id: &str,
+        after: Option<&InboxItem>,
         limit: u64,
     ) -> Result<Vec<InboxItem>> {
-        Ok(webhook_inbox::Entity::find()
+        let mut query = webhook_inbox::Entity::find()
             .filter(webhook_inbox::Column::SessionId.eq(session_id))
-            .filter(webhook_inbox::Column::Error.is_null())
+            .filter(webhook_inbox::Column::Error.is_null());
+        if let Some(after) = after {
+            query = query.filter(
+                Condition::any()
+                    .add(webhook_inbox::Column::ReceivedAt.gt(after.received_at_ms))
+                    .add(
+                        Condition::all()
+                            .add(webhook_inbox::Column::ReceivedAt.eq(after.received_at_ms))
+                            .add(webhook_inbox::Column::ItemKey.gt(after.key.as_str())),
+                    ),
+            );
+        }
+        Ok(query
             .order_by_asc(webhook_inbox::Column::ReceivedAt)
             .order_by_asc(webhook_inbox::Column::ItemKey)
             .paginate(&self.db, limit.max(1))
             .fetch_page(0)
             .await?
             .into_iter()
-            .map(|row| InboxItem {
-                key: row.item_key,
-                payload: row.payload,
-                error: row.error,
-            })
+            .map(InboxItem::from)
             .collect())
     }
 
@@ -100,11 +125,7 @@ impl Store {
             .fetch_page(0)
             .await?
             .into_iter()
-            .map(|row| InboxItem {
-                key: row.item_key,
-                payload: row.payload,
-                error: row.error,
-            })
+            .map(InboxItem::from)
             .collect())
     }
 

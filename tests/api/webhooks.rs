@@ -25,7 +25,7 @@ const WRONG_SECRET: &str = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// What the receiver answers.
 #[derive(Clone, Copy, Debug)]
-enum Answer {
+pub(crate) enum Answer {
     Status(u16),
     StatusRetryAfter(u16, u64),
     /// Never answers (until the client gives up).
@@ -34,20 +34,20 @@ enum Answer {
 
 /// One request the receiver got, with what it answered.
 #[derive(Clone, Debug)]
-struct Hit {
-    id: String,
-    seq: u64,
-    session: String,
-    kind: String,
-    body: serde_json::Value,
-    answered: Option<u16>,
-    at: Instant,
+pub(crate) struct Hit {
+    pub(crate) id: String,
+    pub(crate) seq: u64,
+    pub(crate) session: String,
+    pub(crate) kind: String,
+    pub(crate) body: serde_json::Value,
+    pub(crate) answered: Option<u16>,
+    pub(crate) at: Instant,
 }
 
 type Script = Box<dyn FnMut(usize, &Hit) -> Answer + Send>;
 
 /// A webhook receiver on loopback.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     hits: mpsc::UnboundedReceiver<Hit>,
 }
@@ -55,7 +55,7 @@ struct Receiver {
 impl Receiver {
     /// Answers each request as `script` says (given the request's index and the request),
     /// after verifying its signature (a request that fails verification fails the test).
-    async fn start(script: impl FnMut(usize, &Hit) -> Answer + Send + 'static) -> Self {
+    pub(crate) async fn start(script: impl FnMut(usize, &Hit) -> Answer + Send + 'static) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -70,12 +70,12 @@ impl Receiver {
         Self { addr, hits }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
 
     /// The next request, within the hang guard.
-    async fn next(&mut self) -> Hit {
+    pub(crate) async fn next(&mut self) -> Hit {
         tokio::time::timeout(HANG_GUARD, self.hits.recv())
             .await
             .expect("a webhook request within the hang guard")
@@ -197,7 +197,7 @@ async fn serve(
 
 /// An endpoint to `url` with the test secret in a file under `dir`, fast retries, on
 /// loopback (allowed).
-fn endpoint(dir: &Path, id: &str, url: &str) -> WebhookConfig {
+pub(crate) fn endpoint(dir: &Path, id: &str, url: &str) -> WebhookConfig {
     let secret_file = dir.join(format!("{id}.secret"));
     std::fs::write(&secret_file, format!("{SECRET}\n")).expect("write secret");
     WebhookConfig {

@@ -51,6 +51,14 @@ struct Setup {
 
 impl Setup {
     async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// [`start`](Self::start), letting the test adjust the configuration first.
+    async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut chatsync::config::Config),
+    ) -> Self {
         let graph = GraphApi::start(TOKEN).await;
         // One process-wide variable per secret; every test uses the same values.
         unsafe {
@@ -72,7 +80,7 @@ impl Setup {
                 "rate_limit_backoff_ms": 10,
             }),
         );
-        let app = TestApp::spawn(&backend, vec![session]).await;
+        let app = TestApp::spawn_with(&backend, vec![session], adjust).await;
         Setup {
             app,
             graph,
@@ -468,6 +476,93 @@ async fn statuses_in_any_order(backend: Backend) {
     );
 }
 
+/// A `failed` status with Meta's `errors[]` (the shared body) keeps the first error's code and
+/// title: the `status_updated` event carries them, live and replayed, and so does the
+/// `status.updated` webhook's JSON body. Other statuses carry none.
+async fn a_failed_status_keeps_its_error(backend: Backend) {
+    let mut receiver =
+        crate::webhooks::Receiver::start(|_, _| crate::webhooks::Answer::Status(200)).await;
+    let url = receiver.url();
+    let dir = backend.dir.path().to_owned();
+    let s = Setup::start_with(backend, |config| {
+        config.webhooks = vec![crate::webhooks::endpoint(&dir, "crm", &url)];
+    })
+    .await;
+    s.post(&case("message.json", "text", "wamid.hello")).await;
+    let mut client = s.app.client().await;
+    let mut live = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: vec![],
+            after_seq: None,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let sent = send_one(&s, "doomed", "k-fail").await.expect("send");
+    let wamid = sent.provider_message_id.clone();
+    let body = case("message_status.json", "failed", &wamid);
+    let errors = &body["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"];
+    let (code, title) = (130472, "User's number is part of an experiment");
+    assert_eq!(errors[0]["code"], code, "the shared body's error");
+    assert_eq!(errors[0]["title"], title);
+    s.post(&body).await;
+
+    // Live: the send's SENT carries no error, the FAILED carries Meta's.
+    let mut statuses = Vec::new();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while statuses.len() < 2 {
+        let event = tokio::time::timeout_at(deadline, live.message())
+            .await
+            .expect("status events in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(Event::StatusUpdated(update)) = event.event
+            && update.message_id == sent.id
+        {
+            statuses.push((event.seq, update));
+        }
+    }
+    assert_eq!(statuses[0].1.status, pb::MessageStatus::Sent as i32);
+    assert_eq!(statuses[0].1.error, None);
+    let (failed_seq, failed) = statuses[1].clone();
+    assert_eq!(failed.status, pb::MessageStatus::Failed as i32);
+    assert_eq!(
+        failed.error,
+        Some(pb::StatusError {
+            code,
+            title: title.into()
+        })
+    );
+    // Replayed from storage: the same.
+    let mut replay = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: vec![],
+            after_seq: Some(failed_seq - 1),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let replayed = common::read_until(&mut replay, failed_seq).await;
+    let Some(Event::StatusUpdated(update)) = &replayed[0].event else {
+        panic!("the replay starts with the FAILED: {replayed:?}");
+    };
+    assert_eq!(update, &failed);
+    // The webhook body: the protobuf JSON mapping (int64 as a decimal string).
+    let hit = loop {
+        let hit = receiver.next().await;
+        if hit.seq == failed_seq {
+            break hit;
+        }
+    };
+    assert_eq!(hit.kind, "status.updated");
+    let update = &hit.body["statusUpdated"];
+    assert_eq!(update["status"], "MESSAGE_STATUS_FAILED", "{}", hit.body);
+    assert_eq!(update["error"]["code"], code.to_string(), "{}", hit.body);
+    assert_eq!(update["error"]["title"], title, "{}", hit.body);
+}
+
 impl Setup {
     fn posts_last(&self) -> Value {
         self.graph.posts().last().cloned().expect("a post")
@@ -573,6 +668,199 @@ async fn graph_errors_are_typed(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(status.source_state, pb::SourceState::Down as i32);
+}
+
+/// SendMessage with a file of `mime_type` named `name` (and `text`) under `key`.
+async fn send_file(
+    s: &Setup,
+    text: &str,
+    name: &str,
+    mime_type: &str,
+    data: &[u8],
+    key: &str,
+) -> Result<pb::Message, tonic::Status> {
+    s.app
+        .client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            session_id: "wa".into(),
+            chat_id: USER.into(),
+            text: text.into(),
+            client_message_id: key.into(),
+            attachments: vec![pb::AttachmentUpload {
+                file_name: name.into(),
+                mime_type: mime_type.into(),
+                data: data.to_vec(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().message.expect("message"))
+}
+
+/// A file is uploaded first (`POST /{version}/{phone_number_id}/media`, multipart, checked by
+/// the stand-in against Meta's form), then sent by its media id as an image, video, audio or
+/// document by its MIME type, with the text as caption (none on audio) and a document's file
+/// name; a retry uploads and posts nothing again; text with audio, and a type the Cloud API
+/// refuses, fail the message.
+async fn files_are_uploaded_then_sent(backend: Backend) {
+    let s = Setup::start(backend).await;
+    s.post(&case("message.json", "text", "wamid.hello")).await;
+    let quoted = s.message(USER, "wamid.hello").await;
+    let cases = [
+        (
+            "look",
+            "photo.jpg",
+            "image/jpeg",
+            "image",
+            &b"\xff\xd8 jpeg"[..],
+        ),
+        (
+            "",
+            "report \"q3\".pdf",
+            "application/pdf",
+            "document",
+            &b"%PDF-1.7"[..],
+        ),
+        ("", "voice.ogg", "audio/ogg", "audio", &b"OggS opus"[..]),
+        (
+            "watch",
+            "clip.mp4",
+            "video/mp4",
+            "video",
+            &b"\0\0\0 ftypmp42"[..],
+        ),
+    ];
+    for (i, (text, name, mime, kind, data)) in cases.into_iter().enumerate() {
+        let key = format!("f{i}");
+        let sent = send_file(&s, text, name, mime, data, &key)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(sent.status, pb::MessageStatus::Sent as i32, "{name}");
+        assert_eq!(sent.kind, pb::MessageKind::Media as i32, "{name}");
+        let upload = s.graph.uploads().last().cloned().expect("an upload");
+        assert_eq!(s.graph.uploads().len(), i + 1, "one upload per file");
+        assert_eq!(upload.bytes, data, "{name}: the bytes");
+        assert_eq!(upload.mime_type, mime);
+        let shown_name = name.replace('"', "%22");
+        assert_eq!(upload.file_name, shown_name);
+        let post = s.posts_last();
+        assert_eq!(post["type"], kind, "{post}");
+        assert_eq!(post[kind]["id"], upload.id.as_str(), "{post}");
+        assert_eq!(post["to"], USER);
+        assert_eq!(post["biz_opaque_callback_data"], key.as_str());
+        match text {
+            "" => assert!(post[kind].get("caption").is_none(), "{post}"),
+            text => assert_eq!(post[kind]["caption"], text, "{post}"),
+        }
+        if kind == "document" {
+            assert_eq!(post[kind]["filename"], name, "{post}");
+        }
+        let stored = s.message(USER, &sent.provider_message_id).await;
+        assert_eq!(stored.id, sent.id);
+        assert_eq!(stored.attachments.len(), 1);
+        assert_eq!(stored.attachments[0].file_name, name);
+    }
+    // A retry under a used key: the same message, nothing uploaded or posted again.
+    let (uploads, posts) = (s.graph.uploads().len(), s.graph.posts().len());
+    let again = send_file(
+        &s,
+        "look",
+        "photo.jpg",
+        "image/jpeg",
+        b"\xff\xd8 jpeg",
+        "f0",
+    )
+    .await
+    .expect("retry");
+    let first = s
+        .messages(USER)
+        .await
+        .into_iter()
+        .find(|m| m.client_message_id == "f0")
+        .expect("the first send");
+    assert_eq!(
+        (again.id, &again.provider_message_id),
+        (first.id, &first.provider_message_id)
+    );
+    assert_eq!(
+        (s.graph.uploads().len(), s.graph.posts().len()),
+        (uploads, posts)
+    );
+    // A reply with a file carries context.message_id.
+    s.app
+        .client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            session_id: "wa".into(),
+            chat_id: USER.into(),
+            text: "this one".into(),
+            client_message_id: "f-reply".into(),
+            attachments: vec![pb::AttachmentUpload {
+                file_name: "a.png".into(),
+                mime_type: "image/png".into(),
+                data: b"\x89PNG".to_vec(),
+            }],
+            reply_to_message_id: quoted.id,
+        })
+        .await
+        .expect("a reply with a file");
+    assert_eq!(s.posts_last()["context"]["message_id"], "wamid.hello");
+    // Text with audio: WhatsApp shows no caption there; refused before any upload.
+    let uploads = s.graph.uploads().len();
+    let error = send_file(
+        &s,
+        "hear this",
+        "v.ogg",
+        "audio/ogg",
+        b"OggS",
+        "f-audio-text",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert_eq!(s.graph.uploads().len(), uploads);
+    // A type the Cloud API does not take: Meta's upload error, the message FAILED.
+    let error = send_file(&s, "", "anim.gif", "image/gif", b"GIF89a", "f-gif")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert!(error.message().contains("131053"), "{error:?}");
+    let failed = s
+        .messages(USER)
+        .await
+        .into_iter()
+        .find(|m| m.client_message_id == "f-gif")
+        .expect("the refused send is stored");
+    assert_eq!(failed.status, pb::MessageStatus::Failed as i32);
+    // Two files in one message: INVALID_ARGUMENT, nothing sent.
+    let error = s
+        .app
+        .client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            session_id: "wa".into(),
+            chat_id: USER.into(),
+            text: String::new(),
+            client_message_id: "f-two".into(),
+            attachments: vec![
+                pb::AttachmentUpload {
+                    file_name: "a.png".into(),
+                    mime_type: "image/png".into(),
+                    data: b"a".to_vec(),
+                },
+                pb::AttachmentUpload {
+                    file_name: "b.png".into(),
+                    mime_type: "image/png".into(),
+                    data: b"b".to_vec(),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert_eq!(s.graph.uploads().len(), uploads);
 }
 
 async fn reactions_and_reads_go_upstream(backend: Backend) {
@@ -963,8 +1251,8 @@ async fn nothing_acknowledged_is_lost_to_a_kill_9(backend: Backend) {
     }
     let (again, events) = replay_wa(&mut replica.client().await).await;
     // Nothing new, except a read kept while its message was being stored by a body the kill
-    // cut off before it looked at the inbox: a redelivery of the message applies it. A read
-    // acknowledged together with its message was applied already.
+    // cut off before it looked at the inbox: the restart's sweep or a redelivery of the
+    // message applies it. A read acknowledged together with its message was applied already.
     let new = &events[events.len().saturating_sub((again - head) as usize)..];
     assert!(
         new.iter().all(|e| matches!(e, Event::StatusUpdated(u)
@@ -993,6 +1281,156 @@ async fn nothing_acknowledged_is_lost_to_a_kill_9(backend: Backend) {
         assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
     }
     assert_eq!(replay_wa(&mut replica.client().await).await.0, head);
+}
+
+/// The first status of a status body, as Meta sent it (what the inbox keeps), and its key.
+fn kept_status(body: &Value) -> (String, String) {
+    let status = &body["entry"][0]["changes"][0]["value"]["statuses"][0];
+    let parsed: chatsync::sources::whatsapp_cloud::webhook::Status =
+        serde_json::from_value(status.clone()).expect("a status");
+    (parsed.key(), status.to_string())
+}
+
+/// The keys of the statuses waiting in `wa`'s inbox, paged through the store's own reads.
+async fn waiting_keys(store: &chatsync::storage::Store) -> HashSet<String> {
+    let mut keys = HashSet::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .waiting_webhook_items("wa", after.as_ref(), 200)
+            .await
+            .expect("read the inbox");
+        keys.extend(page.iter().map(|item| item.key.clone()));
+        match page.into_iter().last() {
+            Some(last) => after = Some(last),
+            None => return keys,
+        }
+    }
+}
+
+/// The keys of the statuses waiting in `wa`'s inbox, read with SQL of its own while a server
+/// runs on the database (on SQLite the server's store locks the file for its process).
+async fn waiting_keys_sql(database_url: &str) -> HashSet<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(database_url)
+        .await
+        .expect("connect");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT item_key FROM webhook_inbox WHERE session_id = 'wa' AND error IS NULL",
+        ))
+        .await
+        .expect("read the inbox");
+    let keys = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "item_key").expect("item_key"))
+        .collect();
+    db.close().await.ok();
+    keys
+}
+
+/// A restart of the server process applies the statuses a crash left waiting in the inbox for
+/// a message that is stored already. The state is the one a kill -9 leaves when a body stored
+/// a message and died before it looked at the inbox, while another request kept that
+/// message's read there: written here, with the server down, through the store's own calls,
+/// behind more never-applicable statuses than one page of the sweep (a status whose message
+/// was sent from outside chatsync waits for ever). The restarted server applies the read (a
+/// `status_updated` READ event), leaves the others waiting, and a message arriving later
+/// still takes its own.
+async fn a_restart_applies_statuses_left_waiting(backend: Backend) {
+    let graph = GraphApi::start(TOKEN).await;
+    let config = replica_config(&backend, &graph);
+    let http = reqwest::Client::new();
+    let mut replica = Replica::start(&config).await;
+    let stored = "wamid.restart.stored";
+    let message = serde_json::to_vec(&case("message.json", "text", stored)).unwrap();
+    assert_eq!(post_signed(&http, &replica.url, message).await, Ok(200));
+    // A read and a delivered for a message not stored yet: kept.
+    let later = "wamid.restart.later";
+    for status in ["delivered", "read"] {
+        let bytes = serde_json::to_vec(&status_body(later, status, None)).unwrap();
+        assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
+    }
+    replica.kill().await;
+
+    let mut never = HashSet::new();
+    {
+        let store = chatsync::storage::Store::connect(&backend.database_url)
+            .await
+            .expect("open the store");
+        for i in 0..510 {
+            let wamid = format!("wamid.restart.a{i:03}");
+            let (key, payload) = kept_status(&status_body(&wamid, "read", None));
+            assert!(
+                store
+                    .keep_webhook_item("wa", &key, &payload, None)
+                    .await
+                    .unwrap()
+            );
+            never.insert(key);
+        }
+        let (read_key, payload) = kept_status(&status_body(stored, "read", None));
+        assert!(
+            store
+                .keep_webhook_item("wa", &read_key, &payload, None)
+                .await
+                .unwrap()
+        );
+        let waiting = waiting_keys(&store).await;
+        assert_eq!(
+            waiting.len(),
+            513,
+            "510 + the stored one's read + the later two"
+        );
+        assert!(waiting.contains(&read_key));
+        assert_eq!(waiting, waiting_keys_sql(&backend.database_url).await);
+    } // The store closes: on SQLite, the file is free for the next process.
+
+    let replica = Replica::start(&config).await;
+    let mut client = replica.client().await;
+    let mut stream = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: Vec::new(),
+            after_seq: Some(0),
+        })
+        .await
+        .expect("SubscribeMessages")
+        .into_inner();
+    // Replayed or live, the read arrives as a status_updated event.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let read = loop {
+        let event = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("the kept read is applied after the restart")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(Event::StatusUpdated(update)) = event.event
+            && update.provider_message_id == stored
+        {
+            break update;
+        }
+    };
+    assert_eq!(read.status, pb::MessageStatus::Read as i32);
+    let message = stored_once(&replica, stored).await;
+    assert_eq!(message[stored].status, pb::MessageStatus::Read as i32);
+    // The applied read leaves the inbox; the others wait on.
+    let mut expected = never.clone();
+    for status in ["delivered", "read"] {
+        expected.insert(kept_status(&status_body(later, status, None)).0);
+    }
+    common::eventually("the applied read leaves the inbox", || {
+        let (url, expected) = (&backend.database_url, &expected);
+        async move { waiting_keys_sql(url).await == *expected }
+    })
+    .await;
+    // The later message arrives: its kept statuses apply (READ, never back to DELIVERED).
+    let bytes = serde_json::to_vec(&case("message.json", "text", later)).unwrap();
+    assert_eq!(post_signed(&http, &replica.url, bytes).await, Ok(200));
+    let message = stored_once(&replica, later).await;
+    assert_eq!(message[later].status, pb::MessageStatus::Read as i32);
+    assert_eq!(waiting_keys_sql(&backend.database_url).await, never);
 }
 
 /// The value of one series in a `/metrics` scrape (0 when it is absent).
@@ -1091,11 +1529,14 @@ on_both_backends!(
     every_shared_case,
     duplicates_and_a_malformed_item,
     statuses_in_any_order,
+    a_failed_status_keeps_its_error,
     status_before_the_send_answer,
     a_retry_racing_its_send_posts_once,
     graph_errors_are_typed,
+    files_are_uploaded_then_sent,
     reactions_and_reads_go_upstream,
     media_with_an_expired_url,
     nothing_acknowledged_is_lost_to_a_kill_9,
+    a_restart_applies_statuses_left_waiting,
     webhook_counts_on_metrics,
 );

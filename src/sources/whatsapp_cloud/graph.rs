@@ -68,6 +68,152 @@ pub struct MarkRead {
     pub message_id: String,
 }
 
+/// `POST /{version}/{phone_number_id}/messages` with a file uploaded first
+/// ([`Graph::upload`]): `type` is `image`, `video`, `audio` or `document` ([`media_type`]) and
+/// the object of that name carries the media id.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages#media-object>
+/// A reply carries `context.message_id`; `biz_opaque_callback_data` as in [`SendText`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SendMedia {
+    pub messaging_product: String,
+    pub recipient_type: String,
+    pub to: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub image: Option<MediaBody>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub video: Option<MediaBody>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub audio: Option<MediaBody>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub document: Option<MediaBody>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub context: Option<Context>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub biz_opaque_callback_data: Option<String>,
+}
+
+/// The media object of a [`SendMedia`]: the uploaded media's `id`; a `caption` (image,
+/// video and document only, at most 1,024 characters); a `filename` (document only, shown
+/// to the recipient).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MediaBody {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub caption: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub filename: Option<String>,
+}
+
+impl SendMedia {
+    /// The message sending the uploaded `media_id` as `kind` ([`media_type`]) to `to`.
+    /// `caption` is dropped for audio (WhatsApp shows none); `file_name` is kept for a
+    /// document only.
+    pub fn new(
+        to: &str,
+        kind: &'static str,
+        media_id: String,
+        caption: Option<String>,
+        file_name: &str,
+    ) -> Self {
+        let body = MediaBody {
+            id: media_id,
+            caption: caption.filter(|_| kind != "audio"),
+            filename: (kind == "document").then(|| file_name.to_owned()),
+        };
+        let mut message = SendMedia {
+            messaging_product: "whatsapp".into(),
+            recipient_type: "individual".into(),
+            to: to.to_owned(),
+            kind: kind.into(),
+            image: None,
+            video: None,
+            audio: None,
+            document: None,
+            context: None,
+            biz_opaque_callback_data: None,
+        };
+        let slot = match kind {
+            "image" => &mut message.image,
+            "video" => &mut message.video,
+            "audio" => &mut message.audio,
+            _ => &mut message.document,
+        };
+        *slot = Some(body);
+        message
+    }
+}
+
+/// The message type a file of MIME type `mime_type` is sent as: `image`, `video` or `audio`
+/// for the types WhatsApp takes as such (image/jpeg and image/png; video/mp4 and video/3gpp;
+/// audio/aac, audio/amr, audio/mpeg, audio/mp4 and audio/ogg, parameters ignored), and
+/// `document` for anything else, which WhatsApp delivers as a file to open.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#supported-media-types>
+pub fn media_type(mime_type: &str) -> &'static str {
+    let essence = mime_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "image/jpeg" | "image/png" => "image",
+        "video/mp4" | "video/3gpp" => "video",
+        "audio/aac" | "audio/amr" | "audio/mpeg" | "audio/mp4" | "audio/ogg" => "audio",
+        _ => "document",
+    }
+}
+
+/// The answer to `POST /{version}/{phone_number_id}/media`: the uploaded file's media id,
+/// good for 30 days.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#upload-media>
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UploadAnswer {
+    pub id: String,
+}
+
+/// The `multipart/form-data` body of an upload (RFC 7578): the parts `messaging_product`
+/// (`whatsapp`), `type` (the MIME type) and `file` (the bytes, with their file name and
+/// `Content-Type`). Returns the body and its boundary, chosen so that it occurs nowhere in
+/// the bytes. In the file name, `"`, CR and LF are written `%22`, `%0D` and `%0A`, as
+/// browsers do.
+pub fn upload_form(file_name: &str, mime_type: &str, bytes: &[u8]) -> (Vec<u8>, String) {
+    let boundary = loop {
+        let candidate = format!("chatsync-{}", uuid::Uuid::new_v4().simple());
+        if !bytes
+            .windows(candidate.len())
+            .any(|window| window == candidate.as_bytes())
+        {
+            break candidate;
+        }
+    };
+    // A MIME type goes into a header line as is: no control characters.
+    let mime_type: String = mime_type.chars().filter(|c| !c.is_control()).collect();
+    let file_name = file_name
+        .replace('"', "%22")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    let mut body = Vec::with_capacity(bytes.len() + 512);
+    for (name, value) in [("messaging_product", "whatsapp"), ("type", &mime_type)] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: {mime_type}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (body, boundary)
+}
+
 /// The answer to a sent message.
 /// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages#response>
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -237,6 +383,30 @@ impl Graph {
             .post(url)
             .bearer_auth(&self.token)
             .json(body)
+            .send()
+            .await;
+        Self::answer(response).await
+    }
+
+    /// `POST /{version}/{phone_number_id}/media`: uploads one file ([`upload_form`]) for a
+    /// message to send; its media id.
+    pub async fn upload(
+        &self,
+        file_name: &str,
+        mime_type: &str,
+        bytes: &[u8],
+    ) -> Result<UploadAnswer, CallError> {
+        let url = format!("{}/{}/media", self.base, self.phone_number_id);
+        let (body, boundary) = upload_form(file_name, mime_type, bytes);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
             .send()
             .await;
         Self::answer(response).await

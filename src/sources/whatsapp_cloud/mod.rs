@@ -13,8 +13,11 @@
 //!   blob store; a failed download is an attachment with `stored = false`.
 //! - SendMessage posts `POST /{version}/{phone_number_id}/messages` with
 //!   `biz_opaque_callback_data` = `client_message_id`, so a status that beats the send's answer
-//!   still finds its message. Graph has no idempotency key: a retry racing its first call on
-//!   this process waits for it and gets its wamid, so it never posts twice. Rate limits
+//!   still finds its message. A message with a file (one at most) uploads it first
+//!   (`POST /{version}/{phone_number_id}/media`, multipart) and sends its media id as an
+//!   image, video, audio or document by its MIME type ([`graph::media_type`]). Graph has no
+//!   idempotency key: a retry racing its first call on this process waits for it and gets
+//!   its wamid, so it never posts twice (nor uploads twice). Rate limits
 //!   (130429, 131056) are retried with backoff, then `Exhausted` (RESOURCE_EXHAUSTED); 131047
 //!   (outside the 24-hour window) is `Rejected` (FAILED_PRECONDITION); an invalid token is
 //!   `Unavailable` and puts the source DOWN.
@@ -228,6 +231,41 @@ impl WhatsAppCloud {
         }
     }
 
+    /// Runs `send` once per idempotency key on this process: a retry, even one racing the
+    /// first call, waits for it and gets its wamid; a failed call leaves the key free.
+    async fn send_once<F, Fut>(
+        &self,
+        idempotency_key: &str,
+        send: F,
+    ) -> Result<SendReceipt, SourceError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<String, SourceError>>,
+    {
+        let cell = {
+            let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+            if sends.len() > 100_000 {
+                sends.retain(|_, cell| !cell.initialized());
+            }
+            sends.entry(idempotency_key.to_owned()).or_default().clone()
+        };
+        let wamid = cell.get_or_try_init(send).await?;
+        Ok(SendReceipt {
+            provider_message_id: wamid.clone(),
+        })
+    }
+
+    /// Posts a message body; the wamid of its answer.
+    async fn post_for_wamid<B: serde::Serialize>(&self, body: &B) -> Result<String, SourceError> {
+        let answer: graph::SendAnswer = self.post(body).await?;
+        answer
+            .messages
+            .into_iter()
+            .next()
+            .map(|m| m.id)
+            .ok_or_else(|| SourceError::Unavailable("Graph API: no message id".into()))
+    }
+
     /// Waits for the number's next send slot (`send_rate_per_second`).
     async fn pace(&self) {
         let wait = {
@@ -242,15 +280,29 @@ impl WhatsAppCloud {
         }
     }
 
-    /// Posts a message body, retrying rate limits with doubling backoff.
+    /// Posts a message body in the number's next send slot, retrying rate limits with
+    /// doubling backoff.
     async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
         &self,
         body: &B,
     ) -> Result<T, SourceError> {
+        self.retrying(true, || self.graph.post_message(body)).await
+    }
+
+    /// Runs a Graph call (after [`pace`](Self::pace) when `paced`), retrying rate limits
+    /// with doubling backoff; other errors are reported ([`report`](Self::report)) and
+    /// returned as source errors.
+    async fn retrying<T, F, Fut>(&self, paced: bool, call: F) -> Result<T, SourceError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, graph::CallError>>,
+    {
         let mut attempt = 0;
         loop {
-            self.pace().await;
-            match self.graph.post_message(body).await {
+            if paced {
+                self.pace().await;
+            }
+            match call().await {
                 Ok(answer) => return Ok(answer),
                 Err(error) if error.is_rate_limit() && attempt < self.retries => {
                     tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt)).await;
@@ -724,7 +776,7 @@ impl Source for WhatsAppCloud {
         Capabilities {
             send: true,
             native: false,
-            max_files_per_message: 0,
+            max_files_per_message: 1,
             live: true,
             batch_size: usize::MAX,
             message_changes: true,
@@ -751,13 +803,6 @@ impl Source for WhatsAppCloud {
         reply_to: Option<&str>,
         idempotency_key: &str,
     ) -> Result<SendReceipt, SourceError> {
-        let cell = {
-            let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
-            if sends.len() > 100_000 {
-                sends.retain(|_, cell| !cell.initialized());
-            }
-            sends.entry(idempotency_key.to_owned()).or_default().clone()
-        };
         let body = graph::SendText {
             messaging_product: "whatsapp".into(),
             recipient_type: "individual".into(),
@@ -772,20 +817,60 @@ impl Source for WhatsAppCloud {
             }),
             biz_opaque_callback_data: Some(idempotency_key.to_owned()),
         };
-        let wamid = cell
-            .get_or_try_init(|| async {
-                let answer: graph::SendAnswer = self.post(&body).await?;
-                answer
-                    .messages
-                    .into_iter()
-                    .next()
-                    .map(|m| m.id)
-                    .ok_or_else(|| SourceError::Unavailable("Graph API: no message id".into()))
-            })
-            .await?;
-        Ok(SendReceipt {
-            provider_message_id: wamid.clone(),
+        self.send_once(idempotency_key, || self.post_for_wamid(&body))
+            .await
+    }
+
+    /// Uploads the one file (`POST /{version}/{phone_number_id}/media`, multipart), then
+    /// posts a message of the type its MIME type gives ([`graph::media_type`]: image, video,
+    /// audio or document) with the media id, `text` as the caption, the file name (a
+    /// document's) and, like [`send`](Self::send), `context` and `biz_opaque_callback_data`.
+    /// A retry under the same key uploads nothing again once the first has its wamid.
+    ///
+    /// Errors: `Rejected` for more than one file, and for text with an audio file (WhatsApp
+    /// shows no caption on audio); Graph errors as for a text.
+    async fn send_files(
+        &self,
+        chat_id: &str,
+        text: &str,
+        files: &[(crate::model::Attachment, Vec<u8>)],
+        reply_to: Option<&str>,
+        idempotency_key: &str,
+    ) -> Result<SendReceipt, SourceError> {
+        let [(attachment, bytes)] = files else {
+            return Err(SourceError::Rejected(format!(
+                "a WhatsApp message carries one file, not {}",
+                files.len()
+            )));
+        };
+        let kind = graph::media_type(&attachment.mime_type);
+        let caption = (!text.trim().is_empty()).then(|| text.to_owned());
+        if kind == "audio" && caption.is_some() {
+            return Err(SourceError::Rejected(
+                "WhatsApp shows no caption on audio: send the text as a message of its own".into(),
+            ));
+        }
+        self.send_once(idempotency_key, || async {
+            let uploaded = self
+                .retrying(false, || {
+                    self.graph
+                        .upload(&attachment.file_name, &attachment.mime_type, bytes)
+                })
+                .await?;
+            let mut body = graph::SendMedia::new(
+                chat_id,
+                kind,
+                uploaded.id,
+                caption.clone(),
+                &attachment.file_name,
+            );
+            body.context = reply_to.map(|id| graph::Context {
+                message_id: id.to_owned(),
+            });
+            body.biz_opaque_callback_data = Some(idempotency_key.to_owned());
+            self.post_for_wamid(&body).await
         })
+        .await
     }
 
     fn account_id(&self) -> Option<String> {

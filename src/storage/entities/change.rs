@@ -35,6 +35,11 @@ pub struct Model {
     /// What a `KIND_MESSAGE` change changed ([`crate::model::MessageChange`]); `None` for
     /// other kinds and for message changes logged before the column existed (edits).
     pub what: Option<i16>,
+    /// Why a message failed, on a `KIND_STATUS` change to FAILED whose source said why (the
+    /// WhatsApp Cloud API's error code, e.g. `131047`); `None` otherwise.
+    pub error_code: Option<i64>,
+    /// The title of that error (`Re-engagement message`); `None` when `error_code` is.
+    pub error_title: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -61,9 +61,165 @@ pub fn media_answer(base: &str, id: &str, bytes: &[u8], version: u32) -> Value {
     })
 }
 
+/// The answer to an upload: the media id.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#upload-media>
+pub fn upload_answer(id: &str) -> Value {
+    json!({"id": id})
+}
+
+/// The MIME types the Cloud API takes, by message type (sticker left out: chatsync sends
+/// none). <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#supported-media-types>
+pub const SUPPORTED_MEDIA: [(&str, &[&str]); 4] = [
+    ("image", &["image/jpeg", "image/png"]),
+    ("video", &["video/mp4", "video/3gpp"]),
+    (
+        "audio",
+        &[
+            "audio/aac",
+            "audio/amr",
+            "audio/mpeg",
+            "audio/mp4",
+            "audio/ogg",
+        ],
+    ),
+    (
+        "document",
+        &[
+            "text/plain",
+            "application/pdf",
+            "application/vnd.ms-powerpoint",
+            "application/msword",
+            "application/vnd.ms-excel",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ],
+    ),
+];
+
+/// Meta's code for a media file it cannot take ("Media upload error": unsupported type).
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes>
+pub const MEDIA_UPLOAD_ERROR: i64 = 131053;
+
+/// One file uploaded to `POST /{version}/{phone_number_id}/media`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The media id answered.
+    pub id: String,
+    /// The form's `type` part.
+    pub mime_type: String,
+    /// The `file` part's `filename` and `Content-Type`.
+    pub file_name: String,
+    pub file_content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads an upload's `multipart/form-data` body (RFC 7578) against the documented form:
+/// `messaging_product` = `whatsapp`, `type` = a supported MIME type, and `file` with a file
+/// name whose `Content-Type` is that type.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#upload-media>
+/// Errors: what is wrong (answered 400, code 100, or [`MEDIA_UPLOAD_ERROR`] for a type the
+/// Cloud API does not take).
+pub fn read_upload(content_type: &str, body: &[u8]) -> Result<Upload, (i64, String)> {
+    let invalid = |why: &str| (100, format!("Invalid parameter: {why}"));
+    let boundary = content_type
+        .strip_prefix("multipart/form-data;")
+        .and_then(|rest| rest.trim().strip_prefix("boundary="))
+        .ok_or_else(|| invalid("the body must be multipart/form-data with a boundary"))?;
+    let delimiter = format!("--{boundary}");
+    let mut parts: HashMap<String, Part> = HashMap::new();
+    let mut rest = body
+        .strip_prefix(delimiter.as_bytes())
+        .ok_or_else(|| invalid("the body must start with its boundary"))?;
+    loop {
+        if rest.starts_with(b"--") {
+            break;
+        }
+        rest = rest
+            .strip_prefix(b"\r\n")
+            .ok_or_else(|| invalid("a boundary line must end with CRLF"))?;
+        let head_end = find(rest, b"\r\n\r\n").ok_or_else(|| invalid("a part has no headers"))?;
+        let head =
+            std::str::from_utf8(&rest[..head_end]).map_err(|_| invalid("headers are not UTF-8"))?;
+        let after = &rest[head_end + 4..];
+        let end_marker = format!("\r\n{delimiter}");
+        let end =
+            find(after, end_marker.as_bytes()).ok_or_else(|| invalid("a part is not closed"))?;
+        let (mut name, mut filename, mut part_type) = (None, None, None);
+        for line in head.split("\r\n") {
+            let (header, value) = line
+                .split_once(':')
+                .ok_or_else(|| invalid("a bad header line"))?;
+            match header.trim().to_ascii_lowercase().as_str() {
+                "content-disposition" => {
+                    for param in value.split(';').map(str::trim) {
+                        if let Some(v) = param.strip_prefix("name=") {
+                            name = Some(v.trim_matches('"').to_owned());
+                        }
+                        if let Some(v) = param.strip_prefix("filename=") {
+                            filename = Some(v.trim_matches('"').to_owned());
+                        }
+                    }
+                }
+                "content-type" => part_type = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+        let name = name.ok_or_else(|| invalid("a part has no name"))?;
+        parts.insert(name, (filename, part_type, after[..end].to_vec()));
+        rest = &after[end + end_marker.len()..];
+    }
+    let text = |name: &str| {
+        parts
+            .get(name)
+            .and_then(|(_, _, bytes)| String::from_utf8(bytes.clone()).ok())
+            .ok_or_else(|| invalid(&format!("the {name} field is required")))
+    };
+    if text("messaging_product")? != "whatsapp" {
+        return Err(invalid("messaging_product must be whatsapp"));
+    }
+    let mime_type = text("type")?;
+    let (filename, file_type, bytes) = parts
+        .get("file")
+        .cloned()
+        .ok_or_else(|| invalid("the file field is required"))?;
+    let file_name = filename.ok_or_else(|| invalid("the file has no filename"))?;
+    let file_content_type = file_type.ok_or_else(|| invalid("the file has no Content-Type"))?;
+    if file_content_type != mime_type {
+        return Err(invalid("type and the file's Content-Type differ"));
+    }
+    if !SUPPORTED_MEDIA
+        .iter()
+        .any(|(_, types)| types.contains(&mime_type.as_str()))
+    {
+        return Err((
+            MEDIA_UPLOAD_ERROR,
+            format!("Media upload error: {mime_type} is not supported"),
+        ));
+    }
+    Ok(Upload {
+        id: String::new(),
+        mime_type,
+        file_name,
+        file_content_type,
+        bytes,
+    })
+}
+
+/// One part of a multipart form: its file name, its `Content-Type` and its bytes.
+type Part = (Option<String>, Option<String>, Vec<u8>);
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
 /// Checks a `POST /{version}/{phone_number_id}/messages` body against the documented shapes:
 /// text (<https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages#text-object>),
-/// reaction (`#reaction-object`) and read (the mark-as-read guide). Returns what is wrong.
+/// reaction (`#reaction-object`), media sent by id (`#media-object`: `id`; `caption` on
+/// image, video and document only; `filename` on document only) and read (the mark-as-read
+/// guide). Returns what is wrong.
 pub fn shape_error(body: &Value) -> Option<String> {
     if body["messaging_product"] != "whatsapp" {
         return Some("messaging_product must be \"whatsapp\"".into());
@@ -80,6 +236,22 @@ pub fn shape_error(body: &Value) -> Option<String> {
         Some("reaction") => (!body["reaction"]["message_id"].is_string()
             || !body["reaction"]["emoji"].is_string())
         .then(|| "reaction needs message_id and emoji".into()),
+        Some(kind @ ("image" | "video" | "audio" | "document")) => {
+            let media = &body[kind];
+            if !media["id"].is_string() {
+                Some(format!("{kind}.id missing"))
+            } else if media.get("caption").is_some() && kind == "audio" {
+                Some("audio takes no caption".into())
+            } else if media.get("filename").is_some() && kind != "document" {
+                Some(format!("{kind} takes no filename"))
+            } else {
+                let known = ["id", "caption", "filename"];
+                media
+                    .as_object()
+                    .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+                    .map(|k| format!("unexpected {kind}.{k}"))
+            }
+        }
         other => Some(format!("unexpected type {other:?}")),
     }
 }
@@ -97,6 +269,8 @@ pub struct Script {
     pub expire_first_url: Vec<String>,
     /// When set, a text send waits for `release` before answering.
     pub hold_sends: bool,
+    /// Every accepted upload, in order.
+    pub uploads: Vec<Upload>,
     next_wamid: u64,
 }
 
@@ -130,6 +304,7 @@ impl GraphApi {
         };
         let router = Router::new()
             .route("/{version}/{phone}/messages", post(messages))
+            .route("/{version}/{phone}/media", post(upload))
             .route("/{version}/{media_id}", get(media))
             .route("/files/{id}/{n}", get(file))
             .with_state(api.clone());
@@ -142,6 +317,11 @@ impl GraphApi {
     /// The bodies posted to `messages`.
     pub fn posts(&self) -> Vec<Value> {
         self.script.lock().unwrap().posts.clone()
+    }
+
+    /// The files uploaded to `media`.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.script.lock().unwrap().uploads.clone()
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -186,6 +366,28 @@ async fn messages(
     if let Some(error) = shape_error(&body) {
         return answer(400, error_body(100, &format!("Invalid parameter: {error}")));
     }
+    // A media message names a file uploaded here, of a type its message type takes.
+    if let Some(kind @ ("image" | "video" | "audio" | "document")) = body["type"].as_str() {
+        let script = api.script.lock().unwrap();
+        let upload = script
+            .uploads
+            .iter()
+            .find(|u| body[kind]["id"] == u.id.as_str());
+        let fits = upload.is_some_and(|u| {
+            SUPPORTED_MEDIA
+                .iter()
+                .any(|(k, types)| *k == kind && types.contains(&u.mime_type.as_str()))
+        });
+        if !fits {
+            return answer(
+                400,
+                error_body(
+                    100,
+                    &format!("Invalid parameter: {kind}.id is no uploaded {kind}"),
+                ),
+            );
+        }
+    }
     let (scripted, hold) = {
         let mut script = api.script.lock().unwrap();
         (script.answers.pop_front(), script.hold_sends)
@@ -212,6 +414,33 @@ async fn messages(
         200,
         send_answer(body["to"].as_str().unwrap_or_default(), &wamid),
     )
+}
+
+async fn upload(
+    State(api): State<GraphApi>,
+    Path((version, _phone)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !api.authorized(&headers) {
+        return unauthorized();
+    }
+    if version != VERSION {
+        return answer(400, error_body(100, "Unknown version"));
+    }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut upload = match read_upload(content_type, &body) {
+        Ok(upload) => upload,
+        Err((code, why)) => return answer(400, error_body(code, &why)),
+    };
+    let mut script = api.script.lock().unwrap();
+    upload.id = format!("{}", 4490709327384033u64 + script.uploads.len() as u64);
+    let id = upload.id.clone();
+    script.uploads.push(upload);
+    answer(200, upload_answer(&id))
 }
 
 async fn media(
