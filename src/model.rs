@@ -242,6 +242,9 @@ pub enum MessageChange {
     Reaction = 3,
     /// A recipient's delivery or read receipt was recorded.
     Receipt = 4,
+    /// A file of the message was stored after the message (a download that had failed,
+    /// retried): its attachment is `stored` now.
+    Attachment = 5,
 }
 
 impl MessageChange {
@@ -257,6 +260,7 @@ impl MessageChange {
             Some(2) => Self::Deletion,
             Some(3) => Self::Reaction,
             Some(4) => Self::Receipt,
+            Some(5) => Self::Attachment,
             _ => Self::Edit,
         }
     }

@@ -186,6 +186,7 @@ impl From<model::MessageChange> for pb::MessageChange {
             model::MessageChange::Deletion => pb::MessageChange::Deletion,
             model::MessageChange::Reaction => pb::MessageChange::Reaction,
             model::MessageChange::Receipt => pb::MessageChange::Receipt,
+            model::MessageChange::Attachment => pb::MessageChange::Attachment,
         }
     }
 }

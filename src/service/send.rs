@@ -209,7 +209,9 @@ impl ChatSync {
     }
 
     /// Sends a stored PENDING message through its source and records the outcome: SENT with
-    /// the source's id, or FAILED and the source's error.
+    /// the source's id, or FAILED and the source's error; the source's code and title for it
+    /// ([`sources::SourceError::reason`], a whatsapp-cloud Graph error) are kept on the FAILED
+    /// status.
     pub(super) async fn deliver(
         &self,
         source: &Arc<dyn Source>,
@@ -253,8 +255,16 @@ impl ChatSync {
             }
             Err(error) => {
                 tracing::warn!(session_id, chat_id, %error, "source rejected the send");
+                // The source's own code and title (a Graph error), if it gave them, stay on
+                // the FAILED status and its `status_updated` event.
                 store
-                    .update_status(session_id, &reference, MessageStatus::Failed, None)
+                    .update_status_because(
+                        session_id,
+                        &reference,
+                        MessageStatus::Failed,
+                        None,
+                        error.reason(),
+                    )
                     .await?;
                 Err(error.into())
             }

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::live::LiveStore;
 use super::*;
 use crate::model::{ReceiptKind, StatusError};
-use crate::sources::whatsapp_cloud::{Item, WhatsAppCloud, webhook};
+use crate::sources::whatsapp_cloud::{
+    Item, MEDIA_RETRY_MAX_PAUSE, MissingMedia, WhatsAppCloud, webhook,
+};
 use crate::storage::MessageOp;
 
 /// Webhook counts since start, for `/metrics`.
@@ -54,6 +56,9 @@ pub enum WebhookAnswer {
     /// is stored. The text says why (for the log).
     Unauthenticated(String),
 }
+
+/// The inbox keys of files waiting for a retried download ([`MissingMedia::key`]).
+const MEDIA_KEY_PREFIX: &str = "media:";
 
 /// How many waiting items one pass applies at most.
 const WAITING_BATCH: u64 = 500;
@@ -193,12 +198,34 @@ impl ChatSync {
     async fn apply_webhook_item(&self, session_id: &str, item: Item) -> Result<()> {
         let store = &self.inner.store;
         match item {
-            Item::Events { key, events } => {
+            Item::Events {
+                key,
+                events,
+                missing,
+            } => {
                 let payload = format!("{events:?}");
+                // Files whose download failed are kept before their message is stored, so a
+                // message stored with `stored = false` always has its retry kept (a crash in
+                // between is redelivered by Meta; the key makes that store nothing twice).
+                for media in &missing {
+                    let json = serde_json::to_string(media)
+                        .map_err(|error| Error::Internal(error.to_string()))?;
+                    store
+                        .keep_webhook_item(session_id, &media.key(), &json, None)
+                        .await?;
+                }
                 match self.webhook_sink(session_id)?.store_events(events).await {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        for media in missing {
+                            self.spawn_media_retry(session_id, media);
+                        }
+                        Ok(())
+                    }
                     Err(error) if retry_worthy(&error) => Err(error),
                     Err(error) => {
+                        for media in &missing {
+                            store.drop_webhook_item(session_id, &media.key()).await?;
+                        }
                         self.keep_unreadable(session_id, &key, &payload, &error.to_string())
                             .await
                     }
@@ -386,6 +413,9 @@ impl ChatSync {
     /// inbox, [`WAITING_BATCH`] items at a time, so a status whose message never comes (one
     /// sent from outside chatsync) holds back none behind it. Returns how many were applied.
     ///
+    /// Files still waiting for their download ([`MissingMedia`], kept under `media:` keys)
+    /// are handed to [`spawn_media_retry`](Self::spawn_media_retry) on the way.
+    ///
     /// Run at start-up ([`spawn_waiting_sweep`]): a crash can leave a status waiting for a
     /// message that is stored already (a body stored the message and died before it looked
     /// at the inbox, or a send saved its wamid and died before it did), and nothing else
@@ -402,6 +432,15 @@ impl ChatSync {
                 .await?;
             let full = page.len() as u64 == WAITING_BATCH;
             for item in &page {
+                if item.key.starts_with(MEDIA_KEY_PREFIX) {
+                    match serde_json::from_str::<MissingMedia>(&item.payload) {
+                        Ok(media) => self.spawn_media_retry(session_id, media),
+                        Err(error) => {
+                            tracing::warn!(session_id, key = item.key, %error, "an unreadable media retry");
+                        }
+                    }
+                    continue;
+                }
                 let Ok(status) = serde_json::from_str::<webhook::Status>(&item.payload) else {
                     continue;
                 };
@@ -422,6 +461,123 @@ impl ChatSync {
                 return Ok(applied);
             }
         }
+    }
+}
+
+impl ChatSync {
+    /// Downloads a file kept without its bytes ([`MissingMedia`]) again, in the background:
+    /// after the session's `media_retry_backoff_ms`, then after twice that each time (at most
+    /// [`MEDIA_RETRY_MAX_PAUSE`]), until it is stored or its media id is no longer valid
+    /// ([`MissingMedia::expires_at_ms`]), or the server shuts down. Each try asks Graph for a
+    /// fresh URL (a URL lasts 5 minutes). Stored, the attachment becomes `stored = true` with a
+    /// `message_updated` change ([`crate::model::MessageChange::Attachment`]) and the inbox
+    /// item is dropped; expired, the item is dropped and the attachment stays unstored. A file
+    /// already being retried on this process is left to that task.
+    pub(super) fn spawn_media_retry(&self, session_id: &str, media: MissingMedia) {
+        let Ok(session) = self.session(session_id) else {
+            return;
+        };
+        let source = session.source.clone();
+        let Some(cloud) = source.whatsapp_cloud() else {
+            return;
+        };
+        let key = media.key();
+        if !cloud.media_retry_start(&key) {
+            return;
+        }
+        let service = self.clone();
+        let session_id = session_id.to_owned();
+        tokio::spawn(async move {
+            if let Some(cloud) = source.whatsapp_cloud() {
+                service.retry_media(&session_id, cloud, &media).await;
+                cloud.media_retry_done(&key);
+            }
+        });
+    }
+
+    async fn retry_media(&self, session_id: &str, cloud: &WhatsAppCloud, media: &MissingMedia) {
+        let store = &self.inner.store;
+        let shutdown = self.inner.shutdown.clone();
+        let key = media.key();
+        let mut pause = cloud.media_retry_backoff();
+        let mut tries = 0u32;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            pause = (pause * 2).min(MEDIA_RETRY_MAX_PAUSE);
+            if now_ms() >= media.expires_at_ms() {
+                tracing::warn!(
+                    session_id,
+                    wamid = media.wamid,
+                    media_id = media.media_id,
+                    tries,
+                    "giving up a media download: its media id has expired"
+                );
+                if let Err(error) = store.drop_webhook_item(session_id, &key).await {
+                    // The next start finds it expired and drops it.
+                    tracing::warn!(session_id, key, %error, "cannot drop an expired media retry");
+                }
+                return;
+            }
+            tries += 1;
+            match self.store_missing_media(session_id, cloud, media).await {
+                Ok(stored) => {
+                    tracing::info!(
+                        session_id,
+                        wamid = media.wamid,
+                        media_id = media.media_id,
+                        tries,
+                        stored,
+                        "a media download that had failed is done"
+                    );
+                    if let Err(error) = store.drop_webhook_item(session_id, &key).await {
+                        // The next start downloads it again and finds it stored.
+                        tracing::warn!(session_id, key, %error, "cannot drop a done media retry");
+                    }
+                    return;
+                }
+                Err(why) => {
+                    tracing::debug!(session_id, key, tries, why, "a media download failed again");
+                }
+            }
+        }
+    }
+
+    /// One try of [`retry_media`](Self::retry_media): `Ok(true)` when the file is stored now,
+    /// `Ok(false)` when there is nothing to store any more (stored already, or the message
+    /// deleted). Errors: why not (the message is not stored yet, the download or storage
+    /// failed).
+    async fn store_missing_media(
+        &self,
+        session_id: &str,
+        cloud: &WhatsAppCloud,
+        media: &MissingMedia,
+    ) -> std::result::Result<bool, String> {
+        let store = &self.inner.store;
+        let reference = MessageRef::Provider {
+            chat_id: media.chat_id.clone(),
+            provider_message_id: media.wamid.clone(),
+        };
+        // No download for a message that is not stored (yet).
+        store
+            .message_by_ref(session_id, &reference)
+            .await
+            .map_err(|error| error.to_string())?;
+        let blob = cloud
+            .fetch_media(&media.media_id, media.sha256.as_deref())
+            .await?;
+        store
+            .store_missing_attachment(
+                session_id,
+                &reference,
+                media.ordinal,
+                &blob.sha256,
+                blob.size,
+            )
+            .await
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 /// Re-exported for source implementations: [`LiveSink::set_state`] takes it.
 pub use crate::model::SourceState;
-use crate::model::{NewMessage, People, ReactionChange, ReceiptKind};
+use crate::model::{NewMessage, People, ReactionChange, ReceiptKind, StatusError};
 
 pub use export::{ExportLimits, RATIO_CHECK_FLOOR, read_bounded, too_compressed, too_large};
 
@@ -110,6 +110,26 @@ pub enum SourceError {
     /// retrying later.
     #[error("the source's rate limit: {0}")]
     Exhausted(String),
+    /// `error`, for which the source gave its own code and title (a Graph API error of the
+    /// WhatsApp Cloud API: its `code`, and the title Meta puts in its `message`). `error`
+    /// decides the gRPC code; `reason` is kept on a send that fails this way (the message's
+    /// FAILED `status_updated` event carries it). See [`SourceError::reason`].
+    #[error("{error}")]
+    Described {
+        error: Box<SourceError>,
+        reason: StatusError,
+    },
+}
+
+impl SourceError {
+    /// The source's own code and title for this error, when it gave them
+    /// ([`SourceError::Described`]).
+    pub fn reason(&self) -> Option<&StatusError> {
+        match self {
+            SourceError::Described { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 impl From<SourceError> for Error {
@@ -121,6 +141,7 @@ impl From<SourceError> for Error {
             SourceError::Invalid(_) | SourceError::Io { .. } | SourceError::Rejected(_) => {
                 Error::FailedPrecondition(error.to_string())
             }
+            SourceError::Described { error, .. } => Error::from(*error),
         }
     }
 }

@@ -106,6 +106,48 @@ impl Store {
         Ok((message, outcome))
     }
 
+    /// Stores the file of attachment `ordinal` of a stored message that was kept without it
+    /// (`stored = false`, a download that failed): `stored = true` with the blob's `sha256`
+    /// (hex) and `size` (bytes), and a `message_updated` change ([`MessageChange::Attachment`])
+    /// so subscribers read the message again. Returns `false`, writing nothing, when that
+    /// attachment is stored already or gone (the message was deleted).
+    ///
+    /// Errors: `NotFound` for a message that is not stored.
+    pub async fn store_missing_attachment(
+        &self,
+        session_id: &str,
+        reference: &MessageRef,
+        ordinal: u32,
+        sha256: &str,
+        size: u64,
+    ) -> Result<bool> {
+        let mut txn = self.write(session_id).await?;
+        let Some(row) = message_query(session_id, reference).one(txn.conn()).await? else {
+            return Err(Error::NotFound(reference.to_string()));
+        };
+        let updated = attachment::Entity::update_many()
+            .col_expr(attachment::Column::Stored, Expr::value(true))
+            .col_expr(attachment::Column::Sha256, Expr::value(sha256))
+            .col_expr(
+                attachment::Column::Size,
+                Expr::value(size.min(i64::MAX as u64) as i64),
+            )
+            .filter(attachment::Column::SessionId.eq(session_id))
+            .filter(attachment::Column::MessageSeq.eq(row.seq))
+            .filter(attachment::Column::Ordinal.eq(ordinal as i32))
+            .filter(attachment::Column::Stored.eq(false))
+            .exec(txn.conn())
+            .await?
+            .rows_affected;
+        if updated == 0 {
+            return Ok(false);
+        }
+        txn.log_update(&row, MessageChange::Attachment, Vec::new())
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
     /// The message a stored request id changed, as stored now; `None` for an unused id.
     pub async fn request_message(
         &self,

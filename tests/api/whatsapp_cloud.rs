@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2_011::Sha256;
 
-use crate::common::graph_api::{GraphApi, VERSION, error_body};
+use crate::common::graph_api::{self, GraphApi, VERSION, error_body};
 use crate::common::replica::Replica;
 use crate::common::{self, Backend, HANG_GUARD, TestApp, all_messages, on_both_backends};
 
@@ -78,6 +78,7 @@ impl Setup {
                 "graph_api_version": VERSION,
                 "rate_limit_retries": 2,
                 "rate_limit_backoff_ms": 10,
+                "media_retry_backoff_ms": 20,
             }),
         );
         let app = TestApp::spawn_with(&backend, vec![session], adjust).await;
@@ -563,6 +564,147 @@ async fn a_failed_status_keeps_its_error(backend: Backend) {
     assert_eq!(update["error"]["title"], title, "{}", hit.body);
 }
 
+/// The FAILED `status_updated` events of `ids` on `stream`, by message id, read until each has
+/// one (failing after [`HANG_GUARD`]); with the seq of each.
+async fn failed_events(
+    stream: &mut tonic::Streaming<pb::SubscribeMessagesResponse>,
+    ids: &[u64],
+) -> HashMap<u64, (u64, pb::StatusUpdated)> {
+    let mut found = HashMap::new();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while found.len() < ids.len() {
+        let event = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("the FAILED events in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(Event::StatusUpdated(update)) = event.event
+            && ids.contains(&update.message_id)
+            && update.status == pb::MessageStatus::Failed as i32
+        {
+            assert!(
+                found
+                    .insert(update.message_id, (event.seq, update))
+                    .is_none(),
+                "one FAILED event per message"
+            );
+        }
+    }
+    found
+}
+
+/// A send that Graph refuses leaves its message FAILED with Meta's code and the title Meta
+/// puts in the error's `message` (`(#131047) Re-engagement message`): the `status_updated`
+/// event carries them, live and replayed from storage, as it does for a `failed` status
+/// webhook. So does a file refused at its upload (131053), and a rate limit that outlasts the
+/// retries (131056, RESOURCE_EXHAUSTED); the gRPC codes stay as before.
+async fn a_failed_send_keeps_its_error(backend: Backend) {
+    let s = Setup::start(backend).await;
+    s.post(&case("message.json", "text", "wamid.hello")).await;
+    let mut client = s.app.client().await;
+    let mut live = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: vec![],
+            after_seq: None,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let window = (131047, "Re-engagement message");
+    let pair_limit = (
+        131056,
+        "(Business Account, Consumer Account) pair rate limit hit",
+    );
+    {
+        let mut script = s.graph.script.lock().unwrap();
+        script.answers.push_back((
+            400,
+            graph_api::cloud_error_body(
+                window.0,
+                window.1,
+                "Message failed to send because more than 24 hours have passed since the \
+                 customer last replied to this number.",
+            ),
+        ));
+        // One more than the session's 2 retries.
+        for _ in 0..3 {
+            script.answers.push_back((
+                400,
+                graph_api::cloud_error_body(
+                    pair_limit.0,
+                    pair_limit.1,
+                    "Too many messages sent from the sender phone number to the same \
+                     recipient phone number in a short period of time.",
+                ),
+            ));
+        }
+    }
+    let error = send_one(&s, "too late", "k-late").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert!(error.message().contains("131047"), "{error:?}");
+    let error = send_one(&s, "too fast", "k-busy").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    let error = send_file(&s, "", "anim.gif", "image/gif", b"GIF89a", "k-gif")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert!(error.message().contains("131053"), "{error:?}");
+    let upload = (graph_api::MEDIA_UPLOAD_ERROR, "Media upload error");
+
+    let stored: HashMap<String, pb::Message> = s
+        .messages(USER)
+        .await
+        .into_iter()
+        .map(|m| (m.client_message_id.clone(), m))
+        .collect();
+    let expected: Vec<(u64, (i64, &str))> = [
+        ("k-late", window),
+        ("k-busy", pair_limit),
+        ("k-gif", upload),
+    ]
+    .into_iter()
+    .map(|(key, reason)| {
+        let message = stored
+            .get(key)
+            .unwrap_or_else(|| panic!("the refused send {key} is stored"));
+        assert_eq!(message.status, pb::MessageStatus::Failed as i32, "{key}");
+        (message.id, reason)
+    })
+    .collect();
+    let ids: Vec<u64> = expected.iter().map(|(id, _)| *id).collect();
+    let seen = failed_events(&mut live, &ids).await;
+    let mut replay = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: vec![],
+            after_seq: Some(0),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let replayed = failed_events(&mut replay, &ids).await;
+    for (id, (code, title)) in expected {
+        let (_, update) = &seen[&id];
+        assert_eq!(
+            update.error,
+            Some(pb::StatusError {
+                code,
+                title: title.into()
+            }),
+            "message {id}"
+        );
+        assert_eq!(replayed[&id], seen[&id], "replayed as it went live");
+    }
+    // A retry of a failed send posts nothing again and answers the FAILED message.
+    let posts = s.graph.posts().len();
+    let again = send_one(&s, "too late", "k-late")
+        .await
+        .expect("the stored message");
+    assert_eq!(again.status, pb::MessageStatus::Failed as i32);
+    assert_eq!(s.graph.posts().len(), posts);
+}
+
 impl Setup {
     fn posts_last(&self) -> Value {
         self.graph.posts().last().cloned().expect("a post")
@@ -922,6 +1064,184 @@ async fn media_with_an_expired_url(backend: Backend) {
     value(&mut gone)["messages"][0]["image"]["id"] = json!("nope");
     s.post(&gone).await;
     assert!(!s.message(USER, "wamid.gone").await.attachments[0].stored);
+}
+
+/// An image message with media `media_id` (its `sha256` the hex of `bytes`) sent `age_secs`
+/// ago.
+fn image_body(wamid: &str, media_id: &str, bytes: &[u8], age_secs: u64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut body = case("message.json", "image", wamid);
+    let message = &mut value(&mut body)["messages"][0];
+    message["timestamp"] = json!((now - age_secs).to_string());
+    message["image"]["id"] = json!(media_id);
+    message["image"]["sha256"] = json!(common::hex_sha256(bytes));
+    body
+}
+
+/// GetMedia of session `wa` to the end: the bytes.
+async fn get_media(
+    client: &mut chatsync::grpc::pb::chat_sync_service_client::ChatSyncServiceClient<
+        tonic::transport::Channel,
+    >,
+    sha256: &str,
+) -> Vec<u8> {
+    let mut stream = client
+        .get_media(pb::GetMediaRequest {
+            session_id: "wa".into(),
+            sha256: sha256.into(),
+        })
+        .await
+        .expect("GetMedia")
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(frame) = stream.message().await.expect("a media frame") {
+        bytes.extend(frame.data);
+    }
+    bytes
+}
+
+/// A file whose download fails (both of the webhook's tries: a URL, then a fresh one) is
+/// stored `stored = false` and kept in the inbox; the background retry asks for a fresh URL
+/// and downloads it: the attachment becomes stored with its hash and size, a
+/// `message_updated` (MESSAGE_CHANGE_ATTACHMENT) change says so, GetMedia serves the bytes,
+/// and the inbox item is gone. A file whose media id has expired (a message sent 8 days ago;
+/// Meta keeps a webhook's media id 7 days) is not tried again: its item is dropped and its
+/// attachment stays unstored.
+async fn a_failed_download_is_retried(backend: Backend) {
+    let database_url = backend.database_url.clone();
+    let s = Setup::start(backend).await;
+    let photo = b"a photo that took three tries".to_vec();
+    {
+        let mut script = s.graph.script.lock().unwrap();
+        script.media.insert("m-retry".into(), (photo.clone(), 0));
+        // The webhook's two tries and the first retry fail.
+        script.fail_downloads.insert("m-retry".into(), 3);
+        script.media.insert("m-old".into(), (b"old".to_vec(), 0));
+        script.fail_downloads.insert("m-old".into(), u32::MAX);
+    }
+    s.post(&image_body("wamid.retry", "m-retry", &photo, 0))
+        .await;
+    let first = s.message(USER, "wamid.retry").await;
+    assert_eq!(first.attachments.len(), 1);
+    assert!(!first.attachments[0].stored, "answered before the retry");
+    common::eventually("the retried download is stored", || async {
+        s.message(USER, "wamid.retry").await.attachments[0].stored
+    })
+    .await;
+    let stored = s.message(USER, "wamid.retry").await;
+    assert_eq!(stored.id, first.id);
+    assert_eq!(stored.attachments[0].sha256, common::hex_sha256(&photo));
+    assert_eq!(stored.attachments[0].size_bytes, photo.len() as u64);
+    let mut client = s.app.client().await;
+    assert_eq!(
+        get_media(&mut client, &stored.attachments[0].sha256).await,
+        photo
+    );
+    // A fresh URL for each try: the webhook's 2, then 2 retries.
+    assert_eq!(s.graph.script.lock().unwrap().media["m-retry"].1, 4);
+    // Subscribers learn it from the change feed.
+    let mut replay = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: "wa".into(),
+            chat_ids: vec![],
+            after_seq: Some(0),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let event = tokio::time::timeout_at(deadline, replay.message())
+            .await
+            .expect("the attachment's change in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(Event::MessageUpdated(updated)) = &event.event
+            && updated.id == stored.id
+        {
+            assert_eq!(
+                event.message_change,
+                pb::MessageChange::Attachment as i32,
+                "{event:?}"
+            );
+            assert!(updated.attachments[0].stored, "{event:?}");
+            break;
+        }
+        assert!(
+            !matches!(event.event, Some(Event::Ready(_))),
+            "the replay ended without the attachment's change"
+        );
+    }
+    common::eventually("the retry leaves the inbox", || async {
+        !waiting_keys_sql(&database_url)
+            .await
+            .contains("media:wamid.retry:0")
+    })
+    .await;
+
+    s.post(&image_body("wamid.old", "m-old", b"old", 8 * 24 * 3600))
+        .await;
+    assert!(!s.message(USER, "wamid.old").await.attachments[0].stored);
+    common::eventually("the expired retry leaves the inbox", || async {
+        !waiting_keys_sql(&database_url)
+            .await
+            .contains("media:wamid.old:0")
+    })
+    .await;
+    assert_eq!(
+        s.graph.script.lock().unwrap().media["m-old"].1,
+        2,
+        "no retry asked for a URL"
+    );
+    assert!(!s.message(USER, "wamid.old").await.attachments[0].stored);
+}
+
+/// A retry of a failed download outlives its process: the server is killed -9 while the file
+/// still fails, and the restarted server's start-up sweep takes the kept retry up and stores
+/// the file once Graph serves it.
+async fn a_restart_resumes_media_retries(backend: Backend) {
+    let graph = GraphApi::start(TOKEN).await;
+    let config = replica_config(&backend, &graph);
+    let http = reqwest::Client::new();
+    let photo = b"a photo downloaded after a restart".to_vec();
+    {
+        let mut script = graph.script.lock().unwrap();
+        script.media.insert("m-restart".into(), (photo.clone(), 0));
+        script.fail_downloads.insert("m-restart".into(), u32::MAX);
+    }
+    let mut replica = Replica::start(&config).await;
+    let body =
+        serde_json::to_vec(&image_body("wamid.restart.img", "m-restart", &photo, 0)).unwrap();
+    assert_eq!(post_signed(&http, &replica.url, body).await, Ok(200));
+    let before = stored_once(&replica, "wamid.restart.img").await;
+    assert!(!before["wamid.restart.img"].attachments[0].stored);
+    replica.kill().await;
+    assert!(
+        waiting_keys_sql(&backend.database_url)
+            .await
+            .contains("media:wamid.restart.img:0"),
+        "the retry is kept"
+    );
+    graph
+        .script
+        .lock()
+        .unwrap()
+        .fail_downloads
+        .insert("m-restart".into(), 0);
+    let replica = Replica::start(&config).await;
+    common::eventually("the restarted server stores the file", || async {
+        stored_once(&replica, "wamid.restart.img").await["wamid.restart.img"].attachments[0].stored
+    })
+    .await;
+    let after = &stored_once(&replica, "wamid.restart.img").await["wamid.restart.img"];
+    assert_eq!(after.attachments[0].sha256, common::hex_sha256(&photo));
+    assert_eq!(
+        get_media(&mut replica.client().await, &after.attachments[0].sha256).await,
+        photo
+    );
 }
 
 /// A configuration for `chatsync serve` processes with the `wa` session (its secrets in files
@@ -1530,12 +1850,15 @@ on_both_backends!(
     duplicates_and_a_malformed_item,
     statuses_in_any_order,
     a_failed_status_keeps_its_error,
+    a_failed_send_keeps_its_error,
     status_before_the_send_answer,
     a_retry_racing_its_send_posts_once,
     graph_errors_are_typed,
     files_are_uploaded_then_sent,
     reactions_and_reads_go_upstream,
     media_with_an_expired_url,
+    a_failed_download_is_retried,
+    a_restart_resumes_media_retries,
     nothing_acknowledged_is_lost_to_a_kill_9,
     a_restart_applies_statuses_left_waiting,
     webhook_counts_on_metrics,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::StatusError;
 use crate::sources::SourceError;
 
 /// `POST /{version}/{phone_number_id}/messages`: a text message.
@@ -304,7 +305,9 @@ impl CallError {
 
     /// The source error: a rate limit is `Exhausted`, an invalid token or no answer is
     /// `Unavailable`, anything else (131047, a bad recipient, ...) `Rejected`. The text
-    /// carries Meta's code.
+    /// carries Meta's code. A Graph error answer is [`SourceError::Described`] around that,
+    /// with Meta's `code` and the title of its `message` ([`GraphError::title`]), so a send
+    /// that fails this way keeps them on its FAILED status.
     pub fn into_source_error(self) -> SourceError {
         match self {
             CallError::Transport(why) => SourceError::Unavailable(format!("Graph API: {why}")),
@@ -313,15 +316,38 @@ impl CallError {
                     "Graph API error {} (HTTP {http}): {}",
                     error.code, error.message
                 );
-                if self.is_rate_limit() {
+                let plain = if self.is_rate_limit() {
                     SourceError::Exhausted(text)
                 } else if self.is_invalid_token() || http >= 500 {
                     SourceError::Unavailable(text)
                 } else {
                     SourceError::Rejected(text)
+                };
+                SourceError::Described {
+                    error: Box::new(plain),
+                    reason: StatusError {
+                        code: error.code,
+                        title: error.title().to_owned(),
+                    },
                 }
             }
         }
+    }
+}
+
+impl GraphError {
+    /// The error's title: Meta has no property for it in a Graph error answer but puts it in
+    /// `message`, after the code (`"(#131047) Re-engagement message"` → `"Re-engagement
+    /// message"`; the same title a `failed` status webhook gives in `errors[].title`).
+    /// <https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes>
+    /// A `message` without that prefix is the title as it is.
+    pub fn title(&self) -> &str {
+        let message = self.message.trim();
+        message
+            .strip_prefix(&format!("(#{})", self.code))
+            .map(str::trim_start)
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(message)
     }
 }
 
@@ -452,5 +478,70 @@ impl Graph {
             bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph_error(code: i64, message: &str) -> GraphError {
+        GraphError {
+            message: message.into(),
+            kind: "OAuthException".into(),
+            code,
+            error_subcode: None,
+            error_data: None,
+            fbtrace_id: None,
+        }
+    }
+
+    #[test]
+    fn the_title_is_the_message_after_its_code() {
+        let error = graph_error(131047, "(#131047) Re-engagement message");
+        assert_eq!(error.title(), "Re-engagement message");
+        // Another code's prefix, or none, is kept: the message is the title then.
+        let error = graph_error(100, "(#131047) Re-engagement message");
+        assert_eq!(error.title(), "(#131047) Re-engagement message");
+        let error = graph_error(190, "Error validating access token");
+        assert_eq!(error.title(), "Error validating access token");
+        assert_eq!(graph_error(2, "(#2)").title(), "(#2)");
+    }
+
+    #[test]
+    fn graph_errors_keep_their_code_and_title_and_their_kind() {
+        let cases = [
+            (400, 131047, "Rejected"),
+            (429, 130429, "Exhausted"),
+            (401, 190, "Unavailable"),
+            (500, 131000, "Unavailable"),
+        ];
+        for (http, code, kind) in cases {
+            let error = CallError::Graph {
+                http,
+                error: graph_error(code, &format!("(#{code}) Some title")),
+            }
+            .into_source_error();
+            assert_eq!(
+                error.reason(),
+                Some(&StatusError {
+                    code,
+                    title: "Some title".into()
+                })
+            );
+            let SourceError::Described { error: inner, .. } = &error else {
+                panic!("{error:?}");
+            };
+            let found = match **inner {
+                SourceError::Rejected(_) => "Rejected",
+                SourceError::Exhausted(_) => "Exhausted",
+                SourceError::Unavailable(_) => "Unavailable",
+                _ => "other",
+            };
+            assert_eq!(found, kind, "{code}");
+            assert!(error.to_string().contains(&code.to_string()), "{error}");
+        }
+        let error = CallError::Transport("connection refused".into()).into_source_error();
+        assert_eq!(error.reason(), None);
     }
 }

@@ -10,7 +10,9 @@
 //!   when there is no `wa_id`; contacts come from `contacts[]`.
 //! - Media (`image`, `video`, `audio`, `document`, `sticker`) is downloaded at once
 //!   (`GET /{media-id}`, then the URL with the bearer token), its `sha256` checked, into the
-//!   blob store; a failed download is an attachment with `stored = false`.
+//!   blob store; a failed download is an attachment with `stored = false`, kept as a
+//!   [`MissingMedia`] and downloaded again (with a fresh URL) in the background, with a
+//!   doubling pause, while its media id is valid (7 days), also after a restart.
 //! - SendMessage posts `POST /{version}/{phone_number_id}/messages` with
 //!   `biz_opaque_callback_data` = `client_message_id`, so a status that beats the send's answer
 //!   still finds its message. A message with a file (one at most) uploads it first
@@ -27,7 +29,9 @@
 //! `app_secret_file`; `verify_token_env` / `verify_token_file`; `graph_api_url` (default
 //! [`DEFAULT_GRAPH_API_URL`]), `graph_api_version` (default [`DEFAULT_GRAPH_API_VERSION`]),
 //! `send_rate_per_second` (default 80), `rate_limit_retries` (default 3) and
-//! `rate_limit_backoff_ms` (default 1000, doubled per retry).
+//! `rate_limit_backoff_ms` (default 1000, doubled per retry) and `media_retry_backoff_ms`
+//! (default 1000: the first pause before a failed media download is tried again, doubled per
+//! try, at most an hour).
 pub mod graph;
 pub mod webhook;
 
@@ -90,6 +94,8 @@ struct Settings {
     rate_limit_retries: Option<u32>,
     #[serde(default)]
     rate_limit_backoff_ms: Option<u64>,
+    #[serde(default)]
+    media_retry_backoff_ms: Option<u64>,
 }
 
 /// Reads a secret from the environment variable or the file a pair of settings names.
@@ -113,8 +119,13 @@ fn secret(name: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<St
 #[derive(Debug, Clone)]
 pub enum Item {
     /// Events to store in order (the chat, its contact, a message or a change to one).
-    /// `key` names the item in logs.
-    Events { key: String, events: Vec<LiveEvent> },
+    /// `key` names the item in logs. `missing`: the files of the message that could not be
+    /// downloaded (attachments with `stored = false`), to download again later.
+    Events {
+        key: String,
+        events: Vec<LiveEvent>,
+        missing: Vec<MissingMedia>,
+    },
     /// A message status; kept in the inbox while its message is not stored.
     Status {
         key: String,
@@ -147,6 +158,50 @@ pub struct WhatsAppCloud {
     backoff: Duration,
     /// The live sink while the live loop runs: an invalid token puts the source DOWN.
     sink: Mutex<Option<Arc<dyn LiveSink>>>,
+    /// The first pause before a failed media download is tried again.
+    media_backoff: Duration,
+    /// Inbox keys of media retries running on this process.
+    media_retries: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A file of an incoming message whose download failed: stored as an attachment with
+/// `stored = false`, and kept in the webhook inbox (as JSON, under [`MissingMedia::key`]) to
+/// be downloaded again while its media id is valid ([`MissingMedia::expires_at_ms`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct MissingMedia {
+    /// The message's wamid.
+    pub wamid: String,
+    /// Its chat (the sender's `wa_id`, or BSUID).
+    pub chat_id: String,
+    /// The attachment's place among the message's files (0: WhatsApp messages carry one).
+    pub ordinal: u32,
+    /// Meta's media id (`GET /{media-id}` gives a fresh URL).
+    pub media_id: String,
+    /// The file's SHA-256 as the webhook gave it (base64), checked after the download.
+    pub sha256: Option<String>,
+    /// When the message was sent (Unix ms, the webhook's `timestamp`).
+    pub sent_at_ms: i64,
+}
+
+/// How long a media id of an incoming message stays valid: 7 days ("Media IDs in webhooks
+/// expire after 7 days"; those the upload API answers last 30 days), in milliseconds.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media>
+pub const WEBHOOK_MEDIA_ID_VALID_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The longest pause between two retries of a failed media download: 1 hour.
+pub const MEDIA_RETRY_MAX_PAUSE: Duration = Duration::from_secs(3600);
+
+impl MissingMedia {
+    /// Its key in the webhook inbox: `media:{wamid}:{ordinal}`.
+    pub fn key(&self) -> String {
+        format!("media:{}:{}", self.wamid, self.ordinal)
+    }
+
+    /// When its media id stops being valid (Unix ms): [`WEBHOOK_MEDIA_ID_VALID_MS`] after the
+    /// message was sent. Retries stop then.
+    pub fn expires_at_ms(&self) -> i64 {
+        self.sent_at_ms.saturating_add(WEBHOOK_MEDIA_ID_VALID_MS)
+    }
 }
 
 impl WhatsAppCloud {
@@ -201,6 +256,9 @@ impl WhatsAppCloud {
             retries: settings.rate_limit_retries.unwrap_or(3),
             backoff: Duration::from_millis(settings.rate_limit_backoff_ms.unwrap_or(1000)),
             sink: Mutex::new(None),
+            media_backoff: Duration::from_millis(settings.media_retry_backoff_ms.unwrap_or(1000))
+                .max(Duration::from_millis(1)),
+            media_retries: Mutex::new(Default::default()),
         }))
     }
 
@@ -372,6 +430,7 @@ impl WhatsAppCloud {
             items.push(Item::Events {
                 key: "contacts".into(),
                 events: people_events,
+                missing: Vec::new(),
             });
         }
         for message in value
@@ -467,6 +526,8 @@ impl WhatsAppCloud {
         // Incoming messages are stored as received (DELIVERED); chatsync marks them READ.
         new.status = MessageStatus::Delivered;
         let body = message.get(kind);
+        // The media id of each attachment, in order.
+        let mut media_ids: Vec<String> = Vec::new();
         match kind {
             "text" => new.text = str_at(message, &["text", "body"]).unwrap_or("").to_owned(),
             "image" | "video" | "audio" | "document" | "sticker" => {
@@ -476,6 +537,7 @@ impl WhatsAppCloud {
                 new.kind = MessageKind::Media;
                 new.text = str_at(media, &["caption"]).unwrap_or("").to_owned();
                 new.attachments.push(self.store_media(kind, media).await);
+                media_ids.push(str_at(media, &["id"]).unwrap_or("").to_owned());
             }
             "location" => {
                 let location = body.cloned().unwrap_or_default();
@@ -580,7 +642,11 @@ impl WhatsAppCloud {
                         provider_reaction_id: Some(wamid.to_owned()),
                     },
                 });
-                return Item::Events { key, events };
+                return Item::Events {
+                    key,
+                    events,
+                    missing: Vec::new(),
+                };
             }
             "edit" => {
                 let Some(original) = str_at(message, &["edit", "original_message_id"]) else {
@@ -603,7 +669,11 @@ impl WhatsAppCloud {
                     text,
                     at_ms,
                 });
-                return Item::Events { key, events };
+                return Item::Events {
+                    key,
+                    events,
+                    missing: Vec::new(),
+                };
             }
             "revoke" => {
                 let Some(original) = str_at(message, &["revoke", "original_message_id"]) else {
@@ -615,7 +685,11 @@ impl WhatsAppCloud {
                     by: sender.to_owned(),
                     at_ms,
                 });
-                return Item::Events { key, events };
+                return Item::Events {
+                    key,
+                    events,
+                    missing: Vec::new(),
+                };
             }
             "system" => {
                 new.kind = MessageKind::System;
@@ -641,11 +715,32 @@ impl WhatsAppCloud {
                 .trim()
                 .to_owned();
         }
+        let missing = new
+            .attachments
+            .iter()
+            .zip(&media_ids)
+            .enumerate()
+            .filter(|(_, (attachment, media_id))| !attachment.stored && !media_id.is_empty())
+            .map(|(ordinal, (_, media_id))| MissingMedia {
+                wamid: wamid.to_owned(),
+                chat_id: chat_id.clone(),
+                ordinal: ordinal as u32,
+                media_id: media_id.clone(),
+                sha256: body
+                    .and_then(|media| str_at(media, &["sha256"]))
+                    .map(str::to_owned),
+                sent_at_ms: at_ms,
+            })
+            .collect();
         events.push(LiveEvent::Message {
             chat_id,
             message: new,
         });
-        Item::Events { key, events }
+        Item::Events {
+            key,
+            events,
+            missing,
+        }
     }
 
     /// Downloads a media object's file into the blob store; `stored = false` when it cannot.
@@ -663,26 +758,61 @@ impl WhatsAppCloud {
         let file_name = str_at(media, &["filename"])
             .map(str::to_owned)
             .unwrap_or_else(|| format!("{kind}-{id}.{extension}"));
-        let expected = str_at(media, &["sha256"]).map(str::to_owned);
-        match self.download(id, expected.as_deref()).await {
-            Ok(bytes) => match self.context.blobs.put(bytes).await {
-                Ok(blob) => Attachment {
-                    file_name,
-                    mime_type: mime,
-                    size_bytes: blob.size,
-                    sha256: blob.sha256,
-                    stored: true,
-                },
-                Err(error) => {
-                    tracing::warn!(media_id = id, %error, "cannot store a media file");
-                    Attachment::missing(&file_name, &mime)
-                }
+        let expected = str_at(media, &["sha256"]);
+        match self.fetch_media(id, expected).await {
+            Ok(blob) => Attachment {
+                file_name,
+                mime_type: mime,
+                size_bytes: blob.size,
+                sha256: blob.sha256,
+                stored: true,
             },
             Err(error) => {
                 tracing::warn!(media_id = id, %error, "cannot download a media file");
                 Attachment::missing(&file_name, &mime)
             }
         }
+    }
+
+    /// Downloads media `media_id` ([`download`](Self::download): a fresh URL from
+    /// `GET /{media-id}`, its bytes checked against `expected`, Meta's `sha256`) into the blob
+    /// store. Used at once for an incoming file, and again for one whose download failed
+    /// ([`MissingMedia`]). Errors: why it could not, for the log.
+    pub async fn fetch_media(
+        &self,
+        media_id: &str,
+        expected: Option<&str>,
+    ) -> Result<crate::blobs::BlobRef, String> {
+        let bytes = self.download(media_id, expected).await?;
+        self.context
+            .blobs
+            .put(bytes)
+            .await
+            .map_err(|error| format!("cannot store media {media_id}: {error}"))
+    }
+
+    /// How long after a failed download the first retry waits (`media_retry_backoff_ms`,
+    /// default 1 s); each further retry waits twice as long, at most [`MEDIA_RETRY_MAX_PAUSE`].
+    pub fn media_retry_backoff(&self) -> Duration {
+        self.media_backoff
+    }
+
+    /// Media retries running on this process, by inbox key: a key is retried by one task at
+    /// a time. `true` when `key` was free and is now taken ([`media_retry_done`](Self::media_retry_done)
+    /// frees it).
+    pub fn media_retry_start(&self, key: &str) -> bool {
+        self.media_retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned())
+    }
+
+    /// Frees a key taken by [`media_retry_start`](Self::media_retry_start).
+    pub fn media_retry_done(&self, key: &str) {
+        self.media_retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// `GET /{media-id}`, then its URL; an expired URL is asked for again once.

@@ -42,6 +42,22 @@ pub fn error_body(code: i64, message: &str) -> Value {
     })
 }
 
+/// A Cloud API error as Meta answers a call that failed: the code's title in `message` after
+/// `(#code)` (Meta has no property of its own for the title), the explanation in
+/// `error_data.details`.
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes>
+pub fn cloud_error_body(code: i64, title: &str, details: &str) -> Value {
+    json!({
+        "error": {
+            "message": format!("(#{code}) {title}"),
+            "type": "OAuthException",
+            "code": code,
+            "error_data": {"messaging_product": "whatsapp", "details": details},
+            "fbtrace_id": "AbXyz1Q2w3e4r5t6y7u8i9o"
+        }
+    })
+}
+
 /// The answer to marking a message read.
 /// <https://developers.facebook.com/docs/whatsapp/cloud-api/guides/mark-message-as-read>
 pub fn read_answer() -> Value {
@@ -118,10 +134,11 @@ pub struct Upload {
 /// `messaging_product` = `whatsapp`, `type` = a supported MIME type, and `file` with a file
 /// name whose `Content-Type` is that type.
 /// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#upload-media>
-/// Errors: what is wrong (answered 400, code 100, or [`MEDIA_UPLOAD_ERROR`] for a type the
-/// Cloud API does not take).
-pub fn read_upload(content_type: &str, body: &[u8]) -> Result<Upload, (i64, String)> {
-    let invalid = |why: &str| (100, format!("Invalid parameter: {why}"));
+/// Errors: what is wrong as (code, title, details), answered 400 in Meta's form
+/// ([`cloud_error_body`]): code 100 "Invalid parameter", or [`MEDIA_UPLOAD_ERROR`] "Media
+/// upload error" for a type the Cloud API does not take.
+pub fn read_upload(content_type: &str, body: &[u8]) -> Result<Upload, (i64, String, String)> {
+    let invalid = |why: &str| (100, "Invalid parameter".to_owned(), why.to_owned());
     let boundary = content_type
         .strip_prefix("multipart/form-data;")
         .and_then(|rest| rest.trim().strip_prefix("boundary="))
@@ -194,7 +211,8 @@ pub fn read_upload(content_type: &str, body: &[u8]) -> Result<Upload, (i64, Stri
     {
         return Err((
             MEDIA_UPLOAD_ERROR,
-            format!("Media upload error: {mime_type} is not supported"),
+            "Media upload error".to_owned(),
+            format!("{mime_type} is not supported"),
         ));
     }
     Ok(Upload {
@@ -267,6 +285,9 @@ pub struct Script {
     pub media: HashMap<String, (Vec<u8>, u32)>,
     /// Media ids whose first URL is answered as expired.
     pub expire_first_url: Vec<String>,
+    /// Media ids whose next downloads fail (HTTP 500, a Graph error body), by how many more
+    /// are to fail.
+    pub fail_downloads: HashMap<String, u32>,
     /// When set, a text send waits for `release` before answering.
     pub hold_sends: bool,
     /// Every accepted upload, in order.
@@ -434,7 +455,9 @@ async fn upload(
         .unwrap_or_default();
     let mut upload = match read_upload(content_type, &body) {
         Ok(upload) => upload,
-        Err((code, why)) => return answer(400, error_body(code, &why)),
+        Err((code, title, details)) => {
+            return answer(400, cloud_error_body(code, &title, &details));
+        }
     };
     let mut script = api.script.lock().unwrap();
     upload.id = format!("{}", 4490709327384033u64 + script.uploads.len() as u64);
@@ -467,7 +490,14 @@ async fn file(
     if !api.authorized(&headers) {
         return unauthorized();
     }
-    let script = api.script.lock().unwrap();
+    let mut script = api.script.lock().unwrap();
+    if let Some(left) = script.fail_downloads.get_mut(&id)
+        && *left > 0
+    {
+        *left -= 1;
+        // Graph's "temporary issue due to downtime".
+        return answer(500, error_body(2, "Service temporarily unavailable"));
+    }
     if n == 1 && script.expire_first_url.contains(&id) {
         // An expired URL: Meta answers 404 once the 5 minutes are over.
         return answer(404, error_body(100, "URL expired"));
