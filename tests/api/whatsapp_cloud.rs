@@ -866,6 +866,13 @@ async fn files_are_uploaded_then_sent(backend: Backend) {
         ),
         ("", "voice.ogg", "audio/ogg", "audio", &b"OggS opus"[..]),
         (
+            "minutes",
+            "notes; v2\r\nfinal.txt",
+            "text/plain",
+            "document",
+            &b"plain text"[..],
+        ),
+        (
             "watch",
             "clip.mp4",
             "video/mp4",
@@ -884,7 +891,8 @@ async fn files_are_uploaded_then_sent(backend: Backend) {
         assert_eq!(s.graph.uploads().len(), i + 1, "one upload per file");
         assert_eq!(upload.bytes, data, "{name}: the bytes");
         assert_eq!(upload.mime_type, mime);
-        let shown_name = name.replace('"', "%22");
+        // `"` and `;` reach Graph as they are (quoted); CR and LF as %0D and %0A.
+        let shown_name = name.replace('\r', "%0D").replace('\n', "%0A");
         assert_eq!(upload.file_name, shown_name);
         let post = s.posts_last();
         assert_eq!(post["type"], kind, "{post}");

@@ -174,45 +174,37 @@ pub struct UploadAnswer {
     pub id: String,
 }
 
-/// The `multipart/form-data` body of an upload (RFC 7578): the parts `messaging_product`
-/// (`whatsapp`), `type` (the MIME type) and `file` (the bytes, with their file name and
-/// `Content-Type`). Returns the body and its boundary, chosen so that it occurs nowhere in
-/// the bytes. In the file name, `"`, CR and LF are written `%22`, `%0D` and `%0A`, as
-/// browsers do.
-pub fn upload_form(file_name: &str, mime_type: &str, bytes: &[u8]) -> (Vec<u8>, String) {
-    let boundary = loop {
-        let candidate = format!("chatsync-{}", uuid::Uuid::new_v4().simple());
-        if !bytes
-            .windows(candidate.len())
-            .any(|window| window == candidate.as_bytes())
-        {
-            break candidate;
-        }
-    };
-    // A MIME type goes into a header line as is: no control characters.
+/// The `multipart/form-data` form of an upload (RFC 7578, built by reqwest): the parts
+/// `messaging_product` (`whatsapp`), `type` (the MIME type) and `file` (the bytes, with their
+/// file name and the MIME type as its `Content-Type`).
+/// <https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media#upload-media>
+/// Control characters are dropped from the MIME type (it goes into a header line as is) and
+/// written as `%XX` in the file name (reqwest escapes `"` and `\` there, not CR or LF).
+pub fn upload_form(file_name: &str, mime_type: &str, bytes: &[u8]) -> reqwest::multipart::Form {
     let mime_type: String = mime_type.chars().filter(|c| !c.is_control()).collect();
-    let file_name = file_name
-        .replace('"', "%22")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A");
-    let mut body = Vec::with_capacity(bytes.len() + 512);
-    for (name, value) in [("messaging_product", "whatsapp"), ("type", &mime_type)] {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
+    let mut file_name_shown = String::with_capacity(file_name.len());
+    for c in file_name.chars() {
+        if c.is_control() {
+            let mut utf8 = [0; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                file_name_shown.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            file_name_shown.push(c);
+        }
     }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: {mime_type}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (body, boundary)
+    let mut headers = reqwest::header::HeaderMap::new();
+    // Without control characters, any string is a header value.
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(&mime_type) {
+        headers.insert(reqwest::header::CONTENT_TYPE, value);
+    }
+    let file = reqwest::multipart::Part::bytes(bytes.to_vec())
+        .file_name(file_name_shown)
+        .headers(headers);
+    reqwest::multipart::Form::new()
+        .text("messaging_product", "whatsapp")
+        .text("type", mime_type)
+        .part("file", file)
 }
 
 /// The answer to a sent message.
@@ -423,16 +415,11 @@ impl Graph {
         bytes: &[u8],
     ) -> Result<UploadAnswer, CallError> {
         let url = format!("{}/{}/media", self.base, self.phone_number_id);
-        let (body, boundary) = upload_form(file_name, mime_type, bytes);
         let response = self
             .http
             .post(url)
             .bearer_auth(&self.token)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(body)
+            .multipart(upload_form(file_name, mime_type, bytes))
             .send()
             .await;
         Self::answer(response).await

@@ -169,12 +169,13 @@ pub fn read_upload(content_type: &str, body: &[u8]) -> Result<Upload, (i64, Stri
                 .ok_or_else(|| invalid("a bad header line"))?;
             match header.trim().to_ascii_lowercase().as_str() {
                 "content-disposition" => {
-                    for param in value.split(';').map(str::trim) {
-                        if let Some(v) = param.strip_prefix("name=") {
-                            name = Some(v.trim_matches('"').to_owned());
-                        }
-                        if let Some(v) = param.strip_prefix("filename=") {
-                            filename = Some(v.trim_matches('"').to_owned());
+                    let params = disposition_params(value)
+                        .ok_or_else(|| invalid("a bad Content-Disposition"))?;
+                    for (param, v) in params {
+                        match param.as_str() {
+                            "name" => name = Some(v),
+                            "filename" => filename = Some(v),
+                            _ => {}
                         }
                     }
                 }
@@ -222,6 +223,49 @@ pub fn read_upload(content_type: &str, body: &[u8]) -> Result<Upload, (i64, Stri
         file_content_type,
         bytes,
     })
+}
+
+/// The parameters of a `Content-Disposition: form-data; name="…"; filename="…"` header
+/// value (RFC 7578 §4.2), names lower-cased; a quoted value is read as an HTTP quoted-string
+/// (RFC 9110 §5.6.4: `\` escapes the next character), so `;` and `"` may stand in it.
+/// `None` for a value that does not start with `form-data` or has an unclosed quote.
+fn disposition_params(value: &str) -> Option<Vec<(String, String)>> {
+    let rest = value.trim().strip_prefix("form-data")?;
+    let mut params = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        match chars.next() {
+            None => return Some(params),
+            Some(';') => {}
+            Some(_) => return None,
+        }
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && *c != ';') {
+            name.push(c);
+        }
+        chars.next_if_eq(&'=')?;
+        let mut v = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => v.push(chars.next()?),
+                    c => v.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ';') {
+                v.push(c);
+            }
+        }
+        params.push((name.trim().to_ascii_lowercase(), v.trim_end().to_owned()));
+    }
 }
 
 /// One part of a multipart form: its file name, its `Content-Type` and its bytes.
