@@ -98,6 +98,8 @@ pub struct ChatSync {
 
 struct Inner {
     store: Store,
+    /// This replica's id in the cluster (leases, send claims): new at every start.
+    replica_id: String,
     sessions: HashMap<String, Session>,
     runs: Arc<sync::SyncRuns>,
     hub: subscriptions::Hub,
@@ -189,7 +191,12 @@ impl ChatSync {
             inner: Arc::new(Inner {
                 store,
                 sessions,
-                runs: Arc::new(sync::SyncRuns::new(replica_id, lease, shutdown.clone())),
+                runs: Arc::new(sync::SyncRuns::new(
+                    replica_id.clone(),
+                    lease,
+                    shutdown.clone(),
+                )),
+                replica_id,
                 hub: subscriptions::Hub::new(
                     hub_store,
                     Duration::from_secs(config.heartbeat_secs),

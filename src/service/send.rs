@@ -79,6 +79,14 @@ impl SendRequest {
     }
 }
 
+/// How long a replica's claim of a send lasts ([`Store::claim_send`]): longer than a send
+/// takes (Graph calls time out after 30 s; rate limits are retried a few times), so that a
+/// retry on another replica never posts while the first is in flight. A replica that dies
+/// mid-send holds up the retries of that message for at most this long; after that a retry
+/// posts it again (Graph has no idempotency key: if the dead replica's post had gone through,
+/// the message is then sent twice).
+pub const SEND_CLAIM: Duration = Duration::from_secs(300);
+
 impl ChatSync {
     /// Stores a message, sends it through the source, and records the outcome. Returns the
     /// message and whether the idempotency key was seen before (then nothing is sent). A
@@ -194,10 +202,13 @@ impl ChatSync {
         if !created {
             let (existing, duplicate) = same_request(stored, chat_id, text)?;
             // Still PENDING: the first attempt was cut off (a crash, a timeout) or is in flight
-            // on another call. Send again; the source deduplicates on the idempotency key, so
-            // this never posts twice.
+            // on another call. Send again; the source deduplicates on the idempotency key (on
+            // this process; across replicas, see `deliver_claimed`), so this never posts
+            // twice.
             if existing.status == MessageStatus::Pending && !capabilities.native {
-                let (message, _) = self.deliver(&source, existing, &client_message_id).await?;
+                let (message, _) = self
+                    .deliver_claimed(&source, existing, &client_message_id)
+                    .await?;
                 return Ok((message, true));
             }
             return Ok((existing, duplicate));
@@ -205,7 +216,53 @@ impl ChatSync {
         if status == MessageStatus::Sent {
             return Ok((stored, false));
         }
-        self.deliver(&source, stored, &client_message_id).await
+        self.deliver_claimed(&source, stored, &client_message_id)
+            .await
+    }
+
+    /// [`deliver`](Self::deliver) for a source that has no idempotency key upstream
+    /// (whatsapp-cloud: Graph has none), first claiming the send's key for this replica
+    /// ([`Store::claim_send`], for [`SEND_CLAIM`]): while another replica holds the claim, its
+    /// post is in flight, and this call posts nothing and answers the message as stored
+    /// (PENDING; the other replica's answer moves it on). The claim is dropped once the
+    /// outcome is stored. Other sources deliver at once (their upstream deduplicates, or they
+    /// are native).
+    async fn deliver_claimed(
+        &self,
+        source: &Arc<dyn Source>,
+        stored: Message,
+        client_message_id: &str,
+    ) -> Result<(Message, bool)> {
+        if source.whatsapp_cloud().is_none() {
+            return self.deliver(source, stored, client_message_id).await;
+        }
+        let store = &self.inner.store;
+        let session_id = stored.session_id.clone();
+        let holder = self.inner.replica_id.as_str();
+        let claim_ms = SEND_CLAIM.as_millis() as i64;
+        if !store
+            .claim_send(&session_id, client_message_id, holder, claim_ms)
+            .await?
+        {
+            tracing::info!(
+                session_id,
+                client_message_id,
+                "another replica is sending this message; not posting it again"
+            );
+            let now = store
+                .message_by_ref(&session_id, &MessageRef::Id(stored.id))
+                .await?;
+            return Ok((now, true));
+        }
+        let outcome = self.deliver(source, stored, client_message_id).await;
+        // A claim left behind (a storage failure here) only holds up retries until it expires.
+        if let Err(error) = store
+            .release_send(&session_id, client_message_id, holder)
+            .await
+        {
+            tracing::warn!(session_id, client_message_id, %error, "cannot drop a send claim");
+        }
+        outcome
     }
 
     /// Sends a stored PENDING message through its source and records the outcome: SENT with

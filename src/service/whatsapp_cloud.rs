@@ -522,7 +522,12 @@ impl ChatSync {
                 return;
             }
             tries += 1;
-            match self.store_missing_media(session_id, cloud, media).await {
+            // A download can take a while: shutdown does not wait for it.
+            let attempt = tokio::select! {
+                attempt = self.store_missing_media(session_id, cloud, media) => attempt,
+                _ = shutdown.cancelled() => return,
+            };
+            match attempt {
                 Ok(stored) => {
                     tracing::info!(
                         session_id,

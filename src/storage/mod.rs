@@ -39,6 +39,7 @@ pub mod messages;
 pub mod people;
 mod rows;
 pub mod search;
+pub mod send_claims;
 pub mod sessions;
 pub mod snapshot;
 pub mod webhook_inbox;

@@ -1486,6 +1486,79 @@ async fn webhooks_spread_over_two_replicas_store_once_and_never_go_back() {
     assert_eq!(created, WAMIDS, "one message_created per wamid");
 }
 
+/// SendMessage with one `client_message_id` on two replica processes of one PostgreSQL
+/// database, the second while the first call's post still waits for Graph's answer (the
+/// stand-in holds it): the second call posts nothing and answers the message as stored
+/// (PENDING, the same id); the first then makes it SENT. Graph sees one post; a later retry
+/// on either replica answers the SENT message and posts nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_racing_its_send_on_another_replica_posts_once() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let graph = GraphApi::start(TOKEN).await;
+    let config = replica_config(&backend, &graph);
+    let first = Replica::start(&config).await;
+    let second = Replica::start(&config).await;
+    let http = reqwest::Client::new();
+    let hello = serde_json::to_vec(&case("message.json", "text", "wamid.hello")).unwrap();
+    assert_eq!(post_signed(&http, &first.url, hello).await, Ok(200));
+    graph.script.lock().unwrap().hold_sends = true;
+    let arrived = graph.arrived.notified();
+    let mut a = first.client().await;
+    let one =
+        tokio::spawn(async move { common::send(&mut a, "wa", USER, "once", "k-replicas").await });
+    tokio::time::timeout(HANG_GUARD, arrived)
+        .await
+        .expect("the first post arrives");
+    // The retry on the other replica, while the first post is held: a second post would
+    // arrive at the stand-in (and be held too) instead of the call answering.
+    let posted_again = graph.arrived.notified();
+    let mut b = second.client().await;
+    let retry = common::send(&mut b, "wa", USER, "once", "k-replicas");
+    let two = tokio::select! {
+        answer = tokio::time::timeout(HANG_GUARD, retry) => answer
+            .expect("the retry answers while the first post is held")
+            .expect("the retry succeeds"),
+        _ = posted_again => panic!("the retry on the other replica posted again"),
+    };
+    let two = two.message.expect("a message");
+    assert_eq!(two.status, pb::MessageStatus::Pending as i32, "{two:?}");
+    graph.release.notify_one();
+    let one = tokio::time::timeout(HANG_GUARD, one)
+        .await
+        .expect("the first call answers")
+        .unwrap()
+        .expect("sent")
+        .message
+        .expect("a message");
+    assert_eq!(one.id, two.id, "one message");
+    assert_eq!(one.status, pb::MessageStatus::Sent as i32);
+    for replica in [&first, &second] {
+        let again = common::send(
+            &mut replica.client().await,
+            "wa",
+            USER,
+            "once",
+            "k-replicas",
+        )
+        .await
+        .expect("a later retry")
+        .message
+        .expect("a message");
+        assert_eq!(
+            (again.id, again.status, &again.provider_message_id),
+            (
+                one.id,
+                pb::MessageStatus::Sent as i32,
+                &one.provider_message_id
+            )
+        );
+    }
+    let texts = graph.posts().iter().filter(|p| p["type"] == "text").count();
+    assert_eq!(texts, 1, "Graph saw one post");
+}
+
 /// Webhook bodies POSTed at once to a replica process, which is killed -9 as soon as the first
 /// 200 arrives, three times over, restarted on the same database each time: every body
 /// acknowledged is stored (a message present, its acknowledged status applied), POSTing the

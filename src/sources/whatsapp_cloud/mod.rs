@@ -19,7 +19,8 @@
 //!   (`POST /{version}/{phone_number_id}/media`, multipart) and sends its media id as an
 //!   image, video, audio or document by its MIME type ([`graph::media_type`]). Graph has no
 //!   idempotency key: a retry racing its first call on this process waits for it and gets
-//!   its wamid, so it never posts twice (nor uploads twice). Rate limits
+//!   its wamid, so it never posts twice (nor uploads twice); on another replica, the
+//!   service's send claim (`Store::claim_send`) keeps it from posting at all. Rate limits
 //!   (130429, 131056) are retried with backoff, then `Exhausted` (RESOURCE_EXHAUSTED); 131047
 //!   (outside the 24-hour window) is `Rejected` (FAILED_PRECONDITION); an invalid token is
 //!   `Unavailable` and puts the source DOWN.
@@ -54,7 +55,7 @@ use super::{
 };
 use crate::model::{
     Attachment, Forwarded, MessageKind, MessageStatus, NewContact, NewMessage, People,
-    ReactionChange, SourceState,
+    ReactionChange, SourceState, now_ms,
 };
 
 /// The source kind in the configuration.
@@ -729,7 +730,8 @@ impl WhatsAppCloud {
                 sha256: body
                     .and_then(|media| str_at(media, &["sha256"]))
                     .map(str::to_owned),
-                sent_at_ms: at_ms,
+                // A message without a readable timestamp counts from now.
+                sent_at_ms: if at_ms > 0 { at_ms } else { now_ms() },
             })
             .collect();
         events.push(LiveEvent::Message {

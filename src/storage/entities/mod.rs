@@ -11,6 +11,7 @@ pub mod message_version;
 pub mod participant;
 pub mod reaction;
 pub mod receipt;
+pub mod send_claim;
 pub mod session;
 pub mod source_file;
 pub mod webhook_cursor;

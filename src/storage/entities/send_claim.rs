@@ -1,0 +1,22 @@
+//! `send_claims`: which replica is sending a message upstream, until when (see
+//! `storage::send_claims`). Primary key (session_id, client_message_id).
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "send_claims")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub session_id: String,
+    /// The send's idempotency key.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub client_message_id: String,
+    /// The claiming replica's id (drawn at its start).
+    pub holder: String,
+    /// Unix milliseconds: after this, another replica may claim the send.
+    pub expires_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
