@@ -220,20 +220,20 @@ impl ChatSync {
             .await
     }
 
-    /// [`deliver`](Self::deliver) for a source that has no idempotency key upstream
-    /// (whatsapp-cloud: Graph has none), first claiming the send's key for this replica
+    /// [`deliver`](Self::deliver) for a source whose upstream does not deduplicate sends
+    /// ([`sources::Capabilities::upstream_deduplicates`]; whatsapp-cloud: Graph has no
+    /// idempotency key), first claiming the send's key for this replica
     /// ([`Store::claim_send`], for [`SEND_CLAIM`]): while another replica holds the claim, its
     /// post is in flight, and this call posts nothing and answers the message as stored
     /// (PENDING; the other replica's answer moves it on). The claim is dropped once the
-    /// outcome is stored. Other sources deliver at once (their upstream deduplicates, or they
-    /// are native).
+    /// outcome is stored. Other sources deliver at once.
     async fn deliver_claimed(
         &self,
         source: &Arc<dyn Source>,
         stored: Message,
         client_message_id: &str,
     ) -> Result<(Message, bool)> {
-        if source.whatsapp_cloud().is_none() {
+        if source.capabilities().upstream_deduplicates {
             return self.deliver(source, stored, client_message_id).await;
         }
         let store = &self.inner.store;

@@ -170,6 +170,11 @@ pub struct Capabilities {
     /// ReactToMessage, EditMessage and DeleteMessage work on this source
     /// ([`Source::change_message`]; on a native source storing the change is making it).
     pub message_changes: bool,
+    /// The upstream itself deduplicates a send retried with the same idempotency key (Matrix:
+    /// the transaction id), whichever replica retries it. When false (the WhatsApp Cloud API
+    /// has no such key), a replica claims the key in storage before it posts, so that a retry
+    /// racing the first call on another replica never posts twice (`service::send`).
+    pub upstream_deduplicates: bool,
 }
 
 /// A change the session's account makes to a message upstream ([`Source::change_message`]).
@@ -197,6 +202,7 @@ impl Capabilities {
         max_files_per_message: 0,
         live: false,
         batch_size: usize::MAX,
+        upstream_deduplicates: false,
     };
 }
 

@@ -29,6 +29,7 @@
 //! files: written with their message, read per page), [`rows`] (row conversions).
 pub mod attachments;
 pub mod changes;
+mod checkpoint;
 pub mod entities;
 pub mod files;
 pub mod group;
@@ -130,6 +131,9 @@ pub struct Store {
     acks: Arc<webhooks::Acks>,
     /// SQLite only: the open database file, locked so that no second process serves it.
     _sqlite_lock: Option<Arc<std::fs::File>>,
+    /// SQLite only: the task that checkpoints the WAL off the write path ([`checkpoint`]),
+    /// ended when the last clone of the store is dropped.
+    _checkpoints: Option<Arc<checkpoint::CheckpointTask>>,
     /// Set on a store handed to a lease holder's work ([`Store::fenced`]): every write checks
     /// the fence first.
     fence: Option<Arc<Fenced>>,
@@ -160,7 +164,8 @@ impl Store {
     ///
     /// SQLite files are created when missing and opened in WAL mode with
     /// `synchronous = NORMAL`, a 10 s busy timeout, up to [`SQLITE_CACHE_KIB`] of page cache
-    /// per connection, statement journals in memory and a WAL checkpoint every 8,192 pages, with a pool of readers; writers are
+    /// per connection, statement journals in memory and WAL checkpoints in a task of their own
+    /// once the WAL holds 8,192 pages (storage's `checkpoint` module), with a pool of readers; writers are
     /// queued in process. The file is then locked for this process: `FailedPrecondition` when
     /// another process holds it.
     ///
@@ -187,6 +192,7 @@ impl Store {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false);
         let sqlite = url.starts_with("sqlite:");
+        let mut checkpoints = None;
         if sqlite {
             options
                 .max_connections(8)
@@ -205,11 +211,14 @@ impl Store {
                         // Statement journals (a multi-row INSERT inside a transaction keeps
                         // one) in memory instead of temporary files.
                         .pragma("temp_store", "memory")
-                        // Checkpoint the WAL every 8,192 pages (32 MB) instead of 1,000: an
-                        // import's transactions rewrite the same index pages, which are then
-                        // copied back once, not after every batch.
-                        .pragma("wal_autocheckpoint", "8192")
                 });
+            // WAL checkpoints run in a task of their own, not in the commit that fills the WAL
+            // (`checkpoint`): each pooled connection gets the WAL hook that signals it.
+            let signal =
+                *checkpoints.insert(checkpoint::Checkpoints::leak(checkpoint::CHECKPOINT_PAGES));
+            options.map_sqlx_sqlite_pool_opts(move |pool| {
+                pool.after_connect(move |conn, _| Box::pin(signal.install(conn)))
+            });
         } else {
             let settings = postgres_session_settings(lease);
             options
@@ -252,6 +261,7 @@ impl Store {
             groups: Arc::default(),
             acks: Arc::default(),
             _sqlite_lock: sqlite_lock.map(Arc::new),
+            _checkpoints: checkpoints.map(|signal| Arc::new(signal.spawn(url))),
             fence: None,
         })
     }

@@ -386,6 +386,7 @@ impl Source for Matrix {
             live: true,
             batch_size: PAGE_SIZE,
             message_changes: true,
+            upstream_deduplicates: true,
         }
     }
 

@@ -912,6 +912,8 @@ impl Source for WhatsAppCloud {
             live: true,
             batch_size: usize::MAX,
             message_changes: true,
+            // Graph has no idempotency key: sends are claimed per replica first.
+            upstream_deduplicates: false,
         }
     }
 
