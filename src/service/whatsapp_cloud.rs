@@ -208,9 +208,11 @@ impl ChatSync {
 
     /// Applies consecutive [`Item::Events`] of a body (its contacts, then its messages) in
     /// one write transaction ([`LiveStore::store_events`] over all their events, in order).
-    /// Should that fail for a reason of its own (not storage's), nothing of it is stored and
-    /// each item is applied on its own ([`apply_webhook_item`](Self::apply_webhook_item)),
-    /// so one bad item still fails only itself. Errors only for storage failures worth a
+    /// Should that fail for a reason of its own (not storage's), each item is then applied on
+    /// its own ([`apply_webhook_item`](Self::apply_webhook_item)), so one bad item still fails
+    /// only itself. Nothing of the failed run of chats, contacts and messages was stored; an
+    /// edit, reaction or revoke before the failure was, and applying it again changes
+    /// nothing (every item is idempotent). Errors only for storage failures worth a
     /// redelivery.
     async fn apply_webhook_events(&self, session_id: &str, items: Vec<Item>) -> Result<()> {
         if items.len() < 2 {
