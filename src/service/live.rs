@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::LeaseKeeper;
 use crate::error::{Error, Result};
 use crate::model::{MessageRef, SourceState};
-use crate::model::{NO_PEOPLE, NewMessage};
+use crate::model::{NO_PEOPLE, NewMessage, People};
 use crate::sources::{LiveEvent, LiveSink, Source};
 use crate::storage::{ImportChat, LeaseKind, MessageOp, Store};
 
@@ -136,12 +136,13 @@ impl LiveStore {
         Ok(())
     }
 
-    /// Stores a run of new messages in one transaction: storage skips those already stored,
-    /// and settles the stored messages that those echoing a message chatsync sent stand for.
-    async fn store_messages(
+    /// Plans a run of new messages as one import step (storage skips those already stored,
+    /// and settles the stored messages that those echoing a message chatsync sent stand for).
+    async fn plan_messages(
         &self,
         run: &mut Vec<(String, NewMessage)>,
         names: &mut HashMap<String, String>,
+        steps: &mut Vec<Vec<Planned>>,
     ) -> Result<()> {
         if run.is_empty() {
             return Ok(());
@@ -150,27 +151,56 @@ impl LiveStore {
             self.known_name(chat_id, names).await?;
         }
         // Consecutive messages of one chat go together.
-        let mut groups: Vec<(&str, Vec<NewMessage>)> = Vec::new();
-        for (chat_id, message) in run.iter() {
-            match groups.last_mut() {
-                Some((last, messages)) if *last == chat_id => messages.push(message.clone()),
-                _ => groups.push((chat_id, vec![message.clone()])),
+        let mut step: Vec<Planned> = Vec::new();
+        for (chat_id, message) in run.drain(..) {
+            match step.last_mut() {
+                Some(last) if last.chat_id == chat_id => last.messages.push(message),
+                _ => step.push(Planned {
+                    name: names[&chat_id].clone(),
+                    chat_id,
+                    messages: vec![message],
+                    people: None,
+                }),
             }
         }
-        let items: Vec<ImportChat<'_>> = groups
-            .iter()
-            .map(|(chat_id, messages)| ImportChat {
-                chat_id,
-                name: &names[*chat_id],
-                messages,
-                may_be_stored: true,
-                people: &NO_PEOPLE,
-            })
-            .collect();
-        self.store.import(&self.session_id, &items).await?;
-        drop(items);
-        run.clear();
+        steps.push(step);
         Ok(())
+    }
+
+    /// Stores the planned import steps in one write transaction ([`Store::import_steps`]),
+    /// in order.
+    async fn flush(&self, steps: &mut Vec<Vec<Planned>>) -> Result<()> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let imports: Vec<Vec<ImportChat<'_>>> = steps
+            .iter()
+            .map(|step| step.iter().map(Planned::as_import).collect())
+            .collect();
+        self.store.import_steps(&self.session_id, &imports).await?;
+        drop(imports);
+        steps.clear();
+        Ok(())
+    }
+}
+
+/// One chat of a planned import step (owned: [`ImportChat`] borrows).
+struct Planned {
+    chat_id: String,
+    name: String,
+    messages: Vec<NewMessage>,
+    people: Option<People>,
+}
+
+impl Planned {
+    fn as_import(&self) -> ImportChat<'_> {
+        ImportChat {
+            chat_id: &self.chat_id,
+            name: &self.name,
+            messages: &self.messages,
+            may_be_stored: true,
+            people: self.people.as_ref().unwrap_or(&NO_PEOPLE),
+        }
     }
 }
 
@@ -225,9 +255,16 @@ impl LiveStore {
     /// Stores `events` in order (what [`LiveSink::apply`] does before it saves the cursor);
     /// pushed webhooks, which have no cursor, use it directly. On error nothing after the
     /// failing event is applied.
+    ///
+    /// A run of chats, contacts and messages is stored in one write transaction
+    /// ([`Store::import_steps`]), each event still taking its seqs in order; an edit, a
+    /// redaction, a reaction or a receipt is its own write, after what came before it. So a
+    /// webhook body (its chat, contact and message) costs one transaction, not three, and
+    /// on error none of such a run is stored.
     pub async fn store_events(&self, events: Vec<LiveEvent>) -> Result<()> {
         let mut names: HashMap<String, String> = HashMap::new();
         let mut run: Vec<(String, NewMessage)> = Vec::new();
+        let mut steps: Vec<Vec<Planned>> = Vec::new();
         let session_id = self.session_id.as_str();
         for event in events {
             let reference = |chat_id: String, provider_message_id: String| MessageRef::Provider {
@@ -239,21 +276,38 @@ impl LiveStore {
                     run.push((chat_id, message));
                     continue;
                 }
-                // Anything else applies to what came before it: store that first.
-                _ => self.store_messages(&mut run, &mut names).await?,
+                // Anything else applies to what came before it: plan that first.
+                _ => self.plan_messages(&mut run, &mut names, &mut steps).await?,
             }
             match event {
-                LiveEvent::Chat { chat_id, name } => {
-                    let chat = ImportChat {
-                        chat_id: &chat_id,
-                        name: &name,
-                        messages: &[],
-                        may_be_stored: true,
-                        people: &NO_PEOPLE,
-                    };
-                    self.store.import(session_id, &[chat]).await?;
-                    names.insert(chat_id, name);
+                // The name this batch already gives the chat (or storage has): nothing to do.
+                LiveEvent::Chat { chat_id, name } if names.get(&chat_id) == Some(&name) => {
+                    continue;
                 }
+                LiveEvent::Chat { chat_id, name } => {
+                    steps.push(vec![Planned {
+                        chat_id: chat_id.clone(),
+                        name: name.clone(),
+                        messages: Vec::new(),
+                        people: None,
+                    }]);
+                    names.insert(chat_id, name);
+                    continue;
+                }
+                LiveEvent::People { chat_id, people } => {
+                    self.known_name(&chat_id, &mut names).await?;
+                    steps.push(vec![Planned {
+                        name: names[&chat_id].clone(),
+                        chat_id,
+                        messages: Vec::new(),
+                        people: Some(people),
+                    }]);
+                    continue;
+                }
+                // The rest changes stored messages: store what came before first.
+                _ => self.flush(&mut steps).await?,
+            }
+            match event {
                 LiveEvent::Edited {
                     chat_id,
                     provider_message_id,
@@ -316,20 +370,12 @@ impl LiveStore {
                     self.update(reference(chat_id, provider_message_id), op)
                         .await?;
                 }
-                LiveEvent::People { chat_id, people } => {
-                    self.known_name(&chat_id, &mut names).await?;
-                    let chat = ImportChat {
-                        chat_id: &chat_id,
-                        name: &names[&chat_id],
-                        messages: &[],
-                        may_be_stored: true,
-                        people: &people,
-                    };
-                    self.store.import(session_id, &[chat]).await?;
+                LiveEvent::Chat { .. } | LiveEvent::People { .. } | LiveEvent::Message { .. } => {
+                    unreachable!("handled above")
                 }
-                LiveEvent::Message { .. } => unreachable!("handled above"),
             }
         }
-        self.store_messages(&mut run, &mut names).await
+        self.plan_messages(&mut run, &mut names, &mut steps).await?;
+        self.flush(&mut steps).await
     }
 }

@@ -5,7 +5,10 @@
 //! its `X-Hub-Signature-256` checked over the raw bytes with that session's app secret, and
 //! each item of it applied on its own, in storage, before the answer:
 //! - messages, reactions, edits and revokes through the live sink's path
-//!   ([`LiveStore::store_events`]): a `wamid` stored already stores nothing;
+//!   ([`LiveStore::store_events`]): a `wamid` stored already stores nothing. A body's
+//!   consecutive contacts and messages go in one call, so its chat, contact and messages
+//!   share one write transaction (each still its seq, in the order of one call per item);
+//!   should that call fail for a reason of the items', they are applied one by one;
 //! - statuses through [`Store::update_status`] (never backwards) or, in a group, a
 //!   recipient's receipt; a status whose message is not stored is found by its
 //!   `biz_opaque_callback_data` (the `client_message_id` of a send still waiting for its
@@ -166,6 +169,8 @@ impl ChatSync {
                 .filter(|change| change.phone_number_id() == Some(source.phone_number_id()));
             // The wamids of the messages this body stored: statuses kept for them apply now.
             let mut wamids = Vec::new();
+            // Consecutive chats, contacts and messages share one write transaction.
+            let mut events = Vec::new();
             for change in changes {
                 for item in source.read_change(change).await {
                     if let Item::Events { key, .. } = &item
@@ -173,9 +178,16 @@ impl ChatSync {
                     {
                         wamids.push(wamid.to_owned());
                     }
+                    if matches!(item, Item::Events { .. }) {
+                        events.push(item);
+                        continue;
+                    }
+                    self.apply_webhook_events(session_id, std::mem::take(&mut events))
+                        .await?;
                     self.apply_webhook_item(session_id, item).await?;
                 }
             }
+            self.apply_webhook_events(session_id, events).await?;
             for wamid in &wamids {
                 self.apply_waiting_statuses_of(session_id, wamid).await?;
             }
@@ -192,6 +204,61 @@ impl ChatSync {
             state: session.state.clone(),
             stop: CancellationToken::new(),
         })
+    }
+
+    /// Applies consecutive [`Item::Events`] of a body (its contacts, then its messages) in
+    /// one write transaction ([`LiveStore::store_events`] over all their events, in order).
+    /// Should that fail for a reason of its own (not storage's), each item is then applied on
+    /// its own ([`apply_webhook_item`](Self::apply_webhook_item)), so one bad item still fails
+    /// only itself. Nothing of the failed run of chats, contacts and messages was stored; an
+    /// edit, reaction or revoke before the failure was, and applying it again changes
+    /// nothing (every item is idempotent). Errors only for storage failures worth a
+    /// redelivery.
+    async fn apply_webhook_events(&self, session_id: &str, items: Vec<Item>) -> Result<()> {
+        if items.len() < 2 {
+            for item in items {
+                self.apply_webhook_item(session_id, item).await?;
+            }
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let mut all = Vec::new();
+        let mut missing = Vec::new();
+        for item in &items {
+            if let Item::Events {
+                events,
+                missing: files,
+                ..
+            } = item
+            {
+                all.extend(events.iter().cloned());
+                missing.extend(files.iter().cloned());
+            }
+        }
+        // As for one item: files whose download failed are kept before their message.
+        for media in &missing {
+            let json =
+                serde_json::to_string(media).map_err(|error| Error::Internal(error.to_string()))?;
+            store
+                .keep_webhook_item(session_id, &media.key(), &json, None)
+                .await?;
+        }
+        match self.webhook_sink(session_id)?.store_events(all).await {
+            Ok(()) => {
+                for media in missing {
+                    self.spawn_media_retry(session_id, media);
+                }
+                Ok(())
+            }
+            Err(error) if retry_worthy(&error) => Err(error),
+            Err(error) => {
+                tracing::debug!(session_id, %error, "a body's items failed together; applying them one by one");
+                for item in items {
+                    self.apply_webhook_item(session_id, item).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Applies (or keeps) one item. Errors only for storage failures worth a redelivery.

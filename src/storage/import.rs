@@ -79,6 +79,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Runs several imports ([`Store::import`]) one after another in one write transaction:
+    /// each step sees what the steps before it wrote, and seqs are taken in step order, as
+    /// if each were its own `import`, but with one lock, one head update and one commit.
+    /// The live sink uses it for a run of chats, contacts and messages (a webhook body).
+    /// On error nothing of any step is stored.
+    pub async fn import_steps(
+        &self,
+        session_id: &str,
+        steps: &[Vec<ImportChat<'_>>],
+    ) -> Result<()> {
+        if steps.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        let mut txn = self.write(session_id).await?;
+        for step in steps {
+            if !step.is_empty() {
+                txn.import_chats(step).await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
 impl WriteTxn {
     /// The import of [`Store::import`], inside this transaction.
     pub(super) async fn import_chats(&mut self, chats: &[ImportChat<'_>]) -> Result<Vec<u64>> {
@@ -107,7 +132,20 @@ impl WriteTxn {
             .collect();
         checked.sort_unstable();
         checked.dedup();
-        let mut known = self.provider_ids(&checked).await?;
+        // A small batch (live messages, a webhook body) looks up its own ids by the unique
+        // (session, chat, provider id) index; a large one reads the chats' ids in full, which
+        // costs less than long `IN` lists. Reading a whole chat per live message made each
+        // one cost the size of its chat.
+        let candidates: Vec<&str> = chats
+            .iter()
+            .filter(|c| c.may_be_stored && checked.binary_search(&c.chat_id).is_ok())
+            .flat_map(|c| c.messages.iter().map(|m| m.provider_message_id.as_str()))
+            .collect();
+        let mut known = if candidates.len() <= SMALL_IMPORT_LOOKUP {
+            stored_among(self.conn(), self.session_id(), &checked, &candidates).await?
+        } else {
+            self.provider_ids(&checked).await?
+        };
         let echoes: Vec<&NewMessage> = chats
             .iter()
             .filter(|c| c.may_be_stored)
@@ -362,6 +400,44 @@ impl WriteTxn {
     }
 }
 
+/// An import checking at most this many messages against stored ones looks each up by its
+/// provider id rather than reading every provider id of their chats.
+const SMALL_IMPORT_LOOKUP: usize = 256;
+
+/// Which of `provider_message_ids` are stored in these chats of a session, by chat id (the
+/// same shape as [`provider_ids`], holding only the ids asked about). One query per 512
+/// chats; the ids are at most [`SMALL_IMPORT_LOOKUP`].
+async fn stored_among(
+    db: &impl ConnectionTrait,
+    session_id: &str,
+    chat_ids: &[&str],
+    provider_message_ids: &[&str],
+) -> Result<HashMap<String, HashSet<String>>> {
+    let mut known: HashMap<String, HashSet<String>> = HashMap::new();
+    if provider_message_ids.is_empty() {
+        return Ok(known);
+    }
+    for ids in statement_chunks(chat_ids, 512) {
+        let rows: Vec<(String, String)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::ChatId)
+            .column(message::Column::ProviderMessageId)
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::ChatId.is_in(ids.iter().copied()))
+            .filter(message::Column::ProviderMessageId.is_in(provider_message_ids.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (chat_id, provider_message_id) in rows {
+            known
+                .entry(chat_id)
+                .or_default()
+                .insert(provider_message_id);
+        }
+    }
+    Ok(known)
+}
+
 /// The provider ids stored in these chats of a session, by chat id. One query per 500 chats.
 async fn provider_ids(
     db: &impl ConnectionTrait,
@@ -501,6 +577,85 @@ mod tests {
         ] {
             store.db.execute_unprepared(sql).await.unwrap();
         }
+    }
+
+    /// A small import looks its ids up one by one ([`stored_among`]), a large one reads the
+    /// chat's ids ([`provider_ids`]): either way what is stored is skipped, once.
+    #[tokio::test]
+    async fn small_and_large_imports_skip_what_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let messages = history(2 * (SMALL_IMPORT_LOOKUP + 50));
+        // Chat "a" holds the first half, chat "b" the second.
+        let store = store(dir.path(), &messages, messages.len()).await;
+        let half = messages.len() / 2;
+        let mut fresh = history(1);
+        fresh[0].provider_message_id = "new".into();
+        // Small: two stored in "a", one stored in "b" only (new to "a"), one new.
+        let small: Vec<NewMessage> = [&messages[0], &messages[1], &messages[half], &fresh[0]]
+            .into_iter()
+            .cloned()
+            .collect();
+        assert!(small.len() <= SMALL_IMPORT_LOOKUP);
+        let chat = |messages| ImportChat {
+            chat_id: "a",
+            name: "a",
+            messages,
+            may_be_stored: true,
+            people: &NO_PEOPLE,
+        };
+        assert_eq!(store.import("s", &[chat(&small)]).await.unwrap(), vec![2]);
+        // Large: all of "a" again (and the two just stored), and two new.
+        let mut large: Vec<NewMessage> = messages[..half].to_vec();
+        large.extend(small.iter().cloned());
+        let mut two = history(2);
+        two[0].provider_message_id = "new 2".into();
+        two[1].provider_message_id = "new 3".into();
+        large.extend(two);
+        assert!(large.len() > SMALL_IMPORT_LOOKUP);
+        assert_eq!(store.import("s", &[chat(&large)]).await.unwrap(), vec![2]);
+        let ids = store.stored_provider_ids("s", "a").await.unwrap();
+        assert_eq!(ids.len(), half + 4);
+    }
+
+    /// The steps of [`Store::import_steps`] take seqs in order in one transaction, each
+    /// seeing the steps before it: a chat created by the first is not created again.
+    #[tokio::test]
+    async fn import_steps_run_in_order_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/c.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        store.ensure_session("s", "test").await.unwrap();
+        let messages = history(3);
+        let steps = vec![
+            vec![ImportChat {
+                chat_id: "a",
+                name: "A",
+                messages: &[],
+                may_be_stored: true,
+                people: &NO_PEOPLE,
+            }],
+            vec![ImportChat {
+                chat_id: "a",
+                name: "A",
+                messages: &messages,
+                may_be_stored: true,
+                people: &NO_PEOPLE,
+            }],
+            // The same messages again, and a rename.
+            vec![ImportChat {
+                chat_id: "a",
+                name: "B",
+                messages: &messages,
+                may_be_stored: true,
+                people: &NO_PEOPLE,
+            }],
+        ];
+        let before = store.head_seq("s").await.unwrap();
+        store.import_steps("s", &steps).await.unwrap();
+        // The chat (1), its three messages (3), the rename (1): nothing twice.
+        assert_eq!(store.head_seq("s").await.unwrap(), before + 5);
+        assert_eq!(store.stored_provider_ids("s", "a").await.unwrap().len(), 3);
+        assert_eq!(store.find_chat("s", "a").await.unwrap().unwrap().name, "B");
     }
 
     #[tokio::test]

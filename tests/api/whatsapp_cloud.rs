@@ -422,6 +422,60 @@ async fn duplicates_and_a_malformed_item(backend: Backend) {
     s.message(USER, "wamid.good").await;
 }
 
+/// One body holding its contact, several messages (one stored by an earlier body, one twice
+/// in the body, one unreadable) and a status for one of them: what is new is stored once, in
+/// the body's order, and the status applies (it comes after its message in the body).
+async fn a_body_of_many_items(backend: Backend) {
+    let s = Setup::start(backend).await;
+    s.post(&case("message.json", "text", "wamid.many.0")).await;
+    let mut body = case("message.json", "text", "wamid.many.1");
+    let first = value(&mut body)["messages"][0].clone();
+    let with = |id: &str, text: &str| {
+        let mut m = first.clone();
+        m["id"] = json!(id);
+        m["text"] = json!({"body": text});
+        m
+    };
+    let mut bad = first.clone();
+    bad.as_object_mut().unwrap().remove("id");
+    value(&mut body)["messages"] = json!([
+        with("wamid.many.1", "one"),
+        with("wamid.many.0", "again"),
+        bad,
+        with("wamid.many.2", "two"),
+        with("wamid.many.1", "one again"),
+    ]);
+    let read = value(&mut status_body("wamid.many.2", "read", None))["statuses"].clone();
+    value(&mut body)["statuses"] = read;
+    for _ in 0..2 {
+        s.post(&body).await;
+    }
+    let stored = s.messages(USER).await;
+    let count = |id: &str| {
+        stored
+            .iter()
+            .filter(|m| m.provider_message_id == id)
+            .count()
+    };
+    assert_eq!(
+        [
+            count("wamid.many.0"),
+            count("wamid.many.1"),
+            count("wamid.many.2")
+        ],
+        [1, 1, 1]
+    );
+    let (zero, one, two) = (
+        by_id(&s, "wamid.many.0").await,
+        by_id(&s, "wamid.many.1").await,
+        by_id(&s, "wamid.many.2").await,
+    );
+    assert_ne!(zero.text, "again", "a stored wamid stores nothing");
+    assert_eq!(one.text, "one");
+    assert!(zero.seq < one.seq && one.seq < two.seq, "the body's order");
+    assert_eq!(two.status, pb::MessageStatus::Read as i32);
+}
+
 /// Creates the chat (an incoming message) and sends one message; its wamid.
 async fn send_one(s: &Setup, text: &str, key: &str) -> Result<pb::Message, tonic::Status> {
     if s.messages(USER).await.is_empty() {
@@ -1929,6 +1983,7 @@ on_both_backends!(
     handshake_and_signatures,
     every_shared_case,
     duplicates_and_a_malformed_item,
+    a_body_of_many_items,
     statuses_in_any_order,
     a_failed_status_keeps_its_error,
     a_failed_send_keeps_its_error,
