@@ -141,11 +141,8 @@ impl WriteTxn {
             .filter(|c| c.may_be_stored && checked.binary_search(&c.chat_id).is_ok())
             .flat_map(|c| c.messages.iter().map(|m| m.provider_message_id.as_str()))
             .collect();
-        let mut known = if candidates.len() <= SMALL_IMPORT_LOOKUP {
-            stored_among(self.conn(), self.session_id(), &checked, &candidates).await?
-        } else {
-            self.provider_ids(&checked).await?
-        };
+        let among = (candidates.len() <= SMALL_IMPORT_LOOKUP).then_some(candidates.as_slice());
+        let mut known = provider_ids(self.conn(), self.session_id(), &checked, among).await?;
         let echoes: Vec<&NewMessage> = chats
             .iter()
             .filter(|c| c.may_be_stored)
@@ -339,11 +336,6 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// The provider ids stored in these chats, by chat id. One query per 500 chats.
-    async fn provider_ids(&self, chat_ids: &[&str]) -> Result<HashMap<String, HashSet<String>>> {
-        provider_ids(self.conn(), self.session_id(), chat_ids).await
-    }
-
     /// Settles the messages chatsync sent that these upstream messages echo: an incoming
     /// message whose `client_message_id` is stored already is the stored message coming back
     /// (Matrix `unsigned.transaction_id`). A PENDING or FAILED one becomes SENT (the echo
@@ -404,57 +396,30 @@ impl WriteTxn {
 /// provider id rather than reading every provider id of their chats.
 const SMALL_IMPORT_LOOKUP: usize = 256;
 
-/// Which of `provider_message_ids` are stored in these chats of a session, by chat id (the
-/// same shape as [`provider_ids`], holding only the ids asked about). One query per 512
-/// chats; the ids are at most [`SMALL_IMPORT_LOOKUP`].
-async fn stored_among(
-    db: &impl ConnectionTrait,
-    session_id: &str,
-    chat_ids: &[&str],
-    provider_message_ids: &[&str],
-) -> Result<HashMap<String, HashSet<String>>> {
-    let mut known: HashMap<String, HashSet<String>> = HashMap::new();
-    if provider_message_ids.is_empty() {
-        return Ok(known);
-    }
-    for ids in statement_chunks(chat_ids, 512) {
-        let rows: Vec<(String, String)> = message::Entity::find()
-            .select_only()
-            .column(message::Column::ChatId)
-            .column(message::Column::ProviderMessageId)
-            .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::ChatId.is_in(ids.iter().copied()))
-            .filter(message::Column::ProviderMessageId.is_in(provider_message_ids.iter().copied()))
-            .into_tuple()
-            .all(db)
-            .await?;
-        for (chat_id, provider_message_id) in rows {
-            known
-                .entry(chat_id)
-                .or_default()
-                .insert(provider_message_id);
-        }
-    }
-    Ok(known)
-}
-
-/// The provider ids stored in these chats of a session, by chat id. One query per 500 chats.
+/// The provider ids stored in these chats of a session, by chat id; with `among`, only those
+/// of its ids (at most [`SMALL_IMPORT_LOOKUP`], looked up by the unique index), else every id
+/// of the chats. One query per 512 chats.
 async fn provider_ids(
     db: &impl ConnectionTrait,
     session_id: &str,
     chat_ids: &[&str],
+    among: Option<&[&str]>,
 ) -> Result<HashMap<String, HashSet<String>>> {
     let mut known: HashMap<String, HashSet<String>> = HashMap::new();
+    if among.is_some_and(|ids| ids.is_empty()) {
+        return Ok(known);
+    }
     for ids in statement_chunks(chat_ids, 512) {
-        let rows: Vec<(String, String)> = message::Entity::find()
+        let mut query = message::Entity::find()
             .select_only()
             .column(message::Column::ChatId)
             .column(message::Column::ProviderMessageId)
             .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::ChatId.is_in(ids.iter().copied()))
-            .into_tuple()
-            .all(db)
-            .await?;
+            .filter(message::Column::ChatId.is_in(ids.iter().copied()));
+        if let Some(among) = among {
+            query = query.filter(message::Column::ProviderMessageId.is_in(among.iter().copied()));
+        }
+        let rows: Vec<(String, String)> = query.into_tuple().all(db).await?;
         for (chat_id, provider_message_id) in rows {
             known
                 .entry(chat_id)
@@ -473,7 +438,7 @@ impl Store {
         session_id: &str,
         chat_id: &str,
     ) -> Result<HashSet<String>> {
-        Ok(provider_ids(&self.db, session_id, &[chat_id])
+        Ok(provider_ids(&self.db, session_id, &[chat_id], None)
             .await?
             .remove(chat_id)
             .unwrap_or_default())
@@ -579,8 +544,8 @@ mod tests {
         }
     }
 
-    /// A small import looks its ids up one by one ([`stored_among`]), a large one reads the
-    /// chat's ids ([`provider_ids`]): either way what is stored is skipped, once.
+    /// A small import looks its own ids up ([`provider_ids`] with `among`), a large one reads
+    /// the chat's ids (without): either way what is stored is skipped, once.
     #[tokio::test]
     async fn small_and_large_imports_skip_what_is_stored() {
         let dir = tempfile::tempdir().unwrap();
