@@ -8,6 +8,15 @@
 //!   sends its next message as soon as the last is answered; every key is new. Reports sends/s
 //!   (answered sends over the measured time) and RPC latency p50/p99 (hdrhistogram). With
 //!   `--clients 1` this is the sequential latency.
+//!
+//!   Several servers (replicas of one database) and several sessions: `--server` and
+//!   `--session` each take a comma-separated list (`--servers`, `--sessions` are aliases).
+//!   With S servers and N sessions, client i sends to session `i % N` through server `i % S`,
+//!   so when N is a multiple of S every session is written through one server only (each
+//!   server owns N/S sessions). With `--mix`, client i uses server `(i / N) % S` instead: a
+//!   session's clients go through every server in turn (with `--clients` ≥ N·S each session
+//!   is written through all of them, and replicas contend for its lock). The `RESULT` line adds
+//!   `servers=S sessions=N mix=0|1`.
 //! - `synapse-sends`: the same closed loop against a real Synapse (`scripts/synapse`, started
 //!   in `--dir`, stopped at the end): N users' clients each post `m.room.message` events to one
 //!   room, one `PUT /send` at a time. Synapse's send rate, for the same-run ratio.
@@ -42,12 +51,21 @@ use tonic::transport::{Channel, Endpoint};
 enum Command {
     /// Closed-loop SendMessage throughput and latency.
     Sends {
-        /// The server's URL.
+        /// The server's URL, or several, comma-separated (replicas of one database).
+        #[arg(long, alias = "servers", value_delimiter = ',', required = true)]
+        server: Vec<String>,
+        /// A `local` session of that server, or several, comma-separated.
+        #[arg(
+            long,
+            alias = "sessions",
+            value_delimiter = ',',
+            default_value = "bench"
+        )]
+        session: Vec<String>,
+        /// Client i goes through server `(i / sessions) % servers` (every session through
+        /// every server) instead of `i % servers`.
         #[arg(long)]
-        server: String,
-        /// A `local` session of that server.
-        #[arg(long, default_value = "bench")]
-        session: String,
+        mix: bool,
         /// Concurrent clients, each on its own connection.
         #[arg(long, default_value_t = 64)]
         clients: usize,
@@ -116,10 +134,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Sends {
             server,
             session,
+            mix,
             clients,
             secs,
             chats,
-        } => sends(&server, &session, clients, secs, chats).await,
+        } => sends(&server, &session, mix, clients, secs, chats).await,
         Command::SynapseSends { dir, clients, secs } => synapse_sends(&dir, clients, secs).await,
         Command::Subscribers {
             server,
@@ -320,24 +339,30 @@ where
 }
 
 async fn sends(
-    server: &str,
-    session: &str,
+    servers: &[String],
+    sessions: &[String],
+    mix: bool,
     clients: usize,
     secs: f64,
     chats: usize,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(clients > 0 && secs > 0.0 && chats > 0);
+    anyhow::ensure!(!servers.is_empty() && !sessions.is_empty());
+    let (s, n) = (servers.len(), sessions.len());
+    let server_of = |client: usize| if mix { (client / n) % s } else { client % s };
     let mut channels = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        channels.push(ChatSyncServiceClient::new(connect(server).await?));
+    for client in 0..clients {
+        channels.push(ChatSyncServiceClient::new(
+            connect(&servers[server_of(client)]).await?,
+        ));
     }
     let channels = Arc::new(channels);
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let session = session.to_owned();
+    let sessions: Arc<Vec<String>> = Arc::new(sessions.to_vec());
     let (count, latencies) = closed_loop(clients, secs, move |client, i| {
         let mut rpc = channels[client].clone();
         let request = pb::SendMessageRequest {
-            session_id: session.clone(),
+            session_id: sessions[client % n].clone(),
             chat_id: format!("load-{}", client % chats),
             text: format!("load message {i} from client {client}"),
             client_message_id: format!("{run}-{client}-{i}"),
@@ -352,15 +377,16 @@ async fn sends(
     .await;
     let rate = count as f64 / secs;
     println!(
-        "SendMessage, {clients} clients, {secs} s: {rate:.0} sends/s; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "SendMessage, {clients} clients over {s} server(s) and {n} session(s), {secs} s: {rate:.0} sends/s; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         ms(latencies.value_at_quantile(0.5)),
         ms(latencies.value_at_quantile(0.99)),
         ms(latencies.max())
     );
     println!(
-        "RESULT kind=sends clients={clients} secs={secs} sends={count} rate={rate:.1} p50_ms={:.3} p99_ms={:.3}",
+        "RESULT kind=sends clients={clients} secs={secs} sends={count} rate={rate:.1} p50_ms={:.3} p99_ms={:.3} servers={s} sessions={n} mix={}",
         ms(latencies.value_at_quantile(0.5)),
         ms(latencies.value_at_quantile(0.99)),
+        u8::from(mix),
     );
     Ok(())
 }
