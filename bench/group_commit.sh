@@ -37,8 +37,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { printf '%s\n' "$*" >&2; }
 
-log "building chatsync and examples/load (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin chatsync --example load)
+log "building chatsync and examples/load, examples/fanout (release)"
+(cd "$ROOT" && cargo build --release --quiet --bin chatsync --example load --example fanout)
 
 # start_server BINARY BACKEND NAME: sets URL and SERVER_PID.
 start_server() {

@@ -31,8 +31,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { printf '%s\n' "$*" >&2; }
 
-log "building chatsync and examples/fanout (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin chatsync --example fanout)
+log "building chatsync and examples/load, examples/fanout (release)"
+(cd "$ROOT" && cargo build --release --quiet --bin chatsync --example load --example fanout)
 
 # Starts N replicas on a fresh database; sets URLS to their URLs, comma-separated. (Not run in
 # a command substitution: the PIDs must reach the cleanup.)
