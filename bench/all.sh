@@ -3,7 +3,8 @@
 # same run where it has one (see BENCHMARKS.md): imports and parsing, the instruction-count
 # guard (bench/guard.sh), group commit (with
 # Synapse), 10,000 subscribers and fan-out, TLS against plain, GetSnapshot of the corpus, and
-# search latency and index sizes, and webhook delivery (issue 20). RUNS (default 3) is passed to each. Output goes
+# search latency and index sizes, webhook delivery (issue 20), and 30 sessions over three
+# replicas on PostgreSQL (bench/sessions.sh). RUNS (default 3) is passed to each. Output goes
 # to stdout and to bench/out/all-COMMIT.log.
 #
 # Usage: RUNS=3 bench/all.sh
@@ -14,7 +15,7 @@ mkdir -p "$ROOT/bench/out"
 out="$ROOT/bench/out/all-$(cd "$ROOT" && git rev-parse --short HEAD).log"
 {
     echo "== bench/all.sh: $(nproc) cores, commit $(cd "$ROOT" && git rev-parse --short HEAD), RUNS=$RUNS, $(date -u +%FT%TZ)"
-    for bench in imports guard group_commit connections tls snapshot search webhooks; do
+    for bench in imports guard group_commit connections tls snapshot search webhooks sessions; do
         echo
         echo "######## bench/$bench.sh"
         "$ROOT/bench/$bench.sh"
