@@ -117,9 +117,10 @@ struct Inner {
 
 impl ChatSync {
     /// Builds the sources of every configured session and makes sure each session has its
-    /// row. Runs left RUNNING by a crash become INTERRUPTED. Statuses a crash left waiting in
-    /// a `whatsapp-cloud` session's webhook inbox for a message stored meanwhile are applied
-    /// in the background ([`whatsapp_cloud::spawn_waiting_sweep`]).
+    /// row. Runs left RUNNING by a crash become INTERRUPTED. Each `whatsapp-cloud` session's
+    /// webhook inbox is swept in the background, now and periodically
+    /// ([`whatsapp_cloud::spawn_inbox_sweeps`]): statuses left waiting for a message stored
+    /// meanwhile are applied, and media retries no live replica holds are taken up.
     pub async fn new(
         config: &Config,
         store: Store,
@@ -212,7 +213,7 @@ impl ChatSync {
                 webhooks,
             }),
         };
-        whatsapp_cloud::spawn_waiting_sweep(service.clone());
+        whatsapp_cloud::spawn_inbox_sweeps(service.clone());
         Ok(service)
     }
 

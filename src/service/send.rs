@@ -79,7 +79,7 @@ impl SendRequest {
     }
 }
 
-/// How long a replica's claim of a send lasts ([`Store::claim_send`]): longer than a send
+/// How long a replica's claim of a send lasts ([`Store::claim`]): longer than a send
 /// takes (Graph calls time out after 30 s; rate limits are retried a few times), so that a
 /// retry on another replica never posts while the first is in flight. A replica that dies
 /// mid-send holds up the retries of that message for at most this long; after that a retry
@@ -223,7 +223,7 @@ impl ChatSync {
     /// [`deliver`](Self::deliver) for a source whose upstream does not deduplicate sends
     /// ([`sources::Capabilities::upstream_deduplicates`]; whatsapp-cloud: Graph has no
     /// idempotency key), first claiming the send's key for this replica
-    /// ([`Store::claim_send`], for [`SEND_CLAIM`]): while another replica holds the claim, its
+    /// ([`Store::claim`], for [`SEND_CLAIM`]): while another replica holds the claim, its
     /// post is in flight, and this call posts nothing and answers the message as stored
     /// (PENDING; the other replica's answer moves it on). The claim is dropped once the
     /// outcome is stored. Other sources deliver at once.
@@ -241,7 +241,7 @@ impl ChatSync {
         let holder = self.inner.replica_id.as_str();
         let claim_ms = SEND_CLAIM.as_millis() as i64;
         if !store
-            .claim_send(&session_id, client_message_id, holder, claim_ms)
+            .claim(&session_id, client_message_id, holder, claim_ms)
             .await?
         {
             tracing::info!(
@@ -257,7 +257,7 @@ impl ChatSync {
         let outcome = self.deliver(source, stored, client_message_id).await;
         // A claim left behind (a storage failure here) only holds up retries until it expires.
         if let Err(error) = store
-            .release_send(&session_id, client_message_id, holder)
+            .release_claim(&session_id, client_message_id, holder)
             .await
         {
             tracing::warn!(session_id, client_message_id, %error, "cannot drop a send claim");

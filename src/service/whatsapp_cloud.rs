@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::live::LiveStore;
 use super::*;
 use crate::model::{ReceiptKind, StatusError};
+use crate::sources::LiveEvent;
 use crate::sources::whatsapp_cloud::{
     Item, MEDIA_RETRY_MAX_PAUSE, MissingMedia, WhatsAppCloud, webhook,
 };
@@ -221,7 +222,6 @@ impl ChatSync {
             }
             return Ok(());
         }
-        let store = &self.inner.store;
         let mut all = Vec::new();
         let mut missing = Vec::new();
         for item in &items {
@@ -235,21 +235,8 @@ impl ChatSync {
                 missing.extend(files.iter().cloned());
             }
         }
-        // As for one item: files whose download failed are kept before their message.
-        for media in &missing {
-            let json =
-                serde_json::to_string(media).map_err(|error| Error::Internal(error.to_string()))?;
-            store
-                .keep_webhook_item(session_id, &media.key(), &json, None)
-                .await?;
-        }
-        match self.webhook_sink(session_id)?.store_events(all).await {
-            Ok(()) => {
-                for media in missing {
-                    self.spawn_media_retry(session_id, media);
-                }
-                Ok(())
-            }
+        match self.store_webhook_events(session_id, all, &missing).await {
+            Ok(()) => Ok(()),
             Err(error) if retry_worthy(&error) => Err(error),
             Err(error) => {
                 tracing::debug!(session_id, %error, "a body's items failed together; applying them one by one");
@@ -271,23 +258,11 @@ impl ChatSync {
                 missing,
             } => {
                 let payload = format!("{events:?}");
-                // Files whose download failed are kept before their message is stored, so a
-                // message stored with `stored = false` always has its retry kept (a crash in
-                // between is redelivered by Meta; the key makes that store nothing twice).
-                for media in &missing {
-                    let json = serde_json::to_string(media)
-                        .map_err(|error| Error::Internal(error.to_string()))?;
-                    store
-                        .keep_webhook_item(session_id, &media.key(), &json, None)
-                        .await?;
-                }
-                match self.webhook_sink(session_id)?.store_events(events).await {
-                    Ok(()) => {
-                        for media in missing {
-                            self.spawn_media_retry(session_id, media);
-                        }
-                        Ok(())
-                    }
+                match self
+                    .store_webhook_events(session_id, events, &missing)
+                    .await
+                {
+                    Ok(()) => Ok(()),
                     Err(error) if retry_worthy(&error) => Err(error),
                     Err(error) => {
                         for media in &missing {
@@ -339,6 +314,34 @@ impl ChatSync {
                     .await
             }
         }
+    }
+
+    /// Stores a webhook's `events` through the live sink's path ([`LiveStore::store_events`],
+    /// one write transaction), keeping the files whose download failed (`missing`) in the
+    /// inbox first, so that a message stored with `stored = false` always has its retry kept
+    /// (a crash in between is redelivered by Meta; the keys make that store nothing twice).
+    /// Once the events are stored, the files' retries start
+    /// ([`spawn_media_retry`](Self::spawn_media_retry)). Errors: storage's, or the events'
+    /// own (then nothing of them is stored, and the kept files stay for the caller to drop).
+    async fn store_webhook_events(
+        &self,
+        session_id: &str,
+        events: Vec<LiveEvent>,
+        missing: &[MissingMedia],
+    ) -> Result<()> {
+        for media in missing {
+            let json =
+                serde_json::to_string(media).map_err(|error| Error::Internal(error.to_string()))?;
+            self.inner
+                .store
+                .keep_webhook_item(session_id, &media.key(), &json, None)
+                .await?;
+        }
+        self.webhook_sink(session_id)?.store_events(events).await?;
+        for media in missing {
+            self.spawn_media_retry(session_id, media.clone());
+        }
+        Ok(())
     }
 
     async fn keep_unreadable(
@@ -483,10 +486,11 @@ impl ChatSync {
     /// Files still waiting for their download ([`MissingMedia`], kept under `media:` keys)
     /// are handed to [`spawn_media_retry`](Self::spawn_media_retry) on the way.
     ///
-    /// Run at start-up ([`spawn_waiting_sweep`]): a crash can leave a status waiting for a
-    /// message that is stored already (a body stored the message and died before it looked
-    /// at the inbox, or a send saved its wamid and died before it did), and nothing else
-    /// would look at it again until Meta redelivers.
+    /// Run at start-up and then every `inbox_sweep_interval_ms` ([`spawn_inbox_sweeps`]): a
+    /// crash can leave a status waiting for a message that is stored already (a body stored
+    /// the message and died before it looked at the inbox, or a send saved its wamid and died
+    /// before it did), and a replica that died leaves its media retries behind; nothing else
+    /// would look at them again until Meta redelivers.
     ///
     /// Errors: storage failures; a status that cannot be applied otherwise stays, logged.
     pub(super) async fn apply_waiting_webhook_items(&self, session_id: &str) -> Result<u64> {
@@ -539,7 +543,10 @@ impl ChatSync {
     /// fresh URL (a URL lasts 5 minutes). Stored, the attachment becomes `stored = true` with a
     /// `message_updated` change ([`crate::model::MessageChange::Attachment`]) and the inbox
     /// item is dropped; expired, the item is dropped and the attachment stays unstored. A file
-    /// already being retried on this process is left to that task.
+    /// already being retried on this process is left to that task, and one whose retry
+    /// another live replica holds (its claim, [`Store::claim`] under the inbox key, renewed
+    /// before each try for [`media_claim`] of the pause) is left to that replica: the inbox
+    /// sweeps take it up once the claim expires.
     pub(super) fn spawn_media_retry(&self, session_id: &str, media: MissingMedia) {
         let Ok(session) = self.session(session_id) else {
             return;
@@ -566,9 +573,27 @@ impl ChatSync {
         let store = &self.inner.store;
         let shutdown = self.inner.shutdown.clone();
         let key = media.key();
+        let holder = self.inner.replica_id.as_str();
         let mut pause = cloud.media_retry_backoff();
         let mut tries = 0u32;
         loop {
+            // Held through the pause and the try that follows it; lost (another replica took
+            // it up while this one stalled), the retry is that replica's now.
+            match store
+                .claim(session_id, &key, holder, media_claim(pause))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(session_id, key, "another replica is retrying this download");
+                    return;
+                }
+                Err(error) => {
+                    // The next sweep tries again.
+                    tracing::warn!(session_id, key, %error, "cannot claim a media retry");
+                    return;
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => return,
@@ -583,9 +608,10 @@ impl ChatSync {
                     "giving up a media download: its media id has expired"
                 );
                 if let Err(error) = store.drop_webhook_item(session_id, &key).await {
-                    // The next start finds it expired and drops it.
+                    // The next sweep finds it expired and drops it.
                     tracing::warn!(session_id, key, %error, "cannot drop an expired media retry");
                 }
+                self.release_media_claim(session_id, &key).await;
                 return;
             }
             tries += 1;
@@ -605,15 +631,30 @@ impl ChatSync {
                         "a media download that had failed is done"
                     );
                     if let Err(error) = store.drop_webhook_item(session_id, &key).await {
-                        // The next start downloads it again and finds it stored.
+                        // The next sweep downloads it again and finds it stored.
                         tracing::warn!(session_id, key, %error, "cannot drop a done media retry");
                     }
+                    self.release_media_claim(session_id, &key).await;
                     return;
                 }
                 Err(why) => {
                     tracing::debug!(session_id, key, tries, why, "a media download failed again");
                 }
             }
+        }
+    }
+
+    /// Drops this replica's claim of a media retry that is over (a claim left behind only
+    /// expires: nothing waits for it, its item is gone).
+    async fn release_media_claim(&self, session_id: &str, key: &str) {
+        let holder = self.inner.replica_id.as_str();
+        if let Err(error) = self
+            .inner
+            .store
+            .release_claim(session_id, key, holder)
+            .await
+        {
+            tracing::debug!(session_id, key, %error, "cannot drop a media retry's claim");
         }
     }
 
@@ -653,39 +694,52 @@ impl ChatSync {
     }
 }
 
-/// Sweeps the inbox of each `whatsapp-cloud` session once, in the background
-/// ([`ChatSync::apply_waiting_webhook_items`]), retrying a storage failure with a growing
-/// pause (1 s doubling, at most 60 s) until it passes or the server shuts down.
-pub(super) fn spawn_waiting_sweep(service: ChatSync) {
-    let session_ids: Vec<String> = service
+/// How long a replica's claim of a media retry lasts, renewed before each pause of `pause`:
+/// twice the pause, so that it holds through the pause and the try after it, and a replica
+/// that died holds its retries up for at most twice the longest pause.
+fn media_claim(pause: Duration) -> i64 {
+    (pause * 2).as_millis().try_into().unwrap_or(i64::MAX)
+}
+
+/// Sweeps the inbox of each `whatsapp-cloud` session in the background
+/// ([`ChatSync::apply_waiting_webhook_items`]): at start-up, then every
+/// `inbox_sweep_interval_ms` ([`WhatsAppCloud::inbox_sweep_interval`]), so that a running
+/// replica takes up what a dead one left (its media retries, once their claims expire). A
+/// storage failure is retried sooner, after a growing pause (1 s doubling, at most 64 s and
+/// at most the interval). Ends when the server shuts down.
+pub(super) fn spawn_inbox_sweeps(service: ChatSync) {
+    let sessions: Vec<(String, Duration)> = service
         .whatsapp_sessions()
-        .map(|(id, _)| id.clone())
+        .map(|(id, cloud)| (id.clone(), cloud.inbox_sweep_interval()))
         .collect();
-    for session_id in session_ids {
+    for (session_id, interval) in sessions {
         let service = service.clone();
         let shutdown = service.inner.shutdown.clone();
         tokio::spawn(async move {
-            let mut pause = Duration::from_secs(1);
+            let mut failures = 0u32;
             loop {
-                match service.apply_waiting_webhook_items(&session_id).await {
-                    Ok(0) => return,
+                let pause = match service.apply_waiting_webhook_items(&session_id).await {
                     Ok(applied) => {
-                        tracing::info!(
-                            session_id,
-                            applied,
-                            "applied statuses that waited for messages stored before a restart"
-                        );
-                        return;
+                        if applied > 0 {
+                            tracing::info!(
+                                session_id,
+                                applied,
+                                "applied statuses that waited for their messages"
+                            );
+                        }
+                        failures = 0;
+                        interval
                     }
                     Err(error) => {
                         tracing::warn!(session_id, %error, "cannot sweep the webhook inbox; retrying");
+                        failures = failures.saturating_add(1);
+                        Duration::from_secs(1 << (failures - 1).min(6)).min(interval)
                     }
-                }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                pause = (pause * 2).min(Duration::from_secs(60));
             }
         });
     }

@@ -1262,48 +1262,108 @@ async fn a_failed_download_is_retried(backend: Backend) {
 }
 
 /// A retry of a failed download outlives its process: the server is killed -9 while the file
-/// still fails, and the restarted server's start-up sweep takes the kept retry up and stores
-/// the file once Graph serves it.
+/// still fails, and the restarted server's inbox sweep takes the kept retry up (once the dead
+/// process's claim on it expires) and stores the file once Graph serves it.
 async fn a_restart_resumes_media_retries(backend: Backend) {
     let graph = GraphApi::start(TOKEN).await;
     let config = replica_config(&backend, &graph);
-    let http = reqwest::Client::new();
-    let photo = b"a photo downloaded after a restart".to_vec();
+    let dying = Replica::start(&config).await;
+    kill_while_a_download_fails(&backend, &graph, dying, "restart").await;
+    let replica = Replica::start(&config).await;
+    the_file_is_stored(&backend, &replica, "restart").await;
+}
+
+/// A replica that dies while a file's download keeps failing leaves its retry to the replicas
+/// still running, not to its own restart: the first replica claims the retry, and after its
+/// kill -9 the other replica's periodic inbox sweep takes the retry up (once the dead
+/// replica's claim has expired) and stores the file when Graph serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_replica_takes_over_a_dead_replicas_media_retry() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let graph = GraphApi::start(TOKEN).await;
+    let config = replica_config(&backend, &graph);
+    let dying = Replica::start(&config).await;
+    let running = Replica::start(&config).await;
+    kill_while_a_download_fails(&backend, &graph, dying, "takeover").await;
+    the_file_is_stored(&backend, &running, "takeover").await;
+}
+
+/// Posts `wamid.{name}.img` (an image whose download Graph keeps failing) to `replica`, waits
+/// until its retry is kept and claimed, and kills the replica -9; then Graph serves the file.
+async fn kill_while_a_download_fails(
+    backend: &Backend,
+    graph: &GraphApi,
+    mut replica: Replica,
+    name: &str,
+) {
+    let (wamid, media_id) = (format!("wamid.{name}.img"), format!("m-{name}"));
+    let photo = media_bytes(name);
     {
         let mut script = graph.script.lock().unwrap();
-        script.media.insert("m-restart".into(), (photo.clone(), 0));
-        script.fail_downloads.insert("m-restart".into(), u32::MAX);
+        script.media.insert(media_id.clone(), (photo.clone(), 0));
+        script.fail_downloads.insert(media_id.clone(), u32::MAX);
     }
-    let mut replica = Replica::start(&config).await;
-    let body =
-        serde_json::to_vec(&image_body("wamid.restart.img", "m-restart", &photo, 0)).unwrap();
+    let body = serde_json::to_vec(&image_body(&wamid, &media_id, &photo, 0)).unwrap();
+    let http = reqwest::Client::new();
     assert_eq!(post_signed(&http, &replica.url, body).await, Ok(200));
-    let before = stored_once(&replica, "wamid.restart.img").await;
-    assert!(!before["wamid.restart.img"].attachments[0].stored);
-    replica.kill().await;
+    assert!(!stored_once(&replica, &wamid).await[&wamid].attachments[0].stored);
+    let key = format!("media:{wamid}:0");
     assert!(
-        waiting_keys_sql(&backend.database_url)
-            .await
-            .contains("media:wamid.restart.img:0"),
+        waiting_keys_sql(&backend.database_url).await.contains(&key),
         "the retry is kept"
     );
+    // The retry claims its key before its first pause.
+    common::eventually("the replica claims the retry", || async {
+        claim_holders(backend, &key).await.len() == 1
+    })
+    .await;
+    replica.kill().await;
     graph
         .script
         .lock()
         .unwrap()
         .fail_downloads
-        .insert("m-restart".into(), 0);
-    let replica = Replica::start(&config).await;
-    common::eventually("the restarted server stores the file", || async {
-        stored_once(&replica, "wamid.restart.img").await["wamid.restart.img"].attachments[0].stored
+        .insert(media_id, 0);
+}
+
+/// Waits until `replica` has stored the file of `wamid.{name}.img` and serves its bytes, and
+/// the retry's inbox item and claim are gone.
+async fn the_file_is_stored(backend: &Backend, replica: &Replica, name: &str) {
+    let wamid = format!("wamid.{name}.img");
+    let photo = media_bytes(name);
+    common::eventually("a running server stores the file", || async {
+        stored_once(replica, &wamid).await[&wamid].attachments[0].stored
     })
     .await;
-    let after = &stored_once(&replica, "wamid.restart.img").await["wamid.restart.img"];
+    let after = &stored_once(replica, &wamid).await[&wamid];
     assert_eq!(after.attachments[0].sha256, common::hex_sha256(&photo));
     assert_eq!(
         get_media(&mut replica.client().await, &after.attachments[0].sha256).await,
         photo
     );
+    let key = format!("media:{wamid}:0");
+    common::eventually("the retry's item and claim are dropped", || async {
+        !waiting_keys_sql(&backend.database_url).await.contains(&key)
+            && claim_holders(backend, &key).await.is_empty()
+    })
+    .await;
+}
+
+/// The bytes of the photo of `wamid.{name}.img`.
+fn media_bytes(name: &str) -> Vec<u8> {
+    format!("a photo downloaded after its replica died ({name})").into_bytes()
+}
+
+/// Who holds the claim on `key` (none or one replica id).
+async fn claim_holders(backend: &Backend, key: &str) -> Vec<String> {
+    strings_sql(
+        &backend.database_url,
+        &format!("SELECT holder FROM send_claims WHERE client_message_id = '{key}'"),
+        "holder",
+    )
+    .await
 }
 
 /// A configuration for `chatsync serve` processes with the `wa` session (its secrets in files
@@ -1321,7 +1381,8 @@ fn replica_config(backend: &Backend, graph: &GraphApi) -> PathBuf {
              [[sessions]]\nid = \"wa\"\nsource = \"whatsapp-cloud\"\n\
              phone_number_id = \"{NUMBER}\"\naccess_token_file = \"{}\"\n\
              app_secret_file = \"{}\"\nverify_token_file = \"{}\"\n\
-             graph_api_url = \"{}\"\ngraph_api_version = \"{VERSION}\"\n",
+             graph_api_url = \"{}\"\ngraph_api_version = \"{VERSION}\"\n\
+             inbox_sweep_interval_ms = 100\n",
             backend.database_url,
             dir.join("token").display(),
             dir.join("secret").display(),
@@ -1766,23 +1827,33 @@ async fn waiting_keys(store: &chatsync::storage::Store) -> HashSet<String> {
 /// The keys of the statuses waiting in `wa`'s inbox, read with SQL of its own while a server
 /// runs on the database (on SQLite the server's store locks the file for its process).
 async fn waiting_keys_sql(database_url: &str) -> HashSet<String> {
+    strings_sql(
+        database_url,
+        "SELECT item_key FROM webhook_inbox WHERE session_id = 'wa' AND error IS NULL",
+        "item_key",
+    )
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// One text column of a query's rows, on a connection of its own (the server's store may be
+/// in another process).
+async fn strings_sql(database_url: &str, sql: &str, column: &str) -> Vec<String> {
     use sea_orm::{ConnectionTrait, Statement};
     let db = sea_orm::Database::connect(database_url)
         .await
         .expect("connect");
     let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT item_key FROM webhook_inbox WHERE session_id = 'wa' AND error IS NULL",
-        ))
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
-        .expect("read the inbox");
-    let keys = rows
+        .expect("query");
+    let values = rows
         .iter()
-        .map(|row| row.try_get::<String>("", "item_key").expect("item_key"))
+        .map(|row| row.try_get::<String>("", column).expect(column))
         .collect();
     db.close().await.ok();
-    keys
+    values
 }
 
 /// A restart of the server process applies the statuses a crash left waiting in the inbox for

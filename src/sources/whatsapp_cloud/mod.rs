@@ -20,7 +20,7 @@
 //!   image, video, audio or document by its MIME type ([`graph::media_type`]). Graph has no
 //!   idempotency key: a retry racing its first call on this process waits for it and gets
 //!   its wamid, so it never posts twice (nor uploads twice); on another replica, the
-//!   service's send claim (`Store::claim_send`) keeps it from posting at all. Rate limits
+//!   service's send claim (`Store::claim`) keeps it from posting at all. Rate limits
 //!   (130429, 131056) are retried with backoff, then `Exhausted` (RESOURCE_EXHAUSTED); 131047
 //!   (outside the 24-hour window) is `Rejected` (FAILED_PRECONDITION); an invalid token is
 //!   `Unavailable` and puts the source DOWN.
@@ -32,7 +32,9 @@
 //! `send_rate_per_second` (default 80), `rate_limit_retries` (default 3) and
 //! `rate_limit_backoff_ms` (default 1000, doubled per retry) and `media_retry_backoff_ms`
 //! (default 1000: the first pause before a failed media download is tried again, doubled per
-//! try, at most an hour).
+//! try, at most an hour), `inbox_sweep_interval_ms` (default 60000: how often each replica
+//! sweeps the webhook inbox for statuses whose message has come and for media retries whose
+//! replica died).
 pub mod graph;
 pub mod webhook;
 
@@ -97,6 +99,8 @@ struct Settings {
     rate_limit_backoff_ms: Option<u64>,
     #[serde(default)]
     media_retry_backoff_ms: Option<u64>,
+    #[serde(default)]
+    inbox_sweep_interval_ms: Option<u64>,
 }
 
 /// Reads a secret from the environment variable or the file a pair of settings names.
@@ -163,6 +167,8 @@ pub struct WhatsAppCloud {
     media_backoff: Duration,
     /// Inbox keys of media retries running on this process.
     media_retries: Mutex<std::collections::HashSet<String>>,
+    /// How often each replica sweeps the session's webhook inbox.
+    inbox_sweep_interval: Duration,
 }
 
 /// A file of an incoming message whose download failed: stored as an attachment with
@@ -260,6 +266,10 @@ impl WhatsAppCloud {
             media_backoff: Duration::from_millis(settings.media_retry_backoff_ms.unwrap_or(1000))
                 .max(Duration::from_millis(1)),
             media_retries: Mutex::new(Default::default()),
+            inbox_sweep_interval: Duration::from_millis(
+                settings.inbox_sweep_interval_ms.unwrap_or(60_000),
+            )
+            .max(Duration::from_millis(1)),
         }))
     }
 
@@ -797,6 +807,13 @@ impl WhatsAppCloud {
     /// default 1 s); each further retry waits twice as long, at most [`MEDIA_RETRY_MAX_PAUSE`].
     pub fn media_retry_backoff(&self) -> Duration {
         self.media_backoff
+    }
+
+    /// How often each replica sweeps the session's webhook inbox (`inbox_sweep_interval_ms`,
+    /// default 60 s): statuses whose message is stored by now are applied, and media retries
+    /// that no live replica holds (their replica died) are taken up.
+    pub fn inbox_sweep_interval(&self) -> Duration {
+        self.inbox_sweep_interval
     }
 
     /// Media retries running on this process, by inbox key: a key is retried by one task at

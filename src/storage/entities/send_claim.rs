@@ -1,5 +1,6 @@
-//! `send_claims`: which replica is sending a message upstream, until when (see
-//! `storage::send_claims`). Primary key (session_id, client_message_id).
+//! `send_claims`: which replica is doing a piece of upstream work (sending a message,
+//! retrying a media download), until when (see `storage::send_claims`). Primary key
+//! (session_id, client_message_id).
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -7,12 +8,13 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub session_id: String,
-    /// The send's idempotency key.
+    /// The claim's key: a send's idempotency key, or a webhook inbox item's key
+    /// (`media:{wamid}:{n}`).
     #[sea_orm(primary_key, auto_increment = false)]
     pub client_message_id: String,
     /// The claiming replica's id (drawn at its start).
     pub holder: String,
-    /// Unix milliseconds: after this, another replica may claim the send.
+    /// Unix milliseconds: after this, another replica may claim the key.
     pub expires_at: i64,
 }
 
