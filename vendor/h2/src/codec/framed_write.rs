@@ -35,6 +35,10 @@ struct Encoder<B> {
 
     /// Write buffer
     ///
+    /// Allocated (`DEFAULT_BUFFER_CAPACITY`) when a frame is buffered and
+    /// released once everything in it has been written, so an idle
+    /// connection holds no write buffer.
+    ///
     /// TODO: Should this be a ring buffer?
     buf: Cursor<BytesMut>,
 
@@ -60,7 +64,7 @@ enum Next<B> {
     Continuation(frame::Continuation),
 }
 
-/// Initialize the connection with this amount of write buffer.
+/// Allocate this amount of write buffer when there is a frame to write.
 ///
 /// The minimum MAX_FRAME_SIZE is 16kb, so always be able to send a HEADERS
 /// frame that big.
@@ -93,7 +97,7 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -197,9 +201,9 @@ where
     B: Buf,
 {
     fn unset_frame(&mut self) -> ControlFlow {
-        // Clear internal buffer
-        self.buf.set_position(0);
-        self.buf.get_mut().clear();
+        // Everything buffered has been written: release the buffer, so that
+        // it is not held while the connection is idle.
+        self.buf = Cursor::new(BytesMut::new());
 
         // The data frame has been written, so unset it
         match self.next.take() {
@@ -210,6 +214,7 @@ where
             }
             Some(Next::Continuation(frame)) => {
                 // Buffer the continuation frame, then try to write again
+                self.reserve_buf();
                 let mut buf = limited_write_buf!(self);
                 if let Some(continuation) = frame.encode(&mut buf) {
                     self.next = Some(Next::Continuation(continuation));
@@ -227,6 +232,8 @@ where
         let _e = span.enter();
 
         tracing::debug!(frame = ?item, "send");
+
+        self.reserve_buf();
 
         match item {
             Frame::Data(mut v) => {
@@ -306,10 +313,18 @@ where
         Ok(())
     }
 
+    /// Allocates the write buffer if it was released.
+    fn reserve_buf(&mut self) {
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
+    }
+
     fn has_capacity(&self) -> bool {
-        self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+        // A released buffer counts as `DEFAULT_BUFFER_CAPACITY`, which
+        // `buffer` allocates.
+        let capacity = self.buf.get_ref().capacity().max(DEFAULT_BUFFER_CAPACITY);
+        self.next.is_none() && (capacity - self.buf.get_ref().len() >= self.min_buffer_capacity)
     }
 
     fn is_empty(&self) -> bool {
@@ -327,6 +342,12 @@ impl<B> Encoder<B> {
 }
 
 impl<T, B> FramedWrite<T, B> {
+    /// The capacity of the write buffer (0 while it is released).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.encoder.buf.get_ref().capacity()
+    }
+
     /// Returns the max frame size that can be sent
     pub fn max_frame_size(&self) -> usize {
         self.encoder.max_frame_size()

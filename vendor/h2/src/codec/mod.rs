@@ -210,3 +210,52 @@ where
         Self::new(src)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // An idle connection holds neither a write nor a read buffer; each is
+    // allocated, at full size, while there is something to write or read.
+    #[tokio::test]
+    async fn buffers_released_while_idle() {
+        let (io, mut peer) = tokio::io::duplex(1024);
+        let mut codec: Codec<_, Bytes> = Codec::new(io);
+        assert_eq!(codec.inner.get_ref().buffer_capacity(), 0);
+
+        poll_fn(|cx| codec.poll_ready(cx)).await.unwrap();
+        codec.buffer(frame::Ping::new([1; 8]).into()).unwrap();
+        assert!(codec.inner.get_ref().buffer_capacity() >= 16 * 1024);
+        poll_fn(|cx| codec.flush(cx)).await.unwrap();
+        assert_eq!(codec.inner.get_ref().buffer_capacity(), 0);
+
+        let mut wire = [0; 17];
+        peer.read_exact(&mut wire).await.unwrap();
+        assert_eq!(wire[3], 6, "a PING frame");
+        assert_eq!(wire[9..], [1; 8]);
+
+        peer.write_all(&wire).await.unwrap();
+        let frame = poll_fn(|cx| Pin::new(&mut codec).poll_next(cx)).await;
+        assert!(matches!(frame, Some(Ok(Frame::Ping(_)))));
+        // Nothing more to read: the read buffer is released.
+        let next = poll_fn(|cx| Poll::Ready(Pin::new(&mut codec).poll_next(cx))).await;
+        assert!(next.is_pending());
+        assert_eq!(codec.inner.buffer_capacity(), 0);
+
+        // A frame larger than the buffer's first allocation still reads whole.
+        let payload = [7; 12 * 1024];
+        let mut data = vec![0, 0x30, 0, 0, 0, 0, 0, 0, 1];
+        data.extend_from_slice(&payload);
+        tokio::spawn(async move {
+            peer.write_all(&data).await.unwrap();
+            peer
+        });
+        match poll_fn(|cx| Pin::new(&mut codec).poll_next(cx)).await {
+            Some(Ok(Frame::Data(data))) => assert_eq!(data.payload()[..], payload[..]),
+            other => panic!("expected a DATA frame, got {:?}", other),
+        }
+    }
+}

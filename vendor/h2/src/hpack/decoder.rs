@@ -12,6 +12,9 @@ use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::str::Utf8Error;
 
+/// What the Huffman decode buffer reserves when it is allocated.
+const DECODE_BUFFER_CAPACITY: usize = 4096;
+
 /// Decodes headers using HPACK
 #[derive(Debug)]
 pub struct Decoder {
@@ -19,6 +22,9 @@ pub struct Decoder {
     max_size_update: Option<usize>,
     last_max_update: usize,
     table: Table,
+    /// Scratch space for Huffman-decoded strings. Allocated on the first
+    /// Huffman-coded string of a header block and released at the end of the
+    /// block, so an idle connection holds no decode buffer.
     buffer: BytesMut,
 }
 
@@ -158,7 +164,7 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            buffer: BytesMut::new(),
         }
     }
 
@@ -215,7 +221,7 @@ impl Decoder {
                     let entry = self.decode_literal(src, true)?;
 
                     // Insert the header into the table
-                    self.table.insert(entry.clone());
+                    self.table.insert(entry.detached());
                     consume(src);
 
                     if f(entry).is_break() {
@@ -255,6 +261,10 @@ impl Decoder {
                 }
             }
         }
+
+        // The decoded strings own their parts of the buffer; drop the rest,
+        // so that the allocation is freed once they are.
+        self.buffer = BytesMut::new();
 
         Ok(())
     }
@@ -335,6 +345,9 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                if self.buffer.capacity() == 0 {
+                    self.buffer.reserve(DECODE_BUFFER_CAPACITY);
+                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,
@@ -894,6 +907,67 @@ mod test {
             }
             _ => panic!(),
         }
+    }
+
+    #[test]
+    fn test_decode_releases_huffman_buffer() {
+        let mut de = Decoder::new(4096);
+        assert_eq!(de.buffer.capacity(), 0);
+
+        let mut buf = BytesMut::new();
+        buf.extend([0b01000000, 0x80 | 2]);
+        buf.extend(huff_encode(b"foo"));
+        buf.extend([0x80 | 3]);
+        buf.extend(huff_encode(b"bar"));
+
+        let mut res = vec![];
+        de.decode(&mut Cursor::new(&mut buf), |h| {
+            res.push(h);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+
+        // The decoded strings keep their bytes; the decoder keeps no buffer.
+        assert_eq!(de.buffer.capacity(), 0);
+        assert_eq!(res.len(), 1);
+        match res[0] {
+            Header::Field {
+                ref name,
+                ref value,
+            } => {
+                assert_eq!(name, "foo");
+                assert_eq!(value, "bar");
+            }
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn test_decode_table_entry_owns_its_bytes() {
+        let mut de = Decoder::new(4096);
+
+        // Literal with incremental indexing, name `:authority` (static index
+        // 1), value not Huffman-coded.
+        let mut buf = BytesMut::new();
+        buf.extend([0b01000000 | 1, 9]);
+        buf.extend(b"localhost");
+        let start = buf.as_ptr() as usize;
+        let in_buf = |h: &Header| (start..start + 11).contains(&(h.value_slice().as_ptr() as usize));
+
+        let mut res = vec![];
+        de.decode(&mut Cursor::new(&mut buf), |h| {
+            res.push(h);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+
+        // The decoded header points into the buffer; the table's copy does not
+        // (it would keep the whole buffer allocated).
+        assert_eq!(res[0].value_slice(), b"localhost");
+        assert!(in_buf(&res[0]));
+        let entry = de.table.get(62).unwrap();
+        assert_eq!(entry.value_slice(), b"localhost");
+        assert!(!in_buf(&entry));
     }
 
     fn huff_encode(src: &[u8]) -> BytesMut {

@@ -102,6 +102,20 @@ impl Header {
         }
     }
 
+    /// A copy for the dynamic table whose bytes do not point into the buffer
+    /// the header was decoded from: a table entry can live as long as the
+    /// connection, and would keep all of that buffer allocated.
+    pub fn detached(&self) -> Header {
+        match self {
+            Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
+            Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
+            Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
+            Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
+            // Field names and values, methods and statuses own their bytes.
+            other => other.clone(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match *self {
             Header::Field {
