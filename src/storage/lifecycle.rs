@@ -300,8 +300,30 @@ impl Store {
         &self,
         messages: impl IntoIterator<Item = &'a mut Message>,
     ) -> Result<()> {
-        fill(&self.db, messages).await
+        fill_with(&self.db, messages, Details::All).await
     }
+
+    /// [`fill_details`](Self::fill_details) for messages that a committed write of this call
+    /// has just created, from a [`NewMessage`](crate::model::NewMessage) without reactions:
+    /// nobody could name them before that commit, so they have no earlier texts, reactions
+    /// or receipts, and only their attachments and the server ids of the messages they quote
+    /// are read (none of those queries for a text message that quotes nothing). The answer is
+    /// the message as created; what happens to it later comes as its own changes.
+    pub(super) async fn fill_created<'a>(
+        &self,
+        messages: impl IntoIterator<Item = &'a mut Message>,
+    ) -> Result<()> {
+        fill_with(&self.db, messages, Details::OfCreated).await
+    }
+}
+
+/// Which details [`fill_with`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Details {
+    /// All of them ([`fill`]).
+    All,
+    /// Attachments and quoted ids only ([`Store::fill_created`]).
+    OfCreated,
 }
 
 impl WriteTxn {
@@ -670,6 +692,15 @@ pub(super) async fn fill<'a>(
     db: &impl ConnectionTrait,
     messages: impl IntoIterator<Item = &'a mut Message>,
 ) -> Result<()> {
+    fill_with(db, messages, Details::All).await
+}
+
+/// [`fill`], of the `details` asked for.
+async fn fill_with<'a>(
+    db: &impl ConnectionTrait,
+    messages: impl IntoIterator<Item = &'a mut Message>,
+    details: Details,
+) -> Result<()> {
     let mut messages: Vec<&mut Message> = messages.into_iter().collect();
     super::attachments::fill(db, messages.iter_mut().map(|m| &mut **m)).await?;
     // Pages hold one session's messages; a mixed set is filled a session at a time.
@@ -681,20 +712,22 @@ pub(super) async fn fill<'a>(
             .push(message);
     }
     for (session_id, ours) in by_session {
-        fill_session(db, &session_id, ours).await?;
+        fill_session(db, &session_id, ours, details).await?;
     }
     Ok(())
 }
 
-/// [`fill`] for messages of one session, less their attachments.
+/// [`fill_with`] for messages of one session, less their attachments.
 async fn fill_session(
     db: &impl ConnectionTrait,
     session_id: &str,
     mut ours: Vec<&mut Message>,
+    details: Details,
 ) -> Result<()> {
+    let lifecycle = details == Details::All;
     let seqs = |wanted: &dyn Fn(&Message) -> bool, ours: &[&mut Message]| -> Vec<i64> {
         ours.iter()
-            .filter(|m| wanted(m))
+            .filter(|m| lifecycle && wanted(m))
             .map(|m| m.seq as i64)
             .collect()
     };

@@ -305,7 +305,11 @@ impl Store {
             missing_chat,
         };
         let (mut message, created) = self.grouped(session_id, write).await?;
-        self.fill_details([&mut message]).await?;
+        if created && new.reactions.is_empty() {
+            self.fill_created([&mut message]).await?;
+        } else {
+            self.fill_details([&mut message]).await?;
+        }
         Ok((message, created))
     }
 
