@@ -640,17 +640,14 @@ async fn a_former_lease_holder_cannot_write(backend: Backend) {
     assert!(matches!(refused, Error::LeaseLost(_)), "{refused:?}");
 }
 
-/// GetSyncStatus with a deadline of three quarters of a lease: a read that waited for the
-/// session's lock (held by a stalled writer until `lock_timeout`, one lease) would miss it,
-/// while a loaded machine has ample margin.
-async fn status_without_waiting(client: &Client, session_id: &str) -> pb::GetSyncStatusResponse {
-    let mut request = tonic::Request::new(pb::GetSyncStatusRequest {
-        session_id: session_id.into(),
-    });
-    request.set_timeout(LEASE * 3 / 4);
+/// GetSyncStatus, which must answer (any error fails the test) while another replica is
+/// stalled or a writer holds the session's lock.
+async fn status_while_stalled(client: &Client, session_id: &str) -> pb::GetSyncStatusResponse {
     client
         .clone()
-        .get_sync_status(request)
+        .get_sync_status(pb::GetSyncStatusRequest {
+            session_id: session_id.into(),
+        })
         .await
         .unwrap_or_else(|status| panic!("GetSyncStatus answered {status:?} while a writer stalled"))
         .into_inner()
@@ -700,15 +697,15 @@ async fn a_paused_holder_never_freezes_its_session_and_never_writes_after_it_res
     let mut following = start_sync(&mut b, "wa", Some(0)).await;
     assert_eq!(next_frame(&mut following).await.sync_id, a_sync_id);
 
-    // Pause A (SIGSTOP: a VM pause, a stop-the-world stall). B answers GetSyncStatus at once
-    // the whole time, and its follower stream ends UNAVAILABLE once A's lease expired.
+    // Pause A (SIGSTOP: a VM pause, a stop-the-world stall). B answers GetSyncStatus the whole
+    // time, and its follower stream ends UNAVAILABLE once A's lease expired.
     replicas[0].pause();
     let watcher = {
         let b = b.clone();
         tokio::spawn(async move {
             let mut states = Vec::new();
             loop {
-                let status = status_without_waiting(&b, "wa").await;
+                let status = status_while_stalled(&b, "wa").await;
                 let state = pb::SyncState::try_from(status.state).expect("state");
                 states.push(state);
                 if state == pb::SyncState::Interrupted {
@@ -735,16 +732,14 @@ async fn a_paused_holder_never_freezes_its_session_and_never_writes_after_it_res
     );
 
     // A writer stalled inside its transaction, holding the session's lock (as A would be had
-    // the pause caught it mid-write): a connection with chatsync's idle limit of one lease.
+    // the pause caught it mid-write). It holds the lock until the test lets the server end it,
+    // so reads that answered before then did not wait for it: a read that waited would never
+    // answer, and the test would hang (HANG_GUARD) instead of going on.
     let mut stalled = sea_orm::sqlx::PgConnection::connect(&backend.database_url)
         .await
         .expect("connect");
-    let idle_limit = format!(
-        "SET idle_in_transaction_session_timeout = {}",
-        LEASE.as_millis()
-    );
     stalled
-        .execute(sea_orm::sqlx::AssertSqlSafe(idle_limit))
+        .execute("SET idle_in_transaction_session_timeout = 0")
         .await
         .expect("set");
     stalled.execute("BEGIN").await.expect("begin");
@@ -752,11 +747,22 @@ async fn a_paused_holder_never_freezes_its_session_and_never_writes_after_it_res
         .execute("SELECT head_seq FROM sessions WHERE id = 'wa' FOR UPDATE")
         .await
         .expect("lock the session");
-    // Reads answer while the lock is held.
     for _ in 0..3 {
-        let status = status_without_waiting(&b, "wa").await;
+        let status = tokio::time::timeout(HANG_GUARD, status_while_stalled(&b, "wa"))
+            .await
+            .expect("GetSyncStatus waited for the session's lock");
         assert_eq!(status.state, pb::SyncState::Interrupted as i32);
     }
+    // Now chatsync's idle limit of one lease: the server ends the transaction once it has been
+    // idle that long, as it would end a stalled replica's.
+    let idle_limit = format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        LEASE.as_millis()
+    );
+    stalled
+        .execute(sea_orm::sqlx::AssertSqlSafe(idle_limit))
+        .await
+        .expect("the stalled transaction still holds the lock");
 
     // The held chat, for B's run, in a plain file; A keeps waiting on the pipe, moved aside.
     let a_pipe = backend.dir.path().join("a-held.fifo");
