@@ -1,11 +1,13 @@
 //! Head announcements: per session, a watch channel carrying the committed head seq.
 //!
 //! A committing [`super::WriteTxn`] announces its new head here, in process. On PostgreSQL it
-//! also sends `NOTIFY chatsync_heads, '<session_id> <head_seq>'` inside the transaction, and
-//! every process runs one listener ([`spawn_listener`], sqlx `PgListener`) that announces what
-//! it hears. A notification only wakes: subscribers read `seq > cursor` from the tables. When
-//! the listening connection drops, the listener reconnects and re-reads every watched
-//! session's head from the database, so a lost notification costs latency, never an event.
+//! then sends `NOTIFY chatsync_heads, '<session_id> <head_seq>'` (after its commit), and every
+//! process runs one listener ([`spawn_listener`], sqlx `PgListener`) that announces what it
+//! hears. A notification only wakes: subscribers read `seq > cursor` from the tables. A
+//! notification can be lost: the listening connection drops (the listener reconnects and
+//! re-reads every watched session's head), or a replica dies between its commit and its
+//! NOTIFY, or the NOTIFY fails (every process re-reads its watched heads every
+//! [`HEAD_REREAD_INTERVAL`]). Either way a lost notification costs latency, never an event.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +21,11 @@ use super::entities::session;
 
 /// The PostgreSQL channel that carries `'<session_id> <head_seq>'` on every commit.
 pub const HEADS_CHANNEL: &str = "chatsync_heads";
+
+/// How often each process re-reads the heads of the sessions it watches (PostgreSQL): the
+/// longest a subscriber waits for a commit whose NOTIFY was never sent. One query per
+/// process per interval, over all its watched sessions.
+pub const HEAD_REREAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The sessions' head-seq watch channels.
 #[derive(Clone, Default)]
@@ -110,8 +117,20 @@ pub fn parse_payload(payload: &str) -> Option<(&str, u64)> {
     Some((session_id, head.parse().ok()?))
 }
 
-/// Starts the PostgreSQL listener of this process. It runs until the runtime ends.
+/// Starts the PostgreSQL listener of this process, and its re-read of the watched heads every
+/// [`HEAD_REREAD_INTERVAL`]. Both run until the runtime ends.
 pub fn spawn_listener(db: DatabaseConnection, heads: Heads) {
+    {
+        let (db, heads) = (db.clone(), heads.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEAD_REREAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                reread_heads(&db, &heads).await;
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -155,6 +174,11 @@ async fn listen(db: &DatabaseConnection, heads: &Heads) -> Result<(), sqlx::Erro
 /// Announces every watched session's stored head, and wakes every sync-run follower.
 async fn reread(db: &DatabaseConnection, heads: &Heads) {
     heads.all_runs_changed();
+    reread_heads(db, heads).await;
+}
+
+/// Announces every watched session's stored head.
+async fn reread_heads(db: &DatabaseConnection, heads: &Heads) {
     let watched = heads.watched();
     if watched.is_empty() {
         return;

@@ -822,6 +822,89 @@ async fn a_paused_holder_never_freezes_its_session_and_never_writes_after_it_res
     }
 }
 
+/// A commit whose `NOTIFY chatsync_heads` never went out (its replica died between the commit
+/// and the NOTIFY, which follows it, or the NOTIFY failed) still reaches a subscriber on
+/// another replica: every replica re-reads its watched heads every `HEAD_REREAD_INTERVAL`.
+/// The writer here is a store in this process whose connections find a `pg_notify` that does
+/// nothing before PostgreSQL's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_whose_notify_never_went_out_reaches_subscribers_on_other_replicas() {
+    use chatsync::model::{MessageKind, NO_PEOPLE, NewMessage};
+    use chatsync::storage::{ImportChat, Store};
+    use sea_orm::sqlx::{Connection, Executor};
+
+    let _one_at_a_time = REPLICA_TESTS.lock().await;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let exports = backend.dir.path().join("none");
+    std::fs::create_dir_all(&exports).expect("dir");
+    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
+    let replicas = start_replicas(&config, 1).await;
+    let mut client = replicas[0].client().await;
+    let (_, head) = replay(&mut client).await;
+    let mut stream = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            session_id: SESSION.into(),
+            chat_ids: vec![],
+            after_seq: Some(head),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    loop {
+        let event = stream.message().await.expect("event").expect("open stream");
+        if matches!(event.event, Some(Ev::Ready(_))) {
+            break;
+        }
+    }
+
+    let mut admin = sea_orm::sqlx::PgConnection::connect(&backend.database_url)
+        .await
+        .expect("connect");
+    admin
+        .execute(
+            "CREATE SCHEMA silent; CREATE FUNCTION silent.pg_notify(text, text) RETURNS void \
+             LANGUAGE sql AS $$ SELECT $$",
+        )
+        .await
+        .expect("a pg_notify that does nothing");
+    let separator = if backend.database_url.contains('?') { '&' } else { '?' };
+    let silent_url = format!(
+        "{}{separator}options[search_path]=public,silent,pg_catalog",
+        backend.database_url
+    );
+    let silent = Store::connect(&silent_url).await.expect("connect");
+    let message = NewMessage {
+        provider_message_id: "unannounced".into(),
+        sender: "someone".into(),
+        text: "committed, never notified".into(),
+        kind: MessageKind::Text,
+        sent_at_ms: 1_700_000_000_000,
+        ..NewMessage::default()
+    };
+    let chat = ImportChat {
+        chat_id: "quiet",
+        name: "Quiet",
+        messages: std::slice::from_ref(&message),
+        may_be_stored: true,
+        people: &NO_PEOPLE,
+    };
+    assert_eq!(silent.import(SESSION, &[chat]).await.expect("import"), vec![1]);
+
+    let created = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let event = stream.message().await.expect("event").expect("open stream");
+            if let Some(Ev::MessageCreated(created)) = event.event {
+                return created;
+            }
+        }
+    })
+    .await
+    .expect("the replica saw the commit at a head re-read");
+    assert_eq!(created.text, "committed, never notified");
+}
+
 /// Reads a session's changes from the start, resubscribing from its cursor whenever the stream
 /// ends (as a client does through an outage), until it has seen `messages` new messages.
 /// Returns every change's seq, in the order received.
