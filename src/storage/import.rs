@@ -451,7 +451,8 @@ mod tests {
     use crate::model::{MessageKind, NO_PEOPLE, SearchFilter};
     use crate::search::SearchQuery;
 
-    /// Words in several scripts, with diacritics, CJK (trigram index) and empty texts.
+    /// Words in several scripts, with diacritics, CJK (trigram index), an emoji (not ASCII, not
+    /// CJK) and empty texts.
     const WORDS: &[&str] = &[
         "café",
         "cafe",
@@ -468,6 +469,7 @@ mod tests {
         "example.com",
         "3.14",
         "IMG-20240102-WA0001.jpg",
+        "🎉",
         "",
     ];
 
@@ -542,6 +544,21 @@ mod tests {
         ] {
             store.db.execute_unprepared(sql).await.unwrap();
         }
+    }
+
+    /// How many texts the trigram index holds (its `docsize` shadow table has a row for each).
+    async fn trigram_rows(store: &Store) -> usize {
+        use sea_orm::{ConnectionTrait, Statement};
+        let row = store
+            .db
+            .query_one_raw(Statement::from_string(
+                store.db.get_database_backend(),
+                "SELECT count(*) AS n FROM messages_fts_trigram_docsize",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap() as usize
     }
 
     /// A small import looks its own ids up ([`provider_ids`] with `among`), a large one reads
@@ -655,6 +672,13 @@ mod tests {
         assert_eq!(bulk_hits, single_hits);
         integrity_check(&bulk).await;
         integrity_check(&single).await;
+        // The trigram index holds exactly the texts with a CJK character, whichever path (the
+        // import's own test, or the trigger's ASCII pre-test and GLOB) put them there.
+        let cjk = messages.iter().filter(|m| m.text.chars().any(is_cjk)).count();
+        assert!(cjk > 0 && cjk < messages.len());
+        for store in [&bulk, &single] {
+            assert_eq!(trigram_rows(store).await, cjk);
+        }
         // The marker is gone once the import committed: later single writes are indexed.
         let late = NewMessage {
             provider_message_id: "late".into(),
