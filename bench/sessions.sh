@@ -18,6 +18,8 @@
 # also samples pg_stat_activity of the database every 0.2 s during the run and counts what the
 # backends were doing (state and wait event).
 #
+# BIN=path/to/chatsync runs another build (an earlier commit, for a before/after comparison).
+#
 # Usage: bench/sessions.sh   (RUNS=3 SECS=10 CLIENTS=96 SESSIONS=30 REPLICAS=3 CONNS=24
 #                             ONE_CONNS=40 WAITS=1 PG=postgres://postgres@127.0.0.1:5432)
 set -euo pipefail
@@ -32,7 +34,7 @@ CONNS="${CONNS:-24}"
 ONE_CONNS="${ONE_CONNS:-40}"
 WAITS="${WAITS:-1}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
-BIN="$ROOT/target/release/chatsync"
+BIN="${BIN:-$ROOT/target/release/chatsync}"
 LOAD="$ROOT/target/release/examples/load"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatsync-sessions.XXXXXX")"
 PIDS=()

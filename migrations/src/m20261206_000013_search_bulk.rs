@@ -55,15 +55,22 @@ const SQLITE_DOWN: &[&str] = &[
 ];
 
 async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    run_on_sqlite(
+        manager,
+        &statements.join(";\n").replace("{cjk}", &cjk_class()),
+    )
+    .await
+}
+
+/// Runs `script` on SQLite (nothing on PostgreSQL) in one call, so on one connection of the
+/// pool: a trigger is dropped and created on the same connection (another one, with the schema
+/// it read before the drop, would refuse the CREATE as a duplicate).
+pub(crate) async fn run_on_sqlite(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
     let db = manager.get_connection();
     if db.get_database_backend() == DbBackend::Postgres {
         return Ok(());
     }
-    // One call, so one connection of the pool: the trigger is dropped and created on the same
-    // connection (another one, with the schema it read before the drop, would refuse the
-    // CREATE as a duplicate).
-    let script = statements.join(";\n").replace("{cjk}", &cjk_class());
-    db.execute_unprepared(&script).await?;
+    db.execute_unprepared(script).await?;
     Ok(())
 }
 

@@ -14,16 +14,17 @@
 //!
 //! PostgreSQL: nothing (its partial trigram index has a condition of its own).
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 use crate::m20261201_000006_search::cjk_class;
+use crate::m20261206_000013_search_bulk::run_on_sqlite;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// `{cjk}` stands for the bracket expression of the CJK ranges, `{has_cjk(x)}` for the pre-test
-/// then the GLOB on `x.text`.
-const SQLITE_UP: &[&str] = &[
+/// The three triggers; `{has_cjk(new)}` and `{has_cjk(old)}` stand for the test on that row's
+/// text: with the pre-test (up) or, as `m20261206_000013_search_bulk` left them, the GLOB alone
+/// (down).
+const SQLITE_TRIGGERS: &[&str] = &[
     "DROP TRIGGER IF EXISTS messages_search_insert",
     "CREATE TRIGGER messages_search_insert AFTER INSERT ON messages \
      WHEN NOT EXISTS (SELECT 1 FROM messages_search_deferred) BEGIN \
@@ -48,61 +49,28 @@ const SQLITE_UP: &[&str] = &[
      END",
 ];
 
-/// The triggers as `m20261206_000013_search_bulk` left them.
-const SQLITE_DOWN: &[&str] = &[
-    "DROP TRIGGER IF EXISTS messages_search_insert",
-    "CREATE TRIGGER messages_search_insert AFTER INSERT ON messages \
-     WHEN NOT EXISTS (SELECT 1 FROM messages_search_deferred) BEGIN \
-       INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text); \
-       INSERT INTO messages_fts_trigram(rowid, text) SELECT new.id, new.text \
-         WHERE new.text GLOB '*{cjk}*'; \
-     END",
-    "DROP TRIGGER IF EXISTS messages_search_delete",
-    "CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN \
-       INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text); \
-       INSERT INTO messages_fts_trigram(messages_fts_trigram, rowid, text) \
-         SELECT 'delete', old.id, old.text WHERE old.text GLOB '*{cjk}*'; \
-     END",
-    "DROP TRIGGER IF EXISTS messages_search_update",
-    "CREATE TRIGGER messages_search_update AFTER UPDATE OF text ON messages BEGIN \
-       INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text); \
-       INSERT INTO messages_fts_trigram(messages_fts_trigram, rowid, text) \
-         SELECT 'delete', old.id, old.text WHERE old.text GLOB '*{cjk}*'; \
-       INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text); \
-       INSERT INTO messages_fts_trigram(rowid, text) SELECT new.id, new.text \
-         WHERE new.text GLOB '*{cjk}*'; \
-     END",
-];
-
-/// The script of `statements`, with `{has_cjk(new)}` and `{has_cjk(old)}` written out.
-fn script(statements: &[&str]) -> String {
-    let mut script = statements.join(";\n");
+/// The triggers' script, with the ASCII pre-test before the GLOB or without it.
+fn script(pretest: bool) -> String {
+    let mut script = SQLITE_TRIGGERS.join(";\n");
     for row in ["new", "old"] {
-        script = script.replace(
-            &format!("{{has_cjk({row})}}"),
-            &format!("length(CAST({row}.text AS BLOB)) > length({row}.text) AND {row}.text GLOB '*{{cjk}}*'"),
-        );
+        let glob = format!("{row}.text GLOB '*{}*'", cjk_class());
+        let test = if pretest {
+            format!("length(CAST({row}.text AS BLOB)) > length({row}.text) AND {glob}")
+        } else {
+            glob
+        };
+        script = script.replace(&format!("{{has_cjk({row})}}"), &test);
     }
-    script.replace("{cjk}", &cjk_class())
-}
-
-async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    if db.get_database_backend() == DbBackend::Postgres {
-        return Ok(());
-    }
-    // One call, so one connection: see `m20261206_000013_search_bulk`.
-    db.execute_unprepared(&script(statements)).await?;
-    Ok(())
+    script
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, SQLITE_UP).await
+        run_on_sqlite(manager, &script(true)).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, SQLITE_DOWN).await
+        run_on_sqlite(manager, &script(false)).await
     }
 }

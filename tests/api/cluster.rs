@@ -245,6 +245,15 @@ async fn start_replicas(config: &Path, n: usize) -> Vec<Replica> {
     replicas
 }
 
+/// [`start_replicas`] on the backend's database, with an empty exports directory (the `wa`
+/// session has nothing to sync).
+async fn start_replicas_without_exports(backend: &Backend, n: usize) -> Vec<Replica> {
+    let exports = backend.dir.path().join("none");
+    std::fs::create_dir_all(&exports).expect("dir");
+    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
+    start_replicas(&config, n).await
+}
+
 /// Messages in each regular chat: more than one import batch, so that each is stored (and
 /// reported) before the run reads the next chat.
 const REGULAR_MESSAGES: usize = 10_500;
@@ -332,10 +341,7 @@ async fn two_processes_race_writers_retries_and_receipts_on_postgres() {
     let Some(backend) = Backend::postgres().await else {
         return;
     };
-    let exports = backend.dir.path().join("none");
-    std::fs::create_dir_all(&exports).expect("dir");
-    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
-    let replicas = start_replicas(&config, 2).await;
+    let replicas = start_replicas_without_exports(&backend, 2).await;
     let clients = [replicas[0].client().await, replicas[1].client().await];
     race_first_sends(&clients).await;
     race_retries(&clients).await;
@@ -837,10 +843,7 @@ async fn a_commit_whose_notify_never_went_out_reaches_subscribers_on_other_repli
     let Some(backend) = Backend::postgres().await else {
         return;
     };
-    let exports = backend.dir.path().join("none");
-    std::fs::create_dir_all(&exports).expect("dir");
-    let config = replica_config(backend.dir.path(), &backend.database_url, &exports);
-    let replicas = start_replicas(&config, 1).await;
+    let replicas = start_replicas_without_exports(&backend, 1).await;
     let mut client = replicas[0].client().await;
     let (_, head) = replay(&mut client).await;
     let mut stream = client
