@@ -1,8 +1,10 @@
 //! Head announcements: per session, a watch channel carrying the committed head seq.
 //!
-//! A committing [`super::WriteTxn`] announces its new head here, in process. On PostgreSQL it
-//! then sends `NOTIFY chatsync_heads, '<session_id> <head_seq>'` (after its commit), and every
-//! process runs one listener ([`spawn_listener`], sqlx `PgListener`) that announces what it
+//! A committing [`super::WriteTxn`] announces its new head here, in process
+//! ([`Heads::committed`]). On PostgreSQL the head also goes to this process's outbox, whose
+//! task sends `NOTIFY chatsync_heads, '<session_id> <head_seq>'` after the commit, without the
+//! writer waiting for it (the latest head of each session, all waiting sessions in one
+//! statement), and every process runs one listener (sqlx `PgListener`) that announces what it
 //! hears. A notification only wakes: subscribers read `seq > cursor` from the tables. A
 //! notification can be lost: the listening connection drops (the listener reconnects and
 //! re-reads every watched session's head), or a replica dies between its commit and its
@@ -34,9 +36,49 @@ pub struct Heads {
     /// Per session, a counter bumped whenever its sync-run state is saved (on PostgreSQL,
     /// by any replica: `chatsync_runs`).
     runs: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    /// The heads committed here and not yet sent to the cluster (PostgreSQL only).
+    outbox: Option<Arc<Outbox>>,
+}
+
+/// Per session, the latest head committed by this process that its NOTIFY task has not sent
+/// yet; `ready` wakes the task (a permit is kept when it is busy, so no wake-up is lost).
+#[derive(Default)]
+struct Outbox {
+    pending: Mutex<HashMap<String, u64>>,
+    ready: tokio::sync::Notify,
 }
 
 impl Heads {
+    /// The heads of a PostgreSQL store: starts this process's listener on `chatsync_heads` and
+    /// `chatsync_runs`, its re-read of the watched heads every [`HEAD_REREAD_INTERVAL`], and
+    /// the task that sends this process's commits' NOTIFYs. They run until the runtime ends.
+    pub fn listening(db: DatabaseConnection) -> Self {
+        let heads = Heads {
+            outbox: Some(Arc::default()),
+            ..Heads::default()
+        };
+        spawn_listener(db.clone(), heads.clone());
+        if let Some(outbox) = heads.outbox.clone() {
+            tokio::spawn(send_notifications(db, outbox));
+        }
+        heads
+    }
+
+    /// A commit of this process moved the session's head to `head`: announces it here and,
+    /// on PostgreSQL, queues its NOTIFY (sent by another task: the caller does not wait).
+    pub fn committed(&self, session_id: &str, head: u64) {
+        self.announce(session_id, head);
+        if let Some(outbox) = &self.outbox {
+            let mut pending = outbox
+                .pending
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            advance(pending.entry(session_id.to_owned()).or_default(), head);
+            drop(pending);
+            outbox.ready.notify_one();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
         // A poisoned lock only means another thread panicked while holding a plain map.
         self.senders
@@ -117,9 +159,44 @@ pub fn parse_payload(payload: &str) -> Option<(&str, u64)> {
     Some((session_id, head.parse().ok()?))
 }
 
+/// Sends the outbox's heads, as they come, each batch in one statement: `SELECT
+/// pg_notify('chatsync_heads', payload) FROM unnest($1::text[])`, outside any write
+/// transaction. PostgreSQL queues a transaction's notifications under one server-wide lock held
+/// through its commit: sent inside the writes' transactions, they made every session's commits
+/// wait on each other (pgbench, 30 clients on 30 sessions: 370 commits/s with the NOTIFY
+/// inside, 1,170 after; BENCHMARKS.md). A batch that fails is logged and dropped: replicas
+/// see those commits at their next head re-read.
+async fn send_notifications(db: DatabaseConnection, outbox: Arc<Outbox>) {
+    let pool = db.get_postgres_connection_pool();
+    loop {
+        outbox.ready.notified().await;
+        let payloads: Vec<String> = std::mem::take(
+            &mut *outbox
+                .pending
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
+        .into_iter()
+        .map(|(session_id, head)| format!("{session_id} {head}"))
+        .collect();
+        if payloads.is_empty() {
+            continue;
+        }
+        if let Err(error) =
+            sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+                .bind(HEADS_CHANNEL)
+                .bind(&payloads)
+                .execute(pool)
+                .await
+        {
+            tracing::warn!(%error, sessions = payloads.len(), "the heads NOTIFY failed; replicas see these commits at their next head re-read");
+        }
+    }
+}
+
 /// Starts the PostgreSQL listener of this process, and its re-read of the watched heads every
 /// [`HEAD_REREAD_INTERVAL`]. Both run until the runtime ends.
-pub fn spawn_listener(db: DatabaseConnection, heads: Heads) {
+fn spawn_listener(db: DatabaseConnection, heads: Heads) {
     {
         let (db, heads) = (db.clone(), heads.clone());
         tokio::spawn(async move {

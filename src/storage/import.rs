@@ -674,7 +674,10 @@ mod tests {
         integrity_check(&single).await;
         // The trigram index holds exactly the texts with a CJK character, whichever path (the
         // import's own test, or the trigger's ASCII pre-test and GLOB) put them there.
-        let cjk = messages.iter().filter(|m| m.text.chars().any(is_cjk)).count();
+        let cjk = messages
+            .iter()
+            .filter(|m| m.text.chars().any(is_cjk))
+            .count();
         assert!(cjk > 0 && cjk < messages.len());
         for store in [&bulk, &single] {
             assert_eq!(trigram_rows(store).await, cjk);

@@ -10,10 +10,11 @@
 //!   seqs are gapless, commit order equals seq order, and the committed seqs of a session always
 //!   form a prefix: a reader that has seen seq N can read `seq > N` later and never miss a change.
 //! - **Announcements only wake.** After each commit the new head seq is published on the
-//!   session's [`Store::heads`] watch channel. On PostgreSQL the writer then sends
-//!   `NOTIFY chatsync_heads, '<session_id> <head_seq>'` (after its commit), and every process
-//!   listens and re-reads its watched heads each second ([`heads`]), so a commit on one
-//!   replica wakes subscribers on all of them. Readers always read the rows from storage.
+//!   session's [`Store::heads`] watch channel. On PostgreSQL a task of the process then sends
+//!   `NOTIFY chatsync_heads, '<session_id> <head_seq>'` (after the commit; the writer does
+//!   not wait), and every process listens and re-reads its watched heads each second
+//!   ([`heads`]), so a commit on one replica wakes subscribers on all of them. Readers always
+//!   read the rows from storage.
 //! - Bulk imports insert in multi-row statements, never row by row: on SQLite at most
 //!   [`ROWS_PER_INSERT`] rows a statement (below its 32,766 bound-variable limit), on
 //!   PostgreSQL one `UNNEST` of column arrays per 10,000 rows.
@@ -250,10 +251,11 @@ impl Store {
                 .exec(&db)
                 .await?;
         }
-        let heads = heads::Heads::default();
-        if db.get_database_backend() == DbBackend::Postgres {
-            heads::spawn_listener(db.clone(), heads.clone());
-        }
+        let heads = if db.get_database_backend() == DbBackend::Postgres {
+            heads::Heads::listening(db.clone())
+        } else {
+            heads::Heads::default()
+        };
         Ok(Self {
             db,
             heads,

@@ -11,10 +11,9 @@
 //! per session on PostgreSQL) before it takes a pooled connection.
 //!
 //! While it holds the lock it hands out seqs from the head it read ([`WriteTxn::next_seq`]);
-//! [`WriteTxn::commit`] stores the new head, commits, gives up the writer turn, then sends
-//! `NOTIFY chatsync_heads` on PostgreSQL (after the commit, on its own: see
-//! [`WriteTxn::commit`]) and announces the head in process. No caller can forget a step, and
-//! seqs are gapless and committed in order.
+//! [`WriteTxn::commit`] stores the new head, commits, and announces the head (in process, and
+//! on PostgreSQL by `NOTIFY chatsync_heads` after the commit, see [`super::heads`]). No caller
+//! can forget a step, and seqs are gapless and committed in order.
 //! Dropping a `WriteTxn` without committing rolls it back and takes no seqs.
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use sea_orm::{
 };
 
 use super::Store;
-use super::heads::{HEADS_CHANNEL, Heads};
+use super::heads::Heads;
 use crate::error::{Error, Result};
 
 /// In-process writer queues: one for the whole database (SQLite), or one per session.
@@ -79,8 +78,6 @@ pub struct WriteTxn {
     /// This process's writer-queue turn, held until the transaction ends.
     _writer: tokio::sync::OwnedMutexGuard<()>,
     heads: Heads,
-    /// The pool, for the NOTIFY after the commit (PostgreSQL).
-    db: sea_orm::DatabaseConnection,
     backend: DbBackend,
     session_id: String,
     /// The committed head when the lock was taken.
@@ -138,7 +135,6 @@ impl Store {
             txn,
             _writer: writer,
             heads: self.heads.clone(),
-            db: self.db.clone(),
             backend,
             session_id: session_id.to_owned(),
             head,
@@ -172,56 +168,28 @@ impl WriteTxn {
         first
     }
 
-    /// Commits: stores the new head (when seqs were taken), commits, gives up the writer turn,
-    /// then, when the head moved, tells this process and the cluster (PostgreSQL: `NOTIFY
-    /// chatsync_heads, '<session_id> <head>'`). Returns the committed head.
-    ///
-    /// The NOTIFY is a statement of its own after the commit, not part of the transaction:
-    /// PostgreSQL queues a transaction's notifications under one server-wide lock held through
-    /// its commit, which made the commits of every session wait on each other (pgbench, 30
-    /// clients on 30 sessions: 370 commits/s with the NOTIFY inside, 1,170 after, 1,000 with
-    /// none; BENCHMARKS.md). A NOTIFY that fails, or that a dying replica never sends, costs
-    /// latency only: every replica re-reads its watched heads every
-    /// [`super::heads::HEAD_REREAD_INTERVAL`]. A failed NOTIFY is logged; the commit stands.
+    /// Commits: stores the new head (when seqs were taken) inside the transaction, commits,
+    /// then, when the head moved, announces it ([`Heads::committed`]: in process at once, and
+    /// to the cluster by a NOTIFY after the commit that this call does not wait for). Returns
+    /// the committed head.
     pub async fn commit(self) -> Result<u64> {
-        let WriteTxn {
-            txn,
-            _writer: writer,
-            heads,
-            db,
-            backend,
-            session_id,
-            head: before,
-            next,
-        } = self;
-        let head = next - 1;
-        if head > before {
-            let update = match backend {
+        let head = self.next - 1;
+        if head > self.head {
+            let update = match self.backend {
                 DbBackend::Postgres => "UPDATE sessions SET head_seq = $1 WHERE id = $2",
                 _ => "UPDATE sessions SET head_seq = ? WHERE id = ?",
             };
-            txn.execute_raw(Statement::from_sql_and_values(
-                backend,
-                update,
-                [(head as i64).into(), session_id.as_str().into()],
-            ))
-            .await?;
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(
+                    self.backend,
+                    update,
+                    [(head as i64).into(), self.session_id.as_str().into()],
+                ))
+                .await?;
         }
-        txn.commit().await?;
-        drop(writer);
-        if head > before {
-            heads.announce(&session_id, head);
-            if backend == DbBackend::Postgres
-                && let Err(error) = db
-                    .execute_raw(Statement::from_sql_and_values(
-                        backend,
-                        "SELECT pg_notify($1, $2)",
-                        [HEADS_CHANNEL.into(), format!("{session_id} {head}").into()],
-                    ))
-                    .await
-            {
-                tracing::warn!(%error, session_id, head, "the head NOTIFY failed; replicas see the commit at their next head re-read");
-            }
+        self.txn.commit().await?;
+        if head > self.head {
+            self.heads.committed(&self.session_id, head);
         }
         Ok(head)
     }

@@ -828,11 +828,12 @@ async fn a_paused_holder_never_freezes_its_session_and_never_writes_after_it_res
     }
 }
 
-/// A commit whose `NOTIFY chatsync_heads` never went out (its replica died between the commit
-/// and the NOTIFY, which follows it, or the NOTIFY failed) still reaches a subscriber on
-/// another replica: every replica re-reads its watched heads every `HEAD_REREAD_INTERVAL`.
-/// The writer here is a store in this process whose connections find a `pg_notify` that does
-/// nothing before PostgreSQL's own.
+/// A replica's commit is announced to the cluster by `NOTIFY chatsync_heads, '<session>
+/// <head>'` after it. A commit whose NOTIFY never went out (its replica died between the
+/// commit and the NOTIFY, or the NOTIFY failed) still reaches a subscriber on another replica:
+/// every replica re-reads its watched heads every `HEAD_REREAD_INTERVAL`. The writer of that
+/// commit is a store in this process whose connections find a `pg_notify` that does nothing
+/// before PostgreSQL's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_whose_notify_never_went_out_reaches_subscribers_on_other_replicas() {
     use chatsync::model::{MessageKind, NO_PEOPLE, NewMessage};
@@ -845,7 +846,30 @@ async fn a_commit_whose_notify_never_went_out_reaches_subscribers_on_other_repli
     };
     let replicas = start_replicas_without_exports(&backend, 1).await;
     let mut client = replicas[0].client().await;
+
+    // A send through the replica is announced, with the head it committed.
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect(&backend.database_url)
+        .await
+        .expect("listen");
+    listener.listen("chatsync_heads").await.expect("listen");
+    send(&mut client, SESSION, "loud", "announced", "announced")
+        .await
+        .expect("send");
     let (_, head) = replay(&mut client).await;
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let notification = listener.recv().await.expect("notification");
+            let (session, announced) = notification.payload().rsplit_once(' ').expect("payload");
+            assert_eq!(session, SESSION);
+            let announced: u64 = announced.parse().expect("head");
+            assert!(announced <= head, "{announced} > {head}");
+            if announced == head {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the send's NOTIFY");
     let mut stream = client
         .subscribe_messages(pb::SubscribeMessagesRequest {
             session_id: SESSION.into(),
@@ -872,7 +896,11 @@ async fn a_commit_whose_notify_never_went_out_reaches_subscribers_on_other_repli
         )
         .await
         .expect("a pg_notify that does nothing");
-    let separator = if backend.database_url.contains('?') { '&' } else { '?' };
+    let separator = if backend.database_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let silent_url = format!(
         "{}{separator}options[search_path]=public,silent,pg_catalog",
         backend.database_url
@@ -893,7 +921,10 @@ async fn a_commit_whose_notify_never_went_out_reaches_subscribers_on_other_repli
         may_be_stored: true,
         people: &NO_PEOPLE,
     };
-    assert_eq!(silent.import(SESSION, &[chat]).await.expect("import"), vec![1]);
+    assert_eq!(
+        silent.import(SESSION, &[chat]).await.expect("import"),
+        vec![1]
+    );
 
     let created = tokio::time::timeout(HANG_GUARD, async {
         loop {
