@@ -300,7 +300,7 @@ impl Store {
         &self,
         messages: impl IntoIterator<Item = &'a mut Message>,
     ) -> Result<()> {
-        fill_with(&self.db, messages, Details::All).await
+        fill(&self.db, messages).await
     }
 
     /// [`fill_details`](Self::fill_details) for messages that a committed write of this call
