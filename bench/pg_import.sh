@@ -13,7 +13,10 @@
 #   4. exports the stored `messages` rows to CSV, creates a second database with the same
 #      schema (`pg_dump --schema-only`), and times `psql \copy messages (…) FROM` the CSV:
 #      the baseline is a bulk load of exactly the rows chatsync wrote, into the same table with
-#      the same unique indexes, with no parsing at all.
+#      the same unique indexes, with no parsing at all;
+#   5. the issue's baseline: `\copy` of the same CSV into a plain table with no index, then one
+#      GIN index over `to_tsvector('simple', text)` built over all the rows (what a user who
+#      wants only the texts searchable, and loads into an empty database, would do).
 # Then prints the medians over the runs.
 set -euo pipefail
 
@@ -21,7 +24,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CORPUS="$ROOT/bench/out/corpus"
 RUNS="${RUNS:-3}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
-BIN="$ROOT/target/release/chatsync"
+BIN="${BIN:-$ROOT/target/release/chatsync}"  # BIN=… for a before/after run
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatsync-pgbench.XXXXXX")"
 SERVER_PID=""
@@ -106,10 +109,19 @@ EOF
     psql "$PG/$copy_db" -qc "\\copy messages ($COLUMNS) FROM '$WORK/messages.csv' CSV"
     copy_s="$(python3 -c "print(f'{$(now) - $start:.4f}')")"
     copied="$(psql "$PG/$copy_db" -qAtc "SELECT count(*) FROM messages")"
+    # The second baseline (the issue's): the same rows into a plain table with no index, then
+    # one GIN index over to_tsvector('simple', text) built over them all.
+    psql "$PG/$copy_db" -qc "CREATE TABLE plain (session_id text, chat_id text, provider_message_id text,
+        client_message_id text, sender text, text text, kind int2, status int2, from_me bool,
+        sent_at int8, seq int8, updated_at int8)"
+    start="$(now)"
+    psql "$PG/$copy_db" -qc "\\copy plain ($COLUMNS) FROM '$WORK/messages.csv' CSV" \
+        -c "CREATE INDEX plain_words ON plain USING gin (to_tsvector('simple', text))"
+    plain_s="$(python3 -c "print(f'{$(now) - $start:.4f}')")"
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$sync_s" "$messages" "$resync_s" "$resync_messages" \
-        "$copy_s" "$copied" >>"$RESULTS"
-    log "run $run: sync ${sync_s}s ($messages messages), re-sync ${resync_s}s ($resync_messages new), \\copy ${copy_s}s ($copied rows)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$sync_s" "$messages" "$resync_s" "$resync_messages" \
+        "$copy_s" "$copied" "$plain_s" >>"$RESULTS"
+    log "run $run: sync ${sync_s}s ($messages messages), re-sync ${resync_s}s ($resync_messages new), \\copy ${copy_s}s ($copied rows), plain \\copy + GIN ${plain_s}s"
     psql "$PG/postgres" -qc "DROP DATABASE $db WITH (FORCE)" -c "DROP DATABASE $copy_db WITH (FORCE)" >/dev/null
     rm -f "$WORK/messages.csv"
 done
@@ -118,11 +130,12 @@ python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 runs = []
 for line in open(sys.argv[1]).read().splitlines():
-    run, sync_s, msgs, resync_s, resync_msgs, copy_s, copied = line.split("\t")
-    sync_s, msgs, resync_s, copy_s, copied = float(sync_s), int(msgs), float(resync_s), float(copy_s), int(copied)
+    run, sync_s, msgs, resync_s, resync_msgs, copy_s, copied, plain_s = line.split("\t")
+    sync_s, msgs, resync_s, copy_s, copied, plain_s = float(sync_s), int(msgs), float(resync_s), float(copy_s), int(copied), float(plain_s)
     runs.append(dict(rate=msgs / sync_s, sync_s=sync_s, msgs=msgs, resync_s=resync_s,
                      resync_msgs=int(resync_msgs), copy_rate=copied / copy_s, copy_s=copy_s,
-                     ratio=(msgs / sync_s) / (copied / copy_s), resync_frac=resync_s / sync_s))
+                     ratio=(msgs / sync_s) / (copied / copy_s), resync_frac=resync_s / sync_s,
+                     plain_rate=copied / plain_s, plain_ratio=(msgs / sync_s) / (copied / plain_s)))
 print()
 print(f"{len(runs)} run(s); medians (min..max)")
 def line(label, key, fmt, unit=""):
@@ -134,6 +147,8 @@ line("messages stored", "msgs", ",d")
 line("psql \\copy of the same rows, rows/s", "copy_rate", ",.0f")
 line("psql \\copy, seconds", "copy_s", ".2f", "s")
 line("ratio chatsync / \\copy", "ratio", ".2f")
+line("\\copy into a plain table + GIN after, rows/s", "plain_rate", ",.0f")
+line("ratio chatsync / (plain \\copy + GIN)", "plain_ratio", ".2f")
 line("re-sync of the unchanged corpus, seconds", "resync_s", ".2f", "s")
 line("re-sync / full sync", "resync_frac", ".2f")
 line("messages stored by the re-sync", "resync_msgs", ",d")

@@ -529,3 +529,64 @@ async fn bad_requests_are_invalid_arguments(backend: Backend) {
         .expect("search");
     assert_eq!(texts(&found), ["hello there"]);
 }
+
+/// `chatsync_search_split` (migration `m20261207_000017_search_split_regexp`: one
+/// `regexp_replace`) gives what the `translate` of `m20261201_000006_search` gave, so the
+/// stored vectors stay valid: on every character from U+0001 to U+FFFF (surrogates excepted),
+/// alone and between letters, on texts in several scripts, and on a text holding every ASCII
+/// character.
+#[tokio::test]
+async fn search_split_matches_translate_on_postgres() {
+    use chatsync::storage::Store;
+    use sea_orm::ConnectionTrait;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let store = Store::connect(&backend.database_url)
+        .await
+        .expect("connect and migrate");
+    let db = sea_orm::Database::connect(&backend.database_url)
+        .await
+        .expect("connect");
+    let differ = |texts: &str| {
+        format!(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE chatsync_search_split(t) \
+             IS DISTINCT FROM translate(t, $p$!\"#$%&'()*+,-./:;<=>?@[\\]^_`{{|}}~$p$, \
+             repeat(' ', 32))) AS differ FROM ({texts}) AS s(t)"
+        )
+    };
+    let cases = [
+        "SELECT chr(i) || 'a' || chr(i) || 'b' FROM generate_series(1, 65535) AS g(i) \
+         WHERE i NOT BETWEEN 55296 AND 57343",
+        "SELECT string_agg(chr(i), '') FROM generate_series(1, 127) AS g(i)",
+        "SELECT unnest(ARRAY['Docs at example.com, mail bob@x.org (v3.14)!', \
+         'On se voit au Café de Flore ?', 'Привет, как дела?', '私は東京タワーに行きました。', \
+         'مرحبا [بالعالم] الجميل', 'tab\tand\nnewline {braces} `ticks` ~tilde~', ''])",
+    ];
+    for texts in cases {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                differ(texts),
+            ))
+            .await
+            .expect("compare")
+            .expect("a row");
+        let n: i64 = row.try_get("", "n").expect("n");
+        let differ: i64 = row.try_get("", "differ").expect("differ");
+        assert!(n > 0, "no texts from {texts}");
+        assert_eq!(differ, 0, "{differ} of {n} texts differ, from {texts}");
+    }
+    let split: String = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT chatsync_search_split('a.b-c_d{e}f~g h') AS s",
+        ))
+        .await
+        .expect("split")
+        .expect("a row")
+        .try_get("", "s")
+        .expect("s");
+    assert_eq!(split, "a b c d e f g h");
+    drop(store);
+}
