@@ -423,7 +423,7 @@ impl ChatSync {
             };
         }
         match store
-            .update_status_because(session_id, &by_wamid, next, None, reason.as_ref())
+            .advance_status(session_id, &by_wamid, next, None, reason.as_ref())
             .await
         {
             Ok(_) => return Ok(true),
@@ -439,7 +439,7 @@ impl ChatSync {
             provider_message_id: format!("pending-{client_message_id}"),
         };
         match store
-            .update_status_because(
+            .advance_status(
                 session_id,
                 &pending,
                 next,
