@@ -48,6 +48,7 @@ start_server() {
     else
         local db="chatsync_group_$$_${name//-/_}"
         DBS+=("$db")
+        DB="$db"
         psql "$PG/postgres" -qc "CREATE DATABASE $db" >/dev/null
         url="$PG/$db"
     fi
@@ -69,6 +70,13 @@ stop_server() {
 }
 result() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
+# A PostgreSQL without autovacuum (this machine's) never analyzes the fresh tables, and the plans
+# the server's prepared statements cached while they were empty stay as they grow (BENCHMARKS.md,
+# "this machine's PostgreSQL runs without autovacuum"). There, what autovacuum would do after the
+# sequential phase's writes is done by hand: one ANALYZE before the concurrent phase.
+AUTOVACUUM="$(psql "$PG/postgres" -qAtc "SHOW autovacuum")"
+[ "$AUTOVACUUM" = on ] || log "PostgreSQL has autovacuum=$AUTOVACUUM: ANALYZE after the sequential phase"
+
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 binaries=("after:$BIN")
@@ -79,6 +87,9 @@ for run in $(seq 1 "$RUNS"); do
         for backend in sqlite postgres; do
             start_server "$bin" "$backend" "$label-$backend-$run"
             seq_out="$("$LOAD" sends --server "$URL" --clients 1 --secs "$SECS" | grep '^RESULT')"
+            if [ "$backend" = postgres ] && [ "$AUTOVACUUM" != on ]; then
+                psql "$PG/$DB" -qc "ANALYZE" >/dev/null
+            fi
             par_out="$("$LOAD" sends --server "$URL" --clients "$CLIENTS" --secs "$SECS" | grep '^RESULT')"
             stop_server
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$label" "$backend" \
