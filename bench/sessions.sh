@@ -122,10 +122,23 @@ stop_cluster() {
 }
 result() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
+AUTOVACUUM="$(psql "$PG/postgres" -qAtc "SHOW autovacuum")"
+[ "$AUTOVACUUM" = on ] || log "PostgreSQL has autovacuum=$AUTOVACUUM: a warm-up and an ANALYZE before each measured load"
+
 # measure LABEL RUN N CONNECTIONS [LOAD_FLAGS]: one configuration, one row of RESULTS.
 measure() {
     local label="$1" run="$2" n="$3" conns="$4" flags="${5:-}" out before after wall
     start_cluster "$n" "$conns" "$label$run"
+    if [ "$AUTOVACUUM" != on ]; then
+        # A PostgreSQL without autovacuum (this machine's) never analyzes the fresh tables, and
+        # the plans cached while they were empty stay as they grow (BENCHMARKS.md, "this
+        # machine's PostgreSQL runs without autovacuum"): a 2 s warm-up, then the ANALYZE that
+        # autovacuum would have run, before the measured load.
+        # shellcheck disable=SC2086
+        "$LOAD" sends --servers "$URLS" --sessions "$SESSION_IDS" --clients "$CLIENTS" \
+            --secs 2 $flags >/dev/null
+        psql "$PG/$DB" -qc "ANALYZE" >/dev/null
+    fi
     if [ "$WAITS" = 1 ]; then
         (
             while :; do
