@@ -346,34 +346,20 @@ impl Store {
         error: Option<&StatusError>,
     ) -> Result<(Message, bool)> {
         let (mut message, changed) = self
-            .status_write(session_id, reference, status, provider_message_id, error)
+            .advance_status(session_id, reference, status, provider_message_id, error)
             .await?;
         self.fill_details([&mut message]).await?;
         Ok((message, changed))
     }
 
-    /// [`update_status_because`](Self::update_status_because) for a caller that needs only
-    /// whether the status changed (`true`) or was at or past `status` already (`false`): the
-    /// message's details (attachments, reactions, receipts, earlier texts) are not read back.
-    /// A webhook's status saves those reads (several queries; round trips on PostgreSQL).
+    /// [`update_status_because`](Self::update_status_because) without reading the message's
+    /// details back (attachments, reactions, receipts, earlier texts: several queries, round
+    /// trips on PostgreSQL): the message as its row holds it, and whether the status changed
+    /// (`true`) or was at or past `status` already (`false`). For a caller that needs only the
+    /// outcome, such as a webhook's status.
     ///
     /// Errors: `NotFound` for an unknown message.
     pub async fn advance_status(
-        &self,
-        session_id: &str,
-        reference: &MessageRef,
-        status: MessageStatus,
-        provider_message_id: Option<&str>,
-        error: Option<&StatusError>,
-    ) -> Result<bool> {
-        let (_, changed) = self
-            .status_write(session_id, reference, status, provider_message_id, error)
-            .await?;
-        Ok(changed)
-    }
-
-    /// The grouped write of a status change; the message as stored, without its details.
-    async fn status_write(
         &self,
         session_id: &str,
         reference: &MessageRef,
