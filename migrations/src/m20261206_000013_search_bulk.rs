@@ -66,11 +66,19 @@ async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbE
 /// pool: a trigger is dropped and created on the same connection (another one, with the schema
 /// it read before the drop, would refuse the CREATE as a duplicate).
 pub(crate) async fn run_on_sqlite(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
+    run_on(manager, DbBackend::Sqlite, script).await
+}
+
+/// Runs `script` in one call when the database is `backend`; nothing otherwise.
+pub(crate) async fn run_on(
+    manager: &SchemaManager<'_>,
+    backend: DbBackend,
+    script: &str,
+) -> Result<(), DbErr> {
     let db = manager.get_connection();
-    if db.get_database_backend() == DbBackend::Postgres {
-        return Ok(());
+    if db.get_database_backend() == backend {
+        db.execute_unprepared(script).await?;
     }
-    db.execute_unprepared(script).await?;
     Ok(())
 }
 

@@ -18,9 +18,10 @@
 //!
 //! SQLite: nothing (its `unicode61` tokenizer splits at punctuation itself).
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::sea_orm::DbBackend;
 
 use crate::m20261201_000006_search::POSTGRES_SPLIT;
+use crate::m20261206_000013_search_bulk::run_on;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -33,22 +34,13 @@ CREATE OR REPLACE FUNCTION chatsync_search_split(t text) RETURNS text
   $f$ SELECT regexp_replace(t, '[!-/:-@\[-`{-~]', ' ', 'g') $f$
 "#;
 
-
-async fn run_on_postgres(manager: &SchemaManager<'_>, statement: &str) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    if db.get_database_backend() == DbBackend::Postgres {
-        db.execute_unprepared(statement).await?;
-    }
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_on_postgres(manager, SPLIT_REGEXP).await
+        run_on(manager, DbBackend::Postgres, SPLIT_REGEXP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_on_postgres(manager, POSTGRES_SPLIT).await
+        run_on(manager, DbBackend::Postgres, POSTGRES_SPLIT).await
     }
 }
