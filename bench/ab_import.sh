@@ -21,9 +21,14 @@ rm -rf "$ROOT/target/ab-before"
 git -C "$ROOT" worktree add -f -q --detach "$ROOT/target/ab-before" "$BEFORE_REV"
 trap 'git -C "$ROOT" worktree remove --force "$ROOT/target/ab-before"' EXIT
 (cd "$ROOT/target/ab-before" && CARGO_TARGET_DIR="$BEFORE_TARGET" cargo build --release --quiet --bin chatsync)
+# Copied aside before the after build: with AB_BEFORE_TARGET=target (to reuse the built
+# dependencies) both builds write target/release/chatsync, and the after build would replace it.
+mkdir -p "$ROOT/target/ab"
+cp "$BEFORE_TARGET/release/chatsync" "$ROOT/target/ab/chatsync-before"
 (cd "$ROOT" && cargo build --release --quiet --bin chatsync)
 CLI="$ROOT/target/release/chatsync"
-declare -A BIN=([before]="$BEFORE_TARGET/release/chatsync" [after]="$CLI")
+declare -A BIN=([before]="$ROOT/target/ab/chatsync-before" [after]="$CLI")
+cmp -s "${BIN[before]}" "${BIN[after]}" && echo "warning: the before and after binaries are identical" >&2
 echo "before: $(git -C "$ROOT" rev-parse --short "$BEFORE_REV"); after: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo ' + uncommitted changes'); $(nproc) cores"
 W=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
