@@ -14,18 +14,21 @@
 //!   `biz_opaque_callback_data` (the `client_message_id` of a send still waiting for its
 //!   answer), or kept in the inbox and applied when the message arrives;
 //! - an item that cannot be read is kept in the inbox with its error, logged and counted.
+//! - a `history` chunk (coexistence) is imported as part of the session's history sync run
+//!   ([`sync::SyncRuns::push_chunk`]); a placeholder's file fills its attachment
+//!   ([`Store::store_missing_attachment`]).
 //!
 //! Any replica can take a webhook: every write goes through the session's lock.
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::live::LiveStore;
 use super::*;
-use crate::model::{ReceiptKind, StatusError};
+use crate::model::{Attachment, NewContact, People, ReceiptKind, StatusError};
 use crate::sources::LiveEvent;
 use crate::sources::whatsapp_cloud::{
-    Item, MEDIA_RETRY_MAX_PAUSE, MissingMedia, WhatsAppCloud, webhook,
+    HistoryChunk, Item, MEDIA_RETRY_MAX_PAUSE, MissingMedia, WhatsAppCloud, webhook,
 };
-use crate::storage::MessageOp;
+use crate::storage::{ImportChat, MessageOp};
 
 /// Webhook counts since start, for `/metrics`.
 #[derive(Debug, Default)]
@@ -313,7 +316,109 @@ impl ChatSync {
                 self.keep_unreadable(session_id, &key, &payload, &error)
                     .await
             }
+            Item::History(chunk) => self.apply_history(session_id, *chunk).await,
+            Item::PlaceholderFile {
+                chat_id,
+                wamid,
+                ordinal,
+                attachment,
+            } => {
+                let reference = MessageRef::Provider {
+                    chat_id,
+                    provider_message_id: wamid,
+                };
+                match store
+                    .store_missing_attachment(session_id, &reference, ordinal, &attachment)
+                    .await
+                {
+                    // Filled, or stored with its file already (the file's webhook came first).
+                    Ok(_) => Ok(()),
+                    Err(error) if retry_worthy(&error) => Err(error),
+                    Err(error) => {
+                        let key = format!("file:{reference}");
+                        self.keep_unreadable(
+                            session_id,
+                            &key,
+                            &format!("{attachment:?}"),
+                            &error.to_string(),
+                        )
+                        .await
+                    }
+                }
+            }
         }
+    }
+
+    /// Imports one chunk of a `history` webhook as part of the session's history sync run
+    /// (a pushed run, see `service::sync::pushed`): its threads' messages in one import, the
+    /// run COMPLETED when Meta's `progress` reaches 100, FAILED when the business declined to
+    /// share its history. Chats keep the names they have; a new one is named after its
+    /// number, with the user as its contact. Then the chunk's other items (reactions,
+    /// edits, unreadable messages) are applied as a `messages` webhook's are. Errors only for
+    /// storage failures worth a redelivery.
+    async fn apply_history(&self, session_id: &str, chunk: HistoryChunk) -> Result<()> {
+        let store = &self.inner.store;
+        let mut names = Vec::with_capacity(chunk.threads.len());
+        for thread in &chunk.threads {
+            names.push(match store.find_chat(session_id, &thread.chat_id).await? {
+                Some(chat) => chat.name,
+                None => format!("+{}", thread.chat_id),
+            });
+        }
+        let people: Vec<People> = chunk
+            .threads
+            .iter()
+            .zip(&names)
+            .map(|(thread, name)| People {
+                contacts: vec![NewContact {
+                    contact_id: thread.chat_id.clone(),
+                    display_name: name.clone(),
+                    phone: Some(format!("+{}", thread.chat_id)),
+                    matrix_id: None,
+                }],
+                members: Vec::new(),
+            })
+            .collect();
+        let chats = chunk
+            .threads
+            .iter()
+            .zip(&names)
+            .zip(&people)
+            .map(|((thread, name), people)| ImportChat {
+                chat_id: &thread.chat_id,
+                name,
+                messages: &thread.messages,
+                may_be_stored: true,
+                people,
+            })
+            .collect();
+        let pushed = sync::PushedChunk {
+            chats,
+            last: chunk.progress == Some(100),
+            error: chunk.error.clone(),
+        };
+        match self.inner.runs.push_chunk(store, session_id, pushed).await {
+            Ok(frame) => tracing::info!(
+                session_id,
+                chunk = chunk.key,
+                phase = chunk.phase,
+                progress = chunk.progress,
+                chats = chunk.threads.len(),
+                sync_id = frame.as_ref().map(|f| f.sync_id.as_str()),
+                new_messages = frame.as_ref().map(|f| f.messages_synced),
+                "history chunk stored"
+            ),
+            Err(error) if retry_worthy(&error) => return Err(error),
+            Err(error) => {
+                let payload = format!("{:?}", chunk.threads);
+                self.keep_unreadable(session_id, &chunk.key, &payload, &error.to_string())
+                    .await?;
+            }
+        }
+        for item in chunk.other {
+            Box::pin(self.apply_webhook_item(session_id, item)).await?;
+        }
+        Ok(())
     }
 
     /// Stores a webhook's `events` through the live sink's path ([`LiveStore::store_events`],
@@ -686,8 +791,12 @@ impl ChatSync {
                 session_id,
                 &reference,
                 media.ordinal,
-                &blob.sha256,
-                blob.size,
+                &Attachment {
+                    sha256: blob.sha256,
+                    size_bytes: blob.size,
+                    stored: true,
+                    ..Attachment::default()
+                },
             )
             .await
             .map_err(|error| error.to_string())

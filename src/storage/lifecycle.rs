@@ -107,10 +107,12 @@ impl Store {
     }
 
     /// Stores the file of attachment `ordinal` of a stored message that was kept without it
-    /// (`stored = false`, a download that failed): `stored = true` with the blob's `sha256`
-    /// (hex) and `size` (bytes), and a `message_updated` change ([`MessageChange::Attachment`])
-    /// so subscribers read the message again. Returns `false`, writing nothing, when that
-    /// attachment is stored already or gone (the message was deleted).
+    /// (`stored = false`: a download that failed, or a history chunk's media placeholder):
+    /// `stored = true` with `file`'s `sha256` (hex) and `size_bytes`, its `file_name` and
+    /// `mime_type` when given (non-empty), and a `message_updated` change
+    /// ([`MessageChange::Attachment`]) so subscribers read the message again. Returns `false`,
+    /// writing nothing, when that attachment is stored already or gone (the message was
+    /// deleted).
     ///
     /// Errors: `NotFound` for a message that is not stored.
     pub async fn store_missing_attachment(
@@ -118,19 +120,25 @@ impl Store {
         session_id: &str,
         reference: &MessageRef,
         ordinal: u32,
-        sha256: &str,
-        size: u64,
+        file: &crate::model::Attachment,
     ) -> Result<bool> {
         let mut txn = self.write(session_id).await?;
         let Some(row) = message_query(session_id, reference).one(txn.conn()).await? else {
             return Err(Error::NotFound(reference.to_string()));
         };
-        let updated = attachment::Entity::update_many()
+        let mut update = attachment::Entity::update_many();
+        if !file.file_name.is_empty() {
+            update = update.col_expr(attachment::Column::FileName, Expr::value(&file.file_name));
+        }
+        if !file.mime_type.is_empty() {
+            update = update.col_expr(attachment::Column::MimeType, Expr::value(&file.mime_type));
+        }
+        let updated = update
             .col_expr(attachment::Column::Stored, Expr::value(true))
-            .col_expr(attachment::Column::Sha256, Expr::value(sha256))
+            .col_expr(attachment::Column::Sha256, Expr::value(&file.sha256))
             .col_expr(
                 attachment::Column::Size,
-                Expr::value(size.min(i64::MAX as u64) as i64),
+                Expr::value(file.size_bytes.min(i64::MAX as u64) as i64),
             )
             .filter(attachment::Column::SessionId.eq(session_id))
             .filter(attachment::Column::MessageSeq.eq(row.seq))

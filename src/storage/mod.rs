@@ -60,7 +60,9 @@ pub use files::{FileFingerprint, FileRecord};
 pub use group::GroupCommitStats;
 pub use import::ImportChat;
 pub use lifecycle::{MessageOp, Outcome};
-pub use sessions::{Fence, LEASE_EXPIRED, LeaseKind, RunClaim, SessionRecord, SyncRecord};
+pub use sessions::{
+    Fence, LEASE_EXPIRED, LeaseKind, PUSHED_RUN_HOLDER, RunClaim, SessionRecord, SyncRecord,
+};
 pub use snapshot::{Snapshot, SnapshotChat};
 pub use write::WriteTxn;
 
@@ -242,12 +244,13 @@ impl Store {
             <migrations::Migrator as migrations::MigratorTrait>::up(&db, None).await?;
             // The file lock proves that no other process is alive on this database, so every
             // lease left behind belongs to a dead one: each is ended (its row kept, so that
-            // epochs only grow).
-            use sea_orm::EntityTrait;
+            // epochs only grow). A pushed run's lease is no process's, and stays.
             use sea_orm::sea_query::Expr;
+            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
             entities::lease::Entity::update_many()
                 .col_expr(entities::lease::Column::Holder, Expr::value(""))
                 .col_expr(entities::lease::Column::ExpiresAt, Expr::value(0i64))
+                .filter(entities::lease::Column::Holder.ne(PUSHED_RUN_HOLDER))
                 .exec(&db)
                 .await?;
         }

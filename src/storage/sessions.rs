@@ -110,6 +110,15 @@ pub struct Fence {
 /// Why a run that stopped holding its lease is INTERRUPTED.
 pub const LEASE_EXPIRED: &str = "the replica running the sync run stopped (its lease expired)";
 
+/// The holder of the sync lease of a run that a source pushes in chunks (the WhatsApp Cloud
+/// API's `history` webhooks, see `service::sync::pushed`): no replica runs it, so no replica's
+/// start-up interrupts it while its lease holds.
+pub const PUSHED_RUN_HOLDER: &str = "pushed-run";
+
+/// Why a pushed run whose lease lapsed is INTERRUPTED.
+pub const PUSHED_RUN_IDLE_EXPIRED: &str =
+    "no chunk of the pushed history came within its lease; a later chunk starts a new run";
+
 impl Store {
     /// Creates the session row if missing and records its source kind.
     pub async fn ensure_session(&self, session_id: &str, source: &str) -> Result<()> {
@@ -140,8 +149,9 @@ impl Store {
 
     /// Marks the session's run INTERRUPTED if it is RUNNING and nobody holds its lease any
     /// more. On SQLite (one process, see [`Store::connect`]) every RUNNING run found at start
-    /// is a dead one, so `at_start` interrupts it whatever its lease says. Returns whether the
-    /// run was interrupted.
+    /// is a dead one, so `at_start` interrupts it whatever its lease says, except a pushed run
+    /// ([`PUSHED_RUN_HOLDER`]), which is no process's and stays while its lease holds. Returns
+    /// whether the run was interrupted.
     ///
     /// A lease still held is seen without the session's lock, so a live run's holder that
     /// stalls inside a write transaction never makes this wait.
@@ -161,15 +171,23 @@ impl Store {
         if SyncState::from_i16(row.sync_state) != SyncState::Running {
             return Ok(false);
         }
-        let held = lease::Entity::find_by_id((session_id.to_owned(), "sync".to_owned()))
+        let lease = lease::Entity::find_by_id((session_id.to_owned(), "sync".to_owned()))
             .one(txn.conn())
-            .await?
+            .await?;
+        let held = lease
+            .as_ref()
             .is_some_and(|lease| lease.expires_at > now_ms());
-        if held && !dead_process {
+        let pushed = lease
+            .as_ref()
+            .is_some_and(|lease| lease.holder == PUSHED_RUN_HOLDER);
+        // A pushed run is no process's: a restart leaves it running while its lease holds.
+        if held && (!dead_process || pushed) {
             return Ok(false);
         }
         let finished_at_ms = now_ms();
-        let reason = if dead_process {
+        let reason = if pushed {
+            PUSHED_RUN_IDLE_EXPIRED
+        } else if dead_process {
             "the server stopped while the run was in progress"
         } else {
             LEASE_EXPIRED

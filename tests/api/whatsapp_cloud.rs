@@ -60,13 +60,31 @@ impl Setup {
         adjust: impl FnOnce(&mut chatsync::config::Config),
     ) -> Self {
         let graph = GraphApi::start(TOKEN).await;
+        let app = TestApp::spawn_with(&backend, vec![Self::session(&graph)], adjust).await;
+        Setup {
+            app,
+            graph,
+            http: reqwest::Client::new(),
+            _backend: backend,
+        }
+    }
+
+    /// Stops the server (as SIGTERM would) and starts it again on the same database.
+    async fn restart(self) -> Self {
+        self.app.stop().await;
+        let app = TestApp::spawn(&self._backend, vec![Self::session(&self.graph)]).await;
+        Setup { app, ..self }
+    }
+
+    /// The `wa` session against `graph`.
+    fn session(graph: &GraphApi) -> chatsync::config::SessionConfig {
         // One process-wide variable per secret; every test uses the same values.
         unsafe {
             std::env::set_var("WC_TEST_TOKEN", TOKEN);
             std::env::set_var("WC_TEST_SECRET", SECRET);
             std::env::set_var("WC_TEST_VERIFY", VERIFY);
         }
-        let session = common::session(
+        common::session(
             "wa",
             "whatsapp-cloud",
             json!({
@@ -80,14 +98,7 @@ impl Setup {
                 "rate_limit_backoff_ms": 10,
                 "media_retry_backoff_ms": 20,
             }),
-        );
-        let app = TestApp::spawn_with(&backend, vec![session], adjust).await;
-        Setup {
-            app,
-            graph,
-            http: reqwest::Client::new(),
-            _backend: backend,
-        }
+        )
     }
 
     /// POSTs raw bytes with a signature header (or none); the HTTP status.
@@ -2050,6 +2061,251 @@ async fn webhook_counts_on_metrics(backend: Backend) {
     );
 }
 
+/// The business's own number as `metadata.display_phone_number` gives it: history messages
+/// `from` it are the business's.
+const DISPLAY: &str = "15550001111";
+
+/// A `history` webhook body of one chunk, in the shape of Meta's history webhook reference
+/// (<https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/history/>):
+/// `threads` is `[[chat id, [message objects]]]`.
+fn history_body(
+    phase: u64,
+    chunk_order: u64,
+    progress: u64,
+    threads: &[(&str, Vec<Value>)],
+) -> Value {
+    let threads: Vec<Value> = threads
+        .iter()
+        .map(|(id, messages)| json!({"id": id, "messages": messages}))
+        .collect();
+    history_value(json!([{
+        "metadata": {"phase": phase, "chunk_order": chunk_order, "progress": progress},
+        "threads": threads,
+    }]))
+}
+
+/// A `history` change whose `value.history` is `history`.
+fn history_value(history: Value) -> Value {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{
+            "field": "history",
+            "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": DISPLAY, "phone_number_id": NUMBER},
+                "history": history,
+            },
+        }]}],
+    })
+}
+
+/// One history message: text (or `media_placeholder` when `text` is `None`) from `from`,
+/// with its last status.
+fn history_message(id: &str, from: &str, text: Option<&str>, status: &str, at: u64) -> Value {
+    let mut message = json!({
+        "from": from, "id": id, "timestamp": at.to_string(),
+        "history_context": {"status": status},
+    });
+    match text {
+        Some(text) => {
+            message["type"] = json!("text");
+            message["text"] = json!({"body": text});
+        }
+        None => message["type"] = json!("media_placeholder"),
+    }
+    message
+}
+
+async fn sync_status(
+    client: &mut chatsync::grpc::pb::chat_sync_service_client::ChatSyncServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> pb::GetSyncStatusResponse {
+    client
+        .get_sync_status(pb::GetSyncStatusRequest {
+            session_id: "wa".into(),
+        })
+        .await
+        .expect("GetSyncStatus")
+        .into_inner()
+}
+
+/// The `history` webhook (a number moved over from the WhatsApp Business app) is imported as
+/// a sync run: its chunks are the run's frames, seen by a SyncChats caller that attaches
+/// while it runs and by GetSyncStatus; the chunk with `progress` 100 completes it. Messages
+/// the business sent are its own (sender = the number, from_me) with their last status; a
+/// media placeholder is a media message whose file a later webhook gives; a chunk delivered
+/// again stores nothing; a restart leaves the run running; a declined history is a FAILED run
+/// with Meta's reason.
+async fn history_is_a_sync_run(backend: Backend) {
+    let s = Setup::start(backend).await;
+    let other = "12125557890";
+    let chunk1 = history_body(
+        0,
+        1,
+        40,
+        &[
+            (
+                USER,
+                vec![
+                    history_message(
+                        "wamid.h.1",
+                        DISPLAY,
+                        Some("Here is the info"),
+                        "READ",
+                        1_739_230_955,
+                    ),
+                    history_message("wamid.h.2", USER, None, "READ", 1_739_230_960),
+                    history_message("wamid.h.3", USER, Some("Thanks!"), "READ", 1_739_230_970),
+                ],
+            ),
+            (
+                other,
+                vec![history_message(
+                    "wamid.h.4",
+                    DISPLAY,
+                    Some("Your order"),
+                    "DELIVERED",
+                    1_739_230_980,
+                )],
+            ),
+        ],
+    );
+    s.post(&chunk1).await;
+    // The run is no process's: a restart (on SQLite, one that interrupts every run it finds
+    // RUNNING) leaves it running.
+    let s = s.restart().await;
+    let mut client = s.app.client().await;
+    let running = sync_status(&mut client).await;
+    assert_eq!(running.state, pb::SyncState::Running as i32, "{running:?}");
+    let frame = running.progress.clone().expect("a frame");
+    assert_eq!(
+        (frame.n_chats, frame.total_messages_synced),
+        (2, 4),
+        "{frame:?}"
+    );
+    assert_eq!(frame.stage, pb::SyncStage::MessagesSaved as i32);
+
+    // SyncChats attaches to the running history run instead of starting its own.
+    let mut frames = client
+        .sync_chats(pb::SyncChatsRequest {
+            session_id: "wa".into(),
+            limit_per_chat: Some(0),
+            since: None,
+        })
+        .await
+        .expect("SyncChats")
+        .into_inner();
+    let first = frames
+        .message()
+        .await
+        .expect("a frame")
+        .expect("a frame")
+        .progress
+        .unwrap();
+    assert_eq!(first.sync_id, frame.sync_id, "the same run");
+
+    // The same chunk again stores nothing; the last chunk completes the run.
+    s.post(&chunk1).await;
+    let older = history_message(
+        "wamid.h.0",
+        USER,
+        Some("Hello, is the shop open?"),
+        "READ",
+        1_731_000_000,
+    );
+    s.post(&history_body(1, 1, 100, &[(USER, vec![older])]))
+        .await;
+    let mut last = first;
+    while let Some(next) = frames.message().await.expect("frames end well") {
+        last = next.progress.unwrap();
+    }
+    assert_eq!(last.stage, pb::SyncStage::Completed as i32, "{last:?}");
+    assert_eq!(last.sync_id, frame.sync_id);
+    assert_eq!(
+        last.total_messages_synced, 5,
+        "the repeated chunk counted nothing: {last:?}"
+    );
+    let done = sync_status(&mut client).await;
+    assert_eq!(done.state, pb::SyncState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.progress.unwrap().sync_id, frame.sync_id);
+
+    let user = s.messages(USER).await;
+    let ids: Vec<&str> = user
+        .iter()
+        .map(|m| m.provider_message_id.as_str())
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|id| id.starts_with("wamid.h.")).count(),
+        4,
+        "{ids:?}"
+    );
+    let mine = s.message(USER, "wamid.h.1").await;
+    assert_eq!(
+        (mine.sender.as_str(), mine.from_me),
+        (NUMBER, true),
+        "{mine:?}"
+    );
+    assert_eq!(mine.status, pb::MessageStatus::Read as i32);
+    let theirs = s.message(USER, "wamid.h.3").await;
+    assert_eq!((theirs.sender.as_str(), theirs.from_me), (USER, false));
+    let placeholder = s.message(USER, "wamid.h.2").await;
+    assert_eq!(placeholder.kind, pb::MessageKind::Media as i32);
+    assert!(!placeholder.attachments[0].stored, "{placeholder:?}");
+    let order = s.message(other, "wamid.h.4").await;
+    assert_eq!(order.status, pb::MessageStatus::Delivered as i32);
+    assert!(order.from_me);
+    let chats = common::all_chats(&mut client, "wa").await;
+    let chat = chats
+        .iter()
+        .find(|c| c.chat_id == other)
+        .expect("the other chat");
+    assert_eq!(chat.name, format!("+{other}"));
+
+    // The placeholder's file comes in a `history` webhook of its own, with the message.
+    let bytes = b"a history photo".to_vec();
+    s.graph
+        .script
+        .lock()
+        .unwrap()
+        .media
+        .insert("hm1".into(), (bytes.clone(), 0));
+    let mut file = case("message.json", "image", "wamid.h.2");
+    {
+        let change = &mut file["entry"][0]["changes"][0];
+        change["field"] = json!("history");
+        let message = &mut change["value"]["messages"][0];
+        message["from"] = json!(USER);
+        message["image"]["id"] = json!("hm1");
+        message["image"]["mime_type"] = json!("image/jpeg");
+        message["image"]["sha256"] = json!(common::hex_sha256(&bytes));
+    }
+    s.post(&file).await;
+    let filled = s.message(USER, "wamid.h.2").await;
+    assert!(filled.attachments[0].stored, "{filled:?}");
+    assert_eq!(filled.attachments[0].sha256, common::hex_sha256(&bytes));
+    assert_eq!(filled.attachments[0].mime_type, "image/jpeg");
+    assert_eq!(
+        get_media(&mut client, &filled.attachments[0].sha256).await,
+        bytes
+    );
+
+    // A business that declines to share its history: a FAILED run with Meta's reason.
+    s.post(&history_value(json!([{"errors": [{
+        "code": 2593109,
+        "title": "History sync is turned off by the business from the WhatsApp Business App",
+    }]}])))
+    .await;
+    let declined = sync_status(&mut client).await;
+    assert_eq!(declined.state, pb::SyncState::Failed as i32, "{declined:?}");
+    assert!(declined.last_error.contains("2593109"), "{declined:?}");
+    assert_ne!(
+        declined.progress.unwrap().sync_id,
+        frame.sync_id,
+        "a run of its own"
+    );
+}
+
 on_both_backends!(
     handshake_and_signatures,
     every_shared_case,
@@ -2069,4 +2325,5 @@ on_both_backends!(
     nothing_acknowledged_is_lost_to_a_kill_9,
     a_restart_applies_statuses_left_waiting,
     webhook_counts_on_metrics,
+    history_is_a_sync_run,
 );

@@ -49,8 +49,10 @@ use crate::storage::{Fence, FileFingerprint, FileRecord, ImportChat, RunClaim, S
 
 mod fingerprint;
 mod job;
+mod pushed;
 mod runs;
 
+pub use pushed::{PUSHED_RUN_IDLE, PushedChunk};
 pub use runs::SyncRuns;
 
 /// Messages stored per transaction: a chat larger than this gets one MESSAGES_SAVED frame

@@ -25,6 +25,9 @@
 //!   (outside the 24-hour window) is `Rejected` (FAILED_PRECONDITION); an invalid token is
 //!   `Unavailable` and puts the source DOWN.
 //! - ReactToMessage posts `type: reaction`; UpdateMessageStatus READ posts `status: read`.
+//! - The `history` field (a number moved over from the WhatsApp Business app) is read into
+//!   [`HistoryChunk`]s, imported by the service as one sync run; a `media_placeholder` is a
+//!   media message whose file a later `history` webhook gives ([`Item::PlaceholderFile`]).
 //!
 //! Settings: `phone_number_id`; `access_token_env` / `access_token_file`; `app_secret_env` /
 //! `app_secret_file`; `verify_token_env` / `verify_token_file`; `graph_api_url` (default
@@ -143,6 +146,61 @@ pub enum Item {
         payload: String,
         error: String,
     },
+    /// One chunk of a `history` webhook: chats and messages to import as part of the
+    /// session's history sync run.
+    History(Box<HistoryChunk>),
+    /// The file of a message that a `history` chunk stored as a `media_placeholder`, sent in a
+    /// webhook of its own (`field: history` with `messages[]`): attachment `ordinal` of
+    /// message `wamid` gets it, if that attachment is not stored yet.
+    PlaceholderFile {
+        chat_id: String,
+        wamid: String,
+        ordinal: u32,
+        attachment: Attachment,
+    },
+}
+
+/// One element of a `history` webhook's `history[]`: a chunk of the chats of a number that
+/// was moved over from the WhatsApp Business app (coexistence), up to 180 days back.
+///
+/// Source: <https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/history/>.
+/// `metadata.phase` is 0 (day 0 to 1), 1 (day 1 to 90) or 2 (day 90 to 180); chunks of a
+/// phase may arrive out of `chunk_order`; `progress` is the whole sync's percentage, 100 when
+/// it is complete. A business that declined to share its history sends one element with
+/// `errors[]` (code 2593109) instead.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryChunk {
+    /// Names the chunk in logs: `history:<phase>:<chunk_order>`.
+    pub key: String,
+    pub phase: Option<u64>,
+    pub chunk_order: Option<u64>,
+    /// 0..=100; 100: the history is complete.
+    pub progress: Option<u64>,
+    /// Its threads: one chat per WhatsApp user, messages oldest first as Meta lists them.
+    pub threads: Vec<HistoryThread>,
+    /// Why there is no history (`errors[]`: title and code), when the business declined.
+    pub error: Option<String>,
+    /// What its threads hold besides messages: reactions, edits, revokes, and messages that
+    /// could not be read, applied and kept as a `messages` webhook's are.
+    pub other: Vec<Item>,
+}
+
+/// One `threads[]` of a history chunk: the chat with one WhatsApp user.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryThread {
+    /// The user's phone number (`threads[].id`), the chat's id as live webhooks key it.
+    pub chat_id: String,
+    pub messages: Vec<NewMessage>,
+}
+
+/// Where a message was read from: a `messages` webhook, or a history chunk's thread.
+#[derive(Debug, Clone, Copy, Default)]
+struct Origin<'a> {
+    /// The business's own number (`metadata.display_phone_number`): a message `from` it is
+    /// one the business sent (from the WhatsApp Business app, in a history chunk).
+    business_number: Option<&'a str>,
+    /// The chat, for a message of a history thread (`threads[].id`).
+    thread: Option<&'a str>,
 }
 
 /// A WhatsApp Business number as a source.
@@ -390,7 +448,22 @@ impl WhatsAppCloud {
     pub async fn read_change(&self, change: &webhook::Change) -> Vec<Item> {
         let value = &change.value;
         let mut items = Vec::new();
-        if change.field != "messages" {
+        let origin = Origin {
+            business_number: str_at(value, &["metadata", "display_phone_number"]),
+            thread: None,
+        };
+        let history = change.field == "history";
+        if history && let Some(chunks) = value.get("history").and_then(Value::as_array) {
+            for chunk in chunks {
+                items.push(Item::History(Box::new(
+                    self.read_history(chunk, origin).await,
+                )));
+            }
+            return items;
+        }
+        // A `history` change with `messages[]` is the file of a message a chunk stored as a
+        // `media_placeholder`: read as any message, and its file given to the placeholder.
+        if change.field != "messages" && !history {
             items.push(Item::Unreadable {
                 key: format!("field:{}:{}", change.field, digest(value)),
                 payload: value.to_string(),
@@ -450,7 +523,28 @@ impl WhatsAppCloud {
             .into_iter()
             .flatten()
         {
-            items.push(self.read_message(message, &names).await);
+            let item = self.read_message(message, &names, origin).await;
+            if history
+                && let Item::Events { events, .. } = &item
+                && let Some(LiveEvent::Message { chat_id, message }) = events.last()
+            {
+                let fills: Vec<Item> = message
+                    .attachments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, attachment)| attachment.stored)
+                    .map(|(ordinal, attachment)| Item::PlaceholderFile {
+                        chat_id: chat_id.clone(),
+                        wamid: message.provider_message_id.clone(),
+                        ordinal: ordinal as u32,
+                        attachment: attachment.clone(),
+                    })
+                    .collect();
+                items.push(item);
+                items.extend(fills);
+                continue;
+            }
+            items.push(item);
         }
         for status in value
             .get("statuses")
@@ -490,8 +584,95 @@ impl WhatsAppCloud {
         items
     }
 
-    /// Reads one `messages[]` entry.
-    async fn read_message(&self, message: &Value, names: &HashMap<String, String>) -> Item {
+    /// Reads one history chunk (an element of `history[]`) into its threads' messages.
+    async fn read_history(&self, chunk: &Value, origin: Origin<'_>) -> HistoryChunk {
+        let number = |key: &str| {
+            chunk
+                .get("metadata")
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_u64)
+        };
+        let mut read = HistoryChunk {
+            phase: number("phase"),
+            chunk_order: number("chunk_order"),
+            progress: number("progress"),
+            ..HistoryChunk::default()
+        };
+        read.key = format!(
+            "history:{}:{}",
+            read.phase.map_or("?".into(), |p| p.to_string()),
+            read.chunk_order.map_or("?".into(), |c| c.to_string())
+        );
+        if chunk.get("errors").is_some() {
+            read.error = Some(format!("WhatsApp shares no history{}", errors_text(chunk)));
+        }
+        let names = HashMap::new();
+        for thread in chunk
+            .get("threads")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(chat_id) = str_at(thread, &["id"]).filter(|id| !id.is_empty()) else {
+                read.other.push(Item::Unreadable {
+                    key: format!("bad:{}", digest(thread)),
+                    payload: thread.to_string(),
+                    error: "a history thread with no id".into(),
+                });
+                continue;
+            };
+            let origin = Origin {
+                thread: Some(chat_id),
+                ..origin
+            };
+            let mut messages = Vec::new();
+            for message in thread
+                .get("messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                match self.read_message(message, &names, origin).await {
+                    Item::Events {
+                        key,
+                        events,
+                        missing,
+                    } => {
+                        let mut other = Vec::new();
+                        for event in events {
+                            match event {
+                                LiveEvent::Message { message, .. } => messages.push(message),
+                                // A chat event names the chat; the import does that.
+                                LiveEvent::Chat { .. } => {}
+                                event => other.push(event),
+                            }
+                        }
+                        if !other.is_empty() {
+                            read.other.push(Item::Events {
+                                key,
+                                events: other,
+                                missing,
+                            });
+                        }
+                    }
+                    item => read.other.push(item),
+                }
+            }
+            read.threads.push(HistoryThread {
+                chat_id: chat_id.to_owned(),
+                messages,
+            });
+        }
+        read
+    }
+
+    /// Reads one `messages[]` entry (of a webhook, or of a history thread: `origin`).
+    async fn read_message(
+        &self,
+        message: &Value,
+        names: &HashMap<String, String>,
+        origin: Origin<'_>,
+    ) -> Item {
         let payload = message.to_string();
         let unreadable = |error: String| Item::Unreadable {
             key: format!("bad:{}", digest(message)),
@@ -507,7 +688,19 @@ impl WhatsAppCloud {
         else {
             return unreadable(format!("message {wamid} has no sender"));
         };
-        let chat_id = sender.to_owned();
+        // A message from the business's own number (a history chunk's, or its file's own
+        // webhook) is one it sent: its chat is the thread, or `to`.
+        let from_me = origin.business_number == Some(sender);
+        let chat_id = match (origin.thread, str_at(message, &["to"])) {
+            (Some(thread), _) => thread.to_owned(),
+            (None, Some(to)) if from_me => to.to_owned(),
+            _ => sender.to_owned(),
+        };
+        let sender = if from_me {
+            self.phone_number_id.as_str()
+        } else {
+            sender
+        };
         let kind = str_at(message, &["type"]).unwrap_or("unknown");
         let at_ms = webhook::seconds_ms(message.get("timestamp").unwrap_or(&Value::Null));
         let key = format!("message:{wamid}");
@@ -534,8 +727,18 @@ impl WhatsAppCloud {
             },
             ..NewMessage::default()
         };
-        // Incoming messages are stored as received (DELIVERED); chatsync marks them READ.
-        new.status = MessageStatus::Delivered;
+        // Incoming messages are stored as received (DELIVERED); chatsync marks them READ. A
+        // history chunk gives each message's last status (`history_context.status`).
+        new.from_me = from_me;
+        new.status = match str_at(message, &["history_context", "status"]) {
+            Some("PENDING") => MessageStatus::Pending,
+            Some("SENT") => MessageStatus::Sent,
+            Some("DELIVERED") => MessageStatus::Delivered,
+            Some("READ" | "PLAYED") => MessageStatus::Read,
+            Some("ERROR") => MessageStatus::Failed,
+            _ if from_me => MessageStatus::Sent,
+            _ => MessageStatus::Delivered,
+        };
         let body = message.get(kind);
         // The media id of each attachment, in order.
         let mut media_ids: Vec<String> = Vec::new();
@@ -701,6 +904,13 @@ impl WhatsAppCloud {
                     events,
                     missing: Vec::new(),
                 };
+            }
+            // A history chunk's media message: its file comes in a webhook of its own (only
+            // for the last 14 days), given to this attachment then (`Item::PlaceholderFile`).
+            "media_placeholder" => {
+                new.kind = MessageKind::Media;
+                new.attachments
+                    .push(Attachment::missing("media", "application/octet-stream"));
             }
             "system" => {
                 new.kind = MessageKind::System;
