@@ -251,23 +251,59 @@ impl Store {
                 outcomes[*i] = Some(answer);
             }
         }
-        for (i, write) in writes.iter().enumerate() {
-            if let GroupedWrite::Status {
-                reference,
-                status,
-                provider_message_id,
-                error,
-            } = write
-            {
-                let answer = txn
-                    .set_status(
+        // Statuses go in one batch, unless one sets a provider id (a send's answer): a later
+        // status may name the message by that id, so then each is run in turn.
+        let statuses: Vec<(usize, &GroupedWrite)> = writes
+            .iter()
+            .enumerate()
+            .filter(|(_, write)| matches!(write, GroupedWrite::Status { .. }))
+            .collect();
+        let batch = statuses.len() > 1
+            && statuses.iter().all(|(_, write)| {
+                matches!(
+                    write,
+                    GroupedWrite::Status {
+                        provider_message_id: None,
+                        ..
+                    }
+                )
+            });
+        if batch {
+            let changes: Vec<(&MessageRef, MessageStatus, Option<&StatusError>)> = statuses
+                .iter()
+                .filter_map(|(_, write)| match write {
+                    GroupedWrite::Status {
                         reference,
-                        *status,
-                        provider_message_id.as_deref(),
-                        error.as_ref(),
-                    )
-                    .await?;
-                outcomes[i] = Some(answer);
+                        status,
+                        error,
+                        ..
+                    } => Some((reference, *status, error.as_ref())),
+                    GroupedWrite::Send { .. } => None,
+                })
+                .collect();
+            let answers = txn.set_statuses(&changes).await?;
+            for ((i, _), answer) in statuses.iter().zip(answers) {
+                outcomes[*i] = Some(answer);
+            }
+        } else {
+            for (i, write) in statuses {
+                if let GroupedWrite::Status {
+                    reference,
+                    status,
+                    provider_message_id,
+                    error,
+                } = write
+                {
+                    let answer = txn
+                        .set_status(
+                            reference,
+                            *status,
+                            provider_message_id.as_deref(),
+                            error.as_ref(),
+                        )
+                        .await?;
+                    outcomes[i] = Some(answer);
+                }
             }
         }
         txn.commit().await?;
@@ -282,5 +318,147 @@ impl Store {
                     .unwrap_or_else(|| Err(Error::Internal("a grouped write was skipped".into())))
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Change, MessageKind, NO_PEOPLE};
+    use crate::storage::ImportChat;
+
+    /// Status changes queued while the session's writer turn is held share one transaction
+    /// (the batched path, `WriteTxn::set_statuses`): each gets its own answer and seq, in
+    /// order; a later change of a message sees the earlier one; a status never goes back;
+    /// FAILED keeps its error; an unknown message fails only its own change.
+    #[tokio::test]
+    async fn a_group_of_statuses_is_decided_in_order_and_written_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/c.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.ensure_session("s", "test").await.unwrap();
+        let messages: Vec<NewMessage> = (0..2)
+            .map(|i| NewMessage {
+                provider_message_id: format!("m{i}"),
+                sender: "me".into(),
+                text: format!("text {i}"),
+                kind: MessageKind::Text,
+                status: MessageStatus::Sent,
+                from_me: true,
+                sent_at_ms: 1_600_000_000_000 + i,
+                ..NewMessage::default()
+            })
+            .collect();
+        let chat = ImportChat {
+            chat_id: "a",
+            name: "a",
+            messages: &messages,
+            may_be_stored: false,
+            people: &NO_PEOPLE,
+        };
+        store.import("s", &[chat]).await.unwrap();
+        let head = store.session("s").await.unwrap().head_seq;
+        assert_eq!(head, 3, "the chat and its two messages");
+        let provider = |id: &str| MessageRef::Provider {
+            chat_id: "a".into(),
+            provider_message_id: id.into(),
+        };
+        let error = StatusError {
+            code: 131026,
+            title: "Message undeliverable".into(),
+        };
+        let writes = vec![
+            (provider("m0"), MessageStatus::Delivered, None),
+            (provider("m0"), MessageStatus::Read, None),
+            // Backwards after the READ just before it in the same group.
+            (provider("m0"), MessageStatus::Delivered, None),
+            (provider("m1"), MessageStatus::Failed, Some(error.clone())),
+            (provider("nope"), MessageStatus::Read, None),
+        ];
+        let before = store.group_commit_stats();
+        // Hold the session's writer turn so that every write is queued before the leader runs.
+        let turn = store.writers.turn("s").await.unwrap();
+        let mut calls = Vec::new();
+        for (reference, status, error) in writes.clone() {
+            let caller = store.clone();
+            calls.push(tokio::spawn(async move {
+                caller
+                    .advance_status("s", &reference, status, None, error.as_ref())
+                    .await
+            }));
+            // Each call is queued before the next starts: the answers' order is the queue's.
+            let queue = store.groups.queue("s");
+            let queued = calls.len();
+            while lock(&queue).waiting.len() < queued {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(turn);
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        let after = store.group_commit_stats();
+        assert_eq!(
+            after.transactions - before.transactions,
+            1,
+            "one transaction"
+        );
+        assert_eq!(after.writes - before.writes, writes.len() as u64);
+        let outcome: Vec<Option<(String, MessageStatus, bool)>> = answers
+            .iter()
+            .map(|answer| {
+                answer
+                    .as_ref()
+                    .ok()
+                    .map(|(m, changed)| (m.provider_message_id.clone(), m.status, *changed))
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            vec![
+                Some(("m0".into(), MessageStatus::Delivered, true)),
+                Some(("m0".into(), MessageStatus::Read, true)),
+                Some(("m0".into(), MessageStatus::Read, false)),
+                Some(("m1".into(), MessageStatus::Failed, true)),
+                None,
+            ]
+        );
+        assert!(
+            matches!(answers[4], Err(Error::NotFound(_))),
+            "{:?}",
+            answers[4]
+        );
+        // The stored rows and the change feed: three status changes with consecutive seqs.
+        let stored = |id: &str| {
+            let store = store.clone();
+            let reference = provider(id);
+            async move { store.message_by_ref("s", &reference).await.unwrap().status }
+        };
+        assert_eq!(stored("m0").await, MessageStatus::Read);
+        assert_eq!(stored("m1").await, MessageStatus::Failed);
+        let now = store.session("s").await.unwrap().head_seq;
+        let (changes, _) = store.changes("s", &[], head, now, 100).await.unwrap();
+        let logged: Vec<(u64, String, MessageStatus, Option<StatusError>)> = changes
+            .into_iter()
+            .filter_map(|change| match change {
+                Change::StatusUpdated(update) => Some((
+                    update.seq,
+                    update.provider_message_id,
+                    update.status,
+                    update.error,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            logged,
+            vec![
+                (head + 1, "m0".into(), MessageStatus::Delivered, None),
+                (head + 2, "m0".into(), MessageStatus::Read, None),
+                (head + 3, "m1".into(), MessageStatus::Failed, Some(error)),
+            ]
+        );
     }
 }

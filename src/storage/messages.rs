@@ -216,6 +216,130 @@ impl WriteTxn {
             .collect()
     }
 
+    /// The status changes of a group ([`Store::update_status_because`] each, none of them
+    /// setting a provider id), in order, in a handful of statements whatever their number:
+    /// one read of every message they name (per 500 names), then each change decided in
+    /// order (a later change of the same message sees the earlier one; a status never goes
+    /// backwards), then one `UPDATE` per resulting status value and one multi-row `INSERT` of
+    /// the changes, each with its own seq. The outer error is the transaction's; the inner
+    /// ones (`NotFound`) each change's, decided before anything is written.
+    pub(super) async fn set_statuses(
+        &mut self,
+        writes: &[(&MessageRef, MessageStatus, Option<&StatusError>)],
+    ) -> Result<Vec<Answer>> {
+        let session_id = self.session_id().to_owned();
+        let session_id = session_id.as_str();
+        let ids: Vec<i64> = writes
+            .iter()
+            .filter_map(|(reference, ..)| match reference {
+                MessageRef::Id(id) => Some(*id),
+                MessageRef::Provider { .. } => None,
+            })
+            .collect();
+        let providers: Vec<(&str, &str)> = writes
+            .iter()
+            .filter_map(|(reference, ..)| match reference {
+                MessageRef::Id(_) => None,
+                MessageRef::Provider {
+                    chat_id,
+                    provider_message_id,
+                } => Some((chat_id.as_str(), provider_message_id.as_str())),
+            })
+            .collect();
+        let mut rows: HashMap<i64, message::Model> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let found = message::Entity::find()
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(message::Column::Id.is_in(chunk.iter().copied()))
+                .all(self.conn())
+                .await?;
+            rows.extend(found.into_iter().map(|row| (row.id, row)));
+        }
+        let mut by_provider: HashMap<(String, String), i64> = HashMap::new();
+        for chunk in providers.chunks(500) {
+            let mut any = sea_orm::Condition::any();
+            for (chat_id, provider_message_id) in chunk {
+                any = any.add(
+                    sea_orm::Condition::all()
+                        .add(message::Column::ChatId.eq(*chat_id))
+                        .add(message::Column::ProviderMessageId.eq(*provider_message_id)),
+                );
+            }
+            let found = message::Entity::find()
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(any)
+                .all(self.conn())
+                .await?;
+            for row in found {
+                by_provider.insert(
+                    (row.chat_id.clone(), row.provider_message_id.clone()),
+                    row.id,
+                );
+                rows.insert(row.id, row);
+            }
+        }
+        let now = now_ms();
+        let mut answers = Vec::with_capacity(writes.len());
+        let mut changes = Vec::new();
+        // The changed messages' final statuses.
+        let mut finals: HashMap<i64, i16> = HashMap::new();
+        for &(reference, status, error) in writes {
+            let id = match reference {
+                MessageRef::Id(id) => Some(*id),
+                MessageRef::Provider {
+                    chat_id,
+                    provider_message_id,
+                } => by_provider
+                    .get(&(chat_id.clone(), provider_message_id.clone()))
+                    .copied(),
+            };
+            let Some(row) = id.and_then(|id| rows.get_mut(&id)) else {
+                answers.push(Err(Error::NotFound(reference.to_string())));
+                continue;
+            };
+            if !MessageStatus::from_i16(row.status).advances_to(status) {
+                answers.push(Ok((message_from_row(row.clone()), false)));
+                continue;
+            }
+            row.status = status.as_i16();
+            row.updated_at = now;
+            finals.insert(row.id, row.status);
+            let error = error.filter(|_| status == MessageStatus::Failed);
+            let mut change = change_row(
+                session_id,
+                self.next_seq(),
+                change::KIND_STATUS,
+                row.chat_id.clone(),
+                Some(row.id),
+                Some(status.as_i16()),
+                now,
+            );
+            change.error_code = sea_orm::ActiveValue::Set(error.map(|error| error.code));
+            change.error_title = sea_orm::ActiveValue::Set(error.map(|error| error.title.clone()));
+            changes.push(change);
+            answers.push(Ok((message_from_row(row.clone()), true)));
+        }
+        let mut by_status: HashMap<i16, Vec<i64>> = HashMap::new();
+        for (id, status) in finals {
+            by_status.entry(status).or_default().push(id);
+        }
+        for (status, ids) in by_status {
+            message::Entity::update_many()
+                .col_expr(message::Column::Status, Expr::value(status))
+                .col_expr(message::Column::UpdatedAt, Expr::value(now))
+                .filter(message::Column::Id.is_in(ids))
+                .exec(self.conn())
+                .await?;
+        }
+        while !changes.is_empty() {
+            let rest = changes.split_off(changes.len().min(ROWS_PER_INSERT));
+            change::Entity::insert_many(std::mem::replace(&mut changes, rest))
+                .exec_without_returning(self.conn())
+                .await?;
+        }
+        Ok(answers)
+    }
+
     /// The status change of [`Store::update_status_because`], inside this transaction. The
     /// outer error is the transaction's; the inner one (`NotFound`) this change's, decided
     /// before it writes anything. `error` is logged only on a change to FAILED.
