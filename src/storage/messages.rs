@@ -257,19 +257,19 @@ impl WriteTxn {
         }
         let mut by_provider: HashMap<(String, String), i64> = HashMap::new();
         for chunk in providers.chunks(500) {
+            // Each term names the session itself, and nothing outside the OR does: with a
+            // `session_id = ?` beside it, SQLite's planner scans the session's rows (an index
+            // on `session_id` first) instead of one unique-index lookup per term.
             let mut any = sea_orm::Condition::any();
             for (chat_id, provider_message_id) in chunk {
                 any = any.add(
                     sea_orm::Condition::all()
+                        .add(message::Column::SessionId.eq(session_id))
                         .add(message::Column::ChatId.eq(*chat_id))
                         .add(message::Column::ProviderMessageId.eq(*provider_message_id)),
                 );
             }
-            let found = message::Entity::find()
-                .filter(message::Column::SessionId.eq(session_id))
-                .filter(any)
-                .all(self.conn())
-                .await?;
+            let found = message::Entity::find().filter(any).all(self.conn()).await?;
             for row in found {
                 by_provider.insert(
                     (row.chat_id.clone(), row.provider_message_id.clone()),
