@@ -7,6 +7,10 @@
 //! writes that arrive while a transaction is committing share the next one, and a lone write
 //! costs the same statements as before.
 //!
+//! The group's sends are read and inserted in batches (`WriteTxn::insert_sends`), and so are its
+//! statuses (`WriteTxn::set_statuses`: one read, one `UPDATE` per resulting status, one insert
+//! of the changes), unless one of them sets a provider id (then each runs in turn).
+//!
 //! Every write still gets its own seq (in queue order) and its own answer:
 //! - a write's *own* failure (an unknown chat on a source that refuses it, an unknown message)
 //!   is decided from reads before that write changes anything, so it fails that call only and
