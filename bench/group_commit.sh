@@ -70,12 +70,11 @@ stop_server() {
 }
 result() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-# A PostgreSQL without autovacuum (this machine's) never analyzes the fresh tables, and the plans
-# the server's prepared statements cached while they were empty stay as they grow (BENCHMARKS.md,
-# "this machine's PostgreSQL runs without autovacuum"). There, what autovacuum would do after the
-# sequential phase's writes is done by hand: one ANALYZE before the concurrent phase.
-AUTOVACUUM="$(psql "$PG/postgres" -qAtc "SHOW autovacuum")"
-[ "$AUTOVACUUM" = on ] || log "PostgreSQL has autovacuum=$AUTOVACUUM: ANALYZE after the sequential phase"
+# Without autovacuum, what it would do after the sequential phase's writes is done by hand: one
+# ANALYZE before the concurrent phase (bench/pg_stats.sh).
+# shellcheck source=bench/pg_stats.sh
+. "$ROOT/bench/pg_stats.sh"
+pg_stats_init "$PG"
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
@@ -87,8 +86,8 @@ for run in $(seq 1 "$RUNS"); do
         for backend in sqlite postgres; do
             start_server "$bin" "$backend" "$label-$backend-$run"
             seq_out="$("$LOAD" sends --server "$URL" --clients 1 --secs "$SECS" | grep '^RESULT')"
-            if [ "$backend" = postgres ] && [ "$AUTOVACUUM" != on ]; then
-                psql "$PG/$DB" -qc "ANALYZE" >/dev/null
+            if [ "$backend" = postgres ]; then
+                pg_analyze "$PG/$DB"
             fi
             par_out="$("$LOAD" sends --server "$URL" --clients "$CLIENTS" --secs "$SECS" | grep '^RESULT')"
             stop_server

@@ -20,6 +20,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/chatsync-replicas.XXXXXX")"
 PIDS=()
 DBS=()
 cleanup() {
+    pg_analyze_stop 2>/dev/null || true
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for db in "${DBS[@]}"; do
@@ -31,6 +32,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { printf '%s\n' "$*" >&2; }
 
+# Without autovacuum, an ANALYZE every 5 s of each fresh database while its cluster runs, as
+# autovacuum would keep its statistics (bench/pg_stats.sh).
+# shellcheck source=bench/pg_stats.sh
+. "$ROOT/bench/pg_stats.sh"
+pg_stats_init "$PG"
+
 log "building chatsync and examples/load, examples/fanout (release)"
 (cd "$ROOT" && cargo build --release --quiet --bin chatsync --example load --example fanout)
 
@@ -40,6 +47,7 @@ start_cluster() { # N NAME
     local db="chatsync_replicas_$$_$2" urls=()
     DBS+=("$db")
     psql "$PG/postgres" -qc "CREATE DATABASE $db" >/dev/null
+    pg_analyze_start "$PG/$db"
     printf 'listen = "127.0.0.1:0"\ndatabase_url = "%s/%s"\ndatabase_max_connections = 24\n[[sessions]]\nid = "bench"\nsource = "local"\n' \
         "$PG" "$db" >"$WORK/$2.toml"
     for i in $(seq 1 "$1"); do
@@ -56,6 +64,7 @@ start_cluster() { # N NAME
     URLS="$(IFS=,; echo "${urls[*]}")"
 }
 stop_cluster() {
+    pg_analyze_stop
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     PIDS=()

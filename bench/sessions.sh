@@ -122,8 +122,10 @@ stop_cluster() {
 }
 result() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-AUTOVACUUM="$(psql "$PG/postgres" -qAtc "SHOW autovacuum")"
-[ "$AUTOVACUUM" = on ] || log "PostgreSQL has autovacuum=$AUTOVACUUM: a warm-up and an ANALYZE before each measured load"
+# Without autovacuum: a warm-up and an ANALYZE before each measured load (bench/pg_stats.sh).
+# shellcheck source=bench/pg_stats.sh
+. "$ROOT/bench/pg_stats.sh"
+pg_stats_init "$PG"
 
 # measure LABEL RUN N CONNECTIONS [LOAD_FLAGS]: one configuration, one row of RESULTS.
 measure() {
@@ -137,7 +139,7 @@ measure() {
         # shellcheck disable=SC2086
         "$LOAD" sends --servers "$URLS" --sessions "$SESSION_IDS" --clients "$CLIENTS" \
             --secs 2 $flags >/dev/null
-        psql "$PG/$DB" -qc "ANALYZE" >/dev/null
+        pg_analyze "$PG/$DB"
     fi
     if [ "$WAITS" = 1 ]; then
         (
