@@ -358,13 +358,16 @@ impl ChatSync {
     /// storage failures worth a redelivery.
     async fn apply_history(&self, session_id: &str, chunk: HistoryChunk) -> Result<()> {
         let store = &self.inner.store;
-        let mut names = Vec::with_capacity(chunk.threads.len());
-        for thread in &chunk.threads {
-            names.push(match store.find_chat(session_id, &thread.chat_id).await? {
+        let ids: Vec<&str> = chunk.threads.iter().map(|t| t.chat_id.as_str()).collect();
+        let mut stored = store.find_chats(session_id, &ids).await?;
+        let names: Vec<String> = chunk
+            .threads
+            .iter()
+            .map(|thread| match stored.remove(&thread.chat_id) {
                 Some(chat) => chat.name,
                 None => format!("+{}", thread.chat_id),
-            });
-        }
+            })
+            .collect();
         let people: Vec<People> = chunk
             .threads
             .iter()

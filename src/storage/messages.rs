@@ -392,6 +392,27 @@ impl Store {
             .map(chat_from_row))
     }
 
+    /// The stored chats among `chat_ids`, by chat id (one query per 512 ids).
+    pub async fn find_chats(
+        &self,
+        session_id: &str,
+        chat_ids: &[&str],
+    ) -> Result<HashMap<String, Chat>> {
+        let mut found = HashMap::new();
+        for chunk in super::statement_chunks(chat_ids, 512) {
+            let rows = chat::Entity::find()
+                .filter(chat::Column::SessionId.eq(session_id))
+                .filter(chat::Column::ChatId.is_in(chunk.iter().copied()))
+                .all(&self.db)
+                .await?;
+            found.extend(
+                rows.into_iter()
+                    .map(|row| (row.chat_id.clone(), chat_from_row(row))),
+            );
+        }
+        Ok(found)
+    }
+
     /// Whether a message with this provider id is stored in the chat.
     pub async fn has_message(
         &self,

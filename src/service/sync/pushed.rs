@@ -155,13 +155,15 @@ impl SyncRuns {
             Option<Progress>,
         )>,
     > {
-        let record = store.session(session_id).await?;
-        let pushed = record.sync_state == SyncState::Running
-            && record
-                .sync_id
-                .as_deref()
-                .is_some_and(|id| id.starts_with(PUSHED_SYNC_ID));
-        if !pushed {
+        // A pushed run is RUNNING under a sync id of its own.
+        let running_pushed = |record: &crate::storage::SessionRecord| {
+            record.sync_state == SyncState::Running
+                && record
+                    .sync_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(PUSHED_SYNC_ID))
+        };
+        if !running_pushed(&store.session(session_id).await?) {
             return Ok(None);
         }
         let idle_ms = PUSHED_RUN_IDLE.as_millis() as i64;
@@ -173,12 +175,7 @@ impl SyncRuns {
         };
         // Read again under the lease: the run may have ended in between.
         let record = store.session(session_id).await?;
-        if record.sync_state != SyncState::Running
-            || !record
-                .sync_id
-                .as_deref()
-                .is_some_and(|id| id.starts_with(PUSHED_SYNC_ID))
-        {
+        if !running_pushed(&record) {
             store.release_lease(session_id, &fence).await?;
             return Ok(None);
         }
