@@ -121,6 +121,11 @@ pub struct PoolUsage {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where write transactions ([`Store::write`]) run. SQLite: a pool of one connection of
+    /// its own, so that every write finds the same warm page cache and prepared statements
+    /// (writes take turns anyway; spread over the readers' pool, each connection filled a
+    /// cache of its own with the same pages). PostgreSQL: the same pool as `db`.
+    writer_db: DatabaseConnection,
     heads: heads::Heads,
     /// Where this process's writers queue before they take a connection: SQLite has one queue
     /// for the whole file (instead of meeting in `BEGIN IMMEDIATE`, where SQLite's busy
@@ -168,8 +173,8 @@ impl Store {
     /// SQLite files are created when missing and opened in WAL mode with
     /// `synchronous = NORMAL`, a 10 s busy timeout, up to [`SQLITE_CACHE_KIB`] of page cache
     /// per connection, statement journals in memory and WAL checkpoints in a task of their own
-    /// once the WAL holds 8,192 pages (storage's `checkpoint` module), with a pool of readers; writers are
-    /// queued in process. The file is then locked for this process: `FailedPrecondition` when
+    /// once the WAL holds 8,192 pages (storage's `checkpoint` module), with a pool of readers
+    /// and one connection for write transactions; writers are queued in process. The file is then locked for this process: `FailedPrecondition` when
     /// another process holds it.
     ///
     /// PostgreSQL: migrations run under an advisory lock, so replicas starting together
@@ -228,6 +233,11 @@ impl Store {
                 .max_connections(pool_size.max(2))
                 .map_sqlx_postgres_opts(move |opts| opts.options(settings.clone()));
         }
+        let writer_options = sqlite.then(|| {
+            let mut writer = options.clone();
+            writer.max_connections(1).min_connections(1);
+            writer
+        });
         let db = Database::connect(options).await?;
         let sqlite_lock = if sqlite { lock_sqlite_file(url)? } else { None };
         if db.get_database_backend() == DbBackend::Postgres {
@@ -259,8 +269,13 @@ impl Store {
         } else {
             heads::Heads::default()
         };
+        let writer_db = match writer_options {
+            Some(options) => Database::connect(options).await?,
+            None => db.clone(),
+        };
         Ok(Self {
             db,
+            writer_db,
             heads,
             writers: write::WriterQueues::new(sqlite),
             groups: Arc::default(),
@@ -280,8 +295,14 @@ impl Store {
                 (pool.size(), pool.num_idle())
             }
             DbBackend::Sqlite => {
-                let pool = self.db.get_sqlite_connection_pool();
-                (pool.size(), pool.num_idle())
+                let (readers, writer) = (
+                    self.db.get_sqlite_connection_pool(),
+                    self.writer_db.get_sqlite_connection_pool(),
+                );
+                (
+                    readers.size() + writer.size(),
+                    readers.num_idle() + writer.num_idle(),
+                )
             }
             _ => (0, 0),
         };

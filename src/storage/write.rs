@@ -102,7 +102,7 @@ impl Store {
         writer: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<WriteTxn> {
         let txn = self
-            .db
+            .writer_db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()

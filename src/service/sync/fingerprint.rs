@@ -1,9 +1,9 @@
 //! Unchanged export files are skipped: a file's size and modification time, proved by its
 //! SHA-256 when the time is too close to when it was looked at (git's "racy" rule).
-use super::job::{FileStat, Job};
+use super::job::{FileStat, Reader};
 use super::*;
 
-impl Job {
+impl Reader {
     /// Reads the size and time of every chat's file (for sources with [`Source::chat_file`]),
     /// before any is read, and loads the session's recorded fingerprints into `self.files`.
     /// A file that cannot be looked at gets `None` (it is read, and its error reported, as
@@ -13,7 +13,7 @@ impl Job {
         if paths.iter().all(Option::is_none) {
             return vec![None; chats.len()];
         }
-        match self.store.source_files(&self.progress.session_id).await {
+        match self.store.source_files(&self.session_id).await {
             Ok(files) => self.files = files,
             Err(error) => {
                 tracing::warn!(%error, "cannot read file fingerprints; reading every file")

@@ -43,7 +43,32 @@ pub(super) enum Fetched {
     History(Result<ChatHistory, SourceError>, Option<FileRecord>),
 }
 
+/// One sync run's job: a reader that lists and reads the chats into batches, and a writer
+/// that stores each batch in its own transaction and publishes its frames. They run side by
+/// side, so a batch is read and parsed while the one before it is stored.
 pub(super) struct Job {
+    pub(super) reader: Reader,
+    pub(super) writer: Writer,
+}
+
+/// The reading half of a [`Job`].
+pub(super) struct Reader {
+    pub(super) session_id: String,
+    /// For reads only (the stored chats, the recorded fingerprints).
+    pub(super) store: Store,
+    pub(super) source: Arc<dyn Source>,
+    /// Messages per import transaction.
+    pub(super) batch: usize,
+    pub(super) limit: Option<usize>,
+    /// Only messages sent at or after this (Unix milliseconds). A run with a window records
+    /// no file fingerprints: it is not a full import of any file.
+    pub(super) since_ms: Option<i64>,
+    /// The recorded fingerprints of the session's files, by locator.
+    pub(super) files: HashMap<String, FileRecord>,
+}
+
+/// The storing half of a [`Job`]: owns the run's progress and frames.
+pub(super) struct Writer {
     pub(super) runs: Arc<SyncRuns>,
     pub(super) run: Arc<Run>,
     /// Fenced by the run's lease: a write after the lease was lost is refused.
@@ -53,196 +78,232 @@ pub(super) struct Job {
     /// Cancelled when the lease is lost (a write was refused, or the keeper gave up): the run
     /// publishes nothing more, and its supervisor stops it (its streams end UNAVAILABLE).
     pub(super) lost: CancellationToken,
-    pub(super) source: Arc<dyn Source>,
     /// Messages per import transaction.
     pub(super) batch: usize,
-    pub(super) limit: Option<usize>,
-    /// Only messages sent at or after this (Unix milliseconds). A run with a window records
-    /// no file fingerprints: it is not a full import of any file.
-    pub(super) since_ms: Option<i64>,
     pub(super) progress: Progress,
     pub(super) started_at_ms: i64,
     pub(super) last_saved: Instant,
     pub(super) failed_chats: Vec<String>,
-    /// The recorded fingerprints of the session's files, by locator.
-    pub(super) files: HashMap<String, FileRecord>,
+}
+
+/// What the reader hands the writer, in run order.
+enum Work {
+    /// Chats that share one import transaction.
+    Batch(Vec<Pending>),
+    /// A chat larger than a batch: stored on its own, in batches.
+    Large(Pending),
+}
+
+/// The writer's task, aborted when dropped: a run stopped where it is (shutdown, a lost
+/// lease) rolls back the import transaction in flight.
+struct Storing(JoinHandle<Writer>);
+
+impl Drop for Storing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Job {
-    pub(super) async fn run(mut self) {
+    pub(super) async fn run(self) {
+        let Job {
+            mut reader,
+            mut writer,
+        } = self;
         let started = Instant::now();
-        self.save(SyncState::Running, None, None).await;
-        match self.source.list_chats().await {
+        writer.save(SyncState::Running, None, None).await;
+        let chats = match reader.source.list_chats().await {
+            Ok(chats) => chats,
             Err(error) => {
                 tracing::error!(%error, "sync run failed: cannot list chats");
-                self.progress.error = error.to_string();
-                self.finish(Stage::Failed, SyncState::Failed, Some(error.to_string()))
+                writer.progress.error = error.to_string();
+                writer
+                    .finish(Stage::Failed, SyncState::Failed, Some(error.to_string()))
                     .await;
+                return;
             }
-            Ok(chats) => {
-                self.progress.n_chats = chats.len() as u32;
-                self.publish(Stage::Started);
-                let stored_at_start = self.stored_chat_ids().await;
-                let stats = self.stat_files(&chats).await;
-                // Chats whose files are unchanged since their last full import are not read.
-                let unchanged: Vec<Option<u64>> = chats
-                    .iter()
-                    .zip(&stats)
-                    .map(|(chat, stat)| self.unchanged(chat, stat.as_ref()))
-                    .collect();
-                let to_read: Vec<usize> = (0..chats.len())
-                    .filter(|&index| unchanged[index].is_none())
-                    .collect();
-                let mut seen: HashSet<String> = HashSet::new();
-                let mut batch: Vec<Pending> = Vec::new();
-                // Histories are read (and parsed) ahead, in tasks of their own, while earlier
-                // chats are stored: up to READ_AHEAD chats and READ_AHEAD_BYTES of files.
-                let mut reads = to_read.iter().copied().peekable();
-                let mut ahead: VecDeque<(usize, u64, JoinHandle<Fetched>)> = VecDeque::new();
-                let mut ahead_bytes = 0u64;
-                let read_size = |index: usize| stats[index].map_or(UNKNOWN_SIZE, |s| s.size);
-                for (index, chat) in chats.iter().enumerate() {
-                    let mut pending = Pending {
-                        index: index as u32 + 1,
-                        chat: chat.clone(),
-                        messages: Vec::new(),
-                        people: People::default(),
-                        unplaced_lines: 0,
-                        may_be_stored: false,
-                        failure: None,
-                        unchanged: false,
-                        file: None,
-                    };
-                    if let Some(unplaced_lines) = unchanged[index] {
-                        seen.insert(chat.chat_id.clone());
-                        pending.unchanged = true;
-                        pending.unplaced_lines = unplaced_lines;
-                        self.queue(&mut batch, pending).await;
-                        continue;
-                    }
-                    while let Some(&next) = reads.peek() {
-                        let size = read_size(next);
-                        if !ahead.is_empty()
-                            && (ahead.len() >= READ_AHEAD || ahead_bytes + size > READ_AHEAD_BYTES)
-                        {
-                            break;
-                        }
-                        reads.next();
-                        ahead_bytes += size;
-                        ahead.push_back((next, size, self.prefetch(&chats[next], stats[next])));
-                    }
-                    let history = match ahead.pop_front() {
-                        Some((queued, size, handle)) if queued == index => {
-                            ahead_bytes -= size;
-                            handle
-                        }
-                        // Not reached: reads are queued in chat order.
-                        other => {
-                            if let Some((queued, size, handle)) = other {
-                                ahead_bytes -= size;
-                                ahead.push_front((queued, size, handle));
-                            }
-                            self.prefetch(chat, stats[index])
-                        }
-                    };
-                    let fetched = match history.await {
-                        Ok(fetched) => fetched,
-                        Err(error) => History(
-                            Err(SourceError::Invalid(format!(
-                                "history task failed: {error}"
-                            ))),
-                            None,
-                        ),
-                    };
-                    match fetched {
-                        Unchanged(record) => {
-                            seen.insert(chat.chat_id.clone());
-                            pending.unchanged = true;
-                            pending.unplaced_lines = record.unplaced_lines;
-                            pending.file = Some(record);
-                        }
-                        History(Err(error), _) => pending.failure = Some(error.to_string()),
-                        History(Ok(history), file) => {
-                            pending.file = file;
-                            pending.unplaced_lines = history.unplaced_lines;
-                            let messages = history.messages;
-                            // A chat met earlier in this run (the same chat exported twice)
-                            // holds what that copy stored.
-                            let seen_before = !seen.insert(chat.chat_id.clone());
-                            // A chat absent when the run started, and not met since, holds
-                            // no messages: no need to read its provider ids. A live source
-                            // may store into any chat meanwhile, so its chats are all checked.
-                            let may_hold_messages = seen_before
-                                || self.source.capabilities().live
-                                || stored_at_start
-                                    .as_ref()
-                                    .is_none_or(|ids| ids.contains(&chat.chat_id));
-                            pending.messages = messages;
-                            pending.people = history.people;
-                            pending.may_be_stored = may_hold_messages;
-                        }
-                    }
-                    self.queue(&mut batch, pending).await;
-                }
-                self.flush(&mut batch).await;
-                self.progress.error = if self.failed_chats.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "{} of {} chats failed: {}",
-                        self.failed_chats.len(),
-                        chats.len(),
-                        self.failed_chats.join(", ")
-                    )
-                };
-                let error = Some(self.progress.error.clone()).filter(|e| !e.is_empty());
-                self.finish(Stage::Completed, SyncState::Succeeded, error)
-                    .await;
-                tracing::info!(
-                    n_chats = chats.len(),
-                    messages = self.progress.total_messages_synced,
-                    unplaced_lines = self.progress.total_unplaced_lines,
-                    failed_chats = self.failed_chats.len(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "sync run completed"
-                );
-            }
-        }
-    }
-
-    /// Queues a chat for the next import transaction (a large one is stored at once, on its
-    /// own, in batches), and persists the progress every [`SAVE_EVERY`].
-    async fn queue(&mut self, batch: &mut Vec<Pending>, pending: Pending) {
-        // A large chat is checked and stored on its own, in batches; small ones are checked
-        // when their batch is stored.
-        if pending.messages.len() > self.batch {
-            self.flush(batch).await;
-            self.import_large(pending).await;
+        };
+        writer.progress.n_chats = chats.len() as u32;
+        writer.publish(Stage::Started);
+        // One batch may wait while the one before it is stored.
+        let (to_store, work) = tokio::sync::mpsc::channel(1);
+        let mut storing = Storing(tokio::spawn(writer.store_all(work).in_current_span()));
+        reader.read(&chats, &to_store).await;
+        drop(to_store);
+        let mut writer = match (&mut storing.0).await {
+            Ok(writer) => writer,
+            Err(error) => match error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Cancelled: only by dropping `storing`, which this task holds.
+                Err(_) => return,
+            },
+        };
+        writer.progress.error = if writer.failed_chats.is_empty() {
+            String::new()
         } else {
-            let queued: usize = batch.iter().map(|p| p.messages.len()).sum();
-            if queued + pending.messages.len() > self.batch || batch.len() >= CHATS_PER_BATCH {
-                self.flush(batch).await;
+            format!(
+                "{} of {} chats failed: {}",
+                writer.failed_chats.len(),
+                chats.len(),
+                writer.failed_chats.join(", ")
+            )
+        };
+        let error = Some(writer.progress.error.clone()).filter(|e| !e.is_empty());
+        writer
+            .finish(Stage::Completed, SyncState::Succeeded, error)
+            .await;
+        tracing::info!(
+            n_chats = chats.len(),
+            messages = writer.progress.total_messages_synced,
+            unplaced_lines = writer.progress.total_unplaced_lines,
+            failed_chats = writer.failed_chats.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "sync run completed"
+        );
+    }
+}
+
+impl Reader {
+    /// Reads every chat (skipping unchanged files, reading histories ahead) and hands them to
+    /// the writer in batches, in run order. Returns early when the writer has stopped.
+    async fn read(&mut self, chats: &[SourceChat], to_store: &tokio::sync::mpsc::Sender<Work>) {
+        let stored_at_start = self.stored_chat_ids().await;
+        let stats = self.stat_files(&chats).await;
+        // Chats whose files are unchanged since their last full import are not read.
+        let unchanged: Vec<Option<u64>> = chats
+            .iter()
+            .zip(&stats)
+            .map(|(chat, stat)| self.unchanged(chat, stat.as_ref()))
+            .collect();
+        let to_read: Vec<usize> = (0..chats.len())
+            .filter(|&index| unchanged[index].is_none())
+            .collect();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut batch: Vec<Pending> = Vec::new();
+        // Histories are read (and parsed) ahead, in tasks of their own, while earlier
+        // chats are stored: up to READ_AHEAD chats and READ_AHEAD_BYTES of files.
+        let mut reads = to_read.iter().copied().peekable();
+        let mut ahead: VecDeque<(usize, u64, JoinHandle<Fetched>)> = VecDeque::new();
+        let mut ahead_bytes = 0u64;
+        let read_size = |index: usize| stats[index].map_or(UNKNOWN_SIZE, |s| s.size);
+        for (index, chat) in chats.iter().enumerate() {
+            let mut pending = Pending {
+                index: index as u32 + 1,
+                chat: chat.clone(),
+                messages: Vec::new(),
+                people: People::default(),
+                unplaced_lines: 0,
+                may_be_stored: false,
+                failure: None,
+                unchanged: false,
+                file: None,
+            };
+            if let Some(unplaced_lines) = unchanged[index] {
+                seen.insert(chat.chat_id.clone());
+                pending.unchanged = true;
+                pending.unplaced_lines = unplaced_lines;
+                if !self.queue(&mut batch, pending, to_store).await {
+                    return;
+                }
+                continue;
             }
-            batch.push(pending);
+            while let Some(&next) = reads.peek() {
+                let size = read_size(next);
+                if !ahead.is_empty()
+                    && (ahead.len() >= READ_AHEAD || ahead_bytes + size > READ_AHEAD_BYTES)
+                {
+                    break;
+                }
+                reads.next();
+                ahead_bytes += size;
+                ahead.push_back((next, size, self.prefetch(&chats[next], stats[next])));
+            }
+            let history = match ahead.pop_front() {
+                Some((queued, size, handle)) if queued == index => {
+                    ahead_bytes -= size;
+                    handle
+                }
+                // Not reached: reads are queued in chat order.
+                other => {
+                    if let Some((queued, size, handle)) = other {
+                        ahead_bytes -= size;
+                        ahead.push_front((queued, size, handle));
+                    }
+                    self.prefetch(chat, stats[index])
+                }
+            };
+            let fetched = match history.await {
+                Ok(fetched) => fetched,
+                Err(error) => History(
+                    Err(SourceError::Invalid(format!(
+                        "history task failed: {error}"
+                    ))),
+                    None,
+                ),
+            };
+            match fetched {
+                Unchanged(record) => {
+                    seen.insert(chat.chat_id.clone());
+                    pending.unchanged = true;
+                    pending.unplaced_lines = record.unplaced_lines;
+                    pending.file = Some(record);
+                }
+                History(Err(error), _) => pending.failure = Some(error.to_string()),
+                History(Ok(history), file) => {
+                    pending.file = file;
+                    pending.unplaced_lines = history.unplaced_lines;
+                    let messages = history.messages;
+                    // A chat met earlier in this run (the same chat exported twice)
+                    // holds what that copy stored.
+                    let seen_before = !seen.insert(chat.chat_id.clone());
+                    // A chat absent when the run started, and not met since, holds
+                    // no messages: no need to read its provider ids. A live source
+                    // may store into any chat meanwhile, so its chats are all checked.
+                    let may_hold_messages = seen_before
+                        || self.source.capabilities().live
+                        || stored_at_start
+                            .as_ref()
+                            .is_none_or(|ids| ids.contains(&chat.chat_id));
+                    pending.messages = messages;
+                    pending.people = history.people;
+                    pending.may_be_stored = may_hold_messages;
+                }
+            }
+            if !self.queue(&mut batch, pending, to_store).await {
+                return;
+            }
         }
-        if self.last_saved.elapsed() > SAVE_EVERY {
-            self.save(SyncState::Running, None, None).await;
+        if !batch.is_empty() {
+            let _ = to_store.send(Work::Batch(batch)).await;
         }
     }
 
-    /// Ends the run: persists the final state first, then retires the run (a caller that comes
-    /// later starts a new one) and publishes the last frame. A caller that sees
-    /// COMPLETED or FAILED therefore already reads the final state from GetSyncStatus.
-    async fn finish(&mut self, stage: Stage, state: SyncState, error: Option<String>) {
-        let mut frame = self.progress.clone();
-        frame.stage = stage;
-        self.save_frame(state, Some(now_ms()), error, &frame).await;
-        if self.lost.is_cancelled() {
-            // Not saved: another replica holds the session's run now.
-            return;
+    /// Queues a chat for the next import transaction. A full batch goes to the writer, and a
+    /// chat larger than a batch goes on its own (it is stored in batches). `false` when the
+    /// writer has stopped.
+    async fn queue(
+        &self,
+        batch: &mut Vec<Pending>,
+        pending: Pending,
+        to_store: &tokio::sync::mpsc::Sender<Work>,
+    ) -> bool {
+        let large = pending.messages.len() > self.batch;
+        let queued: usize = batch.iter().map(|p| p.messages.len()).sum();
+        let full = queued + pending.messages.len() > self.batch || batch.len() >= CHATS_PER_BATCH;
+        if !batch.is_empty()
+            && (large || full)
+            && to_store
+                .send(Work::Batch(std::mem::take(batch)))
+                .await
+                .is_err()
+        {
+            return false;
         }
-        self.runs.retire(&self.progress.session_id, &self.run);
-        self.run.publish(frame);
+        if large {
+            return to_store.send(Work::Large(pending)).await.is_ok();
+        }
+        batch.push(pending);
+        true
     }
 
     /// Reads a chat's history in a task of its own, so it can run ahead of the writes. A chat
@@ -331,7 +392,7 @@ impl Job {
         loop {
             let page = match self
                 .store
-                .list_chats(&self.progress.session_id, after_seq, 1_000)
+                .list_chats(&self.session_id, after_seq, 1_000)
                 .await
             {
                 Ok(page) => page,
@@ -346,6 +407,38 @@ impl Job {
             after_seq = last.seq;
             ids.extend(page.into_iter().map(|chat| chat.chat_id));
         }
+    }
+}
+
+impl Writer {
+    /// Stores what the reader hands over, in order, and persists the progress every
+    /// [`SAVE_EVERY`]. Returns itself once the reader is done.
+    async fn store_all(mut self, mut work: tokio::sync::mpsc::Receiver<Work>) -> Self {
+        while let Some(item) = work.recv().await {
+            match item {
+                Work::Batch(mut batch) => self.flush(&mut batch).await,
+                Work::Large(pending) => self.import_large(pending).await,
+            }
+            if self.last_saved.elapsed() > SAVE_EVERY {
+                self.save(SyncState::Running, None, None).await;
+            }
+        }
+        self
+    }
+
+    /// Ends the run: persists the final state first, then retires the run (a caller that comes
+    /// later starts a new one) and publishes the last frame. A caller that sees
+    /// COMPLETED or FAILED therefore already reads the final state from GetSyncStatus.
+    async fn finish(&mut self, stage: Stage, state: SyncState, error: Option<String>) {
+        let mut frame = self.progress.clone();
+        frame.stage = stage;
+        self.save_frame(state, Some(now_ms()), error, &frame).await;
+        if self.lost.is_cancelled() {
+            // Not saved: another replica holds the session's run now.
+            return;
+        }
+        self.runs.retire(&self.progress.session_id, &self.run);
+        self.run.publish(frame);
     }
 
     /// Stores the queued chats in one transaction, then publishes their frames in order:

@@ -1,7 +1,7 @@
 //! The run registry: at most one run per session on this replica, started under the
 //! session's sync lease and supervised (renewals, shutdown, panics); a caller on a replica
 //! that does not hold the run follows the holder's persisted progress.
-use super::job::Job;
+use super::job::{Job, Reader, Writer};
 use super::*;
 
 pub(super) struct Run {
@@ -161,24 +161,32 @@ impl SyncRuns {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session_id.to_owned(), run.clone());
+        let batch = source
+            .capabilities()
+            .batch_size
+            .clamp(1, MESSAGES_PER_BATCH);
         let job = Job {
-            runs: self.clone(),
-            run: run.clone(),
-            store: keeper.store(),
-            fence: keeper.fence().clone(),
-            lost: keeper.lost(),
-            batch: source
-                .capabilities()
-                .batch_size
-                .clamp(1, MESSAGES_PER_BATCH),
-            source,
-            limit,
-            since_ms,
-            progress,
-            started_at_ms,
-            last_saved: Instant::now(),
-            failed_chats: Vec::new(),
-            files: HashMap::new(),
+            reader: Reader {
+                session_id: session_id.to_owned(),
+                store: keeper.store(),
+                source,
+                batch,
+                limit,
+                since_ms,
+                files: HashMap::new(),
+            },
+            writer: Writer {
+                runs: self.clone(),
+                run: run.clone(),
+                store: keeper.store(),
+                fence: keeper.fence().clone(),
+                lost: keeper.lost(),
+                batch,
+                progress,
+                started_at_ms,
+                last_saved: Instant::now(),
+                failed_chats: Vec::new(),
+            },
         };
         let span = tracing::info_span!("sync_run", session_id, sync_id);
         let active = Active::new(&self.active);
@@ -212,12 +220,12 @@ impl SyncRuns {
     /// job is stopped and persisted INTERRUPTED (its streams end UNAVAILABLE, from the gRPC
     /// layer).
     async fn supervise(self: Arc<Self>, job: Job, keeper: LeaseKeeper, _active: Active) {
-        let store = job.store.clone();
-        let fence = job.fence.clone();
+        let store = job.writer.store.clone();
+        let fence = job.writer.fence.clone();
         let lost = keeper.lost();
-        let run = job.run.clone();
-        let session_id = job.progress.session_id.clone();
-        let started_at_ms = job.started_at_ms;
+        let run = job.writer.run.clone();
+        let session_id = job.writer.progress.session_id.clone();
+        let started_at_ms = job.writer.started_at_ms;
         let mut task = tokio::spawn(job.run().in_current_span());
         let shutdown = self.shutdown.clone();
         // The job keeps the lease (`keeper`, dropped with this task) until one of these ends it.
