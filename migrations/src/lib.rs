@@ -21,6 +21,7 @@ mod m20261206_000014_status_errors;
 mod m20261207_000015_send_claims;
 mod m20261207_000016_search_ascii_pretest;
 mod m20261207_000017_search_split_regexp;
+mod m20261207_000018_client_id_partial_index;
 
 pub use m20261201_000006_search::CJK_RANGES;
 pub use m20261206_000013_search_bulk::{BULK_INDEX_WORDS, SEARCH_DEFERRED};
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000015_send_claims::Migration),
             Box::new(m20261207_000016_search_ascii_pretest::Migration),
             Box::new(m20261207_000017_search_split_regexp::Migration),
+            Box::new(m20261207_000018_client_id_partial_index::Migration),
         ]
     }
 }

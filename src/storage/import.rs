@@ -699,4 +699,46 @@ mod tests {
         assert_eq!(hits(&bulk, &["zebra"]).await[0].len(), 1);
         integrity_check(&bulk).await;
     }
+
+    /// Imported messages carry no idempotency key and put nothing into the key's unique index
+    /// (migration `m20261207_000018`, a partial index), and a lookup by key still uses it.
+    #[tokio::test]
+    async fn messages_without_an_idempotency_key_stay_out_of_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let messages = history(300);
+        let store = store(dir.path(), &messages, messages.len()).await;
+        let rows = store
+            .db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "EXPLAIN QUERY PLAN SELECT id FROM messages \
+                 WHERE session_id = 's' AND client_message_id IN ('k1', 'k2')",
+            ))
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get::<String>("", "detail").unwrap())
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX messages_session_client_id (session_id=? AND")),
+            "{plan:?}"
+        );
+        // The index is partial: entries only for messages with a key.
+        let row = store
+            .db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT sql FROM sqlite_master WHERE name = 'messages_session_client_id'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            row.try_get::<String>("", "sql")
+                .unwrap()
+                .ends_with("WHERE client_message_id IS NOT NULL")
+        );
+    }
 }
