@@ -2,7 +2,8 @@
 # Import A/B: is the import path slower than at an earlier commit? One command:
 #   bench/ab_import.sh BEFORE_REV      (RUNS=3 by default)
 # Builds `chatsync` in release at BEFORE_REV (a worktree in target/ab-before, its own target
-# directory $AB_BEFORE_TARGET, default target/ab-before-target) and at the working tree, then, RUNS times, alternating
+# directory $AB_BEFORE_TARGET, default target/ab-before-target; or takes the binary
+# $AB_BEFORE_BIN built at BEFORE_REV already) and at the working tree, then, RUNS times, alternating
 # before and after in the same run: a fresh server syncs the chitchat corpus
 # (bench/out/corpus, rendered when missing) on SQLite and on PostgreSQL
 # ($PG, default postgres://postgres@127.0.0.1:5432), then syncs it again (nothing changed).
@@ -17,18 +18,30 @@ CORPUS="$ROOT/bench/out/corpus"
 RUNS=${RUNS:-3}
 BEFORE_TARGET="${AB_BEFORE_TARGET:-$ROOT/target/ab-before-target}"
 python3 "$ROOT/bench/render_corpus.py" "$CORPUS" >/dev/null
-rm -rf "$ROOT/target/ab-before"
-git -C "$ROOT" worktree add -f -q --detach "$ROOT/target/ab-before" "$BEFORE_REV"
-trap 'git -C "$ROOT" worktree remove --force "$ROOT/target/ab-before"' EXIT
-(cd "$ROOT/target/ab-before" && CARGO_TARGET_DIR="$BEFORE_TARGET" cargo build --release --quiet --bin chatsync)
-# Copied aside before the after build: with AB_BEFORE_TARGET=target (to reuse the built
-# dependencies) both builds write target/release/chatsync, and the after build would replace it.
 mkdir -p "$ROOT/target/ab"
-cp "$BEFORE_TARGET/release/chatsync" "$ROOT/target/ab/chatsync-before"
+if [[ -n "${AB_BEFORE_BIN:-}" ]]; then
+    # A before binary built already (release, at BEFORE_REV): nothing to build for it.
+    cp "$AB_BEFORE_BIN" "$ROOT/target/ab/chatsync-before"
+else
+    rm -rf "$ROOT/target/ab-before"
+    git -C "$ROOT" worktree add -f -q --detach "$ROOT/target/ab-before" "$BEFORE_REV"
+    trap 'git -C "$ROOT" worktree remove --force "$ROOT/target/ab-before"' EXIT
+    (cd "$ROOT/target/ab-before" && CARGO_TARGET_DIR="$BEFORE_TARGET" cargo build --release --quiet --bin chatsync)
+    # Copied aside before the after build: with AB_BEFORE_TARGET=target (to reuse the built
+    # dependencies) both builds write target/release/chatsync, and the after build would replace it.
+    cp "$BEFORE_TARGET/release/chatsync" "$ROOT/target/ab/chatsync-before"
+fi
+# With a shared target directory the two trees' crates get the same artifact names, and the
+# build script's output (it embeds the samples by absolute path) is not rerun when only the
+# tree changed: touching build.rs makes the after build rerun it and relink.
+touch "$ROOT/build.rs"
 (cd "$ROOT" && cargo build --release --quiet --bin chatsync)
 CLI="$ROOT/target/release/chatsync"
 declare -A BIN=([before]="$ROOT/target/ab/chatsync-before" [after]="$CLI")
-cmp -s "${BIN[before]}" "${BIN[after]}" && echo "warning: the before and after binaries are identical" >&2
+if cmp -s "${BIN[before]}" "${BIN[after]}"; then
+    echo "the before and after binaries are identical: nothing to compare (a shared target directory can do this; see AB_BEFORE_BIN)" >&2
+    exit 1
+fi
 echo "before: $(git -C "$ROOT" rev-parse --short "$BEFORE_REV"); after: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo ' + uncommitted changes'); $(nproc) cores"
 W=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
