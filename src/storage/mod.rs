@@ -174,8 +174,8 @@ impl Store {
     /// `synchronous = NORMAL`, a 10 s busy timeout, up to [`SQLITE_CACHE_KIB`] of page cache
     /// per connection, statement journals in memory and WAL checkpoints in a task of their own
     /// once the WAL holds 8,192 pages (storage's `checkpoint` module), with a pool of readers
-    /// and one connection for write transactions; writers are queued in process. The file is then locked for this process: `FailedPrecondition` when
-    /// another process holds it.
+    /// and one connection for write transactions; writers are queued in process. The file is
+    /// then locked for this process: `FailedPrecondition` when another process holds it.
     ///
     /// PostgreSQL: migrations run under an advisory lock, so replicas starting together
     /// migrate once; a listener on `chatsync_heads` and `chatsync_runs` is started (see

@@ -168,7 +168,7 @@ impl Reader {
     /// the writer in batches, in run order. Returns early when the writer has stopped.
     async fn read(&mut self, chats: &[SourceChat], to_store: &tokio::sync::mpsc::Sender<Work>) {
         let stored_at_start = self.stored_chat_ids().await;
-        let stats = self.stat_files(&chats).await;
+        let stats = self.stat_files(chats).await;
         // Chats whose files are unchanged since their last full import are not read.
         let unchanged: Vec<Option<u64>> = chats
             .iter()
