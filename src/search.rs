@@ -74,7 +74,7 @@ impl SearchQuery {
         }
         // A term with a CJK character: every match holds that character, so every match is in
         // the trigram indexes, which hold only such texts.
-        let mode = if terms.iter().any(|term| term.chars().any(is_cjk)) {
+        let mode = if terms.iter().any(|term| has_cjk(term)) {
             SearchMode::Substrings
         } else {
             SearchMode::Words
@@ -179,6 +179,12 @@ pub fn is_cjk(c: char) -> bool {
     migrations::CJK_RANGES
         .iter()
         .any(|(from, to)| (*from..=*to).contains(&c))
+}
+
+/// Whether `text` holds a CJK character ([`is_cjk`]). An ASCII text (most texts) is told
+/// apart first, in one pass over its bytes, without decoding its characters.
+pub fn has_cjk(text: &str) -> bool {
+    !text.is_ascii() && text.chars().any(is_cjk)
 }
 
 /// A text folded for matching (canonical decomposition, combining marks dropped, lower case),

@@ -22,9 +22,9 @@ mod m20261207_000015_send_claims;
 mod m20261207_000016_search_ascii_pretest;
 mod m20261207_000017_search_split_regexp;
 mod m20261207_000018_client_id_partial_index;
+mod m20261207_000019_search_index_by_writer;
 
 pub use m20261201_000006_search::CJK_RANGES;
-pub use m20261206_000013_search_bulk::{BULK_INDEX_WORDS, SEARCH_DEFERRED};
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -51,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000016_search_ascii_pretest::Migration),
             Box::new(m20261207_000017_search_split_regexp::Migration),
             Box::new(m20261207_000018_client_id_partial_index::Migration),
+            Box::new(m20261207_000019_search_index_by_writer::Migration),
         ]
     }
 }

@@ -50,7 +50,7 @@ const SQLITE_TRIGGERS: &[&str] = &[
 ];
 
 /// The triggers' script, with the ASCII pre-test before the GLOB or without it.
-fn script(pretest: bool) -> String {
+pub(crate) fn script(pretest: bool) -> String {
     let mut script = SQLITE_TRIGGERS.join(";\n");
     for row in ["new", "old"] {
         let glob = format!("{row}.text GLOB '*{}*'", cjk_class());

@@ -10,12 +10,9 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{attachment, message};
-use super::{Store, WriteTxn, statement_chunks};
+use super::{Store, WriteTxn};
 use crate::error::Result;
 use crate::model::{Attachment, Message, MessageKind, NewMessage};
-
-/// Attachment rows per multi-row INSERT: 8 columns, well under SQLite's bound-variable limit.
-const ROWS_PER_INSERT: usize = 2_000;
 
 impl WriteTxn {
     /// Inserts the attachments of messages just inserted, given as `(seq, message)`.
@@ -39,11 +36,7 @@ impl WriteTxn {
                     })
             })
             .collect();
-        for chunk in statement_chunks(&rows, ROWS_PER_INSERT) {
-            attachment::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(self.conn())
-                .await?;
-        }
+        self.insert_rows(&rows).await?;
         Ok(())
     }
 }

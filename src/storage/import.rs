@@ -9,24 +9,15 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use migrations::{BULK_INDEX_WORDS, SEARCH_DEFERRED};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Statement,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::{change, chat, message};
 use super::rows::{ROWS_PER_UNNEST, change_row, messages_insert_sqlite, messages_unnest};
 use super::{FileRecord, ROWS_PER_INSERT, Store, WriteTxn, statement_chunks, storable};
 use crate::error::Result;
 use crate::model::{MessageStatus, NewMessage, People, now_ms};
-use crate::search::is_cjk;
-
-/// SQLite: an import of at least this many messages indexes them for search in one statement
-/// per index after inserting them; a smaller one leaves it to the per-row trigger (one live
-/// message, a few edits), which costs less than the batch's extra statements.
-pub const BULK_SEARCH_ROWS: usize = 64;
 
 /// One chat of an import batch ([`Store::import`]).
 #[derive(Debug, Clone, Copy)]
@@ -53,9 +44,9 @@ impl Store {
     ///
     /// Rows go in multi-row INSERTs (SQLite: at most [`ROWS_PER_INSERT`] rows each;
     /// PostgreSQL: one `UNNEST` of column arrays per 10,000 rows), so a batch of many small
-    /// chats costs a handful of statements, not a few per chat. On SQLite a batch of at least
-    /// [`BULK_SEARCH_ROWS`] messages is indexed for search by one statement per index after
-    /// its rows, not by the per-row trigger; the hits are the same either way.
+    /// chats costs a handful of statements, not a few per chat. On SQLite the batch's messages
+    /// are indexed for search by one statement per index after its rows (see
+    /// `storage::search_index`).
     pub async fn import(&self, session_id: &str, chats: &[ImportChat<'_>]) -> Result<Vec<u64>> {
         self.import_with_files(session_id, chats, &[]).await
     }
@@ -142,7 +133,7 @@ impl WriteTxn {
             .flat_map(|c| c.messages.iter().map(|m| m.provider_message_id.as_str()))
             .collect();
         let among = (candidates.len() <= SMALL_IMPORT_LOOKUP).then_some(candidates.as_slice());
-        let mut known = provider_ids(self.conn(), self.session_id(), &checked, among).await?;
+        let known = provider_ids(self.conn(), self.session_id(), &checked, among).await?;
         let echoes: Vec<&NewMessage> = chats
             .iter()
             .filter(|c| c.may_be_stored)
@@ -164,6 +155,8 @@ impl WriteTxn {
         let mut change_rows = Vec::new();
         let mut message_rows: Vec<(&str, &NewMessage, u64)> = Vec::new();
         let mut inserted: HashSet<&str> = HashSet::new();
+        // The provider ids this batch stores, by chat (a chat may come twice).
+        let mut in_batch: HashMap<&str, HashSet<&str>> = HashMap::new();
         for (chat, name) in chats.iter().zip(&clean_names) {
             if names.get(chat.chat_id) != Some(&name.as_ref()) {
                 names.insert(chat.chat_id, name);
@@ -191,7 +184,9 @@ impl WriteTxn {
                     now,
                 ));
             }
-            let chat_known = known.entry(chat.chat_id.to_owned()).or_default();
+            let stored_ids = known.get(chat.chat_id);
+            let batch_ids = in_batch.entry(chat.chat_id).or_default();
+            batch_ids.reserve(chat.messages.len());
             let mut count = 0;
             for message in chat.messages {
                 let echo = message
@@ -199,7 +194,8 @@ impl WriteTxn {
                     .as_ref()
                     .is_some_and(|key| settled.contains(key));
                 // Skips what is stored and what this batch already holds.
-                if echo || !chat_known.insert(message.provider_message_id.clone()) {
+                let id = message.provider_message_id.as_str();
+                if echo || stored_ids.is_some_and(|ids| ids.contains(id)) || !batch_ids.insert(id) {
                     continue;
                 }
                 message_rows.push((chat.chat_id, message, self.next_seq()));
@@ -208,11 +204,7 @@ impl WriteTxn {
             counts.push(count);
         }
         // 6 and 7 columns: well under the bound-variable limit at ROWS_PER_INSERT rows.
-        for rows in statement_chunks(&new_chats, ROWS_PER_INSERT) {
-            chat::Entity::insert_many(rows.to_vec())
-                .exec_without_returning(self.conn())
-                .await?;
-        }
+        self.insert_rows(&new_chats).await?;
         for (chat_id, name, seq) in renamed {
             chat::Entity::update_many()
                 .col_expr(chat::Column::Name, Expr::value(name))
@@ -222,11 +214,7 @@ impl WriteTxn {
                 .exec(self.conn())
                 .await?;
         }
-        for rows in statement_chunks(&change_rows, ROWS_PER_INSERT) {
-            change::Entity::insert_many(rows.to_vec())
-                .exec_without_returning(self.conn())
-                .await?;
-        }
+        self.insert_rows(&change_rows).await?;
         if self.conn().get_database_backend() == DbBackend::Postgres {
             for rows in message_rows.chunks(ROWS_PER_UNNEST) {
                 self.conn()
@@ -251,89 +239,35 @@ impl WriteTxn {
         Ok(counts)
     }
 
-    /// SQLite: inserts the messages of an import. A batch of [`BULK_SEARCH_ROWS`] or more
-    /// feeds the word indexes once for the whole batch (migration
-    /// `m20261206_000013_search_bulk`): the marker row of `messages_search_deferred` stops the
-    /// per-row trigger while the rows go in, then one `INSERT … SELECT` covers the ids above
-    /// the largest one before the batch in the word index, and the texts with a CJK character
-    /// ([`is_cjk`]) go into the trigram index by their seqs, 500 a statement. Smaller batches
-    /// leave it to the trigger.
+    /// SQLite: inserts the messages of an import, then puts them into the search indexes
+    /// ([`WriteTxn::index_for_search`]: one statement for the word index, whatever their
+    /// number).
     async fn insert_messages_sqlite(
         &self,
         session_id: &str,
         rows: &[(&str, &NewMessage, u64)],
         now: i64,
     ) -> Result<()> {
-        let bulk = rows.len() >= BULK_SEARCH_ROWS;
-        let mut before = 0;
-        if bulk {
-            let row = self
-                .conn()
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Sqlite,
-                    "SELECT COALESCE(MAX(id), 0) AS max_id FROM messages",
-                ))
-                .await?;
-            before = match row {
-                Some(row) => row.try_get::<i64>("", "max_id")?,
-                None => 0,
-            };
-            self.conn()
-                .execute_raw(Statement::from_string(
-                    DbBackend::Sqlite,
-                    format!("INSERT INTO {SEARCH_DEFERRED} (id) VALUES (1)"),
-                ))
-                .await?;
+        let mut chunks = statement_chunks(rows, ROWS_PER_INSERT);
+        let mut next = chunks
+            .next()
+            .map(|chunk| messages_insert_sqlite(session_id, chunk, now));
+        while let Some(statement) = next.take() {
+            // The next statement is built while this one runs on SQLite's thread: the first
+            // poll of the insert hands it over, then the build runs, then the insert is awaited.
+            let (done, following) = tokio::join!(self.conn().execute_raw(statement), async {
+                chunks
+                    .next()
+                    .map(|chunk| messages_insert_sqlite(session_id, chunk, now))
+            });
+            done?;
+            next = following;
         }
-        for chunk in statement_chunks(rows, ROWS_PER_INSERT) {
-            self.conn()
-                .execute_raw(messages_insert_sqlite(session_id, chunk, now))
-                .await?;
-        }
-        if bulk {
-            self.conn()
-                .execute_raw(Statement::from_string(
-                    DbBackend::Sqlite,
-                    format!("DELETE FROM {SEARCH_DEFERRED}"),
-                ))
-                .await?;
-            self.conn()
-                .execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
-                    BULK_INDEX_WORDS,
-                    [before.into()],
-                ))
-                .await?;
-            // The trigram index holds only texts with a CJK character: the same test as the
-            // trigger's GLOB (the same ranges), made here, where it costs a fraction of what
-            // the GLOB's scan of every text costs.
-            let cjk: Vec<i64> = rows
-                .iter()
-                .filter(|(_, message, _)| message.text.chars().any(is_cjk))
-                .map(|(_, _, seq)| *seq as i64)
-                .collect();
-            for seqs in cjk.chunks(500) {
-                let mut sql = String::from(
-                    "INSERT INTO messages_fts_trigram(rowid, text) SELECT id, text FROM messages \
-                     WHERE session_id = ? AND seq IN (",
-                );
-                for i in 0..seqs.len() {
-                    sql.push_str(if i == 0 { "?" } else { ", ?" });
-                }
-                sql.push_str(") ORDER BY id");
-                let mut values: Vec<sea_orm::Value> = Vec::with_capacity(seqs.len() + 1);
-                values.push(session_id.into());
-                values.extend(seqs.iter().map(|&seq| seq.into()));
-                self.conn()
-                    .execute_raw(Statement::from_sql_and_values(
-                        DbBackend::Sqlite,
-                        sql,
-                        values,
-                    ))
-                    .await?;
-            }
-        }
-        Ok(())
+        let inserted: Vec<(u64, &str)> = rows
+            .iter()
+            .map(|(_, message, seq)| (*seq, message.text.as_str()))
+            .collect();
+        self.index_for_search(&inserted).await
     }
 
     /// Settles the messages chatsync sent that these upstream messages echo: an incoming
@@ -450,6 +384,7 @@ mod tests {
     use super::*;
     use crate::model::{MessageKind, NO_PEOPLE, SearchFilter};
     use crate::search::SearchQuery;
+    use sea_orm::Statement;
 
     /// Words in several scripts, with diacritics, CJK (trigram index), an emoji (not ASCII, not
     /// CJK) and empty texts.
@@ -642,9 +577,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_bulk_import_finds_what_single_writes_find() {
-        let messages = history(2 * (BULK_SEARCH_ROWS + 100));
+        let messages = history(328);
         let (bulk_dir, single_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        // One import per chat (the batch path), and one import per message (the trigger).
+        // One import of them all (each index fed by one statement over the batch), and one
+        // import per message (one-row statements).
         let bulk = store(bulk_dir.path(), &messages, messages.len()).await;
         let single = store(single_dir.path(), &messages, 1).await;
         let queries = [
@@ -672,17 +608,17 @@ mod tests {
         assert_eq!(bulk_hits, single_hits);
         integrity_check(&bulk).await;
         integrity_check(&single).await;
-        // The trigram index holds exactly the texts with a CJK character, whichever path (the
-        // import's own test, or the trigger's ASCII pre-test and GLOB) put them there.
+        // The trigram index holds exactly the texts with a CJK character, however many
+        // messages an import held.
         let cjk = messages
             .iter()
-            .filter(|m| m.text.chars().any(is_cjk))
+            .filter(|m| crate::search::has_cjk(&m.text))
             .count();
         assert!(cjk > 0 && cjk < messages.len());
         for store in [&bulk, &single] {
             assert_eq!(trigram_rows(store).await, cjk);
         }
-        // The marker is gone once the import committed: later single writes are indexed.
+        // A later write of one message is indexed too.
         let late = NewMessage {
             provider_message_id: "late".into(),
             text: "zebra".into(),

@@ -683,11 +683,7 @@ impl WriteTxn {
                 provider_reaction_id: Set(r.provider_reaction_id.clone()),
             })
             .collect();
-        for chunk in super::statement_chunks(&rows, 4_000) {
-            reaction::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(self.conn())
-                .await?;
-        }
+        self.insert_rows(&rows).await?;
         Ok(())
     }
 }

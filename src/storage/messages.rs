@@ -190,6 +190,12 @@ impl WriteTxn {
                 .await?;
             by_seq.extend(returned.into_iter().map(|row| (row.seq, row)));
         }
+        let inserted: Vec<(u64, &str)> = inserts
+            .iter()
+            .enumerate()
+            .map(|(i, (_, new))| (first + i as u64, new.text.as_str()))
+            .collect();
+        self.index_for_search(&inserted).await?;
         let with_details: Vec<(u64, &NewMessage)> = inserts
             .iter()
             .enumerate()
@@ -331,12 +337,7 @@ impl WriteTxn {
                 .exec(self.conn())
                 .await?;
         }
-        while !changes.is_empty() {
-            let rest = changes.split_off(changes.len().min(ROWS_PER_INSERT));
-            change::Entity::insert_many(std::mem::replace(&mut changes, rest))
-                .exec_without_returning(self.conn())
-                .await?;
-        }
+        self.insert_rows(&changes).await?;
         Ok(answers)
     }
 

@@ -41,6 +41,7 @@ pub mod messages;
 pub mod people;
 mod rows;
 pub mod search;
+mod search_index;
 pub mod send_claims;
 pub mod sessions;
 pub mod snapshot;

@@ -15,7 +15,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{change, contact, participant};
-use super::{ROWS_PER_INSERT, Store, WriteTxn, statement_chunks, storable};
+use super::{Store, WriteTxn, statement_chunks, storable};
 use crate::error::Result;
 use crate::model::{Contact, MemberEvent, Membership, NewContact, Participant, People, now_ms};
 
@@ -324,21 +324,9 @@ impl WriteTxn {
             }
         }
         // 7 columns each: well under the bound-variable limit at ROWS_PER_INSERT rows.
-        for rows in statement_chunks(&new_contacts, ROWS_PER_INSERT) {
-            contact::Entity::insert_many(rows.to_vec())
-                .exec_without_returning(self.conn())
-                .await?;
-        }
-        for rows in statement_chunks(&new_members, ROWS_PER_INSERT) {
-            participant::Entity::insert_many(rows.to_vec())
-                .exec_without_returning(self.conn())
-                .await?;
-        }
-        for rows in statement_chunks(&change_rows, ROWS_PER_INSERT) {
-            change::Entity::insert_many(rows.to_vec())
-                .exec_without_returning(self.conn())
-                .await?;
-        }
+        self.insert_rows(&new_contacts).await?;
+        self.insert_rows(&new_members).await?;
+        self.insert_rows(&change_rows).await?;
         Ok(())
     }
 }

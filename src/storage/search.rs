@@ -2,10 +2,10 @@
 //!
 //! The indexes are kept by the database in the writing transaction (migration
 //! `m20261201_000006_search`): on SQLite, FTS5 tables `messages_fts` (`unicode61
-//! remove_diacritics 2`) and `messages_fts_trigram` (`trigram`) with external content, kept by
-//! triggers, except that a bulk import feeds them once per batch in its own transaction
-//! (`m20261206_000013_search_bulk`, [`super::import::BULK_SEARCH_ROWS`]); on PostgreSQL, the generated `messages.search_vector` with a GIN index (and a
-//! `pg_trgm` index on `text` when available). Reads take no lock.
+//! remove_diacritics 2`) and `messages_fts_trigram` (`trigram`) with external content, fed by
+//! the transaction that inserts messages (`super::search_index`) and kept by triggers through
+//! edits and deletions; on PostgreSQL, the generated `messages.search_vector` with a GIN index
+//! (and a `pg_trgm` index on `text` when available). Reads take no lock.
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 
 use super::Store;

@@ -16,15 +16,17 @@
 //! can forget a step, and seqs are gapless and committed in order.
 //! Dropping a `WriteTxn` without committing rolls it back and takes no seqs.
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityName, EntityTrait,
+    IdenStatic, Iterable, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    Value,
 };
 
-use super::Store;
 use super::heads::Heads;
+use super::{ROWS_PER_INSERT, Store};
 use crate::error::{Error, Result};
 
 /// In-process writer queues: one for the whole database (SQLite), or one per session.
@@ -66,6 +68,10 @@ impl WriterQueues {
             })
     }
 }
+
+/// SQLite's limit on bound variables per statement (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since
+/// 3.32); PostgreSQL's (65,535) is higher.
+const SQLITE_MAX_VARIABLES: usize = 32_766;
 
 /// The longest a write waits in process for its turn ([`WriterQueues::turn`]). Each writer
 /// ahead of it is itself bounded (SQLite's 10 s busy timeout, PostgreSQL's `lock_timeout`),
@@ -168,6 +174,72 @@ impl WriteTxn {
         first
     }
 
+    /// Inserts `rows` (new rows of one table, each setting the same columns) in multi-row
+    /// `INSERT … VALUES (…), …` statements without `RETURNING`, as many rows each as
+    /// [`ROWS_PER_INSERT`] and the bound-variable limit allow (SQLite's 32,766; PostgreSQL's
+    /// 65,535). The statement is what sea-orm's `insert_many` writes, built from the rows'
+    /// values directly: sea-orm builds an expression per value, which costs more than
+    /// SQLite's own insert of a small row (an import's chat, change, contact or participant).
+    /// Columns left `NotSet` (an autoincrement id) are left out; a column set in some rows only
+    /// is an `Internal` error (the caller's transaction then rolls back).
+    pub async fn insert_rows<A: ActiveModelTrait>(&self, rows: &[A]) -> Result<()> {
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
+        let (columns, unset): (Vec<_>, Vec<_>) =
+            <<A::Entity as EntityTrait>::Column as Iterable>::iter()
+                .partition(|column| !first.get(*column).is_not_set());
+        let table = A::Entity::default();
+        let uneven = |column: &<A::Entity as EntityTrait>::Column| {
+            Error::Internal(format!(
+                "insert_rows: column {} of {} is set in some rows only",
+                column.as_str(),
+                table.table_name()
+            ))
+        };
+        let per_statement = ROWS_PER_INSERT.min(SQLITE_MAX_VARIABLES / columns.len().max(1));
+        for chunk in super::statement_chunks(rows, per_statement) {
+            let mut sql = format!("INSERT INTO \"{}\" (", table.table_name());
+            for (i, column) in columns.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('"');
+                sql.push_str(column.as_str());
+                sql.push('"');
+            }
+            sql.push_str(") VALUES ");
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * columns.len());
+            for (r, row) in chunk.iter().enumerate() {
+                if let Some(column) = unset.iter().find(|column| !row.get(**column).is_not_set()) {
+                    return Err(uneven(column));
+                }
+                sql.push_str(if r == 0 { "(" } else { ", (" });
+                for (i, column) in columns.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    values.push(
+                        row.get(*column)
+                            .into_value()
+                            .ok_or_else(|| uneven(column))?,
+                    );
+                    match self.backend {
+                        DbBackend::Postgres => {
+                            let _ = write!(sql, "${}", values.len());
+                        }
+                        _ => sql.push('?'),
+                    }
+                }
+                sql.push(')');
+            }
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(self.backend, sql, values))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Commits: stores the new head (when seqs were taken) inside the transaction, commits,
     /// then, when the head moved, announces it ([`Heads::committed`]: in process at once, and
     /// to the cluster by a NOTIFY after the commit that this call does not wait for). Returns
@@ -192,5 +264,51 @@ impl WriteTxn {
             self.heads.committed(&self.session_id, head);
         }
         Ok(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ActiveValue::NotSet;
+    use sea_orm::{EntityTrait, PaginatorTrait};
+
+    use super::super::entities::change;
+    use super::super::rows::change_row;
+    use super::*;
+
+    /// Rows in several statements (more than one statement's worth, and a tail), all stored;
+    /// a row that leaves a column unset that the others set is refused, and its transaction
+    /// stores nothing.
+    #[tokio::test]
+    async fn insert_rows_stores_every_row_and_refuses_uneven_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/c.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.ensure_session("s", "test").await.unwrap();
+        let count = || async { change::Entity::find().count(&store.db).await.unwrap() };
+        let before = count().await;
+
+        let n = ROWS_PER_INSERT as u64 * 2 + 37;
+        let txn = store.write("s").await.unwrap();
+        let rows: Vec<change::ActiveModel> = (1..=n)
+            .map(|seq| change_row("s", 1_000 + seq, 2, format!("chat {seq}"), None, None, 7))
+            .collect();
+        txn.insert_rows(&rows).await.unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(count().await, before + n);
+
+        let txn = store.write("s").await.unwrap();
+        let mut rows: Vec<change::ActiveModel> = (1..=3)
+            .map(|seq| change_row("s", 10_000 + seq, 2, "c".into(), None, None, 7))
+            .collect();
+        rows[2].contact_id = NotSet;
+        let error = txn.insert_rows(&rows).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Internal(text) if text.contains("contact_id")),
+            "{error:?}"
+        );
+        drop(txn);
+        assert_eq!(count().await, before + n);
     }
 }
