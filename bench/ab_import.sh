@@ -31,10 +31,12 @@ else
     # dependencies) both builds write target/release/chatsync, and the after build would replace it.
     cp "$BEFORE_TARGET/release/chatsync" "$ROOT/target/ab/chatsync-before"
 fi
-# With a shared target directory the two trees' crates get the same artifact names, and the
-# build script's output (it embeds the samples by absolute path) is not rerun when only the
-# tree changed: touching build.rs makes the after build rerun it and relink.
-touch "$ROOT/build.rs"
+# With a shared target directory the two trees' crates get the same artifact names, and cargo
+# takes an artifact newer than this tree's sources as fresh: the build script's output (it
+# embeds the samples by absolute path) and the `migrations` crate, built from the before tree,
+# would go into the after binary (it did once: the after side ran without its new migration).
+# Touching them makes the after build redo both.
+touch "$ROOT/build.rs" "$ROOT"/migrations/src/*.rs
 (cd "$ROOT" && cargo build --release --quiet --bin chatsync)
 CLI="$ROOT/target/release/chatsync"
 declare -A BIN=([before]="$ROOT/target/ab/chatsync-before" [after]="$CLI")
