@@ -323,7 +323,6 @@ impl WriteTxn {
                 });
             }
         }
-        // 7 columns each: well under the bound-variable limit at ROWS_PER_INSERT rows.
         self.insert_rows(&new_contacts).await?;
         self.insert_rows(&new_members).await?;
         self.insert_rows(&change_rows).await?;
