@@ -16,7 +16,10 @@
 #      the same unique indexes, with no parsing at all;
 #   5. the issue's baseline: `\copy` of the same CSV into a plain table with no index, then one
 #      GIN index over `to_tsvector('simple', text)` built over all the rows (what a user who
-#      wants only the texts searchable, and loads into an empty database, would do).
+#      wants only the texts searchable, and loads into an empty database, would do);
+#   6. issue 22 part 2: the same rows into the same schema in transactions of 10,000 rows, by
+#      `COPY … FROM STDIN` against chatsync's `INSERT … SELECT FROM UNNEST` of column arrays
+#      (`examples/pg_copy_unnest.rs`, two loads of each, alternating).
 # Then prints the medians over the runs.
 set -euo pipefail
 
@@ -47,7 +50,7 @@ now() { date +%s.%N; }
 
 python3 "$ROOT/bench/render_corpus.py" "$CORPUS" >&2
 log "building target/release/chatsync (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin chatsync)
+(cd "$ROOT" && cargo build --release --quiet --bin chatsync --example pg_copy_unnest)
 
 # One sync through the CLI; prints "SECONDS TOTAL_MESSAGES_SYNCED".
 timed_sync() { # URL
@@ -118,9 +121,14 @@ EOF
     psql "$PG/$copy_db" -qc "\\copy plain ($COLUMNS) FROM '$WORK/messages.csv' CSV" \
         -c "CREATE INDEX plain_words ON plain USING gin (to_tsvector('simple', text))"
     plain_s="$(python3 -c "print(f'{$(now) - $start:.4f}')")"
+    psql "$PG/$copy_db" -qc "DROP TABLE plain" >/dev/null
+    "$ROOT/target/release/examples/pg_copy_unnest" --source "$PG/$db" --target "$PG/$copy_db" \
+        --runs 2 >"$WORK/copy_unnest.out"
+    cat "$WORK/copy_unnest.out" >&2
+    read -r copy_chunks unnest_chunks <<<"$(sed -n 's/.*median COPY \([0-9]*\) rows\/s, UNNEST \([0-9]*\) rows\/s.*/\1 \2/p' "$WORK/copy_unnest.out")"
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$sync_s" "$messages" "$resync_s" "$resync_messages" \
-        "$copy_s" "$copied" "$plain_s" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$sync_s" "$messages" "$resync_s" "$resync_messages" \
+        "$copy_s" "$copied" "$plain_s" "$copy_chunks" "$unnest_chunks" >>"$RESULTS"
     log "run $run: sync ${sync_s}s ($messages messages), re-sync ${resync_s}s ($resync_messages new), \\copy ${copy_s}s ($copied rows), plain \\copy + GIN ${plain_s}s"
     psql "$PG/postgres" -qc "DROP DATABASE $db WITH (FORCE)" -c "DROP DATABASE $copy_db WITH (FORCE)" >/dev/null
     rm -f "$WORK/messages.csv"
@@ -130,12 +138,14 @@ python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 runs = []
 for line in open(sys.argv[1]).read().splitlines():
-    run, sync_s, msgs, resync_s, resync_msgs, copy_s, copied, plain_s = line.split("\t")
+    run, sync_s, msgs, resync_s, resync_msgs, copy_s, copied, plain_s, copy_chunks, unnest_chunks = line.split("\t")
     sync_s, msgs, resync_s, copy_s, copied, plain_s = float(sync_s), int(msgs), float(resync_s), float(copy_s), int(copied), float(plain_s)
     runs.append(dict(rate=msgs / sync_s, sync_s=sync_s, msgs=msgs, resync_s=resync_s,
                      resync_msgs=int(resync_msgs), copy_rate=copied / copy_s, copy_s=copy_s,
                      ratio=(msgs / sync_s) / (copied / copy_s), resync_frac=resync_s / sync_s,
-                     plain_rate=copied / plain_s, plain_ratio=(msgs / sync_s) / (copied / plain_s)))
+                     plain_rate=copied / plain_s, plain_ratio=(msgs / sync_s) / (copied / plain_s),
+                     copy_chunks=float(copy_chunks), unnest_chunks=float(unnest_chunks),
+                     copy_unnest=float(copy_chunks) / float(unnest_chunks)))
 print()
 print(f"{len(runs)} run(s); medians (min..max)")
 def line(label, key, fmt, unit=""):
@@ -149,6 +159,9 @@ line("psql \\copy, seconds", "copy_s", ".2f", "s")
 line("ratio chatsync / \\copy", "ratio", ".2f")
 line("\\copy into a plain table + GIN after, rows/s", "plain_rate", ",.0f")
 line("ratio chatsync / (plain \\copy + GIN)", "plain_ratio", ".2f")
+line("10,000-row transactions by COPY, rows/s", "copy_chunks", ",.0f")
+line("10,000-row transactions by UNNEST, rows/s", "unnest_chunks", ",.0f")
+line("ratio COPY / UNNEST (same rows, same schema)", "copy_unnest", ".2f")
 line("re-sync of the unchanged corpus, seconds", "resync_s", ".2f", "s")
 line("re-sync / full sync", "resync_frac", ".2f")
 line("messages stored by the re-sync", "resync_msgs", ",d")
