@@ -14,7 +14,9 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::{change, chat, message};
-use super::rows::{ROWS_PER_UNNEST, change_row, messages_insert_sqlite, messages_unnest};
+use super::rows::{
+    MESSAGES_COPY, ROWS_PER_COPY, change_row, messages_copy, messages_insert_sqlite,
+};
 use super::{FileRecord, ROWS_PER_INSERT, Store, WriteTxn, statement_chunks, storable};
 use crate::error::Result;
 use crate::model::{MessageStatus, NewMessage, People, now_ms};
@@ -43,7 +45,7 @@ impl Store {
     /// are new or changed take a seq each. Returns, per chat, the number of messages stored.
     ///
     /// Rows go in multi-row INSERTs (SQLite: at most [`ROWS_PER_INSERT`] rows each;
-    /// PostgreSQL: one `UNNEST` of column arrays per 10,000 rows), so a batch of many small
+    /// PostgreSQL: one `COPY … FROM STDIN` per 10,000 rows), so a batch of many small
     /// chats costs a handful of statements, not a few per chat. On SQLite the batch's messages
     /// are indexed for search by one statement per index after its rows (see
     /// `storage::search_index`).
@@ -216,9 +218,9 @@ impl WriteTxn {
         }
         self.insert_rows(&change_rows).await?;
         if self.conn().get_database_backend() == DbBackend::Postgres {
-            for rows in message_rows.chunks(ROWS_PER_UNNEST) {
+            for rows in message_rows.chunks(ROWS_PER_COPY) {
                 self.conn()
-                    .execute_raw(messages_unnest(session_id, rows, now))
+                    .copy_in(MESSAGES_COPY, messages_copy(session_id, rows, now))
                     .await?;
             }
         } else {

@@ -17,7 +17,7 @@
 //!   read the rows from storage.
 //! - Bulk imports insert in multi-row statements, never row by row: on SQLite at most
 //!   [`ROWS_PER_INSERT`] rows a statement (below its 32,766 bound-variable limit), on
-//!   PostgreSQL one `UNNEST` of column arrays per 10,000 rows.
+//!   PostgreSQL one `COPY … FROM STDIN` per 10,000 rows (`rows::messages_copy`).
 //! - **SQLite is one process.** `FILE.lock` beside the database file is locked (`flock`) for
 //!   the life of the store; a second server on the same file is refused at start.
 //!
@@ -48,6 +48,7 @@ pub mod snapshot;
 pub mod webhook_inbox;
 pub mod webhooks;
 pub mod write;
+pub mod write_conn;
 
 use std::borrow::Cow;
 use std::str::FromStr;

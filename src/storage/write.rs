@@ -20,12 +20,12 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityName, EntityTrait,
-    IdenStatic, Iterable, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
-    Value,
+    ActiveModelTrait, ConnectionTrait, DbBackend, EntityName, EntityTrait, IdenStatic, Iterable,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
 use super::heads::Heads;
+use super::write_conn::WriteConn;
 use super::{ROWS_PER_INSERT, Store};
 use crate::error::{Error, Result};
 
@@ -80,7 +80,7 @@ pub const WRITE_TURN_LIMIT: std::time::Duration = std::time::Duration::from_secs
 
 /// An open write transaction holding one session's lock. See the module docs.
 pub struct WriteTxn {
-    txn: DatabaseTransaction,
+    txn: WriteConn,
     /// This process's writer-queue turn, held until the transaction ends.
     _writer: tokio::sync::OwnedMutexGuard<()>,
     heads: Heads,
@@ -107,14 +107,23 @@ impl Store {
         session_id: &str,
         writer: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<WriteTxn> {
-        let txn = self
-            .writer_db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await?;
         let backend = self.db.get_database_backend();
+        let txn = match backend {
+            DbBackend::Postgres => WriteConn::Postgres(tokio::sync::Mutex::new(
+                self.writer_db
+                    .get_postgres_connection_pool()
+                    .begin()
+                    .await?,
+            )),
+            _ => WriteConn::Sea(
+                self.writer_db
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?,
+            ),
+        };
         let sql = match backend {
             DbBackend::Postgres => "SELECT head_seq FROM sessions WHERE id = $1 FOR UPDATE",
             _ => "SELECT head_seq FROM sessions WHERE id = ?",
@@ -151,7 +160,7 @@ impl Store {
 
 impl WriteTxn {
     /// The connection to run this transaction's statements on.
-    pub fn conn(&self) -> &DatabaseTransaction {
+    pub fn conn(&self) -> &WriteConn {
         &self.txn
     }
 

@@ -14,6 +14,7 @@ on_both_backends!(
     a_failing_chat_yields_chat_failed_and_the_run_goes_on,
     a_source_that_cannot_list_chats_fails_the_run_with_a_status,
     nul_characters_in_an_export_are_stored_as_replacement_characters,
+    texts_with_copy_s_escape_characters_are_stored_as_written,
     a_large_chat_is_stored_in_batches_and_a_chat_exported_twice_once,
     the_session_date_order_and_timezone_decide_what_a_file_cannot,
     a_client_that_disconnects_leaves_the_run_to_finish,
@@ -255,6 +256,47 @@ async fn nul_characters_in_an_export_are_stored_as_replacement_characters(backen
         again.last().map(|f| f.total_messages_synced),
         Some(0),
         "stable ids"
+    );
+}
+
+/// PostgreSQL imports messages by `COPY … FROM STDIN` in text format, where a backslash, a tab,
+/// a newline, `\N` (NULL) and a line `\.` (the old end-of-data marker) mean something: each
+/// must arrive as the text it is, in the texts, the senders and the ids, on both backends.
+async fn texts_with_copy_s_escape_characters_are_stored_as_written(backend: Backend) {
+    let dir = backend.dir.path().join("exports");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let texts = [
+        "back\\slash, \\N and \\\\N",
+        "a\ttab",
+        "first line\n\\.\nthird line",
+        "\\N",
+        "emoji 👍, ünïcode, 中文",
+    ];
+    let mut export = String::new();
+    for (i, text) in texts.iter().enumerate() {
+        export.push_str(&format!("13/01/2023, 08:0{i} - A\\na: {text}\n"));
+    }
+    std::fs::write(dir.join("WhatsApp Chat with Back\\slash.txt"), export).expect("write");
+    let app = TestApp::spawn(&backend, vec![whatsapp_session("s", &dir)]).await;
+    let mut client = app.client().await;
+    let frames = sync_frames(&mut client, "s", Some(0)).await;
+    assert_eq!(
+        frames.last().map(|f| f.total_messages_synced),
+        Some(texts.len() as u64),
+        "{frames:?}"
+    );
+    let messages = all_messages(&mut client, "s", "").await;
+    let stored: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(stored, texts);
+    assert!(messages.iter().all(|m| m.sender == "A\\na"), "{messages:?}");
+    let chats = all_chats(&mut client, "s").await;
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0].name, "Back\\slash");
+    let again = sync_frames(&mut client, "s", Some(0)).await;
+    assert_eq!(
+        again.last().map(|f| f.total_messages_synced),
+        Some(0),
+        "the stored provider ids are the ones the re-sync derives"
     );
 }
 

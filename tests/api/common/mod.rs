@@ -179,6 +179,7 @@ impl TestApp {
             ..Config::default()
         };
         adjust(&mut config);
+        wait_for_sqlite_release(&config.database_url).await;
         let app = Application::build(config).await.expect("server builds");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -232,6 +233,31 @@ impl Drop for TestApp {
             handle.abort();
         }
     }
+}
+
+/// SQLite: waits until no server holds the database's lock file (`FILE.lock`, see
+/// `storage::lock_sqlite_file`), at most [`HANG_GUARD`]. A test that stops a server and starts
+/// another on the same file needs it: a task the stopped server spawned may hold its store, and
+/// with it the lock, a moment after the server returns (in a real process, exiting ends them),
+/// so the new server waits for the lock itself, as a restart must.
+async fn wait_for_sqlite_release(database_url: &str) {
+    let Some(path) = database_url.strip_prefix("sqlite://") else {
+        return;
+    };
+    let path = PathBuf::from(format!("{path}.lock"));
+    if !path.exists() {
+        return;
+    }
+    let released = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+        file.lock()?;
+        file.unlock()
+    });
+    tokio::time::timeout(HANG_GUARD, released)
+        .await
+        .expect("the previous server releases the SQLite file's lock")
+        .expect("lock task")
+        .expect("lock the SQLite file");
 }
 
 /// A token entry.
