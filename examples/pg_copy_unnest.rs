@@ -11,8 +11,8 @@
 //! Each run loads every row twice, alternating which way goes first: in transactions of
 //! `--chunk` rows (an import's batch), once as one `COPY messages (…) FROM STDIN` per chunk (text
 //! format, sent with sqlx's `copy_in_raw`), once as one `INSERT … SELECT … FROM UNNEST($1::text[],
-//! …)` per chunk with the columns bound as arrays (the statement shape of
-//! `storage::rows::messages_unnest`). Before each load the table is truncated and a `CHECKPOINT`
+//! …)` per chunk with the columns bound as arrays (the statement chatsync's imports used
+//! before 8825788 moved them to `COPY`). Before each load the table is truncated and a `CHECKPOINT`
 //! taken. Prints one line per load and the medians, in rows/s; the ratio is COPY / UNNEST.
 //!
 //! The text format is PostgreSQL's (<https://www.postgresql.org/docs/15/sql-copy.html>, "Text
