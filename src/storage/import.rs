@@ -255,13 +255,15 @@ impl WriteTxn {
             .next()
             .map(|chunk| messages_insert_sqlite(session_id, chunk, now));
         while let Some(statement) = next.take() {
+            let (sql, arguments) = statement?;
             // The next statement is built while this one runs on SQLite's thread: the first
             // poll of the insert hands it over, then the build runs, then the insert is awaited.
-            let (done, following) = tokio::join!(self.conn().execute_raw(statement), async {
-                chunks
-                    .next()
-                    .map(|chunk| messages_insert_sqlite(session_id, chunk, now))
-            });
+            let (done, following) =
+                tokio::join!(self.conn().execute_sqlite(sql, arguments), async {
+                    chunks
+                        .next()
+                        .map(|chunk| messages_insert_sqlite(session_id, chunk, now))
+                });
             done?;
             next = following;
         }

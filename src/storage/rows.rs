@@ -1,12 +1,17 @@
 //! Row conversions: entity rows to domain types and back, and the bulk message INSERTs
 //! (multi-row `VALUES` on SQLite, `COPY` on PostgreSQL).
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use sea_orm::sqlx::sqlite::SqliteArguments;
+use sea_orm::sqlx::{Arguments as _, Encode, Sqlite, Type};
 
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::{change, chat, message};
 use super::{ROWS_PER_INSERT, storable};
+use crate::error::{Error, Result};
 use crate::model::MessageRef;
 use crate::model::{
     Chat, Deletion, Forwarded, Message, MessageKind, MessageStatus, NewMessage, ReplyTo,
@@ -89,22 +94,24 @@ pub(super) fn new_message_row(
 
 /// SQLite's bulk INSERT of `messages`, the i-th row taking its seq from `rows`: the same columns
 /// and values as [`new_message_row`], as plain SQL text (`VALUES (?, …), …`, one row of
-/// placeholders per message) and one value per placeholder, without building a sea-query
-/// statement (an expression per value) first. The lifecycle columns (reply, forward, edit) are
+/// placeholders per message) and sqlx's arguments, one per placeholder, built directly: no
+/// sea-query statement (an expression per value) and no sea-query values (which sqlx would
+/// convert again on the writer's critical path; this runs while the statement before it
+/// executes, see `WriteTxn::insert_messages_sqlite`). The session and each chat id are bound as
+/// one shared `Arc<str>` for all their rows. The lifecycle columns (reply, forward, edit) are
 /// written only when a row of the chunk has any ([`NewMessage::has_relations`]): an export
 /// without them binds 12 values per row, not 17. At most [`ROWS_PER_INSERT`] rows.
 pub(super) fn messages_insert_sqlite(
     session_id: &str,
     rows: &[(&str, &NewMessage, u64)],
     now: i64,
-) -> sea_orm::Statement {
-    use sea_orm::sea_query::Value;
+) -> Result<(String, SqliteArguments)> {
     debug_assert!(rows.len() <= ROWS_PER_INSERT);
     let relations = rows.iter().any(|(_, new, _)| new.has_relations());
-    let row = if relations {
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    let (row, columns) = if relations {
+        ("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 17)
     } else {
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 12)
     };
     let mut sql = String::with_capacity(300 + rows.len() * (row.len() + 2));
     sql.push_str(
@@ -116,41 +123,51 @@ pub(super) fn messages_insert_sqlite(
     } else {
         ") VALUES "
     });
-    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * if relations { 17 } else { 12 });
+    let mut arguments = SqliteArguments::default();
+    arguments.reserve(rows.len() * columns, 0);
+    let session: Arc<str> = Arc::from(session_id);
+    let mut chat: Arc<str> = Arc::from("");
     for (i, (chat_id, new, seq)) in rows.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
         sql.push_str(row);
-        values.extend([
-            Value::from(session_id),
-            Value::from(*chat_id),
-            Value::from(new.provider_message_id.as_str()),
-            Value::from(new.client_message_id.clone()),
-            Value::from(storable(&new.sender).into_owned()),
-            Value::from(storable(&new.text).into_owned()),
-            Value::from(new.kind.as_i16()),
-            Value::from(new.status.as_i16()),
-            Value::from(new.from_me),
-            Value::from(new.sent_at_ms),
-            Value::from(*seq as i64),
-            Value::from(now),
-        ]);
+        if *chat != **chat_id {
+            chat = Arc::from(*chat_id);
+        }
+        let a = &mut arguments;
+        bind(a, session.clone())?;
+        bind(a, chat.clone())?;
+        bind(a, new.provider_message_id.as_str())?;
+        bind(a, new.client_message_id.as_deref())?;
+        bind(a, storable(&new.sender))?;
+        bind(a, storable(&new.text))?;
+        bind(a, new.kind.as_i16())?;
+        bind(a, new.status.as_i16())?;
+        bind(a, new.from_me)?;
+        bind(a, new.sent_at_ms)?;
+        bind(a, *seq as i64)?;
+        bind(a, now)?;
         if relations {
-            values.extend([
-                Value::from(new.reply_to.as_deref().map(|id| storable(id).into_owned())),
-                Value::from(stored_forwarded(new.forwarded)),
-                Value::from(
-                    new.forwarded_from
-                        .as_deref()
-                        .map(|name| storable(name).into_owned()),
-                ),
-                Value::from(new.edited.then_some(true)),
-                Value::from(new.edited_at_ms),
-            ]);
+            bind(a, new.reply_to.as_deref().map(storable))?;
+            bind(a, stored_forwarded(new.forwarded))?;
+            bind(a, new.forwarded_from.as_deref().map(storable))?;
+            bind(a, new.edited.then_some(true))?;
+            bind(a, new.edited_at_ms)?;
         }
     }
-    sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values)
+    Ok((sql, arguments))
+}
+
+/// Adds one value to a statement's arguments. `Internal` when sqlx cannot encode it (its
+/// encoders for text, integers and booleans only push the value).
+fn bind<'q, T: Encode<'q, Sqlite> + Type<Sqlite>>(
+    arguments: &mut SqliteArguments,
+    value: T,
+) -> Result<()> {
+    arguments
+        .add(value)
+        .map_err(|error| Error::Internal(format!("binding a message's value: {error}")))
 }
 
 /// `messages.forwarded` for a message: NULL when it was not forwarded.

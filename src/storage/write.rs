@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DbBackend, EntityName, EntityTrait, IdenStatic, Iterable,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    Statement, Value,
 };
 
 use super::heads::Heads;
@@ -115,14 +115,12 @@ impl Store {
                     .begin()
                     .await?,
             )),
-            _ => WriteConn::Sea(
+            _ => WriteConn::Sqlite(tokio::sync::Mutex::new(
                 self.writer_db
-                    .begin_with_options(TransactionOptions {
-                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                        ..Default::default()
-                    })
+                    .get_sqlite_connection_pool()
+                    .begin_with("BEGIN IMMEDIATE")
                     .await?,
-            ),
+            )),
         };
         let sql = match backend {
             DbBackend::Postgres => "SELECT head_seq FROM sessions WHERE id = $1 FOR UPDATE",

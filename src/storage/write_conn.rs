@@ -1,28 +1,50 @@
-//! [`WriteConn`], the connection a [`super::WriteTxn`] runs its statements on: sea-orm's
-//! transaction on SQLite, sqlx's own on PostgreSQL.
+//! [`WriteConn`], the connection a [`super::WriteTxn`] runs its statements on: sqlx's own
+//! transaction on a connection of the writer pool, on SQLite (`BEGIN IMMEDIATE`) and on
+//! PostgreSQL alike.
 //!
-//! PostgreSQL's transaction is sqlx's so that an import can stream its messages with
-//! `COPY … FROM STDIN` inside the same transaction ([`WriteConn::copy_in`]): sea-orm's
-//! `DatabaseTransaction` does not expose its connection, and the copy protocol needs it.
-//! Every other statement goes through [`ConnectionTrait`] as before, run the way sea-orm 2.0
-//! runs it on PostgreSQL (sqlx's `query_with` over the statement's values, errors as
-//! `DbErr::Exec` or `DbErr::Query` of the sqlx error), so the entities' queries and
-//! `crate::error`'s classification of failures work unchanged.
+//! Why not sea-orm's `DatabaseTransaction`:
+//! - PostgreSQL: an import streams its messages with `COPY … FROM STDIN` inside the same
+//!   transaction ([`WriteConn::copy_in`]), and sea-orm's transaction does not expose its
+//!   connection, which the copy protocol needs.
+//! - SQLite: sea-orm clones every statement's bound values before it hands them to sqlx; an
+//!   import's multi-row INSERTs bind about 30,000 values each, and that copy ran on the writer's
+//!   critical path (about 3 % of a corpus sync, `perf`, 2026-12-08).
+//!
+//! Every statement goes through [`ConnectionTrait`], run the way sea-orm 2.0 runs it (sqlx's
+//! `query_with` over the statement's values, errors as `DbErr::Exec` or `DbErr::Query` of the
+//! sqlx error), so the entities' queries and `crate::error`'s classification of failures work
+//! unchanged.
 use std::sync::Arc;
 
-use sea_orm::sqlx::{self, Postgres};
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
-    Statement,
-};
+use sea_orm::sqlx::sqlite::SqliteArguments;
+use sea_orm::sqlx::{self, Database, IntoArguments, Postgres, Sqlite};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 
 /// An open write transaction's connection. See the module docs.
 pub enum WriteConn {
-    /// SQLite: sea-orm's transaction (`BEGIN IMMEDIATE`).
-    Sea(DatabaseTransaction),
-    /// PostgreSQL: sqlx's transaction on a connection of the writer pool.
+    /// SQLite: sqlx's transaction, begun with `BEGIN IMMEDIATE`.
+    Sqlite(tokio::sync::Mutex<sqlx::Transaction<'static, Sqlite>>),
+    /// PostgreSQL: sqlx's transaction.
     Postgres(tokio::sync::Mutex<sqlx::Transaction<'static, Postgres>>),
+}
+
+/// Runs `$body` with `$txn` bound to the locked transaction, whichever the backend.
+macro_rules! with_txn {
+    ($conn:expr, |$txn:ident| $body:expr) => {
+        match $conn {
+            WriteConn::Sqlite(txn) => {
+                #[allow(unused_mut)]
+                let mut $txn = txn.lock().await;
+                $body
+            }
+            WriteConn::Postgres(txn) => {
+                #[allow(unused_mut)]
+                let mut $txn = txn.lock().await;
+                $body
+            }
+        }
+    };
 }
 
 /// A failed statement, as sea-orm reports one.
@@ -36,7 +58,10 @@ fn query_err(error: sqlx::Error) -> DbErr {
 }
 
 /// sqlx's query for a sea-orm statement, taking its values (sea-orm clones them).
-fn sqlx_query(statement: Statement) -> sqlx::query::Query<'static, Postgres, SqlxValues> {
+fn sqlx_query<DB: Database>(statement: Statement) -> sqlx::query::Query<'static, DB, SqlxValues>
+where
+    SqlxValues: IntoArguments<DB>,
+{
     let values = statement.values.unwrap_or(sea_orm::Values(Vec::new()));
     sqlx::query_with(sqlx::AssertSqlSafe(statement.sql), SqlxValues(values))
 }
@@ -45,9 +70,30 @@ impl WriteConn {
     /// Commits. Errors: the database's, as `DbErr::Exec`.
     pub(super) async fn commit(self) -> Result<(), DbErr> {
         match self {
-            WriteConn::Sea(txn) => txn.commit().await,
+            WriteConn::Sqlite(txn) => txn.into_inner().commit().await.map_err(exec_err),
             WriteConn::Postgres(txn) => txn.into_inner().commit().await.map_err(exec_err),
         }
+    }
+
+    /// SQLite: runs `sql` with `arguments` bound, already in sqlx's form (the import's message
+    /// INSERTs, see `rows::messages_insert_sqlite`). Returns the rows changed. `Internal` on
+    /// PostgreSQL; the database's errors as `DbErr::Exec`.
+    pub(super) async fn execute_sqlite(
+        &self,
+        sql: String,
+        arguments: SqliteArguments,
+    ) -> crate::error::Result<u64> {
+        let WriteConn::Sqlite(txn) = self else {
+            return Err(crate::error::Error::Internal(
+                "SQLite arguments for a PostgreSQL transaction".into(),
+            ));
+        };
+        let mut txn = txn.lock().await;
+        let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments)
+            .execute(&mut **txn)
+            .await
+            .map_err(exec_err)?;
+        Ok(done.rows_affected())
     }
 
     /// PostgreSQL: runs `statement` (a `COPY table (columns) FROM STDIN` in text format) and
@@ -79,63 +125,42 @@ impl WriteConn {
 impl ConnectionTrait for WriteConn {
     fn get_database_backend(&self) -> DbBackend {
         match self {
-            WriteConn::Sea(txn) => txn.get_database_backend(),
+            WriteConn::Sqlite(_) => DbBackend::Sqlite,
             WriteConn::Postgres(_) => DbBackend::Postgres,
         }
     }
 
     async fn execute_raw(&self, statement: Statement) -> Result<ExecResult, DbErr> {
-        match self {
-            WriteConn::Sea(txn) => txn.execute_raw(statement).await,
-            WriteConn::Postgres(txn) => {
-                let mut txn = txn.lock().await;
-                sqlx_query(statement)
-                    .execute(&mut **txn)
-                    .await
-                    .map(Into::into)
-                    .map_err(exec_err)
-            }
-        }
+        with_txn!(self, |txn| sqlx_query(statement)
+            .execute(&mut **txn)
+            .await
+            .map(Into::into)
+            .map_err(exec_err))
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self {
-            WriteConn::Sea(txn) => txn.execute_unprepared(sql).await,
-            WriteConn::Postgres(txn) => {
-                let mut txn = txn.lock().await;
-                sqlx::Executor::execute(&mut **txn, sqlx::AssertSqlSafe(sql.to_owned()))
-                    .await
-                    .map(Into::into)
-                    .map_err(exec_err)
-            }
-        }
+        with_txn!(self, |txn| sqlx::Executor::execute(
+            &mut **txn,
+            sqlx::AssertSqlSafe(sql.to_owned())
+        )
+        .await
+        .map(Into::into)
+        .map_err(exec_err))
     }
 
     async fn query_one_raw(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self {
-            WriteConn::Sea(txn) => txn.query_one_raw(statement).await,
-            WriteConn::Postgres(txn) => {
-                let mut txn = txn.lock().await;
-                sqlx_query(statement)
-                    .fetch_optional(&mut **txn)
-                    .await
-                    .map(|row| row.map(Into::into))
-                    .map_err(query_err)
-            }
-        }
+        with_txn!(self, |txn| sqlx_query(statement)
+            .fetch_optional(&mut **txn)
+            .await
+            .map(|row| row.map(Into::into))
+            .map_err(query_err))
     }
 
     async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self {
-            WriteConn::Sea(txn) => txn.query_all_raw(statement).await,
-            WriteConn::Postgres(txn) => {
-                let mut txn = txn.lock().await;
-                sqlx_query(statement)
-                    .fetch_all(&mut **txn)
-                    .await
-                    .map(|rows| rows.into_iter().map(Into::into).collect())
-                    .map_err(query_err)
-            }
-        }
+        with_txn!(self, |txn| sqlx_query(statement)
+            .fetch_all(&mut **txn)
+            .await
+            .map(|rows| rows.into_iter().map(Into::into).collect())
+            .map_err(query_err))
     }
 }
