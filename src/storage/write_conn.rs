@@ -7,8 +7,10 @@
 //!   transaction ([`WriteConn::copy_in`]), and sea-orm's transaction does not expose its
 //!   connection, which the copy protocol needs.
 //! - SQLite: sea-orm clones every statement's bound values before it hands them to sqlx; an
-//!   import's multi-row INSERTs bind about 30,000 values each, and that copy ran on the writer's
-//!   critical path (about 3 % of a corpus sync, `perf`, 2026-12-08).
+//!   import's multi-row INSERTs bind about 20,000 values each, and that copy ran on the writer's
+//!   critical path. Without it, and with the message INSERTs' arguments built while the
+//!   statement before runs ([`WriteConn::execute_sqlite`]), a corpus sync ran 1.12× faster
+//!   (BENCHMARKS.md, 2026-12-08).
 //!
 //! Every statement goes through [`ConnectionTrait`], run the way sea-orm 2.0 runs it (sqlx's
 //! `query_with` over the statement's values, errors as `DbErr::Exec` or `DbErr::Query` of the
@@ -57,7 +59,7 @@ fn query_err(error: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(Arc::new(error)))
 }
 
-/// sqlx's query for a sea-orm statement, taking its values (sea-orm clones them).
+/// sqlx's query for a sea-orm statement, taking its values (where sea-orm would clone them).
 fn sqlx_query<DB: Database>(statement: Statement) -> sqlx::query::Query<'static, DB, SqlxValues>
 where
     SqlxValues: IntoArguments<DB>,
