@@ -36,12 +36,10 @@ macro_rules! with_txn {
     ($conn:expr, |$txn:ident| $body:expr) => {
         match $conn {
             WriteConn::Sqlite(txn) => {
-                #[allow(unused_mut)]
                 let mut $txn = txn.lock().await;
                 $body
             }
             WriteConn::Postgres(txn) => {
-                #[allow(unused_mut)]
                 let mut $txn = txn.lock().await;
                 $body
             }
